@@ -1,0 +1,120 @@
+# Trustpool build, test and demo targets. `make help` lists them.
+#
+# Both entry points install what is missing first (Debian packages with
+# apt-get, Go modules, golangci-lint), so a fresh Debian 12 machine needs only
+# `make demo` or `make test`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO            ?= go
+# Tools built from source land here, outside the repository.
+TOOLS         ?= $(HOME)/.cache/trustpool-tools
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI_LINT := $(TOOLS)/golangci-lint
+FUZZ_TIME     ?= 30s
+TEST_TIMEOUT  ?= 30m
+# The repository may have no commit yet; do not stamp VCS data into binaries.
+export GOFLAGS := -buildvcs=false $(GOFLAGS)
+
+# Debian packages the project needs (tests start these services themselves;
+# nothing runs as a system service).
+DEB_PACKAGES := \
+	gcc libc6-dev libssl-dev pkg-config git make ca-certificates curl jq \
+	rabbitmq-server \
+	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware \
+	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \
+	python3-pip python3-setuptools \
+	swtpm swtpm-tools tpm2-tools \
+	mariadb-server mariadb-client \
+	bats shellcheck
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Deployables: binary name = directory; built only when the directory exists.
+# The main package is either the directory itself or cmd/<binary> below it.
+BINARIES := trustpool-agent=compute-agent trustpool-attestation=attestation-service trustpool-filter-shim=nova-filter-shim
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: deps-apt deps-go deps-tools ## install missing Debian packages, Go modules and golangci-lint (idempotent)
+
+.PHONY: deps-apt
+deps-apt:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing; \
+	fi
+
+.PHONY: deps-go
+deps-go:
+	$(GO) mod download
+
+.PHONY: deps-tools
+deps-tools:
+	@if ! "$(GOLANGCI_LINT)" version 2>/dev/null | grep -q "version $(GOLANGCI_VERSION:v%=%) "; then \
+	  echo "installing golangci-lint $(GOLANGCI_VERSION) into $(TOOLS)"; \
+	  mkdir -p "$(TOOLS)"; \
+	  GOBIN="$(TOOLS)" GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION); \
+	fi
+
+.PHONY: fmt-check
+fmt-check: ## fail if gofmt would change a file
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: deps-tools ## golangci-lint (.golangci.yml) and shellcheck
+	"$(GOLANGCI_LINT)" run ./...
+	@scripts=$$(find . -path ./.git -prune -o -name '*.sh' -print | sort; [ -f .ci/run ] && echo .ci/run); \
+	echo shellcheck $$scripts; shellcheck $$scripts
+
+.PHONY: test
+test: deps fmt-check vet lint ## everything CI runs: deps, gofmt, vet, lint, then unit and integration tests with -race
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-short
+test-short: ## unit tests only (integration tests skip with -short)
+	$(GO) test -short -count=1 ./...
+
+.PHONY: build
+build: ## build the deployables that exist into bin/
+	@mkdir -p bin
+	@for pair in $(BINARIES); do \
+	  bin=$${pair%%=*}; dir=$${pair#*=}; \
+	  if [ -d "$$dir/cmd/$$bin" ]; then pkg=./$$dir/cmd/$$bin; \
+	  elif [ -d "$$dir" ]; then pkg=./$$dir; \
+	  else continue; fi; \
+	  echo "$(GO) build -o bin/$$bin $$pkg"; \
+	  $(GO) build -o "bin/$$bin" "$$pkg"; \
+	done
+
+.PHONY: demo
+demo: deps ## start a private RabbitMQ and run the oslo.messaging echo demo (Go server, Go and Python clients)
+	scripts/demo.sh
+
+.PHONY: bench-oslo
+bench-oslo: deps ## RPC round trips/s and latency: Go<->Go against Python<->Python oslo.messaging
+	tests/interop/bench.sh
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZ_TIME each (default 30s)
+	FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz.sh
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf bin

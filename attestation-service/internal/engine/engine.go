@@ -1,0 +1,727 @@
+// Package engine is the attestation service's core: enrollment (register_host
+// → TPM2_MakeCredential challenge, activate_credential → binding), one
+// attestation round per host (fresh nonce → agent quote → evidence.Verify →
+// policy evaluation → signed verdict), verdict publication and the admin
+// operations the REST API exposes.
+//
+// # Trust rules (never fail open)
+//
+//   - trusted: fresh evidence verified by evidence.Verify and the host's
+//     required profiles passed (its assigned profiles, else the configured
+//     required_profiles; when both are empty, at least one defined profile
+//     must pass — a host is never trusted without reference values).
+//   - untrusted: the evidence was invalid (any evidence.Verify error) or a
+//     profile failed; reasons name each failure.
+//   - unknown: no usable evidence: not enrolled, EK change awaiting approval,
+//     agent unreachable or past its deadline, or an internal error.
+//
+// expires_at is verified_at + validity for verdicts from fresh evidence and
+// equal to verified_at for unknown verdicts; it is never extended: the
+// heartbeat republishes the stored signed bytes. Each new verdict takes the
+// next persisted per-host sequence number before it is signed. IMA appraisal
+// failures stick to a host until it reboots.
+//
+// Nonces are 32 random bytes from evidence.Ledger, single use, with a
+// lifetime of at most 2 × interval. The ledger is in memory: one service
+// instance.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/evidence"
+	"github.com/trustpool/trustpool/internal/policy"
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// Errors for callers to branch on.
+var (
+	// ErrNotEnrolled: the host has no activated binding.
+	ErrNotEnrolled = errors.New("host not enrolled")
+	// ErrNothingPending: no EK awaits approval for the host.
+	ErrNothingPending = errors.New("no EK awaiting approval")
+	// ErrNoEvidence: the host has no verified evidence to learn from.
+	ErrNoEvidence = errors.New("host has no verified evidence")
+)
+
+// Enrollment modes.
+const (
+	ModeAuto    = "auto"
+	ModeApprove = "approve"
+)
+
+// AgentClient calls an agent's quote method (the service wires oslo RPC).
+type AgentClient interface {
+	Quote(ctx context.Context, host string, args *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error)
+}
+
+// Publisher sends verdicts to the fanout and notifications.
+type Publisher interface {
+	PublishVerdicts(ctx context.Context, vs []verdict.Signed) error
+	Notify(ctx context.Context, eventType string, payload any) error
+}
+
+// Config configures an Engine. Durations must be positive.
+type Config struct {
+	Issuer        string
+	Interval      time.Duration
+	Validity      time.Duration
+	QuoteTimeout  time.Duration
+	NonceLifetime time.Duration
+	PCRs          []int
+	// RequiredProfiles apply to hosts without their own assignment.
+	RequiredProfiles     []string
+	EnrollmentMode       string
+	RequireEKCert        bool
+	EKRoots              *x509.CertPool
+	EKIntermediates      *x509.CertPool
+	AllowMissingEventLog bool
+
+	Store     *store.Store
+	Signer    *verdict.Signer
+	Agents    AgentClient
+	Publisher Publisher
+	Logger    *slog.Logger
+	Metrics   *metrics.Registry
+	// Trigger asks the scheduler to attest a host now (set by the service).
+	Trigger func(host string)
+	Rand    io.Reader
+	Now     func() time.Time
+}
+
+// Engine is the attestation core. It is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	ledger *evidence.Ledger
+	log    *slog.Logger
+
+	mu         sync.Mutex
+	hostLocks  map[string]*sync.Mutex
+	challenges map[string]*enrollChallenge
+
+	m engineMetrics
+}
+
+type engineMetrics struct {
+	rounds       *metrics.Counter
+	verifySecs   *metrics.Histogram
+	roundSecs    *metrics.Histogram
+	published    *metrics.Counter
+	enrollments  *metrics.Counter
+	hostStatuses *metrics.Gauge
+}
+
+const maxPendingChallenges = 10000
+
+// New returns an Engine.
+func New(cfg Config) *Engine {
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	if cfg.Trigger == nil {
+		cfg.Trigger = func(string) {}
+	}
+	if cfg.NonceLifetime <= 0 || cfg.NonceLifetime > 2*cfg.Interval {
+		cfg.NonceLifetime = 2 * cfg.Interval
+	}
+	r := cfg.Metrics
+	e := &Engine{
+		cfg: cfg, ledger: evidence.NewLedger(cfg.NonceLifetime), log: cfg.Logger,
+		hostLocks: map[string]*sync.Mutex{}, challenges: map[string]*enrollChallenge{},
+		m: engineMetrics{
+			rounds:       r.NewCounter("trustpool_attestation_rounds_total", "Attestation rounds by resulting status.", "status"),
+			verifySecs:   r.NewHistogram("trustpool_attestation_verify_seconds", "Time to verify evidence and evaluate profiles.", []float64{.0005, .001, .0025, .005, .01, .05, .1}),
+			roundSecs:    r.NewHistogram("trustpool_attestation_round_seconds", "Time of a whole attestation round (quote call included).", []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+			published:    r.NewCounter("trustpool_verdicts_published_total", "Signed verdicts cast on the verdict fanout.", "kind"),
+			enrollments:  r.NewCounter("trustpool_enrollment_total", "Enrollment steps by outcome.", "outcome"),
+			hostStatuses: r.NewGauge("trustpool_hosts", "Hosts by current verdict status.", "status"),
+		},
+	}
+	return e
+}
+
+func (e *Engine) hostLock(host string) *sync.Mutex {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l, ok := e.hostLocks[host]
+	if !ok {
+		l = &sync.Mutex{}
+		e.hostLocks[host] = l
+	}
+	return l
+}
+
+// hostState is the per-host verification state kept in the store.
+type hostState struct {
+	Previous  *evidence.Previous  `json:"previous,omitempty"`
+	IMATaint  map[string][]string `json:"ima_taint,omitempty"`
+	IMAResync bool                `json:"ima_resync,omitempty"`
+	Last      *Summary            `json:"last,omitempty"`
+}
+
+// Summary describes a host's last attestation attempt, for the API.
+type Summary struct {
+	At             time.Time           `json:"at"`
+	Status         verdict.Status      `json:"status"`
+	Reasons        []string            `json:"reasons"`
+	Reachable      bool                `json:"reachable"`
+	Verified       bool                `json:"verified"`
+	Rebooted       bool                `json:"rebooted,omitempty"`
+	PCRs           map[string]string   `json:"pcrs,omitempty"`
+	Boot           map[string]string   `json:"boot,omitempty"`
+	Clock          *evidence.ClockInfo `json:"clock,omitempty"`
+	IMAEntries     int                 `json:"ima_new_entries,omitempty"`
+	IMAOffset      int64               `json:"ima_offset,omitempty"`
+	EvidenceDigest string              `json:"evidence_digest,omitempty"`
+	Profiles       []policy.Result     `json:"profiles,omitempty"`
+	DurationMS     float64             `json:"duration_ms"`
+}
+
+func decodeState(b []byte) (*hostState, error) {
+	st := &hostState{}
+	if len(b) == 0 {
+		return st, nil
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("decode host state: %w", err)
+	}
+	return st, nil
+}
+
+// Attest runs one attestation round for host and records the verdict.
+// It returns ErrNotEnrolled for hosts without an activated binding.
+func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
+	l := e.hostLock(host)
+	l.Lock()
+	defer l.Unlock()
+	start := time.Now()
+	defer func() { e.m.roundSecs.Observe(time.Since(start).Seconds()) }()
+
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if err != nil {
+		return verdict.Verdict{}, err
+	}
+	if !rec.Activated || rec.PendingEKPublic != nil {
+		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
+	}
+	st, err := decodeState(rec.State)
+	if err != nil {
+		// Unusable state: start over from a full verification.
+		e.log.Error("host state unusable, resetting", "host", host, "error", err)
+		st = &hostState{}
+	}
+	v, sum := e.round(ctx, rec, st)
+	sum.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	st.Last = sum
+	e.m.rounds.Inc(string(v.Status))
+	v, err = e.record(ctx, rec, v, st)
+	return v, err
+}
+
+// round does the work of Attest without persisting anything.
+func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState) (verdict.Verdict, *Summary) {
+	now := e.cfg.Now()
+	sum := &Summary{At: now}
+	unknown := func(reason string) (verdict.Verdict, *Summary) {
+		sum.Status, sum.Reasons = verdict.Unknown, []string{reason}
+		return verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum
+	}
+	ek, err := evidence.ParseEKPublic(rec.EKPublic)
+	if err != nil {
+		return unknown("internal: stored EK unusable")
+	}
+	ak, err := evidence.ParseAKPublic(rec.AKPublic)
+	if err != nil {
+		return unknown("internal: stored AK unusable")
+	}
+	binding := evidence.Binding{EK: ek, AK: ak, Activated: rec.Activated}
+
+	ch, err := e.ledger.Issue(e.cfg.Rand, now, e.cfg.PCRs)
+	if err != nil {
+		return unknown("internal: cannot draw a nonce")
+	}
+	args := &attestrpc.QuoteArgs{Nonce: ch.Nonce, PCRSelection: e.cfg.PCRs}
+	if p := st.Previous; p != nil {
+		args.LogOffsets.IMA = p.IMA.Offset
+		args.LogOffsets.EventLogDigest = hex.EncodeToString(p.EventLogDigest)
+	}
+	if st.IMAResync {
+		args.LogOffsets.IMA = 0
+	}
+	qctx, cancel := context.WithTimeout(ctx, e.cfg.QuoteTimeout)
+	res, err := e.cfg.Agents.Quote(qctx, rec.Name, args)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return unknown("internal: service shutting down")
+		}
+		return unknown("unreachable: " + err.Error())
+	}
+	sum.Reachable = true
+	now = e.cfg.Now()
+	sum.At = now
+	untrusted := func(reasons ...string) (verdict.Verdict, *Summary) {
+		sum.Status, sum.Reasons = verdict.Untrusted, reasons
+		v := verdict.Verdict{Host: rec.Name, Status: verdict.Untrusted, Reasons: reasons, VerifiedAt: now, ExpiresAt: now.Add(e.cfg.Validity)}
+		if len(res.Attest) > 0 && len(res.Attest) <= evidence.MaxAttestSize {
+			d := sha256.Sum256(res.Attest)
+			v.EvidenceDigest = hex.EncodeToString(d[:])
+		}
+		return v, sum
+	}
+	used, err := e.ledger.Consume(ch.Nonce, now)
+	if err != nil {
+		return untrusted(evidence.Reason(err) + ": " + err.Error())
+	}
+	ev := &evidence.Evidence{Attest: res.Attest, Signature: res.Signature, PCRs: res.PCRs, EventLog: res.EventLog,
+		IMALog: res.IMALog, IMAOffset: res.IMAOffset, IMAHashSize: res.IMAHashSize}
+	vstart := time.Now()
+	defer func() { e.m.verifySecs.Observe(time.Since(vstart).Seconds()) }()
+	result, err := evidence.Verify(binding, used, ev, st.Previous, evidence.Options{
+		Now: now, NonceLifetime: e.cfg.NonceLifetime, AllowMissingEventLog: e.cfg.AllowMissingEventLog,
+	})
+	if err != nil {
+		st.IMAResync = errors.Is(err, evidence.ErrIMAOffset)
+		return untrusted("evidence: " + evidence.Reason(err) + ": " + err.Error())
+	}
+	st.IMAResync = false
+	sum.Verified = true
+	sum.Rebooted = result.Rebooted
+	sum.Clock = &result.Clock
+	sum.EvidenceDigest = hex.EncodeToString(result.AttestDigest)
+	sum.PCRs = map[string]string{}
+	for i, v := range result.PCRs {
+		sum.PCRs[fmt.Sprint(i)] = hex.EncodeToString(v)
+	}
+	boot := result.Boot
+	if boot == nil && st.Previous != nil && !result.Rebooted {
+		boot = st.Previous.Boot
+	}
+	if boot != nil {
+		sum.Boot = boot.Map()
+	}
+	next := &evidence.Previous{Clock: result.Clock, PCRs: result.PCRs, EventLogDigest: result.EventLogDigest, Boot: boot}
+	var imaNew = result.IMA
+	switch {
+	case imaNew != nil:
+		next.IMA = imaNew.State
+		sum.IMAEntries = len(imaNew.New)
+	case st.Previous != nil && !result.Rebooted:
+		next.IMA = st.Previous.IMA
+	}
+	sum.IMAOffset = next.IMA.Offset
+	if result.Rebooted {
+		st.IMATaint = nil
+	}
+	st.Previous = next
+
+	in := policy.Input{PCRs: result.PCRs, Boot: boot}
+	if imaNew != nil {
+		in.IMA = imaNew.New
+	}
+	status, satisfied, reasons, results := e.appraise(ctx, rec, st, in)
+	sum.Profiles = results
+	sum.Status, sum.Reasons = status, reasons
+	v := verdict.Verdict{Host: rec.Name, Status: status, Profiles: satisfied, Reasons: reasons, VerifiedAt: now,
+		ExpiresAt: now.Add(e.cfg.Validity), EvidenceDigest: hex.EncodeToString(result.AttestDigest)}
+	return v, sum
+}
+
+// appraise evaluates every defined profile and decides trust from the
+// host's required ones.
+func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostState, in policy.Input) (verdict.Status, []string, []string, []policy.Result) {
+	stored, err := e.cfg.Store.ListProfiles(ctx)
+	if err != nil {
+		return verdict.Untrusted, nil, []string{"internal: cannot load profiles"}, nil
+	}
+	results := map[string]policy.Result{}
+	var all []policy.Result
+	satisfied := []string{}
+	for _, sp := range stored {
+		r := policy.Result{Profile: sp.Name}
+		ps, err := policy.Parse([]byte(sp.Body))
+		if err != nil || len(ps) != 1 {
+			r.Reasons = []string{"profile unusable"}
+		} else {
+			r = ps[0].Evaluate(in)
+			for _, reason := range r.Reasons {
+				if len(reason) > 4 && reason[:4] == "ima:" {
+					if st.IMATaint == nil {
+						st.IMATaint = map[string][]string{}
+					}
+					if !slices.Contains(st.IMATaint[sp.Name], reason) && len(st.IMATaint[sp.Name]) < 32 {
+						st.IMATaint[sp.Name] = append(st.IMATaint[sp.Name], reason)
+					}
+				}
+			}
+			for _, t := range st.IMATaint[sp.Name] {
+				if !slices.Contains(r.Reasons, t) {
+					r.Reasons = append(r.Reasons, t+" (earlier this boot)")
+				}
+			}
+			r.Pass = len(r.Reasons) == 0
+		}
+		results[sp.Name] = r
+		all = append(all, r)
+		if r.Pass {
+			satisfied = append(satisfied, sp.Name)
+		}
+	}
+	sort.Strings(satisfied)
+	required := rec.Profiles
+	if required == nil {
+		required = e.cfg.RequiredProfiles
+	}
+	var reasons []string
+	if len(required) == 0 {
+		if len(satisfied) > 0 {
+			return verdict.Trusted, satisfied, nil, all
+		}
+		if len(stored) == 0 {
+			return verdict.Untrusted, satisfied, []string{"no profiles defined: nothing to appraise against"}, all
+		}
+		for _, r := range all {
+			for _, reason := range r.Reasons {
+				reasons = append(reasons, "profile "+r.Profile+": "+reason)
+			}
+		}
+		return verdict.Untrusted, satisfied, reasons, all
+	}
+	for _, name := range required {
+		r, ok := results[name]
+		if !ok {
+			reasons = append(reasons, "profile "+name+": not defined")
+			continue
+		}
+		for _, reason := range r.Reasons {
+			reasons = append(reasons, "profile "+name+": "+reason)
+		}
+	}
+	if len(reasons) > 0 {
+		return verdict.Untrusted, satisfied, reasons, all
+	}
+	return verdict.Trusted, satisfied, nil, all
+}
+
+// record assigns the next sequence number, signs, stores and (on change)
+// publishes v.
+func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, error) {
+	v.Issuer = e.cfg.Issuer
+	if v.Profiles == nil {
+		v.Profiles = []string{}
+	}
+	var old *verdict.Verdict
+	if len(rec.Verdict) > 0 {
+		if s, err := verdict.ParseSigned(rec.Verdict); err == nil {
+			if ov, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
+				old = &ov
+			}
+		}
+	}
+	seq, err := e.cfg.Store.NextSeq(ctx, rec.Name)
+	if err != nil {
+		return v, err
+	}
+	v.Seq = seq
+	signed, err := e.cfg.Signer.Sign(v)
+	if err != nil {
+		return v, fmt.Errorf("sign verdict: %w", err)
+	}
+	sb, err := json.Marshal(signed)
+	if err != nil {
+		return v, fmt.Errorf("encode verdict: %w", err)
+	}
+	stb, err := json.Marshal(st)
+	if err != nil {
+		return v, fmt.Errorf("encode host state: %w", err)
+	}
+	changed := old == nil || old.Status != v.Status || !slices.Equal(old.Profiles, v.Profiles) || !slices.Equal(old.Reasons, v.Reasons)
+	var hist *store.HistoryEntry
+	if changed {
+		hist = &store.HistoryEntry{At: v.VerifiedAt, Status: string(v.Status), Reasons: v.Reasons, Profiles: v.Profiles,
+			Seq: v.Seq, EvidenceDigest: v.EvidenceDigest}
+	}
+	if err := e.cfg.Store.SaveVerdict(ctx, rec.Name, sb, stb, hist); err != nil {
+		return v, err
+	}
+	if !changed {
+		return v, nil
+	}
+	e.log.Info("verdict changed", "host", rec.Name, "status", v.Status, "seq", v.Seq, "reasons", v.Reasons)
+	if err := e.cfg.Publisher.PublishVerdicts(ctx, []verdict.Signed{signed}); err != nil {
+		e.log.Warn("cannot publish verdict", "host", rec.Name, "error", err)
+	} else {
+		e.m.published.Inc("change")
+	}
+	if old == nil || old.Status != v.Status {
+		ev := attestrpc.EventHostUntrusted
+		if v.Status == verdict.Trusted {
+			ev = attestrpc.EventHostTrusted
+		}
+		payload := map[string]any{"host": v.Host, "status": v.Status, "profiles": v.Profiles, "reasons": nonNil(v.Reasons),
+			"seq": v.Seq, "verified_at": v.VerifiedAt.Format(verdict.TimeFormat), "expires_at": v.ExpiresAt.Format(verdict.TimeFormat)}
+		if err := e.cfg.Publisher.Notify(ctx, ev, payload); err != nil {
+			e.log.Warn("cannot send notification", "event", ev, "error", err)
+		}
+	}
+	return v, nil
+}
+
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// markUnknown records an unknown verdict for host (caller holds its lock).
+func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string, st *hostState) error {
+	now := e.cfg.Now()
+	if st == nil {
+		st = &hostState{}
+	}
+	st.Last = &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}
+	_, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
+		VerifiedAt: now, ExpiresAt: now}, st)
+	return err
+}
+
+// Snapshot returns the current signed verdict of every host.
+func (e *Engine) Snapshot(ctx context.Context) ([]verdict.Signed, error) {
+	hosts, err := e.cfg.Store.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []verdict.Signed{}
+	counts := map[verdict.Status]int{verdict.Trusted: 0, verdict.Untrusted: 0, verdict.Unknown: 0}
+	now := e.cfg.Now()
+	for _, h := range hosts {
+		if len(h.Verdict) == 0 {
+			counts[verdict.Unknown]++
+			continue
+		}
+		s, err := verdict.ParseSigned(h.Verdict)
+		if err != nil {
+			e.log.Error("stored verdict unusable", "host", h.Name, "error", err)
+			counts[verdict.Unknown]++
+			continue
+		}
+		if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
+			counts[v.StatusAt(now)]++
+		}
+		out = append(out, s)
+	}
+	for st, n := range counts {
+		e.m.hostStatuses.Set(float64(n), string(st))
+	}
+	return out, nil
+}
+
+// Heartbeat republishes every current verdict (the stored signed bytes:
+// nothing is extended) on the fanout, in batches.
+func (e *Engine) Heartbeat(ctx context.Context) error {
+	vs, err := e.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	for len(vs) > 0 {
+		n := min(len(vs), 200)
+		if err := e.cfg.Publisher.PublishVerdicts(ctx, vs[:n]); err != nil {
+			return err
+		}
+		e.m.published.Add(float64(n), "heartbeat")
+		vs = vs[n:]
+	}
+	return nil
+}
+
+// EnrolledHosts returns the hosts the scheduler should attest.
+func (e *Engine) EnrolledHosts(ctx context.Context) ([]string, error) {
+	hosts, err := e.cfg.Store.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, h := range hosts {
+		if h.Activated && h.PendingEKPublic == nil {
+			out = append(out, h.Name)
+		}
+	}
+	return out, nil
+}
+
+// HostView is a host as the API shows it.
+type HostView struct {
+	Name                 string       `json:"name"`
+	Enrollment           string       `json:"enrollment"`
+	Profiles             []string     `json:"required_profiles"`
+	ProfilesSet          bool         `json:"profiles_assigned"`
+	AgentVersion         string       `json:"agent_version,omitempty"`
+	EKFingerprint        string       `json:"ek_fingerprint,omitempty"`
+	PendingEKFingerprint string       `json:"pending_ek_fingerprint,omitempty"`
+	PendingSince         *time.Time   `json:"pending_since,omitempty"`
+	CreatedAt            time.Time    `json:"created_at"`
+	Verdict              *VerdictView `json:"verdict,omitempty"`
+	Last                 *Summary     `json:"last_attestation,omitempty"`
+}
+
+// VerdictView is the decoded latest verdict plus its signed form.
+type VerdictView struct {
+	Status          verdict.Status `json:"status"`
+	EffectiveStatus verdict.Status `json:"effective_status"`
+	Profiles        []string       `json:"profiles"`
+	Reasons         []string       `json:"reasons"`
+	VerifiedAt      time.Time      `json:"verified_at"`
+	ExpiresAt       time.Time      `json:"expires_at"`
+	Seq             uint64         `json:"seq"`
+	Signed          verdict.Signed `json:"signed"`
+}
+
+func fingerprint(b []byte) string {
+	if b == nil {
+		return ""
+	}
+	d := sha256.Sum256(b)
+	return hex.EncodeToString(d[:])
+}
+
+// View renders a stored host for the API.
+func (e *Engine) View(h *store.HostRecord, withLast bool) HostView {
+	hv := HostView{Name: h.Name, Profiles: h.Profiles, ProfilesSet: h.Profiles != nil, AgentVersion: h.AgentVersion,
+		EKFingerprint: fingerprint(h.EKPublic), PendingEKFingerprint: fingerprint(h.PendingEKPublic), CreatedAt: h.CreatedAt}
+	if hv.Profiles == nil {
+		hv.Profiles = nonNil(e.cfg.RequiredProfiles)
+	}
+	switch {
+	case h.PendingEKPublic != nil:
+		hv.Enrollment = attestrpc.StatePendingApproval
+		t := h.PendingSince
+		hv.PendingSince = &t
+	case h.Activated:
+		hv.Enrollment = attestrpc.StateEnrolled
+	default:
+		hv.Enrollment = "registered"
+	}
+	if len(h.Verdict) > 0 {
+		if s, err := verdict.ParseSigned(h.Verdict); err == nil {
+			if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
+				hv.Verdict = &VerdictView{Status: v.Status, EffectiveStatus: v.StatusAt(e.cfg.Now()), Profiles: v.Profiles,
+					Reasons: nonNil(v.Reasons), VerifiedAt: v.VerifiedAt, ExpiresAt: v.ExpiresAt, Seq: v.Seq, Signed: s}
+			}
+		}
+	}
+	if withLast {
+		if st, err := decodeState(h.State); err == nil {
+			hv.Last = st.Last
+		}
+	}
+	return hv
+}
+
+// ApproveEK makes a host's pending EK its approved EK; the agent then
+// enrolls with it (credential activation) on its next registration.
+func (e *Engine) ApproveEK(ctx context.Context, host string) error {
+	l := e.hostLock(host)
+	l.Lock()
+	defer l.Unlock()
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if err != nil {
+		return err
+	}
+	if rec.PendingEKPublic == nil {
+		return fmt.Errorf("approve EK of %s: %w", host, ErrNothingPending)
+	}
+	h := rec.Host
+	h.EKPublic, h.EKCert, h.AKPublic, h.Activated = h.PendingEKPublic, h.PendingEKCert, nil, false
+	h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic, h.PendingSince = nil, nil, nil, time.Time{}
+	if err := e.cfg.Store.PutHost(ctx, &h); err != nil {
+		return err
+	}
+	return e.cfg.Store.SaveState(ctx, host, nil)
+}
+
+// DeleteHost publishes a final unknown verdict for host and removes it.
+func (e *Engine) DeleteHost(ctx context.Context, host string) error {
+	l := e.hostLock(host)
+	l.Lock()
+	defer l.Unlock()
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if err != nil {
+		return err
+	}
+	if err := e.markUnknown(ctx, rec, "host deleted by an administrator", nil); err != nil {
+		return err
+	}
+	return e.cfg.Store.DeleteHost(ctx, host)
+}
+
+// SetHostProfiles assigns required profiles to a host (nil: back to the
+// configured default) and re-attests it.
+func (e *Engine) SetHostProfiles(ctx context.Context, host string, profiles []string) error {
+	l := e.hostLock(host)
+	l.Lock()
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if err != nil {
+		l.Unlock()
+		return err
+	}
+	h := rec.Host
+	h.Profiles = profiles
+	err = e.cfg.Store.PutHost(ctx, &h)
+	l.Unlock()
+	if err == nil {
+		e.cfg.Trigger(host)
+	}
+	return err
+}
+
+// LearnInput returns the verified evidence of host's last successful round,
+// for policy.Learn.
+func (e *Engine) LearnInput(ctx context.Context, host string) (policy.Input, error) {
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if err != nil {
+		return policy.Input{}, err
+	}
+	st, err := decodeState(rec.State)
+	if err != nil || st.Previous == nil || st.Last == nil || !st.Last.Verified {
+		return policy.Input{}, fmt.Errorf("learn from %s: %w", host, ErrNoEvidence)
+	}
+	return policy.Input{PCRs: st.Previous.PCRs, Boot: st.Previous.Boot}, nil
+}
+
+// TriggerAll asks for a re-attestation of every enrolled host (after a
+// profile change).
+func (e *Engine) TriggerAll(ctx context.Context) {
+	hosts, err := e.EnrolledHosts(ctx)
+	if err != nil {
+		return
+	}
+	for _, h := range hosts {
+		e.cfg.Trigger(h)
+	}
+}

@@ -1,0 +1,589 @@
+// Package store persists the attestation service's state in SQL: hosts and
+// their EK/AK bindings, per-host verification state (the evidence.Previous the
+// verifier needs across restarts, stored opaquely), the latest signed verdict,
+// per-host verdict sequence numbers, profiles, verdict history and the audit
+// log of admin changes.
+//
+// Two databases are supported with the same code and schema: SQLite (the
+// embedded default, github.com/mattn/go-sqlite3, WAL mode) and MySQL/MariaDB
+// (github.com/go-sql-driver/mysql). [database] connection uses the SQLAlchemy
+// URL form (see ParseURL). The schema is created and upgraded by numbered
+// migrations recorded in schema_migrations; a database newer than this code
+// is refused.
+//
+// Sequence numbers live in their own table, keyed by host name, and survive
+// host deletion: a re-enrolled host never reuses a sequence number, so relying
+// parties that drop older-seq verdicts keep working.
+//
+// The package does not log.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Errors.
+var (
+	// ErrNotFound: no such host or profile.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a profile with that name already exists.
+	ErrExists = errors.New("already exists")
+	// ErrSchemaTooNew: the database was migrated by newer code.
+	ErrSchemaTooNew = errors.New("database schema is newer than this service")
+)
+
+// Host is a host's enrollment record.
+type Host struct {
+	Name string
+	// EKPublic and EKCert are the approved endorsement key (nil until
+	// approved or registered in auto mode).
+	EKPublic, EKCert []byte
+	// AKPublic is the attestation key bound by credential activation;
+	// Activated says the activation succeeded for EKPublic.
+	AKPublic  []byte
+	Activated bool
+	// PendingEKPublic, PendingEKCert and PendingAKPublic are a registration
+	// waiting for an admin's approval (a new host in approve mode, or a known
+	// host presenting a different EK). Nil when nothing is pending.
+	PendingEKPublic, PendingEKCert, PendingAKPublic []byte
+	PendingSince                                    time.Time
+	// Profiles are the host's required profiles; nil means the configured
+	// default.
+	Profiles     []string
+	AgentVersion string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// HostRecord is a host with its opaque verification state and latest
+// signed verdict.
+type HostRecord struct {
+	Host
+	// State is the verifier's opaque per-host state (JSON).
+	State []byte
+	// Verdict is the latest signed verdict (JSON of verdict.Signed), nil
+	// when none.
+	Verdict []byte
+}
+
+// Profile is a stored profile: its name and TOML text.
+type Profile struct {
+	Name      string
+	Body      string
+	UpdatedAt time.Time
+}
+
+// HistoryEntry is one verdict change of a host.
+type HistoryEntry struct {
+	Host           string    `json:"host"`
+	At             time.Time `json:"at"`
+	Status         string    `json:"status"`
+	Reasons        []string  `json:"reasons"`
+	Profiles       []string  `json:"profiles"`
+	Seq            uint64    `json:"seq"`
+	EvidenceDigest string    `json:"evidence_digest,omitempty"`
+}
+
+// AuditRecord is one admin change.
+type AuditRecord struct {
+	At        time.Time `json:"at"`
+	RequestID string    `json:"request_id"`
+	UserID    string    `json:"user_id"`
+	ProjectID string    `json:"project_id"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target"`
+	Outcome   string    `json:"outcome"`
+	Detail    string    `json:"detail,omitempty"`
+}
+
+// Store is the SQL store.
+type Store struct {
+	db      *sql.DB
+	dialect dialect
+}
+
+// Open connects to the database named by a [database] connection URL and
+// runs the migrations.
+func Open(ctx context.Context, connection string) (*Store, error) {
+	u, err := parse(connection)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open(u.driver, u.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if u.dialect == dialectSQLite {
+		// One writer at a time; WAL lets readers run alongside.
+		db.SetMaxOpenConns(1)
+	} else {
+		db.SetMaxOpenConns(16)
+		db.SetConnMaxLifetime(5 * time.Minute)
+	}
+	s := &Store{db: db, dialect: u.dialect}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to database %s: %w", u.redacted, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database is reachable (for /healthz).
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+func encList(l []string) (sql.NullString, error) {
+	if l == nil {
+		return sql.NullString{}, nil
+	}
+	b, err := json.Marshal(l)
+	return sql.NullString{String: string(b), Valid: true}, err
+}
+
+func decList(s sql.NullString) ([]string, error) {
+	if !s.Valid {
+		return nil, nil
+	}
+	l := []string{}
+	if err := json.Unmarshal([]byte(s.String), &l); err != nil {
+		return nil, fmt.Errorf("decode list: %w", err)
+	}
+	return l, nil
+}
+
+const hostCols = "name, ek_public, ek_cert, ak_public, activated, pending_ek_public, pending_ek_cert, pending_ak_public, pending_since, profiles, agent_version, created_at, updated_at, state, verdict"
+
+func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
+	var (
+		h                          HostRecord
+		activated                  bool
+		pendingSince, created, upd int64
+		profiles                   sql.NullString
+	)
+	err := row.Scan(&h.Name, &h.EKPublic, &h.EKCert, &h.AKPublic, &activated, &h.PendingEKPublic, &h.PendingEKCert,
+		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict)
+	if err != nil {
+		return nil, err
+	}
+	h.Activated = activated
+	h.PendingSince, h.CreatedAt, h.UpdatedAt = fromMicros(pendingSince), fromMicros(created), fromMicros(upd)
+	if h.Profiles, err = decList(profiles); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
+// GetHost returns a host, or an error wrapping ErrNotFound.
+func (s *Store) GetHost(ctx context.Context, name string) (*HostRecord, error) {
+	h, err := scanHost(s.db.QueryRowContext(ctx, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("host %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get host %q: %w", name, err)
+	}
+	return h, nil
+}
+
+// ListHosts returns every host, sorted by name.
+func (s *Store) ListHosts(ctx context.Context) ([]*HostRecord, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+hostCols+" FROM hosts ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	defer rows.Close()
+	var out []*HostRecord
+	for rows.Next() {
+		h, err := scanHost(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list hosts: %w", err)
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return out, nil
+}
+
+// PutHost creates or updates a host's enrollment record (not its state or
+// verdict). CreatedAt is kept from the first write.
+func (s *Store) PutHost(ctx context.Context, h *Host) error {
+	profiles, err := encList(h.Profiles)
+	if err != nil {
+		return fmt.Errorf("put host %q: %w", h.Name, err)
+	}
+	now := micros(time.Now())
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE hosts SET ek_public = ?, ek_cert = ?, ak_public = ?, activated = ?,
+			pending_ek_public = ?, pending_ek_cert = ?, pending_ak_public = ?, pending_since = ?, profiles = ?,
+			agent_version = ?, updated_at = ? WHERE name = ?`,
+			h.EKPublic, h.EKCert, h.AKPublic, h.Activated, h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic,
+			micros(h.PendingSince), profiles, h.AgentVersion, now, h.Name)
+		if err != nil {
+			return fmt.Errorf("put host %q: %w", h.Name, err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, "INSERT INTO hosts ("+hostCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+			h.Name, h.EKPublic, h.EKCert, h.AKPublic, h.Activated, h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic,
+			micros(h.PendingSince), profiles, h.AgentVersion, now, now)
+		if err != nil {
+			return fmt.Errorf("put host %q: %w", h.Name, err)
+		}
+		return nil
+	})
+}
+
+// DeleteHost removes a host and its state. History, audit and the host's
+// sequence number are kept.
+func (s *Store) DeleteHost(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, "DELETE FROM hosts WHERE name = ?", name)
+	if err != nil {
+		return fmt.Errorf("delete host %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("host %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// SaveState stores the verifier's opaque state of a host.
+func (s *Store) SaveState(ctx context.Context, name string, state []byte) error {
+	res, err := s.db.ExecContext(ctx, "UPDATE hosts SET state = ? WHERE name = ?", state, name)
+	if err != nil {
+		return fmt.Errorf("save state of %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("host %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// NextSeq atomically increments and returns the verdict sequence number of
+// a host name (starting at 1). Numbers are never reused, even after the host
+// is deleted.
+func (s *Store) NextSeq(ctx context.Context, name string) (uint64, error) {
+	var seq uint64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE verdict_seqs SET seq = seq + 1 WHERE host = ?", name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO verdict_seqs (host, seq) VALUES (?, 1)", name); err != nil {
+				return err
+			}
+		}
+		return tx.QueryRowContext(ctx, "SELECT seq FROM verdict_seqs WHERE host = ?", name).Scan(&seq)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("next verdict seq of %q: %w", name, err)
+	}
+	return seq, nil
+}
+
+// SaveVerdict stores a host's latest signed verdict and state together, and
+// appends hist to its history when hist is not nil.
+func (s *Store) SaveVerdict(ctx context.Context, name string, signed, state []byte, hist *HistoryEntry) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE hosts SET verdict = ?, state = ? WHERE name = ?", signed, state, name)
+		if err != nil {
+			return fmt.Errorf("save verdict of %q: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("host %q: %w", name, ErrNotFound)
+		}
+		if hist == nil {
+			return nil
+		}
+		reasons, _ := json.Marshal(nonNil(hist.Reasons))
+		profiles, _ := json.Marshal(nonNil(hist.Profiles))
+		_, err = tx.ExecContext(ctx, `INSERT INTO history (host, at, status, reasons, profiles, seq, evidence_digest)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, name, micros(hist.At), hist.Status, string(reasons), string(profiles),
+			hist.Seq, hist.EvidenceDigest)
+		if err != nil {
+			return fmt.Errorf("append history of %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// History returns a host's verdict changes, newest first, at most limit.
+func (s *Store) History(ctx context.Context, name string, limit int) ([]HistoryEntry, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT host, at, status, reasons, profiles, seq, evidence_digest FROM history
+		WHERE host = ? ORDER BY id DESC LIMIT ?`, name, limit)
+	if err != nil {
+		return nil, fmt.Errorf("history of %q: %w", name, err)
+	}
+	defer rows.Close()
+	out := []HistoryEntry{}
+	for rows.Next() {
+		var (
+			e                 HistoryEntry
+			at                int64
+			reasons, profiles string
+		)
+		if err := rows.Scan(&e.Host, &at, &e.Status, &reasons, &profiles, &e.Seq, &e.EvidenceDigest); err != nil {
+			return nil, fmt.Errorf("history of %q: %w", name, err)
+		}
+		e.At = fromMicros(at)
+		if err := json.Unmarshal([]byte(reasons), &e.Reasons); err != nil {
+			return nil, fmt.Errorf("history of %q: %w", name, err)
+		}
+		if err := json.Unmarshal([]byte(profiles), &e.Profiles); err != nil {
+			return nil, fmt.Errorf("history of %q: %w", name, err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ListProfiles returns every profile, sorted by name.
+func (s *Store) ListProfiles(ctx context.Context) ([]Profile, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT name, body, updated_at FROM profiles ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("list profiles: %w", err)
+	}
+	defer rows.Close()
+	out := []Profile{}
+	for rows.Next() {
+		var (
+			p  Profile
+			at int64
+		)
+		if err := rows.Scan(&p.Name, &p.Body, &at); err != nil {
+			return nil, fmt.Errorf("list profiles: %w", err)
+		}
+		p.UpdatedAt = fromMicros(at)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// GetProfile returns a profile or an error wrapping ErrNotFound.
+func (s *Store) GetProfile(ctx context.Context, name string) (Profile, error) {
+	p := Profile{Name: name}
+	var at int64
+	err := s.db.QueryRowContext(ctx, "SELECT body, updated_at FROM profiles WHERE name = ?", name).Scan(&p.Body, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("profile %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("get profile %q: %w", name, err)
+	}
+	p.UpdatedAt = fromMicros(at)
+	return p, nil
+}
+
+// PutProfile creates (create true: ErrExists when it exists) or replaces
+// (create false: ErrNotFound when missing) a profile; upsert does either.
+func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
+	now := micros(time.Now())
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM profiles WHERE name = ?", p.Name).Scan(&one)
+		exists := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("put profile %q: %w", p.Name, err)
+		}
+		switch {
+		case exists && mode == Create:
+			return fmt.Errorf("profile %q: %w", p.Name, ErrExists)
+		case !exists && mode == Replace:
+			return fmt.Errorf("profile %q: %w", p.Name, ErrNotFound)
+		case exists:
+			_, err = tx.ExecContext(ctx, "UPDATE profiles SET body = ?, updated_at = ? WHERE name = ?", p.Body, now, p.Name)
+		default:
+			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, now)
+		}
+		if err != nil {
+			return fmt.Errorf("put profile %q: %w", p.Name, err)
+		}
+		return nil
+	})
+}
+
+// PutMode selects PutProfile's behaviour.
+type PutMode int
+
+// PutProfile modes.
+const (
+	Upsert PutMode = iota
+	Create
+	Replace
+)
+
+// DeleteProfile removes a profile.
+func (s *Store) DeleteProfile(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, "DELETE FROM profiles WHERE name = ?", name)
+	if err != nil {
+		return fmt.Errorf("delete profile %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("profile %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// AddAudit appends an audit record.
+func (s *Store) AddAudit(ctx context.Context, r AuditRecord) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (at, request_id, user_id, project_id, action, target, outcome, detail)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, micros(r.At), r.RequestID, r.UserID, r.ProjectID, r.Action, r.Target, r.Outcome, r.Detail)
+	if err != nil {
+		return fmt.Errorf("add audit record: %w", err)
+	}
+	return nil
+}
+
+// Audit returns audit records, newest first, at most limit.
+func (s *Store) Audit(ctx context.Context, limit int) ([]AuditRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT at, request_id, user_id, project_id, action, target, outcome, detail
+		FROM audit ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditRecord{}
+	for rows.Next() {
+		var (
+			r  AuditRecord
+			at int64
+		)
+		if err := rows.Scan(&at, &r.RequestID, &r.UserID, &r.ProjectID, &r.Action, &r.Target, &r.Outcome, &r.Detail); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		r.At = fromMicros(at)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// SchemaVersion returns the highest applied migration.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, "SELECT MAX(version) FROM schema_migrations").Scan(&v); err != nil {
+		return 0, fmt.Errorf("schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, s.dialect.expand(
+		"CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at {int} NOT NULL){engine}")); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	cur, err := s.SchemaVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if cur > len(migrations) {
+		return fmt.Errorf("migrate: schema version %d, code knows %d: %w", cur, len(migrations), ErrSchemaTooNew)
+	}
+	for i := cur; i < len(migrations); i++ {
+		for _, stmt := range migrations[i] {
+			if _, err := s.db.ExecContext(ctx, s.dialect.expand(stmt)); err != nil {
+				return fmt.Errorf("migrate to version %d: %w", i+1, err)
+			}
+		}
+		if _, err := s.db.ExecContext(ctx, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+			i+1, micros(time.Now())); err != nil {
+			return fmt.Errorf("migrate to version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// migrations[i] upgrades the schema from version i to i+1. Never edit a
+// released migration; append a new one.
+var migrations = [][]string{
+	{
+		`CREATE TABLE hosts (
+			name {name} PRIMARY KEY,
+			ek_public {blob}, ek_cert {blob}, ak_public {blob},
+			activated {bool} NOT NULL DEFAULT 0,
+			pending_ek_public {blob}, pending_ek_cert {blob}, pending_ak_public {blob},
+			pending_since {int} NOT NULL DEFAULT 0,
+			profiles {text},
+			agent_version {name} NOT NULL DEFAULT '',
+			created_at {int} NOT NULL, updated_at {int} NOT NULL,
+			state {blob}, verdict {blob}){engine}`,
+		`CREATE TABLE verdict_seqs (host {name} PRIMARY KEY, seq {int} NOT NULL){engine}`,
+		`CREATE TABLE profiles (name {name} PRIMARY KEY, body {text} NOT NULL, updated_at {int} NOT NULL){engine}`,
+		`CREATE TABLE history (id {autoid}, host {name} NOT NULL, at {int} NOT NULL, status {name} NOT NULL,
+			reasons {text} NOT NULL, profiles {text} NOT NULL, seq {int} NOT NULL, evidence_digest {name} NOT NULL){engine}`,
+		`CREATE INDEX history_host ON history (host, id)`,
+		`CREATE TABLE audit (id {autoid}, at {int} NOT NULL, request_id {name} NOT NULL, user_id {name} NOT NULL,
+			project_id {name} NOT NULL, action {name} NOT NULL, target {name} NOT NULL, outcome {name} NOT NULL,
+			detail {text} NOT NULL){engine}`,
+	},
+}
+
+type dialect int
+
+const (
+	dialectSQLite dialect = iota + 1
+	dialectMySQL
+)
+
+func (d dialect) expand(stmt string) string {
+	var r *strings.Replacer
+	if d == dialectSQLite {
+		r = strings.NewReplacer("{name}", "TEXT", "{blob}", "BLOB", "{text}", "TEXT", "{int}", "INTEGER",
+			"{bool}", "INTEGER", "{autoid}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{engine}", "")
+	} else {
+		r = strings.NewReplacer("{name}", "VARCHAR(255)", "{blob}", "LONGBLOB", "{text}", "MEDIUMTEXT", "{int}", "BIGINT",
+			"{bool}", "TINYINT(1)", "{autoid}", "BIGINT AUTO_INCREMENT PRIMARY KEY",
+			"{engine}", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+	}
+	return r.Replace(stmt)
+}

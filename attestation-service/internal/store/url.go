@@ -1,0 +1,104 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	_ "github.com/mattn/go-sqlite3" // the "sqlite3" database/sql driver
+)
+
+// ErrURL is wrapped by every [database] connection parse error.
+var ErrURL = errors.New("invalid database connection URL")
+
+type parsedURL struct {
+	dialect  dialect
+	driver   string
+	dsn      string
+	redacted string
+}
+
+// ParseURL parses a [database] connection URL in SQLAlchemy form:
+//
+//	sqlite:////var/lib/trustpool/attestation.db   (absolute path: four slashes)
+//	sqlite:///relative/path.db
+//	mysql://user:password@host[:port]/database[?charset=utf8mb4]
+//	mysql+pymysql://...                            (driver suffix ignored)
+//
+// PostgreSQL is not supported yet and is refused.
+func ParseURL(raw string) (driver, dsn string, err error) {
+	p, err := parse(raw)
+	if err != nil {
+		return "", "", err
+	}
+	return p.driver, p.dsn, nil
+}
+
+func parse(raw string) (*parsedURL, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, fmt.Errorf("%w: missing scheme://", ErrURL)
+	}
+	base, _, _ := strings.Cut(scheme, "+")
+	switch base {
+	case "sqlite":
+		path := strings.TrimPrefix(rest, "/")
+		if path == "" {
+			return nil, fmt.Errorf("%w: sqlite needs a file path (sqlite:////absolute/path.db)", ErrURL)
+		}
+		if strings.ContainsAny(path, "?#") {
+			return nil, fmt.Errorf("%w: sqlite URL options are not supported", ErrURL)
+		}
+		dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=5000&_foreign_keys=1&_txlock=immediate&_synchronous=NORMAL"
+		return &parsedURL{dialect: dialectSQLite, driver: "sqlite3", dsn: dsn, redacted: "sqlite:///" + path}, nil
+	case "mysql", "mariadb":
+		u, err := url.Parse("mysql://" + rest)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrURL, err)
+		}
+		cfg := mysql.NewConfig()
+		cfg.User = u.User.Username()
+		cfg.Passwd, _ = u.User.Password()
+		cfg.DBName = strings.TrimPrefix(u.Path, "/")
+		if cfg.DBName == "" || strings.Contains(cfg.DBName, "/") {
+			return nil, fmt.Errorf("%w: mysql URL needs a database name", ErrURL)
+		}
+		cfg.Net = "tcp"
+		host := u.Host
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if u.Port() == "" {
+			host = net.JoinHostPort(strings.Trim(host, "[]"), "3306")
+		}
+		cfg.Addr = host
+		for k, v := range u.Query() {
+			switch k {
+			case "charset":
+				// Always utf8mb4 on the connection; accepted for
+				// compatibility with oslo.db URLs.
+			case "unix_socket":
+				cfg.Net, cfg.Addr = "unix", v[0]
+			default:
+				return nil, fmt.Errorf("%w: unsupported mysql option %q", ErrURL, k)
+			}
+		}
+		// Matched rows, not changed rows, so UPDATE-then-INSERT upserts work.
+		cfg.ClientFoundRows = true
+		cfg.Timeout = 10 * time.Second
+		cfg.Params = map[string]string{"charset": "utf8mb4"}
+		red := *u
+		if _, has := red.User.Password(); has {
+			red.User = url.UserPassword(red.User.Username(), "***")
+		}
+		return &parsedURL{dialect: dialectMySQL, driver: "mysql", dsn: cfg.FormatDSN(), redacted: red.String()}, nil
+	case "postgresql", "postgres":
+		return nil, fmt.Errorf("%w: postgresql is not supported yet (use sqlite or mysql)", ErrURL)
+	default:
+		return nil, fmt.Errorf("%w: unknown scheme %q", ErrURL, scheme)
+	}
+}

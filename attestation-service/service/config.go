@@ -1,0 +1,206 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/keystone-auth/authtoken"
+	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
+)
+
+// DefaultConfigFile is where the daemon reads its configuration.
+const DefaultConfigFile = "/etc/trustpool/attestation.toml"
+
+// Config is attestation.toml. Sections and keys use oslo's names where one
+// exists.
+type Config struct {
+	Default     DefaultSection     `toml:"DEFAULT"`
+	Rabbit      oslo.RabbitOptions `toml:"oslo_messaging_rabbit"`
+	Database    DatabaseSection    `toml:"database"`
+	Keystone    authtoken.Options  `toml:"keystone_authtoken"`
+	Policy      kpolicy.Options    `toml:"oslo_policy"`
+	API         APISection         `toml:"api"`
+	Attestation AttestationSection `toml:"attestation"`
+	Enrollment  EnrollmentSection  `toml:"enrollment"`
+	Keys        KeysSection        `toml:"keys"`
+
+	// ConfigDir resolves a relative [oslo_policy] policy_file.
+	ConfigDir string `toml:"-"`
+	// Logger receives the service's logs; nil discards them.
+	Logger *slog.Logger `toml:"-"`
+}
+
+// DefaultSection is [DEFAULT].
+type DefaultSection struct {
+	// TransportURL is oslo's transport_url.
+	TransportURL string `toml:"transport_url"`
+	// ControlExchange is oslo's control_exchange.
+	ControlExchange string `toml:"control_exchange"`
+	// Host names this service instance (its RPC server); default: the
+	// machine's host name.
+	Host string `toml:"host"`
+	// Issuer goes into every verdict's issuer field.
+	Issuer string `toml:"issuer"`
+	// Debug enables debug logging.
+	Debug bool `toml:"debug"`
+}
+
+// DatabaseSection is [database].
+type DatabaseSection struct {
+	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db or
+	// mysql+pymysql://user:pw@host/db).
+	Connection string `toml:"connection"`
+}
+
+// APISection is [api].
+type APISection struct {
+	// Listen is the REST API's address (host:port); loopback by default,
+	// behind the Apache proxy DevStack sets up.
+	Listen string `toml:"listen"`
+}
+
+// AttestationSection is [attestation].
+type AttestationSection struct {
+	// Interval between two attestations of a host.
+	Interval time.Duration `toml:"interval"`
+	// Jitter spreads rounds: each delay is interval ± up to jitter.
+	Jitter time.Duration `toml:"jitter"`
+	// Concurrency bounds rounds in flight.
+	Concurrency int `toml:"concurrency"`
+	// QuoteTimeout is the deadline for an agent's quote; a host that misses
+	// it is unreachable (unknown).
+	QuoteTimeout time.Duration `toml:"quote_timeout"`
+	// NonceLifetime is how long a nonce is accepted (≤ 2 × interval).
+	NonceLifetime time.Duration `toml:"nonce_lifetime"`
+	// VerdictValidity is expires_at − verified_at (interval ≤ it ≤ 3 × interval).
+	VerdictValidity time.Duration `toml:"verdict_validity"`
+	// HeartbeatInterval republishes every current verdict on the fanout.
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
+	// PCRs is the SHA-256 PCR selection quoted.
+	PCRs []int `toml:"pcrs"`
+	// RequiredProfiles apply to hosts without their own assignment; empty
+	// means "at least one defined profile must pass".
+	RequiredProfiles []string `toml:"required_profiles"`
+	// AllowMissingEventLog accepts quotes without a firmware event log
+	// (no boot facts). Default false.
+	AllowMissingEventLog bool `toml:"allow_missing_event_log"`
+}
+
+// EnrollmentSection is [enrollment].
+type EnrollmentSection struct {
+	// Mode is auto (a new EK enrolls after credential activation) or
+	// approve (an administrator approves every new EK first).
+	Mode string `toml:"mode"`
+	// RequireEKCert requires an EK certificate chaining to EKRootsDir.
+	RequireEKCert bool `toml:"require_ek_cert"`
+	// EKRootsDir holds the TPM vendors' root and intermediate CA
+	// certificates (PEM, *.pem / *.crt / *.cer).
+	EKRootsDir string `toml:"ek_roots_dir"`
+}
+
+// KeysSection is [keys].
+type KeysSection struct {
+	// VerdictSigningKey is the Ed25519 private key (PKCS #8 PEM, 0600),
+	// created on first start.
+	VerdictSigningKey string `toml:"verdict_signing_key"`
+}
+
+// DefaultConfig returns the defaults of every key.
+func DefaultConfig() Config {
+	ks := authtoken.DefaultOptions()
+	return Config{
+		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation"},
+		Rabbit:   oslo.DefaultRabbitOptions(),
+		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db"},
+		Keystone: ks,
+		Policy:   kpolicy.DefaultOptions(),
+		API:      APISection{Listen: "127.0.0.1:9780"},
+		Attestation: AttestationSection{
+			Interval: 10 * time.Second, Jitter: 2 * time.Second, Concurrency: 32,
+			QuoteTimeout: 5 * time.Second, NonceLifetime: 10 * time.Second,
+			VerdictValidity: 30 * time.Second, HeartbeatInterval: 10 * time.Second,
+			PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+		},
+		Enrollment: EnrollmentSection{Mode: engine.ModeAuto, RequireEKCert: true, EKRootsDir: "/etc/trustpool/ek-roots"},
+		Keys:       KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key"},
+	}
+}
+
+// Validate checks the configuration; it returns every problem, each naming
+// its section.key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Default.TransportURL == "" {
+		bad("DEFAULT.transport_url", "is required (rabbit://user:password@host:5672/vhost)")
+	} else if _, err := oslo.ParseTransportURL(c.Default.TransportURL); err != nil {
+		bad("DEFAULT.transport_url", "%v", err)
+	}
+	if c.Default.Issuer == "" {
+		bad("DEFAULT.issuer", "is required")
+	}
+	if _, _, err := store.ParseURL(c.Database.Connection); err != nil {
+		bad("database.connection", "%v", err)
+	}
+	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+		bad("api.listen", "%q is not host:port", c.API.Listen)
+	}
+	a := c.Attestation
+	if a.Interval <= 0 {
+		bad("attestation.interval", "must be positive")
+	} else {
+		if a.Jitter < 0 || a.Jitter >= a.Interval {
+			bad("attestation.jitter", "must be at least 0 and less than attestation.interval (%v)", a.Interval)
+		}
+		if a.QuoteTimeout <= 0 || a.QuoteTimeout > a.Interval {
+			bad("attestation.quote_timeout", "must be positive and at most attestation.interval (%v)", a.Interval)
+		}
+		if a.NonceLifetime < a.QuoteTimeout || a.NonceLifetime > 2*a.Interval {
+			bad("attestation.nonce_lifetime", "must be between attestation.quote_timeout and 2 × attestation.interval (%v)", 2*a.Interval)
+		}
+		if a.VerdictValidity < a.Interval || a.VerdictValidity > 3*a.Interval {
+			bad("attestation.verdict_validity", "must be between attestation.interval and 3 × attestation.interval (%v)", 3*a.Interval)
+		}
+		if a.HeartbeatInterval <= 0 || a.HeartbeatInterval >= a.VerdictValidity {
+			bad("attestation.heartbeat_interval", "must be positive and less than attestation.verdict_validity")
+		}
+	}
+	if a.Concurrency < 1 || a.Concurrency > 10000 {
+		bad("attestation.concurrency", "must be 1-10000")
+	}
+	if len(a.PCRs) == 0 {
+		bad("attestation.pcrs", "must not be empty")
+	}
+	for _, p := range a.PCRs {
+		if p < 0 || p > 23 {
+			bad("attestation.pcrs", "PCR %d is not 0-23", p)
+		}
+	}
+	if s := slices.Sorted(slices.Values(a.PCRs)); len(slices.Compact(s)) != len(a.PCRs) {
+		bad("attestation.pcrs", "has duplicates")
+	}
+	if !slices.Contains(a.PCRs, 0) {
+		bad("attestation.pcrs", "must include PCR 0 (firmware)")
+	}
+	switch c.Enrollment.Mode {
+	case engine.ModeAuto, engine.ModeApprove:
+	default:
+		bad("enrollment.mode", "%q is not auto or approve", c.Enrollment.Mode)
+	}
+	if c.Enrollment.RequireEKCert && c.Enrollment.EKRootsDir == "" {
+		bad("enrollment.ek_roots_dir", "is required when enrollment.require_ek_cert is on")
+	}
+	if c.Keys.VerdictSigningKey == "" {
+		bad("keys.verdict_signing_key", "is required")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,415 @@
+// Package service is the attestation service's composition root
+// (trustpool-attestation): it builds the store, the verdict signer, the
+// oslo.messaging transport, the attestation engine, the scheduler, the RPC
+// server on trustpool-attestation (register_host, activate_credential,
+// measurements_changed, get_verdicts), the verdict fanout and heartbeat, and
+// the Keystone-protected REST API, and runs them until its context ends.
+//
+// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL and
+// PublicKey let them find it.
+package service
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/api"
+	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
+	"github.com/trustpool/trustpool/attestation-service/internal/sched"
+	"github.com/trustpool/trustpool/attestation-service/internal/sdnotify"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/verdict"
+	"github.com/trustpool/trustpool/keystone-auth/authtoken"
+	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
+)
+
+// Service is a running attestation service.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	ready  chan struct{}
+	apiURL atomic.Value // string
+	pub    ed25519.PublicKey
+}
+
+// New checks cfg and returns a Service; Run starts it.
+func New(cfg Config) (*Service, error) {
+	if err := errors.Join(cfg.Validate(), cfg.Keystone.Validate(), cfg.Rabbit.Validate()); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Default.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("host name: %w", err)
+		}
+		cfg.Default.Host = h
+	}
+	return &Service{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the RPC server consumes and the API listens.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// APIURL is the REST API's base URL (after Ready).
+func (s *Service) APIURL() string { v, _ := s.apiURL.Load().(string); return v }
+
+// PublicKey is the verdict public key (after Ready).
+func (s *Service) PublicKey() ed25519.PublicKey { return s.pub }
+
+// Run runs the service until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	cfg := s.cfg
+	a := cfg.Attestation
+	st, err := store.Open(ctx, cfg.Database.Connection)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	key, err := verdict.LoadOrCreateKey(cfg.Keys.VerdictSigningKey)
+	if err != nil {
+		return fmt.Errorf("verdict signing key: %w", err)
+	}
+	signer := verdict.NewSigner(key)
+	s.pub = signer.Public()
+	pubPEM, err := verdict.MarshalPublicKeyPEM(signer.Public())
+	if err != nil {
+		return err
+	}
+	var roots, inter *x509.CertPool
+	if cfg.Enrollment.RequireEKCert {
+		if roots, inter, err = loadEKRoots(cfg.Enrollment.EKRootsDir); err != nil {
+			return err
+		}
+	}
+	tr, err := oslo.NewTransport(oslo.Config{TransportURL: cfg.Default.TransportURL, ControlExchange: cfg.Default.ControlExchange,
+		Rabbit: &cfg.Rabbit, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("messaging: %w", err)
+	}
+	defer tr.Close()
+
+	reg := metrics.New()
+	var sc *sched.Scheduler
+	eng := engine.New(engine.Config{
+		Issuer: cfg.Default.Issuer, Interval: a.Interval, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
+		NonceLifetime: a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
+		EnrollmentMode: cfg.Enrollment.Mode, RequireEKCert: cfg.Enrollment.RequireEKCert, EKRoots: roots, EKIntermediates: inter,
+		AllowMissingEventLog: a.AllowMissingEventLog,
+		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
+		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
+		Publisher: &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)},
+		Trigger:   func(h string) { sc.Trigger(h) },
+	})
+	sc = sched.New(sched.Config{Interval: a.Interval, Jitter: a.Jitter, Concurrency: a.Concurrency,
+		Attest: func(ctx context.Context, host string) {
+			_, err := eng.Attest(ctx, host)
+			switch {
+			case err == nil:
+			case errors.Is(err, engine.ErrNotEnrolled), errors.Is(err, store.ErrNotFound):
+				sc.Remove(host)
+			case ctx.Err() == nil:
+				s.log.Error("attestation round failed", "host", host, "error", err)
+			}
+		}})
+	reg.NewGaugeFunc("trustpool_scheduled_hosts", "Hosts the scheduler attests.", func() float64 { return float64(sc.Hosts()) })
+	hosts, err := eng.EnrolledHosts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		sc.Add(h)
+	}
+
+	rpc := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.ServiceTopic, Server: cfg.Default.Host}, oslo.Endpoint{
+		Version: attestrpc.APIVersion,
+		Methods: rpcMethods(eng, sc, s.log),
+	})
+
+	enf, err := kpolicy.New(kpolicy.Config{Options: cfg.Policy, Defaults: api.Rules(), BaseDir: cfg.ConfigDir})
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	auth := &lazyAuth{}
+	handler := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: auth.wrap, Metrics: reg, Logger: s.log,
+		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: sc.Trigger,
+		Health: func(ctx context.Context) error {
+			if err := st.Ping(ctx); err != nil {
+				return fmt.Errorf("database: %w", err)
+			}
+			select {
+			case <-rpc.Ready():
+			default:
+				return errors.New("messaging: RPC server not consuming")
+			}
+			return nil
+		}})
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api listen: %w", err)
+	}
+	s.apiURL.Store("http://" + ln.Addr().String())
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	run := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	run("rpc server", func() error { return rpc.Run(ctx) })
+	run("scheduler", func() error { return sc.Run(ctx) })
+	run("api", func() error { return srv.Serve(ln) })
+	run("keystone", func() error { auth.open(ctx, cfg.Keystone, s.log); return nil })
+	run("heartbeat", func() error {
+		t := time.NewTicker(a.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				if err := eng.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("verdict heartbeat failed", "error", err)
+				}
+			}
+		}
+	})
+	select {
+	case <-rpc.Ready():
+		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", len(hosts), "kid", signer.KID())
+		close(s.ready)
+		if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+			s.log.Warn("cannot notify systemd", "error", err)
+		}
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
+	s.log.Info("attestation service stopping")
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	_ = srv.Shutdown(sctx)
+	scancel()
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return ctx.Err()
+}
+
+// rpcMethods are the trustpool-attestation endpoint's methods.
+func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, log *slog.Logger) map[string]oslo.Handler {
+	enrollErr := func(err error) error {
+		if errors.Is(err, engine.ErrEnrollment) {
+			return oslo.NewValueError(err.Error())
+		}
+		log.Error("enrollment failed", "error", err)
+		return oslo.NewRemoteError("trustpool.exception", "InternalError", "internal error", nil)
+	}
+	return map[string]oslo.Handler{
+		attestrpc.MethodRegisterHost: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.RegisterHostArgs
+			if err := decodeArgs(req, &a); err != nil {
+				return nil, err
+			}
+			res, err := eng.RegisterHost(ctx, &a)
+			if err != nil {
+				return nil, enrollErr(err)
+			}
+			return res, nil
+		},
+		attestrpc.MethodActivateCredential: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.ActivateCredentialArgs
+			if err := decodeArgs(req, &a); err != nil {
+				return nil, err
+			}
+			res, err := eng.ActivateCredential(ctx, &a)
+			if err != nil {
+				return nil, enrollErr(err)
+			}
+			return res, nil
+		},
+		attestrpc.MethodMeasurementsChanged: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.MeasurementsChangedArgs
+			if err := decodeArgs(req, &a); err != nil {
+				return nil, err
+			}
+			if err := a.Validate(); err != nil {
+				return nil, oslo.NewValueError(err.Error())
+			}
+			// Only hosts already scheduled (enrolled) are re-attested.
+			sc.TriggerKnown(a.Host)
+			return nil, nil
+		},
+		attestrpc.MethodGetVerdicts: func(ctx context.Context, req *oslo.Request) (any, error) {
+			vs, err := eng.Snapshot(ctx)
+			if err != nil {
+				log.Error("get_verdicts failed", "error", err)
+				return nil, oslo.NewRemoteError("trustpool.exception", "InternalError", "internal error", nil)
+			}
+			return attestrpc.GetVerdictsResult{Verdicts: vs}, nil
+		},
+	}
+}
+
+func decodeArgs(req *oslo.Request, v any) error {
+	b, err := json.Marshal(req.Args)
+	if err != nil {
+		return oslo.NewValueError("arguments: " + err.Error())
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if err := dec.Decode(v); err != nil {
+		return oslo.NewValueError("arguments: " + err.Error())
+	}
+	return nil
+}
+
+type agentClient struct{ c *oslo.Client }
+
+func (a *agentClient) Quote(ctx context.Context, host string, args *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error) {
+	var res attestrpc.QuoteResult
+	c := a.c.WithTarget(func(t *oslo.Target) { t.Server = host })
+	if err := c.Call(ctx, nil, attestrpc.MethodQuote, args, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+type publisher struct {
+	fanout   *oslo.Client
+	notifier *oslo.Notifier
+}
+
+func (p *publisher) PublishVerdicts(ctx context.Context, vs []verdict.Signed) error {
+	return p.fanout.Cast(ctx, nil, attestrpc.MethodVerdictsChanged, attestrpc.VerdictsChangedArgs{Verdicts: vs})
+}
+
+func (p *publisher) Notify(ctx context.Context, eventType string, payload any) error {
+	return p.notifier.Notify(ctx, nil, "INFO", eventType, payload)
+}
+
+// lazyAuth holds the Keystone middleware once Keystone could be reached;
+// until then authenticated routes answer 503.
+type lazyAuth struct {
+	mw atomic.Pointer[authtoken.Middleware]
+}
+
+func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger) {
+	delay := time.Second
+	for {
+		setup, err := authtoken.Open(ctx, opts, authtoken.OpenConfig{
+			OnError: func(r *http.Request, err error) {
+				log.Debug("request not authenticated", "path", r.URL.Path, "error", err)
+			},
+		})
+		if err == nil {
+			l.mw.Store(setup.Middleware)
+			log.Info("keystone authentication ready")
+			return
+		}
+		log.Warn("keystone not usable yet, retrying", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+func (l *lazyAuth) wrap(next http.Handler) http.Handler {
+	var (
+		once    sync.Once
+		wrapped http.Handler
+	)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw := l.mw.Load()
+		if mw == nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"error": {"code": 503, "title": "Service Unavailable", "message": "keystone authentication not ready", "request_id": %q}}`+"\n",
+				w.Header().Get("X-Openstack-Request-Id"))
+			return
+		}
+		once.Do(func() { wrapped = mw.Wrap(next) })
+		wrapped.ServeHTTP(w, r)
+	})
+}
+
+// loadEKRoots reads every PEM certificate in dir: self-signed ones become
+// roots, the others intermediates.
+func loadEKRoots(dir string) (*x509.CertPool, *x509.CertPool, error) {
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("enrollment.ek_roots_dir: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".pem" && ext != ".crt" && ext != ".cer") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, nil, fmt.Errorf("enrollment.ek_roots_dir: %w", err)
+		}
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("enrollment.ek_roots_dir: %s: %w", e.Name(), err)
+			}
+			if c.CheckSignatureFrom(c) == nil {
+				roots.AddCert(c)
+			} else {
+				inter.AddCert(c)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, nil, fmt.Errorf("enrollment.ek_roots_dir: no certificates in %s", dir)
+	}
+	return roots, inter, nil
+}

@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/tpm"
+)
+
+// DefaultConfigFile is where the daemon reads its configuration.
+const DefaultConfigFile = "/etc/trustpool/agent.toml"
+
+// DefaultStateDir holds the AK blob.
+const DefaultStateDir = "/var/lib/trustpool/agent"
+
+// Config is agent.toml. Sections and keys use oslo's names where one exists;
+// [tpm] and [agent] hold the agent's own settings.
+type Config struct {
+	Default DefaultSection     `toml:"DEFAULT"`
+	Rabbit  oslo.RabbitOptions `toml:"oslo_messaging_rabbit"`
+	TPM     TPMSection         `toml:"tpm"`
+	Agent   AgentSection       `toml:"agent"`
+
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger `toml:"-"`
+	// OpenTPM, when set, replaces the device or swtpm connection of [tpm]
+	// (tests inject the simulator here). The log paths still apply.
+	OpenTPM tpm.Opener `toml:"-"`
+	// NotifySocket is $NOTIFY_SOCKET for systemd readiness; "" sends nothing.
+	NotifySocket string `toml:"-"`
+}
+
+// DefaultSection is [DEFAULT].
+type DefaultSection struct {
+	// Host is the name this agent registers and serves under; it must be
+	// Nova's compute service host name (nova-compute's [DEFAULT] host).
+	// Default: the machine's host name, as nova-compute does.
+	Host string `toml:"host"`
+	// TransportURL is oslo's transport_url (rabbit://user:pass@host:port/vhost).
+	TransportURL string `toml:"transport_url"`
+	// ControlExchange is oslo's control_exchange.
+	ControlExchange string `toml:"control_exchange"`
+	// Debug enables debug logging.
+	Debug bool `toml:"debug"`
+}
+
+// TPMSection is [tpm].
+type TPMSection struct {
+	// Device is the TPM character device; used when SWTPM is empty.
+	Device string `toml:"device"`
+	// SWTPM is host:port of a swtpm server (data) port; it wins over Device.
+	SWTPM string `toml:"swtpm"`
+	// EventLog is the TCG firmware event log.
+	EventLog string `toml:"event_log"`
+	// IMALog is the binary IMA measurement list ("" disables IMA); a
+	// missing file means IMA is off on this host and is not an error.
+	IMALog string `toml:"ima_log"`
+	// AKAlgorithm is "ecc" (P-256) or "rsa" (2048).
+	AKAlgorithm string `toml:"ak_algorithm"`
+	// EKAlgorithm is "auto", "rsa", "ecc" or "ecc384".
+	EKAlgorithm string `toml:"ek_algorithm"`
+	// Timeout bounds connecting to swtpm.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// AgentSection is [agent].
+type AgentSection struct {
+	// StateDir holds the AK (mode 0700 directory, 0600 files).
+	StateDir string `toml:"state_dir"`
+	// WatchInterval is how often the agent looks for measurement changes
+	// (IMA log growth, PCR changes); 0 disables the watcher.
+	WatchInterval time.Duration `toml:"watch_interval"`
+	// WatchPCRs are the SHA-256 PCRs the watcher reads.
+	WatchPCRs []int `toml:"watch_pcrs"`
+	// RPCTimeout bounds one call to the attestation service.
+	RPCTimeout time.Duration `toml:"rpc_timeout"`
+	// RetryInitial and RetryMax are the first and the largest wait between
+	// registration attempts (doubling, with jitter).
+	RetryInitial time.Duration `toml:"retry_initial"`
+	RetryMax     time.Duration `toml:"retry_max"`
+	// QuoteTimeout bounds answering one quote call.
+	QuoteTimeout time.Duration `toml:"quote_timeout"`
+	// ServiceTopic is the attestation service's RPC topic.
+	ServiceTopic string `toml:"service_topic"`
+}
+
+// DefaultConfig returns the defaults of every key.
+func DefaultConfig() Config {
+	return Config{
+		Default: DefaultSection{ControlExchange: attestrpc.DefaultControlExchange},
+		Rabbit:  oslo.DefaultRabbitOptions(),
+		TPM: TPMSection{
+			Device:      tpm.DefaultDevice,
+			EventLog:    tpm.DefaultEventLogPath,
+			IMALog:      tpm.DefaultIMALogPath,
+			AKAlgorithm: tpm.AlgECC,
+			EKAlgorithm: tpm.AlgAuto,
+			Timeout:     5 * time.Second,
+		},
+		Agent: AgentSection{
+			StateDir:      DefaultStateDir,
+			WatchInterval: 10 * time.Second,
+			WatchPCRs:     []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+			RPCTimeout:    30 * time.Second,
+			RetryInitial:  time.Second,
+			RetryMax:      time.Minute,
+			QuoteTimeout:  30 * time.Second,
+			ServiceTopic:  attestrpc.ServiceTopic,
+		},
+	}
+}
+
+// Validate checks [DEFAULT], [tpm] and [agent]; it returns every problem,
+// each naming its section.key. ([oslo_messaging_rabbit] validates itself.)
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	d := c.Default
+	if d.TransportURL == "" {
+		bad("DEFAULT.transport_url", "is required (rabbit://user:password@host:5672/vhost)")
+	} else if _, err := oslo.ParseTransportURL(d.TransportURL); err != nil {
+		bad("DEFAULT.transport_url", "%v", err)
+	}
+	if len(d.Host) > attestrpc.MaxHostLen {
+		bad("DEFAULT.host", "longer than %d bytes", attestrpc.MaxHostLen)
+	}
+	if d.ControlExchange == "" {
+		bad("DEFAULT.control_exchange", "must not be empty")
+	}
+
+	t := c.TPM
+	if t.SWTPM == "" && t.Device == "" && c.OpenTPM == nil {
+		bad("tpm.device", "is required when tpm.swtpm is not set")
+	}
+	if t.Device != "" && !filepath.IsAbs(t.Device) {
+		bad("tpm.device", "%q is not an absolute path", t.Device)
+	}
+	if t.EventLog == "" {
+		bad("tpm.event_log", "is required")
+	} else if !filepath.IsAbs(t.EventLog) {
+		bad("tpm.event_log", "%q is not an absolute path", t.EventLog)
+	}
+	if t.IMALog != "" && !filepath.IsAbs(t.IMALog) {
+		bad("tpm.ima_log", "%q is not an absolute path", t.IMALog)
+	}
+	switch t.AKAlgorithm {
+	case tpm.AlgECC, tpm.AlgRSA:
+	default:
+		bad("tpm.ak_algorithm", "%q is not one of ecc, rsa", t.AKAlgorithm)
+	}
+	switch t.EKAlgorithm {
+	case tpm.AlgAuto, tpm.AlgRSA, tpm.AlgECC, tpm.AlgECC384:
+	default:
+		bad("tpm.ek_algorithm", "%q is not one of auto, rsa, ecc, ecc384", t.EKAlgorithm)
+	}
+	if t.Timeout <= 0 {
+		bad("tpm.timeout", "must be positive")
+	}
+
+	a := c.Agent
+	if a.StateDir == "" {
+		bad("agent.state_dir", "is required")
+	} else if !filepath.IsAbs(a.StateDir) {
+		bad("agent.state_dir", "%q is not an absolute path", a.StateDir)
+	}
+	if a.WatchInterval < 0 {
+		bad("agent.watch_interval", "must not be negative")
+	}
+	if a.WatchInterval > 0 && len(a.WatchPCRs) == 0 && t.IMALog == "" {
+		bad("agent.watch_pcrs", "is empty and tpm.ima_log is not set: nothing to watch (set agent.watch_interval = \"0s\" to disable the watcher)")
+	}
+	seen := map[int]bool{}
+	for _, p := range a.WatchPCRs {
+		if p < 0 || p > 23 || seen[p] {
+			bad("agent.watch_pcrs", "%d is out of range 0-23 or repeated", p)
+		}
+		seen[p] = true
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"agent.rpc_timeout", a.RPCTimeout}, {"agent.retry_initial", a.RetryInitial},
+		{"agent.retry_max", a.RetryMax}, {"agent.quote_timeout", a.QuoteTimeout},
+	} {
+		if d.v <= 0 {
+			bad(d.key, "must be positive")
+		}
+	}
+	if a.RetryMax > 0 && a.RetryInitial > a.RetryMax {
+		bad("agent.retry_initial", "is larger than agent.retry_max")
+	}
+	if a.ServiceTopic == "" {
+		bad("agent.service_topic", "is required")
+	}
+	return errors.Join(errs...)
+}
+
+// tpmConfig is the tpm package's view of the configuration.
+func (c *Config) tpmConfig() tpm.Config {
+	return tpm.Config{
+		Device:       c.TPM.Device,
+		SWTPM:        c.TPM.SWTPM,
+		EventLogPath: c.TPM.EventLog,
+		IMALogPath:   c.TPM.IMALog,
+		StateDir:     c.Agent.StateDir,
+		AKAlgorithm:  c.TPM.AKAlgorithm,
+		EKAlgorithm:  c.TPM.EKAlgorithm,
+		DialTimeout:  c.TPM.Timeout,
+	}
+}

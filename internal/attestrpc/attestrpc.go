@@ -1,0 +1,268 @@
+// Package attestrpc is the wire contract between the compute agent, the
+// attestation service and the filter shims on the message bus
+// (ARCHITECTURE.md §3–4): topic and method names, the RPC API version and
+// the JSON argument and result types of every method. It imports only the
+// standard library and package verdict and holds no logic beyond shape
+// checks, so both sides (and tests in other languages) build against one
+// definition.
+//
+// Byte fields are base64 in JSON (encoding/json's []byte). Everything a peer
+// sends is untrusted: Validate checks shape only; the verifier checks
+// meaning.
+package attestrpc
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// APIVersion is the RPC API version of every Trustpool endpoint. Bump the
+// minor version for additive changes.
+const APIVersion = "1.0"
+
+// Bus names.
+const (
+	// DefaultControlExchange is [DEFAULT] control_exchange's default.
+	DefaultControlExchange = "trustpool"
+	// ServiceTopic is the attestation service's RPC topic.
+	ServiceTopic = "trustpool-attestation"
+	// AgentTopic is the agents' RPC topic; the server is the host name.
+	AgentTopic = "trustpool-agent"
+	// VerdictsTopic carries signed verdicts to shims by fanout cast.
+	VerdictsTopic = "trustpool-verdicts"
+	// NotificationTopic is where the service's oslo notifications go.
+	NotificationTopic = "notifications"
+)
+
+// Methods of the attestation service (ServiceTopic).
+const (
+	MethodRegisterHost        = "register_host"
+	MethodActivateCredential  = "activate_credential"
+	MethodMeasurementsChanged = "measurements_changed" // cast
+	MethodGetVerdicts         = "get_verdicts"
+)
+
+// Methods of the agent (AgentTopic, server = host).
+const (
+	MethodQuote = "quote"
+	MethodPing  = "ping"
+)
+
+// MethodVerdictsChanged is the fanout cast on VerdictsTopic.
+const MethodVerdictsChanged = "verdicts_changed"
+
+// Notification event types.
+const (
+	EventHostTrusted   = "trustpool.host.trusted"
+	EventHostUntrusted = "trustpool.host.untrusted"
+	EventHostEnrolled  = "trustpool.host.enrolled"
+)
+
+// Limits on untrusted input sizes.
+const (
+	MaxHostLen   = 255
+	MaxKeyBytes  = 2048
+	MaxCertBytes = 16 << 10
+)
+
+// ErrInvalid is wrapped by every Validate error.
+var ErrInvalid = errors.New("invalid rpc arguments")
+
+// RegisterHostArgs are register_host's keyword arguments.
+type RegisterHostArgs struct {
+	Host string `json:"host"`
+	// EKPublic is the marshalled TPMT_PUBLIC of the endorsement key.
+	EKPublic []byte `json:"ek_public"`
+	// EKCertificate is the DER EK certificate, when the TPM has one.
+	EKCertificate []byte `json:"ek_certificate,omitempty"`
+	// AKPublic is the marshalled TPMT_PUBLIC of the attestation key.
+	AKPublic []byte `json:"ak_public"`
+	// AgentVersion is informational.
+	AgentVersion string `json:"agent_version,omitempty"`
+}
+
+// Validate checks shape.
+func (a *RegisterHostArgs) Validate() error {
+	var errs []error
+	if err := checkHost(a.Host); err != nil {
+		errs = append(errs, err)
+	}
+	if len(a.EKPublic) == 0 || len(a.EKPublic) > MaxKeyBytes {
+		errs = append(errs, fmt.Errorf("ek_public must be 1..%d bytes", MaxKeyBytes))
+	}
+	if len(a.EKCertificate) > MaxCertBytes {
+		errs = append(errs, fmt.Errorf("ek_certificate exceeds %d bytes", MaxCertBytes))
+	}
+	if len(a.AKPublic) == 0 || len(a.AKPublic) > MaxKeyBytes {
+		errs = append(errs, fmt.Errorf("ak_public must be 1..%d bytes", MaxKeyBytes))
+	}
+	return wrap(errs)
+}
+
+// Registration states returned to the agent.
+const (
+	// StateChallenge: activate Credential and call activate_credential.
+	StateChallenge = "challenge"
+	// StatePendingApproval: an admin must approve this EK first; retry later.
+	StatePendingApproval = "pending_approval"
+	// StateEnrolled: the AK is bound; wait for quote calls.
+	StateEnrolled = "enrolled"
+)
+
+// RegisterHostResult is register_host's result.
+type RegisterHostResult struct {
+	State string `json:"state"`
+	// ChallengeID names the credential challenge (StateChallenge only).
+	ChallengeID string `json:"challenge_id,omitempty"`
+	// Credential is the TPM2_MakeCredential output (StateChallenge only).
+	Credential *Credential `json:"credential,omitempty"`
+	// Reason explains StatePendingApproval.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Credential is a MakeCredential result for TPM2_ActivateCredential.
+type Credential struct {
+	IDObject        []byte `json:"id_object"`
+	EncryptedSecret []byte `json:"encrypted_secret"`
+}
+
+// ActivateCredentialArgs are activate_credential's keyword arguments.
+type ActivateCredentialArgs struct {
+	Host        string `json:"host"`
+	ChallengeID string `json:"challenge_id"`
+	// Secret is what TPM2_ActivateCredential returned.
+	Secret []byte `json:"secret"`
+}
+
+// Validate checks shape.
+func (a *ActivateCredentialArgs) Validate() error {
+	var errs []error
+	if err := checkHost(a.Host); err != nil {
+		errs = append(errs, err)
+	}
+	if a.ChallengeID == "" || len(a.ChallengeID) > 128 {
+		errs = append(errs, errors.New("challenge_id must be 1..128 characters"))
+	}
+	if len(a.Secret) == 0 || len(a.Secret) > 128 {
+		errs = append(errs, errors.New("secret must be 1..128 bytes"))
+	}
+	return wrap(errs)
+}
+
+// ActivateCredentialResult is activate_credential's result: State is
+// StateEnrolled or StatePendingApproval.
+type ActivateCredentialResult struct {
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// MeasurementsChangedArgs are measurements_changed's keyword arguments.
+type MeasurementsChangedArgs struct {
+	Host string `json:"host"`
+	// Reason is informational, e.g. "ima_log_grew" or "pcr_changed".
+	Reason string `json:"reason,omitempty"`
+}
+
+// Validate checks shape.
+func (a *MeasurementsChangedArgs) Validate() error { return wrap(nonNil(checkHost(a.Host))) }
+
+// QuoteArgs are the agent's quote keyword arguments.
+type QuoteArgs struct {
+	// Nonce is the verifier's fresh single-use nonce (≥ 16 bytes).
+	Nonce []byte `json:"nonce"`
+	// PCRSelection lists the SHA-256 PCRs to quote.
+	PCRSelection []int `json:"pcr_selection"`
+	// LogOffsets says how much of the logs the verifier already has.
+	LogOffsets LogOffsets `json:"log_offsets"`
+}
+
+// LogOffsets tells the agent which log parts to send.
+type LogOffsets struct {
+	// IMA is the byte offset in the IMA log to send from.
+	IMA int64 `json:"ima"`
+	// EventLogDigest is the hex SHA-256 of the firmware event log the
+	// verifier last verified; when the agent's log has that digest it may
+	// omit the log.
+	EventLogDigest string `json:"event_log_digest,omitempty"`
+}
+
+// Validate checks shape.
+func (a *QuoteArgs) Validate() error {
+	var errs []error
+	if len(a.Nonce) < 16 || len(a.Nonce) > 64 {
+		errs = append(errs, errors.New("nonce must be 16..64 bytes"))
+	}
+	if len(a.PCRSelection) == 0 || len(a.PCRSelection) > 24 {
+		errs = append(errs, errors.New("pcr_selection must list 1..24 PCRs"))
+	}
+	seen := map[int]bool{}
+	for _, p := range a.PCRSelection {
+		if p < 0 || p > 23 || seen[p] {
+			errs = append(errs, fmt.Errorf("pcr_selection: %d is out of range or repeated", p))
+		}
+		seen[p] = true
+	}
+	if a.LogOffsets.IMA < 0 {
+		errs = append(errs, errors.New("log_offsets.ima must not be negative"))
+	}
+	return wrap(errs)
+}
+
+// QuoteResult is the agent's quote result; all of it is untrusted.
+type QuoteResult struct {
+	Attest    []byte         `json:"attest"`
+	Signature []byte         `json:"signature"`
+	PCRs      map[int][]byte `json:"pcrs"`
+	// EventLog is omitted when its digest equals LogOffsets.EventLogDigest.
+	EventLog []byte `json:"event_log,omitempty"`
+	// IMALog holds whole entries from IMAOffset; IMAHashSize is the
+	// template-hash column size of the list they came from.
+	IMALog      []byte `json:"ima_log,omitempty"`
+	IMAOffset   int64  `json:"ima_offset"`
+	IMAHashSize int    `json:"ima_hash_size,omitempty"`
+}
+
+// PingResult is the agent's ping result.
+type PingResult struct {
+	Host         string `json:"host"`
+	AgentVersion string `json:"agent_version,omitempty"`
+}
+
+// GetVerdictsResult is get_verdicts' result: the current verdict of every
+// host, each signed on its own.
+type GetVerdictsResult struct {
+	Verdicts []verdict.Signed `json:"verdicts"`
+}
+
+// VerdictsChangedArgs are verdicts_changed's keyword arguments.
+type VerdictsChangedArgs struct {
+	Verdicts []verdict.Signed `json:"verdicts"`
+}
+
+func checkHost(h string) error {
+	if h == "" || len(h) > MaxHostLen {
+		return fmt.Errorf("host must be 1..%d characters", MaxHostLen)
+	}
+	for _, r := range h {
+		if r <= ' ' || r == 0x7f {
+			return errors.New("host must not contain spaces or control characters")
+		}
+	}
+	return nil
+}
+
+func nonNil(err error) []error {
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+func wrap(errs []error) error {
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}

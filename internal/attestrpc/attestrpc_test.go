@@ -1,0 +1,70 @@
+package attestrpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestValidateRejects(t *testing.T) {
+	nonce := bytes.Repeat([]byte{1}, 16)
+	tests := []struct {
+		name string
+		v    interface{ Validate() error }
+	}{
+		{"register no host", &RegisterHostArgs{EKPublic: []byte{1}, AKPublic: []byte{1}}},
+		{"register host with space", &RegisterHostArgs{Host: "a b", EKPublic: []byte{1}, AKPublic: []byte{1}}},
+		{"register long host", &RegisterHostArgs{Host: strings.Repeat("h", 256), EKPublic: []byte{1}, AKPublic: []byte{1}}},
+		{"register no ek", &RegisterHostArgs{Host: "h", AKPublic: []byte{1}}},
+		{"register huge ak", &RegisterHostArgs{Host: "h", EKPublic: []byte{1}, AKPublic: make([]byte, MaxKeyBytes+1)}},
+		{"register huge cert", &RegisterHostArgs{Host: "h", EKPublic: []byte{1}, AKPublic: []byte{1}, EKCertificate: make([]byte, MaxCertBytes+1)}},
+		{"activate no secret", &ActivateCredentialArgs{Host: "h", ChallengeID: "c"}},
+		{"activate no challenge", &ActivateCredentialArgs{Host: "h", Secret: []byte{1}}},
+		{"changed no host", &MeasurementsChangedArgs{}},
+		{"quote short nonce", &QuoteArgs{Nonce: []byte{1}, PCRSelection: []int{0}}},
+		{"quote no pcrs", &QuoteArgs{Nonce: nonce}},
+		{"quote pcr out of range", &QuoteArgs{Nonce: nonce, PCRSelection: []int{24}}},
+		{"quote repeated pcr", &QuoteArgs{Nonce: nonce, PCRSelection: []int{1, 1}}},
+		{"quote negative offset", &QuoteArgs{Nonce: nonce, PCRSelection: []int{0}, LogOffsets: LogOffsets{IMA: -1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.v.Validate(); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Validate = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	ok := []interface{ Validate() error }{
+		&RegisterHostArgs{Host: "compute-1", EKPublic: []byte{1}, AKPublic: []byte{1}},
+		&ActivateCredentialArgs{Host: "compute-1", ChallengeID: "c", Secret: []byte{1}},
+		&MeasurementsChangedArgs{Host: "compute-1"},
+		&QuoteArgs{Nonce: nonce, PCRSelection: []int{0, 7, 10}},
+	}
+	for _, v := range ok {
+		if err := v.Validate(); err != nil {
+			t.Errorf("%T: %v", v, err)
+		}
+	}
+}
+
+func TestQuoteResultJSON(t *testing.T) {
+	in := QuoteResult{Attest: []byte("a"), Signature: []byte("s"), PCRs: map[int][]byte{0: {1}, 10: {2}}, IMAOffset: 5}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"pcrs":{"0":"AQ==","10":"Ag=="}`) {
+		t.Errorf("unexpected encoding %s", b)
+	}
+	var out QuoteResult
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}

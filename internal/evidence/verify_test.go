@@ -1,0 +1,460 @@
+package evidence
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/trustpool/trustpool/internal/bootseed"
+	"github.com/trustpool/trustpool/internal/eventlog"
+)
+
+// appendEvent appends a TCG_PCR_EVENT2 with SHA-1 and SHA-256 digests of
+// data to a log built for those two banks.
+func appendEvent(log []byte, pcr uint32, typ eventlog.EventType, data []byte) []byte {
+	var b bytes.Buffer
+	b.Write(log)
+	binary.Write(&b, binary.LittleEndian, pcr)
+	binary.Write(&b, binary.LittleEndian, uint32(typ))
+	binary.Write(&b, binary.LittleEndian, uint32(2))
+	d1 := sha1.Sum(data)
+	d2 := sha256.Sum256(data)
+	binary.Write(&b, binary.LittleEndian, uint16(eventlog.SHA1))
+	b.Write(d1[:])
+	binary.Write(&b, binary.LittleEndian, uint16(eventlog.SHA256))
+	b.Write(d2[:])
+	binary.Write(&b, binary.LittleEndian, uint32(len(data)))
+	b.Write(data)
+	return b.Bytes()
+}
+
+// withReplayOf sets the scenario's PCRs 0-9 to the replay of log, so that
+// only the check under test can fail.
+func withReplayOf(t testing.TB, s *scenario, log []byte) {
+	t.Helper()
+	l, err := eventlog.Parse(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.Replay(eventlog.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.pcrs = clonePCRs(s.pcrs)
+	for i, v := range rep {
+		s.pcrs[int(i)] = v
+	}
+	s.log = log
+}
+
+// eventOffset returns the byte offset of the first event matching f.
+func eventOffset(t testing.TB, log []byte, f func(e *eventlog.Event) bool) int {
+	t.Helper()
+	l, err := eventlog.Parse(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range l.Events {
+		if f(&l.Events[i]) {
+			return l.Events[i].Offset
+		}
+	}
+	t.Fatal("no such event")
+	return 0
+}
+
+func TestVerifyAccepts(t *testing.T) {
+	for _, alg := range []tpm2.TPMAlgID{tpm2.TPMAlgECC, tpm2.TPMAlgRSA} {
+		k := newFakeAK(t, alg)
+		s, ch := baseScenario(t)
+		res, err := Verify(k.bind, ch, k.evidence(t, s), nil, Options{Now: t0.Add(time.Second)})
+		if err != nil {
+			t.Fatalf("alg 0x%x: Verify: %v", uint16(alg), err)
+		}
+		if res.Boot == nil || res.Boot.Kernel == "" || res.Boot.SecureBoot != eventlog.SecureBootEnabled {
+			t.Errorf("boot facts %+v", res.Boot)
+		}
+		if res.IMA == nil || len(res.IMA.New) != 2 || res.IMA.State.Entries != 2 {
+			t.Errorf("IMA result %+v", res.IMA)
+		}
+	}
+}
+
+// TestVerifyRejects has one case per check of Verify (see the package
+// doc); each must fail with exactly its named reason.
+func TestVerifyRejects(t *testing.T) {
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	other := newFakeAK(t, tpm2.TPMAlgECC)
+	now := t0.Add(time.Second)
+	type tc struct {
+		name string
+		// edit may change everything that goes into Verify.
+		edit func(t *testing.T, s *scenario, ch *Challenge, b *Binding, prev **Previous, o *Options) *Evidence
+		want error
+	}
+	ev := func(s *scenario) *Evidence { return k.evidence(t, *s) }
+	cases := []tc{
+		{"ak_not_activated", func(t *testing.T, s *scenario, ch *Challenge, b *Binding, _ **Previous, _ *Options) *Evidence {
+			b.Activated = false
+			return ev(s)
+		}, ErrAKNotActivated},
+		{"ak_not_restricted", func(t *testing.T, s *scenario, ch *Challenge, b *Binding, _ **Previous, _ *Options) *Evidence {
+			p := k.pub
+			p.ObjectAttributes.Restricted = false
+			b.AK = &AKPublic{Public: tpm2.Marshal(p)}
+			return ev(s)
+		}, ErrAKAttributes},
+		{"nonce_too_short", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			ch.Nonce = ch.Nonce[:8]
+			s.nonce = ch.Nonce
+			return ev(s)
+		}, ErrNonceTooShort},
+		{"nonce_reused", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			ch.Used = true
+			return ev(s)
+		}, ErrNonceReused},
+		{"nonce_expired", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, o *Options) *Evidence {
+			o.Now = ch.IssuedAt.Add(DefaultNonceLifetime + time.Second)
+			return ev(s)
+		}, ErrNonceExpired},
+		{"nonce_from_future", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, o *Options) *Evidence {
+			o.Now = ch.IssuedAt.Add(-time.Second)
+			return ev(s)
+		}, ErrNonceExpired},
+		{"attest_too_large", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.rawAttest = func(b []byte) []byte { return append(b, make([]byte, MaxAttestSize)...) }
+			return ev(s)
+		}, ErrTooLarge},
+		{"signed_by_other_ak", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			return other.evidence(t, *s)
+		}, ErrSignature},
+		{"attest_bit_flipped_after_signing", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e := ev(s)
+			e.Attest[len(e.Attest)-1] ^= 1
+			return e
+		}, ErrSignature},
+		{"signature_garbage", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e := ev(s)
+			e.Signature = []byte{0x00, 0x18, 0xde, 0xad}
+			return e
+		}, ErrSignature},
+		{"signature_rsa_for_ecc_ak", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e := ev(s)
+			e.Signature = newFakeAK(t, tpm2.TPMAlgRSA).sign(t, e.Attest)
+			return e
+		}, ErrSignature},
+		{"bad_magic", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.rawAttest = func(b []byte) []byte { return putU32(b, 0, 0xff544348) }
+			return ev(s)
+		}, ErrMagic},
+		{"bad_type_certify", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.rawAttest = func(b []byte) []byte {
+				c := bytes.Clone(b)
+				binary.BigEndian.PutUint16(c[4:], uint16(tpm2.TPMSTAttestCertify))
+				return c
+			}
+			return ev(s)
+		}, ErrAttestType},
+		{"attest_trailing_bytes", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.rawAttest = func(b []byte) []byte { return append(bytes.Clone(b), 0) }
+			return ev(s)
+		}, ErrMalformed},
+		{"attest_truncated", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.rawAttest = func(b []byte) []byte { return b[:len(b)-5] }
+			return ev(s)
+		}, ErrMalformed},
+		{"wrong_nonce", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.nonce = bytes.Repeat([]byte{7}, 32)
+			return ev(s)
+		}, ErrNonceMismatch},
+		{"sha1_only_selection", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.sel = []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA1, PCRSelect: bitmap(testPCRs...)}}
+			return ev(s)
+		}, ErrSHA256Missing},
+		{"empty_sha256_selection", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.sel = []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: bitmap()}}
+			return ev(s)
+		}, ErrSHA256Missing},
+		{"partial_selection", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.sel = sha256Sel(0, 1, 2, 3)
+			return ev(s)
+		}, ErrPCRSelection},
+		{"extra_pcr_selected", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.sel = sha256Sel(append([]int{16}, testPCRs...)...)
+			return ev(s)
+		}, ErrPCRSelection},
+		{"extra_bank_selected", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.sel = append(sha256Sel(testPCRs...), tpm2.TPMSPCRSelection{Hash: tpm2.TPMAlgSHA1, PCRSelect: bitmap(0)})
+			return ev(s)
+		}, ErrPCRSelection},
+		{"pcr_value_missing", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e := ev(s)
+			delete(e.PCRs, 9)
+			e.PCRs[16] = make([]byte, 32)
+			return e
+		}, ErrPCRValues},
+		{"pcr_value_short", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e := ev(s)
+			e.PCRs[9] = e.PCRs[9][:20]
+			return e
+		}, ErrPCRValues},
+		{"pcr_value_altered", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e := ev(s)
+			e.PCRs = clonePCRs(e.PCRs)
+			e.PCRs[4][0] ^= 1
+			return e
+		}, ErrPCRDigest},
+		{"pcr0_never_extended", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.pcrs = clonePCRs(s.pcrs)
+			s.pcrs[0] = make([]byte, 32)
+			return ev(s)
+		}, ErrPCRNotExtended},
+		{"reset_count_backwards", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			*prev = &Previous{Clock: ClockInfo{Clock: 500, ResetCount: 6}}
+			return ev(s)
+		}, ErrCounterRollback},
+		{"restart_count_backwards", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			*prev = &Previous{Clock: ClockInfo{Clock: 500, ResetCount: 5, RestartCount: 1}}
+			return ev(s)
+		}, ErrCounterRollback},
+		{"clock_backwards_same_boot", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			*prev = &Previous{Clock: ClockInfo{Clock: 2000, ResetCount: 5}}
+			return ev(s)
+		}, ErrClockImplausible},
+		{"clock_backwards_but_safe_after_reboot", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			*prev = &Previous{Clock: ClockInfo{Clock: 2000, ResetCount: 4}}
+			return ev(s)
+		}, ErrClockImplausible},
+		{"event_log_missing", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.log = nil
+			return ev(s)
+		}, ErrEventLogMissing},
+		{"event_log_truncated", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.log = s.log[:len(s.log)-7]
+			return ev(s)
+		}, ErrEventLog},
+		{"event_log_garbage", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			g := make([]byte, 4096)
+			rand.Read(g)
+			s.log = g
+			return ev(s)
+		}, ErrEventLog},
+		{"event_log_sha1_only", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			log, _, err := bootseed.BuildLog(bootseed.BuildA(), []eventlog.Alg{eventlog.SHA1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.log = log
+			return ev(s)
+		}, ErrEventLogBank},
+		{"event_data_altered_cmdline", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			// Same digests (so the replay still matches), different text.
+			s.log = bytes.Replace(s.log, []byte("ro quiet"), []byte("ro QUIET"), -1)
+			return ev(s)
+		}, ErrEventData},
+		{"event_retyped_unused", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			off := eventOffset(t, s.log, func(e *eventlog.Event) bool { return e.Type == eventlog.EvEFIBootServicesApp })
+			s.log = bytes.Clone(s.log)
+			binary.LittleEndian.PutUint32(s.log[off+4:], uint32(eventlog.EvUnused))
+			return ev(s)
+		}, ErrEventData},
+		{"separator_duplicated", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			withReplayOf(t, s, appendEvent(s.log, 4, eventlog.EvSeparator, []byte{0, 0, 0, 0}))
+			return ev(s)
+		}, ErrEventData},
+		{"replay_mismatch_extra_extend", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			// The TPM saw one more PCR 9 extension than the log shows.
+			s.pcrs = clonePCRs(s.pcrs)
+			s.pcrs[9] = eventlog.SHA256.Sum(s.pcrs[9], bytes.Repeat([]byte{1}, 32))
+			return ev(s)
+		}, ErrReplay},
+		{"replay_mismatch_log_event_added", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.log = appendEvent(s.log, 9, eventlog.EvIPL, []byte("/boot/evil\x00"))
+			return ev(s)
+		}, ErrReplay},
+		{"ima_pcr10_not_quoted", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			ch.PCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+			s.sel = sha256Sel(ch.PCRs...)
+			return ev(s)
+		}, ErrPCRSelection},
+		{"ima_wrong_offset", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.imaOff = 100
+			return ev(s)
+		}, ErrIMAOffset},
+		{"ima_garbage", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.ima = append([]byte{10, 0, 0, 0}, bytes.Repeat([]byte{0xee}, 60)...)
+			return ev(s)
+		}, ErrIMA},
+		{"ima_no_boot_aggregate", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			ima, pcr10 := imaLog(t, []string{"/usr/bin/bash"}, nil, nil)
+			s.ima, s.pcrs = ima, clonePCRs(s.pcrs)
+			s.pcrs[10] = pcr10
+			return ev(s)
+		}, ErrIMA},
+		{"ima_boot_aggregate_mismatch", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			ima, pcr10 := imaLog(t, []string{"boot_aggregate", "/usr/bin/bash"}, nil, bytes.Repeat([]byte{9}, 32))
+			s.ima, s.pcrs = ima, clonePCRs(s.pcrs)
+			s.pcrs[10] = pcr10
+			return ev(s)
+		}, ErrIMA},
+		{"ima_entry_altered", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			s.ima = bytes.Replace(s.ima, []byte("/usr/bin/bash"), []byte("/usr/bin/bosh"), 1)
+			return ev(s)
+		}, ErrIMAReplay},
+		{"ima_entry_dropped", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			e, _, err := eventlog.ParseIMA(s.ima, 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.ima = s.ima[:e[0].Size]
+			return ev(s)
+		}, ErrIMAReplay},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, ch := baseScenario(t)
+			b := k.bind
+			var prev *Previous
+			o := Options{Now: now}
+			e := c.edit(t, &s, &ch, &b, &prev, &o)
+			res, err := Verify(b, ch, e, prev, o)
+			t.Logf("Verify() = %v", err)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Verify() = %v, want %v", err, c.want)
+			}
+			if res != nil {
+				t.Fatal("Verify returned a result with an error")
+			}
+			for e2 := range reasons {
+				if e2 != c.want && errors.Is(err, e2) {
+					t.Errorf("error also matches %v", e2)
+				}
+			}
+			if Reason(err) == "internal" {
+				t.Errorf("no reason name for %v", err)
+			}
+		})
+	}
+}
+
+func TestVerifyRebootAndSteadyState(t *testing.T) {
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	s, ch := baseScenario(t)
+	now := t0.Add(time.Second)
+	res, err := Verify(k.bind, ch, k.evidence(t, s), nil, Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := &Previous{Clock: res.Clock, PCRs: res.PCRs, EventLogDigest: res.EventLogDigest, Boot: res.Boot, IMA: res.IMA.State}
+
+	// Steady state: same PCRs, no log sent, IMA unchanged.
+	s2, ch2 := baseScenario(t)
+	s2.pcrs, s2.log, s2.ima, s2.imaOff = s.pcrs, nil, nil, prev.IMA.Offset
+	s2.clock.Clock = 2000
+	res2, err := Verify(k.bind, ch2, k.evidence(t, s2), prev, Options{Now: now})
+	if err != nil {
+		t.Fatalf("steady state: %v", err)
+	}
+	if res2.Rebooted || res2.Boot != prev.Boot {
+		t.Errorf("steady state: rebooted=%v, boot reused=%v", res2.Rebooted, res2.Boot == prev.Boot)
+	}
+
+	// Reboot: resetCount up, IMA from 0 again, full log required.
+	s3, ch3 := baseScenario(t)
+	s3.clock = tpm2.TPMSClockInfo{Clock: 3000, ResetCount: 6, Safe: true}
+	res3, err := Verify(k.bind, ch3, k.evidence(t, s3), prev, Options{Now: now})
+	if err != nil {
+		t.Fatalf("after reboot: %v", err)
+	}
+	if !res3.Rebooted || res3.IMA == nil || len(res3.IMA.New) != 2 {
+		t.Errorf("after reboot: rebooted=%v IMA=%+v", res3.Rebooted, res3.IMA)
+	}
+	// After a reboot an IMA log continuing the old offset is refused.
+	s4, ch4 := baseScenario(t)
+	s4.clock = tpm2.TPMSClockInfo{Clock: 3000, ResetCount: 6, Safe: true}
+	s4.imaOff = prev.IMA.Offset
+	if _, err := Verify(k.bind, ch4, k.evidence(t, s4), prev, Options{Now: now}); !errors.Is(err, ErrIMAOffset) {
+		t.Errorf("old IMA offset after reboot: %v, want %v", err, ErrIMAOffset)
+	}
+	// Steady state with a changed log: full check again (and it fails if
+	// the log does not match).
+	s5, ch5 := baseScenario(t)
+	s5.pcrs, s5.ima, s5.imaOff = s.pcrs, nil, prev.IMA.Offset
+	s5.log = bytes.Replace(s5.log, []byte("ro quiet"), []byte("ro QUIET"), -1)
+	s5.clock.Clock = 2000
+	if _, err := Verify(k.bind, ch5, k.evidence(t, s5), prev, Options{Now: now}); !errors.Is(err, ErrEventData) {
+		t.Errorf("steady state with altered log: %v, want %v", err, ErrEventData)
+	}
+}
+
+func TestParseAKPublicRejects(t *testing.T) {
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	cases := map[string]func(p *tpm2.TPMTPublic){
+		"not_fixed_tpm":  func(p *tpm2.TPMTPublic) { p.ObjectAttributes.FixedTPM = false },
+		"not_restricted": func(p *tpm2.TPMTPublic) { p.ObjectAttributes.Restricted = false },
+		"decrypt":        func(p *tpm2.TPMTPublic) { p.ObjectAttributes.Decrypt = true },
+		"not_sensitive_data_origin": func(p *tpm2.TPMTPublic) {
+			p.ObjectAttributes.SensitiveDataOrigin = false
+		},
+		"sha1_name_alg": func(p *tpm2.TPMTPublic) { p.NameAlg = tpm2.TPMAlgSHA1 },
+		"sha1_scheme": func(p *tpm2.TPMTPublic) {
+			p.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+				Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgECDSA, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA1})},
+				CurveID: tpm2.TPMECCNistP256,
+			})
+		},
+	}
+	for name, mut := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := k.pub
+			mut(&p)
+			if _, err := ParseAKPublic(tpm2.Marshal(p)); !errors.Is(err, ErrAKAttributes) {
+				t.Fatalf("ParseAKPublic() = %v, want %v", err, ErrAKAttributes)
+			}
+		})
+	}
+	if _, err := ParseAKPublic(append(tpm2.Marshal(k.pub), 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("trailing byte: %v, want %v", err, ErrMalformed)
+	}
+}
+
+func TestCheckActivation(t *testing.T) {
+	if err := CheckActivation([]byte("secret"), []byte("secreT")); !errors.Is(err, ErrActivation) {
+		t.Errorf("wrong secret: %v", err)
+	}
+	if err := CheckActivation(nil, nil); !errors.Is(err, ErrActivation) {
+		t.Errorf("empty secret: %v", err)
+	}
+	if err := CheckActivation([]byte("secret"), []byte("secret")); err != nil {
+		t.Errorf("right secret: %v", err)
+	}
+}
+
+func TestLedger(t *testing.T) {
+	l := NewLedger(time.Minute)
+	ch, err := l.Issue(rand.Reader, t0, testPCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Consume([]byte("never issued never issued"), t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Errorf("unknown nonce: %v", err)
+	}
+	got, err := l.Consume(ch.Nonce, t0.Add(time.Second))
+	if err != nil || got.Used || !bytes.Equal(got.Nonce, ch.Nonce) {
+		t.Fatalf("first consume: %+v, %v", got, err)
+	}
+	if got, err := l.Consume(ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) || !got.Used {
+		t.Errorf("second consume: %+v, %v", got, err)
+	}
+	ch2, _ := l.Issue(rand.Reader, t0, testPCRs)
+	if _, err := l.Consume(ch2.Nonce, t0.Add(2*time.Minute)); !errors.Is(err, ErrNonceExpired) {
+		t.Errorf("expired: %v", err)
+	}
+}

@@ -1,0 +1,388 @@
+// Package policy holds attestation profiles: named sets of reference values
+// that verified evidence must match for a host to be trusted under that
+// profile. It is pure (no I/O beyond parsing bytes, no logging).
+//
+// A profile accepts several values per item, so two host builds can be
+// trusted at once during a rollout. [Profile.Evaluate] checks verified
+// evidence (package evidence's result) and returns every failing reason,
+// not just the first. [Learn] builds a profile from one verified host (the
+// golden-host workflow) and [Profile.Merge] adds another host's values.
+//
+// # File format (TOML)
+//
+//	# Any number of profiles per file.
+//	[[profile]]
+//	name = "compute-2026"             # required, [a-z0-9_-], unique
+//	description = "Debian 12 compute nodes"
+//
+//	# Boot facts (see eventlog.BootFacts.Map for the names). Every listed
+//	# fact must be present and equal to one of its values.
+//	[profile.facts]
+//	secure_boot = ["enabled"]
+//	kernel = ["<sha256 hex of build A>", "<sha256 hex of build B>"]
+//	kernel_cmdline = ["/boot/vmlinuz-6.1.0-13-amd64 root=UUID=... ro quiet"]
+//
+//	# SHA-256 PCR values (lowercase hex) by PCR index. Every listed PCR
+//	# must have been quoted and equal one of its values.
+//	[profile.pcrs]
+//	0 = ["<hex>"]
+//	7 = ["<hex>", "<hex>"]
+//
+//	# IMA appraisal of the entries verified in a round (absent: IMA not
+//	# appraised). Every entry whose path is not excluded must be in the
+//	# allowlist with one of its digests ("alg:hex", as in the ima-ng d-ng
+//	# field). Violations (ToMToU / open-writers) fail unless allowed.
+//	[profile.ima]
+//	allow_violations = false
+//	exclude = ["/tmp/", "/var/log/*"]  # "dir/" = prefix, else path.Match glob
+//	[profile.ima.allowlist]
+//	"/usr/bin/bash" = ["sha256:<hex>"]
+//
+// Unknown keys are errors. A profile with no facts, no PCRs and no IMA
+// rules is refused: it would trust anything.
+//
+// # What Evaluate does not do
+//
+// It trusts its input: pass only values from a successful evidence.Verify.
+// IMA entries are appraised per round; remembering that a host once ran
+// something not allowed (until it reboots) is the caller's job.
+package policy
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/trustpool/trustpool/internal/eventlog"
+)
+
+// Errors.
+var (
+	ErrInvalid      = errors.New("invalid profile")
+	ErrEmptyProfile = errors.New("profile has no rules")
+)
+
+// Profile is a named set of reference values.
+type Profile struct {
+	Name        string              `toml:"name"`
+	Description string              `toml:"description,omitempty"`
+	Facts       map[string][]string `toml:"facts,omitempty"`
+	PCRs        map[string][]string `toml:"pcrs,omitempty"`
+	IMA         *IMARules           `toml:"ima,omitempty"`
+}
+
+// IMARules appraise IMA entries.
+type IMARules struct {
+	AllowViolations bool                `toml:"allow_violations"`
+	Exclude         []string            `toml:"exclude,omitempty"`
+	Allowlist       map[string][]string `toml:"allowlist,omitempty"`
+}
+
+type file struct {
+	Profile []*Profile `toml:"profile"`
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// Parse reads profiles from TOML and validates them.
+func Parse(data []byte) ([]*Profile, error) {
+	var f file
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		return nil, fmt.Errorf("parse profiles: %w: %w", ErrInvalid, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("parse profiles: %w: unknown keys %s", ErrInvalid, strings.Join(keys, ", "))
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for _, p := range f.Profile {
+		if err := p.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("%w: duplicate profile %q", ErrInvalid, p.Name))
+		}
+		seen[p.Name] = true
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("parse profiles: %w", err)
+	}
+	return f.Profile, nil
+}
+
+// Marshal writes profiles in the file format.
+func Marshal(ps []*Profile) ([]byte, error) {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(file{Profile: ps}); err != nil {
+		return nil, fmt.Errorf("marshal profiles: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// Validate checks names, PCR indices and value formats, and that the
+// profile has at least one rule.
+func (p *Profile) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: profile %q: %s", ErrInvalid, p.Name, fmt.Sprintf(format, a...)))
+	}
+	if !namePattern.MatchString(p.Name) {
+		bad("name must match %s", namePattern)
+	}
+	for k, vs := range p.PCRs {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i > 23 || strconv.Itoa(i) != k {
+			bad("pcrs: %q is not a PCR index 0-23", k)
+		}
+		if len(vs) == 0 {
+			bad("pcrs.%s: no accepted values", k)
+		}
+		for _, v := range vs {
+			if b, err := hex.DecodeString(v); err != nil || len(b) != 32 || v != strings.ToLower(v) {
+				bad("pcrs.%s: %q is not a lowercase SHA-256 hex value", k, v)
+			}
+		}
+	}
+	for k, vs := range p.Facts {
+		if len(vs) == 0 {
+			bad("facts.%s: no accepted values", k)
+		}
+	}
+	if p.IMA != nil {
+		for _, e := range p.IMA.Exclude {
+			if _, err := path.Match(e, "/"); err != nil {
+				bad("ima.exclude: %q: %v", e, err)
+			}
+		}
+		for f, ds := range p.IMA.Allowlist {
+			for _, d := range ds {
+				alg, h, ok := strings.Cut(d, ":")
+				if _, err := hex.DecodeString(h); !ok || alg == "" || err != nil {
+					bad("ima.allowlist.%q: %q is not alg:hex", f, d)
+				}
+			}
+		}
+	}
+	if len(p.PCRs) == 0 && len(p.Facts) == 0 && p.IMA == nil {
+		errs = append(errs, fmt.Errorf("%w: profile %q", ErrEmptyProfile, p.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// Input is verified evidence to evaluate.
+type Input struct {
+	// PCRs are quoted SHA-256 values.
+	PCRs map[int][]byte
+	// Boot are facts from the verified event log (nil when none).
+	Boot *eventlog.BootFacts
+	// IMA are the IMA entries verified in this round.
+	IMA []eventlog.IMAEntry
+}
+
+// Result is the outcome of one profile evaluation.
+type Result struct {
+	Profile string   `json:"profile"`
+	Pass    bool     `json:"pass"`
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+func short(s string) string {
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	return s
+}
+
+// Evaluate checks in against every rule of p and reports every failure.
+func (p *Profile) Evaluate(in Input) Result {
+	r := Result{Profile: p.Name}
+	fail := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
+	if err := p.Validate(); err != nil {
+		fail("invalid profile: %v", err)
+		return r
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.PCRs)) {
+		i, _ := strconv.Atoi(k)
+		v, ok := in.PCRs[i]
+		if !ok {
+			fail("pcr %d: not quoted", i)
+			continue
+		}
+		if h := hex.EncodeToString(v); !slices.Contains(p.PCRs[k], h) {
+			fail("pcr %d: value %s not accepted", i, short(h))
+		}
+	}
+	var facts map[string]string
+	if in.Boot != nil {
+		facts = in.Boot.Map()
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.Facts)) {
+		v, ok := facts[k]
+		if !ok {
+			fail("fact %s: missing", k)
+			continue
+		}
+		if !slices.Contains(p.Facts[k], v) {
+			fail("fact %s: value %q not accepted", k, short(v))
+		}
+	}
+	if p.IMA != nil {
+		for i := range in.IMA {
+			e := &in.IMA[i]
+			if e.Violation {
+				if !p.IMA.AllowViolations {
+					fail("ima: measurement violation on %s", e.Path)
+				}
+				continue
+			}
+			if e.Path == "boot_aggregate" || p.IMA.excluded(e.Path) {
+				continue
+			}
+			ds, ok := p.IMA.Allowlist[e.Path]
+			if !ok {
+				fail("ima: %s not in allowlist", e.Path)
+				continue
+			}
+			if !slices.Contains(ds, e.FileDigestHex()) {
+				fail("ima: %s digest %s not accepted", e.Path, short(e.FileDigestHex()))
+			}
+		}
+	}
+	r.Pass = len(r.Reasons) == 0
+	return r
+}
+
+func (r *IMARules) excluded(p string) bool {
+	for _, e := range r.Exclude {
+		if strings.HasSuffix(e, "/") && strings.HasPrefix(p, e) {
+			return true
+		}
+		if ok, _ := path.Match(e, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// LearnOptions select what [Learn] pins.
+type LearnOptions struct {
+	// PCRs to pin; nil means 0-7 (firmware, its configuration, boot
+	// applications and Secure Boot policy).
+	PCRs []int
+	// Facts to pin; nil means secure_boot, bootloader, kernel, initrd and
+	// kernel_cmdline.
+	Facts []string
+	// IMA builds an allowlist from the IMA entries.
+	IMA bool
+	// IMAExclude is copied into the learned IMA rules.
+	IMAExclude []string
+}
+
+// Learn builds a profile from one verified host: its current values become
+// the only accepted ones. A fact or PCR the host does not have is an error
+// (a profile must not silently pin less than asked).
+func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
+	pcrs := o.PCRs
+	if pcrs == nil {
+		pcrs = []int{0, 1, 2, 3, 4, 5, 6, 7}
+	}
+	factNames := o.Facts
+	if factNames == nil {
+		factNames = []string{eventlog.FactSecureBoot, eventlog.FactBootloader, eventlog.FactKernel, eventlog.FactInitrd, eventlog.FactKernelCmdline}
+	}
+	p := &Profile{Name: name, PCRs: map[string][]string{}, Facts: map[string][]string{}}
+	var errs []error
+	for _, i := range pcrs {
+		v, ok := in.PCRs[i]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%w: learn %q: PCR %d not quoted", ErrInvalid, name, i))
+			continue
+		}
+		p.PCRs[strconv.Itoa(i)] = []string{hex.EncodeToString(v)}
+	}
+	var facts map[string]string
+	if in.Boot != nil {
+		facts = in.Boot.Map()
+	}
+	for _, f := range factNames {
+		v, ok := facts[f]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%w: learn %q: host has no fact %s", ErrInvalid, name, f))
+			continue
+		}
+		p.Facts[f] = []string{v}
+	}
+	if o.IMA {
+		p.IMA = &IMARules{Exclude: slices.Clone(o.IMAExclude), Allowlist: map[string][]string{}}
+		for i := range in.IMA {
+			e := &in.IMA[i]
+			if e.Violation || e.Path == "boot_aggregate" || p.IMA.excluded(e.Path) {
+				continue
+			}
+			if d := e.FileDigestHex(); !slices.Contains(p.IMA.Allowlist[e.Path], d) {
+				p.IMA.Allowlist[e.Path] = append(p.IMA.Allowlist[e.Path], d)
+			}
+		}
+	}
+	if len(p.PCRs) == 0 {
+		p.PCRs = nil
+	}
+	if len(p.Facts) == 0 {
+		p.Facts = nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Merge adds other's accepted values to p (rollouts: learn the new build
+// on one host and merge it into the profile). Items only one side pins
+// are kept as they are.
+func (p *Profile) Merge(other *Profile) {
+	merge := func(dst *map[string][]string, src map[string][]string) {
+		if len(src) == 0 {
+			return
+		}
+		if *dst == nil {
+			*dst = map[string][]string{}
+		}
+		for k, vs := range src {
+			for _, v := range vs {
+				if !slices.Contains((*dst)[k], v) {
+					(*dst)[k] = append((*dst)[k], v)
+				}
+			}
+		}
+	}
+	merge(&p.PCRs, other.PCRs)
+	merge(&p.Facts, other.Facts)
+	if other.IMA != nil {
+		if p.IMA == nil {
+			p.IMA = &IMARules{AllowViolations: other.IMA.AllowViolations}
+		}
+		merge(&p.IMA.Allowlist, other.IMA.Allowlist)
+		for _, e := range other.IMA.Exclude {
+			if !slices.Contains(p.IMA.Exclude, e) {
+				p.IMA.Exclude = append(p.IMA.Exclude, e)
+			}
+		}
+	}
+}

@@ -1,0 +1,9 @@
+package tpm_test
+
+import (
+	"testing"
+
+	"github.com/trustpool/trustpool/internal/servicetest"
+)
+
+func TestMain(m *testing.M) { servicetest.Main(m) }

@@ -1,0 +1,367 @@
+// Package localapi is the filter shim's HTTP API for the Nova filter
+// (ARCHITECTURE.md §4.3), served on a unix socket:
+//
+//	POST /v1/filter  {"hosts": [...], "trusted_host": "trusted"|"untrusted"|"unknown"|null, "profile": "<name>"|null}
+//	              → {"passes": [...], "rejected": {"<host>": "<reason>", ...}}
+//	GET  /healthz    200 when the snapshot is loaded and the fanout followed, else 503 (JSON detail)
+//	GET  /metrics    Prometheus text exposition (format 0.0.4)
+//
+// Requests are bounded (body size and number of hosts) and decoded
+// strictly: unknown fields, a missing hosts list, empty or over-long host
+// names, unknown trusted_host values, malformed profile names and requests
+// asking for neither trusted_host nor profile are answered 400 with a JSON
+// {"error": "..."} naming the problem. The socket's permissions are the
+// access control; the API itself does not authenticate.
+package localapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/trustpool/trustpool/internal/verdict"
+	"github.com/trustpool/trustpool/nova-filter-shim/internal/trustcache"
+)
+
+// Defaults for the request bounds.
+const (
+	DefaultMaxBodyBytes = 4 << 20
+	DefaultMaxHosts     = 20000
+	// MaxHostLen is the longest host name accepted (a DNS name is ≤ 253).
+	MaxHostLen = 255
+)
+
+// State is the shim's connection state, reported by /healthz and /metrics.
+type State struct {
+	// SnapshotLoaded: get_verdicts answered at least once.
+	SnapshotLoaded bool
+	// Subscribed: the verdict fanout consumer is up.
+	Subscribed bool
+	// SnapshotFailures counts failed get_verdicts calls.
+	SnapshotFailures uint64
+}
+
+// Config configures the API.
+type Config struct {
+	// Cache answers the filter questions. Required.
+	Cache *trustcache.Cache
+	// State reports the shim's state; nil means nothing is loaded yet.
+	State func() State
+	// Logger logs rejected requests at debug level; nil discards.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxHosts bounds the hosts of one request; 0 means DefaultMaxHosts.
+	MaxHosts int
+}
+
+// API is the http.Handler.
+type API struct {
+	cfg Config
+	mux *http.ServeMux
+
+	mu       sync.Mutex
+	requests map[int]uint64 // by HTTP status of /v1/filter
+
+	passed, rejected atomic.Uint64
+	seconds          atomic.Uint64 // float64 bits of the summed filter duration
+}
+
+var _ http.Handler = (*API)(nil)
+
+// New returns the API handler.
+func New(cfg Config) *API {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxHosts <= 0 {
+		cfg.MaxHosts = DefaultMaxHosts
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.State == nil {
+		cfg.State = func() State { return State{} }
+	}
+	a := &API{cfg: cfg, mux: http.NewServeMux(), requests: map[int]uint64{}}
+	a.mux.HandleFunc("/v1/filter", a.filter)
+	a.mux.HandleFunc("/healthz", a.healthz)
+	a.mux.HandleFunc("/metrics", a.metrics)
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// filterRequest is the wire form; pointers tell missing/null from empty.
+type filterRequest struct {
+	Hosts       *[]string `json:"hosts"`
+	TrustedHost *string   `json:"trusted_host"`
+	Profile     *string   `json:"profile"`
+}
+
+// ErrBadRequest is wrapped by every problem with a filter request; the API
+// answers those with 400.
+var ErrBadRequest = errors.New("bad filter request")
+
+// ParseFilterRequest decodes and validates a POST /v1/filter body. Errors
+// wrap an explanation for the client.
+func ParseFilterRequest(body []byte, maxHosts int) (trustcache.Request, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var fr filterRequest
+	if err := dec.Decode(&fr); err != nil {
+		return trustcache.Request{}, fmt.Errorf("%w: body is not a filter request: %w", ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return trustcache.Request{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	}
+	if fr.Hosts == nil {
+		return trustcache.Request{}, fmt.Errorf("%w: hosts is required (a list of host names)", ErrBadRequest)
+	}
+	hosts := *fr.Hosts
+	if len(hosts) > maxHosts {
+		return trustcache.Request{}, fmt.Errorf("%w: %d hosts, at most %d per request", ErrBadRequest, len(hosts), maxHosts)
+	}
+	for i, h := range hosts {
+		if err := checkHost(h); err != nil {
+			return trustcache.Request{}, fmt.Errorf("%w: hosts[%d]: %w", ErrBadRequest, i, err)
+		}
+	}
+	req := trustcache.Request{Hosts: hosts}
+	if fr.TrustedHost != nil {
+		lvl := verdict.Status(*fr.TrustedHost)
+		if !lvl.Valid() {
+			return trustcache.Request{}, fmt.Errorf("%w: trusted_host %q is not trusted, untrusted, unknown or null", ErrBadRequest, *fr.TrustedHost)
+		}
+		req.TrustedHost = &lvl
+	}
+	if fr.Profile != nil {
+		if !trustcache.ValidProfileName(*fr.Profile) {
+			return trustcache.Request{}, fmt.Errorf("%w: profile %q is not a profile name (%s)", ErrBadRequest, *fr.Profile, trustcache.ProfileNamePattern)
+		}
+		p := *fr.Profile
+		req.Profile = &p
+	}
+	if req.TrustedHost == nil && req.Profile == nil {
+		return trustcache.Request{}, fmt.Errorf("%w: one of trusted_host or profile is required", ErrBadRequest)
+	}
+	return req, nil
+}
+
+func checkHost(h string) error {
+	switch {
+	case h == "":
+		return errors.New("empty host name")
+	case len(h) > MaxHostLen:
+		return fmt.Errorf("host name longer than %d bytes", MaxHostLen)
+	case !utf8.ValidString(h):
+		return errors.New("host name is not UTF-8")
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("host name %q contains a space or control character", h)
+		} else if c >= utf8.RuneSelf {
+			return checkHostRunes(h)
+		}
+	}
+	return nil
+}
+
+func checkHostRunes(h string) error {
+	for _, r := range h {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("host name %q contains a space or control character", h)
+		}
+	}
+	return nil
+}
+
+func (a *API) filter(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	code := a.serveFilter(w, r)
+	a.mu.Lock()
+	a.requests[code]++
+	a.mu.Unlock()
+	addFloat(&a.seconds, time.Since(start).Seconds())
+}
+
+func (a *API) serveFilter(w http.ResponseWriter, r *http.Request) int {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return writeError(w, http.StatusMethodNotAllowed, "use POST")
+	}
+	body, err := readBody(w, r, a.cfg.MaxBodyBytes)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", a.cfg.MaxBodyBytes))
+		}
+		return writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+	}
+	req, err := ParseFilterRequest(body, a.cfg.MaxHosts)
+	if err != nil {
+		a.cfg.Logger.Debug("rejected filter request", "error", err)
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	d := a.cfg.Cache.Filter(req)
+	a.passed.Add(uint64(len(d.Passes)))
+	a.rejected.Add(uint64(len(d.Rejected)))
+	b := encodeDecision(d)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	return http.StatusOK
+}
+
+// encodeDecision writes {"passes": [...], "rejected": {...}} by hand: in
+// request order and without the reflection and key sorting of
+// encoding/json, which dominate a 1,000-host answer otherwise.
+func encodeDecision(d trustcache.Decision) []byte {
+	n := 32
+	for _, h := range d.Passes {
+		n += len(h) + 3
+	}
+	for _, r := range d.Rejected {
+		n += len(r.Host) + len(r.Cause) + len(r.Note) + 9
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"passes":[`...)
+	for i, h := range d.Passes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, h)
+	}
+	b = append(b, `],"rejected":{`...)
+	for i, r := range d.Rejected {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, r.Host)
+		b = append(b, ':')
+		if len(r.Cause)+len(r.Note)+3 > trustcache.MaxReasonLen {
+			b = appendJSONString(b, r.Reason())
+			continue
+		}
+		b = append(b, '"')
+		b = appendJSONChars(b, r.Cause)
+		if r.Note != "" {
+			b = append(b, " ("...)
+			b = appendJSONChars(b, r.Note)
+			b = append(b, ')')
+		}
+		b = append(b, '"')
+	}
+	return append(b, "}}\n"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = appendJSONChars(b, s)
+	return append(b, '"')
+}
+
+// appendJSONChars appends the escaped characters of s, without quotes.
+func appendJSONChars(b []byte, s string) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return b
+}
+
+// readBody reads at most limit bytes, in one allocation when the client
+// sent a Content-Length.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength <= 0 || r.ContentLength > limit {
+		return io.ReadAll(body)
+	}
+	buf := make([]byte, r.ContentLength+1)
+	n, err := io.ReadFull(body, buf)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return buf[:n], nil
+	case err != nil:
+		return nil, err
+	}
+	// More than Content-Length: net/http reports that as an error.
+	rest, err := io.ReadAll(body)
+	return append(buf[:n], rest...), err
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "use GET")
+		return
+	}
+	st := a.cfg.State()
+	body := map[string]any{
+		"status":          "ok",
+		"snapshot_loaded": st.SnapshotLoaded,
+		"subscribed":      st.Subscribed,
+		"hosts":           a.cfg.Cache.Len(),
+	}
+	code := http.StatusOK
+	if !st.SnapshotLoaded || !st.Subscribed {
+		body["status"] = "degraded"
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return writeError(w, http.StatusInternalServerError, "encode response")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+	return code
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) int {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+	return code
+}

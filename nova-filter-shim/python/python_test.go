@@ -1,0 +1,105 @@
+// Package python_test runs the Python tests of the trustpool_filter Nova
+// filter (nova-filter-shim/python/tests) with Debian's /usr/bin/python3 and
+// python3-nova (Zed), so `go test` and `make test` cover them:
+//
+//   - test_filter: the filter inside Nova's real HostManager among the
+//     stock filters, against an in-process fake shim (failure modes);
+//   - test_nova_shim: the same against a real trustpool-filter-shim
+//     process (built here with go build) fed signed verdicts over a real
+//     RabbitMQ (servicetest) by Python oslo.messaging;
+//   - test_extra_specs: the flavor extra-spec validators through Nova's
+//     own validation, including the installed entry point;
+//   - functional/test_functional: servers booted through Nova's real
+//     control plane in-process (Nova's functional-test base) land only on
+//     hosts the real shim reports as attested.
+//
+// TestBenchmark (only with TRUSTPOOL_FILTER_BENCH=1) runs bench.py.
+package python_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/trustpool/trustpool/internal/servicetest"
+)
+
+func TestMain(m *testing.M) { servicetest.Main(m) }
+
+// buildShim compiles the shim binary into a temporary directory.
+func buildShim(t *testing.T) string {
+	t.Helper()
+	// go test puts $GOROOT/bin first on the PATH of test binaries.
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go toolchain not found: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "trustpool-filter-shim")
+	cmd := exec.CommandContext(t.Context(), gobin, "build", "-o", bin, "..")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build the shim: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runPython runs `python3 -m unittest -v <modules>` in tests/ with env.
+func runPython(t *testing.T, env []string, args ...string) {
+	t.Helper()
+	py := servicetest.Python(t)
+	pkgDir, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), py, args...)
+	cmd.Dir = filepath.Join(pkgDir, "tests")
+	cmd.Env = append(os.Environ(), append(env, "PYTHONPATH="+pkgDir+string(os.PathListSeparator)+cmd.Dir, "PYTHONDONTWRITEBYTECODE=1")...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s %v:\n%s", py, args, out)
+	if err != nil {
+		t.Fatalf("python tests failed: %v", err)
+	}
+}
+
+func TestFilterInNova(t *testing.T) {
+	runPython(t, nil, "-m", "unittest", "-v", "test_filter")
+}
+
+// TestExtraSpecValidators runs in a process of its own: importing nova's
+// API validation code monkey-patches the process with eventlet, which the
+// threaded fake shim of test_filter must not meet.
+func TestExtraSpecValidators(t *testing.T) {
+	runPython(t, nil, "-m", "unittest", "-v", "test_extra_specs")
+}
+
+func TestFilterInNovaWithRealShim(t *testing.T) {
+	rabbit := servicetest.RabbitMQ(t)
+	bin := buildShim(t)
+	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "-m", "unittest", "-v", "test_nova_shim")
+}
+
+// TestSampleNovaConf loads etc/nova.conf.d/trustpool-filter.conf.sample as
+// nova-scheduler would (own process: it initialises nova's global CONF).
+func TestSampleNovaConf(t *testing.T) {
+	runPython(t, nil, "-m", "unittest", "-v", "test_sample_conf")
+}
+
+// TestNovaFunctional boots servers through Nova's real control plane
+// in-process (API, conductor, scheduler, fake computes, Placement) with
+// TrustedFilter asking a real shim process; see tests/functional.
+func TestNovaFunctional(t *testing.T) {
+	rabbit := servicetest.RabbitMQ(t)
+	bin := buildShim(t)
+	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL},
+		"-m", "unittest", "-v", "functional.test_functional")
+}
+
+func TestBenchmark(t *testing.T) {
+	if os.Getenv("TRUSTPOOL_FILTER_BENCH") == "" {
+		t.Skip("set TRUSTPOOL_FILTER_BENCH=1 to run the scheduling benchmark (make bench-filter)")
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	bin := buildShim(t)
+	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "bench.py")
+}

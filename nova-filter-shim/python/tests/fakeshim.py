@@ -1,0 +1,82 @@
+"""An in-process stand-in for the shim's socket, for failure modes a real
+shim does not produce on demand (slow, garbage, errors, dropped
+connections)."""
+import http.server
+import json
+import os
+import shutil
+import socketserver
+import tempfile
+import threading
+import time
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 4  # small on purpose: the client must cope
+
+    def handle_error(self, request, client_address):
+        pass  # clients that time out close early; that is the point
+
+
+class FakeShim(object):
+    """mode: 'ok' (answer from self.trusted), 'slow', 'error', 'garbage',
+    'nolist', 'close'."""
+
+    def __init__(self, trusted=()):
+        self.dir = tempfile.mkdtemp(prefix='tp-fake-')
+        self.socket = os.path.join(self.dir, 'fake.sock')
+        self.trusted = set(trusted)
+        self.mode = 'ok'
+        self.delay = 2.0
+        self.requests = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers['Content-Length']))
+                req = json.loads(body)
+                with fake.lock:
+                    fake.requests.append((self.path, req))
+                mode = fake.mode
+                if mode == 'close':
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if mode == 'slow':
+                    time.sleep(fake.delay)
+                if mode == 'error':
+                    return self._send(400, b'{"error":"bad filter request: test"}')
+                if mode == 'garbage':
+                    return self._send(200, b'<html>not json</html>')
+                if mode == 'nolist':
+                    return self._send(200, b'{"passes": "everything"}')
+                passes = [h for h in req['hosts'] if h in fake.trusted]
+                rejected = {h: 'not trusted' for h in req['hosts']
+                            if h not in fake.trusted}
+                self._send(200, json.dumps({'passes': passes,
+                                            'rejected': rejected}).encode())
+
+            def _send(self, code, data):
+                self.send_response(code)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+        self.server = _Server(self.socket, Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)

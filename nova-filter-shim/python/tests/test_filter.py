@@ -1,0 +1,159 @@
+"""TrustedFilter inside Nova's real filter handler, against a fake shim:
+request shape, pass-through, rebuilds, multi-instance requests, failure
+modes and thread safety. No broker needed."""
+import threading
+import time
+import unittest
+from unittest import mock
+
+import fakeshim
+import novaobjects as no
+
+from trustpool_filter import client
+from trustpool_filter import filter as tfilter
+from trustpool_filter import specs
+
+
+class FilterTest(unittest.TestCase):
+    def setUp(self):
+        self.shim = fakeshim.FakeShim(trusted={'h1', 'h3'})
+        self.addCleanup(self.shim.close)
+        self.hm = no.host_manager_with(no.STOCK_FILTERS + ['TrustedFilter'],
+                                       shim_socket=self.shim.socket,
+                                       shim_timeout=0.5)
+        self.hosts = [no.make_host('h%d' % i, i + 1) for i in range(4)]
+
+    def passed(self, spec, index=0, hosts=None):
+        return [h.host for h in self.hm.get_filtered_hosts(
+            hosts or self.hosts, spec, index)]
+
+    def test_loaded_among_stock_filters(self):
+        names = [f.__class__.__name__ for f in self.hm.enabled_filters]
+        self.assertEqual(names, no.STOCK_FILTERS + ['TrustedFilter'])
+
+    def test_one_request_with_all_hosts(self):
+        self.assertEqual(self.passed(no.make_spec(
+            {'trust:trusted_host': 'trusted'})), ['h1', 'h3'])
+        self.assertEqual(self.shim.requests, [(
+            '/v1/filter', {'hosts': ['h0', 'h1', 'h2', 'h3'],
+                           'trusted_host': 'trusted', 'profile': None})])
+
+    def test_profile_and_both(self):
+        self.passed(no.make_spec({'trust:profile': 'gpu-2026'}))
+        self.passed(no.make_spec({'trust:profile': 'baseline',
+                                  'trust:trusted_host': 'trusted'}))
+        self.assertEqual([r[1] for r in self.shim.requests], [
+            {'hosts': ['h0', 'h1', 'h2', 'h3'], 'trusted_host': None,
+             'profile': 'gpu-2026'},
+            {'hosts': ['h0', 'h1', 'h2', 'h3'], 'trusted_host': 'trusted',
+             'profile': 'baseline'}])
+
+    def test_no_trust_specs_no_call(self):
+        for extra in ({}, {'hw:cpu_policy': 'dedicated'},
+                      {'trust:other': 'x'}):
+            self.assertEqual(self.passed(no.make_spec(extra)),
+                             ['h0', 'h1', 'h2', 'h3'])
+        self.assertEqual(self.shim.requests, [])
+
+    def test_rebuild_not_filtered(self):
+        spec = no.make_spec({'trust:trusted_host': 'trusted'},
+                            hints={'_nova_check_type': ['rebuild']})
+        self.assertEqual(self.passed(spec), ['h0', 'h1', 'h2', 'h3'])
+        self.assertEqual(self.shim.requests, [])
+
+    def test_once_per_request(self):
+        spec = no.make_spec({'trust:trusted_host': 'trusted'},
+                            num_instances=3)
+        self.assertEqual(self.passed(spec, index=0), ['h1', 'h3'])
+        self.passed(spec, index=1, hosts=self.hosts)
+        self.passed(spec, index=2, hosts=self.hosts)
+        self.assertEqual(len(self.shim.requests), 1)
+
+    def test_duplicate_host_names_sent_once(self):
+        hosts = self.hosts + [no.make_host('h1', 99)]
+        hosts[-1].nodename = 'h1-node2'
+        self.assertEqual(self.passed(no.make_spec(
+            {'trust:trusted_host': 'trusted'}), hosts=hosts),
+            ['h1', 'h3', 'h1'])
+        self.assertEqual(self.shim.requests[0][1]['hosts'],
+                         ['h0', 'h1', 'h2', 'h3'])
+
+    def test_invalid_spec_value_fails_closed(self):
+        for extra in ({'trust:trusted_host': 'required'},
+                      {'trust:trusted_host': 'Trusted'},
+                      {'trust:profile': 'bad profile'}):
+            self.assertEqual(self.passed(no.make_spec(extra)), [], extra)
+        self.assertEqual(self.shim.requests, [])
+
+    def test_shim_failures_fail_closed(self):
+        spec = no.make_spec({'trust:trusted_host': 'trusted'})
+        for mode in ('error', 'garbage', 'nolist', 'close', 'slow'):
+            self.shim.mode = mode
+            self.shim.delay = 1.0
+            t = time.monotonic()
+            with self.assertLogs('trustpool_filter.filter', 'ERROR') as logs:
+                self.assertEqual(self.passed(spec), [], mode)
+            self.assertIn('no host passes', logs.output[0])
+            if mode == 'slow':
+                # bounded by shim_timeout (0.5 s), not the 1 s delay
+                self.assertLess(time.monotonic() - t, 0.95)
+
+    def test_shim_not_running(self):
+        self.shim.close()
+        spec = no.make_spec({'trust:profile': 'baseline'})
+        with self.assertLogs('trustpool_filter.filter', 'ERROR'):
+            self.assertEqual(self.passed(spec), [])
+        # A path where nothing was ever created.
+        no.host_manager_with(no.STOCK_FILTERS + ['TrustedFilter'],
+                             shim_socket='/nonexistent/trustpool.sock')
+        with self.assertLogs('trustpool_filter.filter', 'ERROR'):
+            self.assertEqual(self.passed(spec), [])
+
+    def test_answer_for_unknown_host_ignored(self):
+        # The shim names a host that was not asked about: it must not
+        # appear (the filter only keeps candidates).
+        self.shim.trusted = {'h1', 'intruder'}
+        with mock.patch.object(client.ShimClient, 'filter',
+                               return_value=(['h1', 'intruder'], {})):
+            self.assertEqual(self.passed(no.make_spec(
+                {'trust:trusted_host': 'trusted'})), ['h1'])
+
+    def test_thread_safe(self):
+        self.shim.trusted = {'h%d' % i for i in range(0, 200, 3)}
+        hosts = [no.make_host('h%d' % i, i + 1) for i in range(200)]
+        f = tfilter.TrustedFilter()
+        spec = no.make_spec({'trust:trusted_host': 'trusted'})
+        errors = []
+
+        def worker(k):
+            mine = hosts[k::8]
+            want = [h.host for h in mine if h.host in self.shim.trusted]
+            for _ in range(10):
+                got = [h.host for h in f.filter_all(mine, spec)]
+                if got != want:
+                    errors.append((k, got, want))
+        threads = [threading.Thread(target=worker, args=(k,))
+                   for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(self.shim.requests), 80)
+
+
+class TrustRequestTest(unittest.TestCase):
+    def test_truth(self):
+        self.assertIsNone(specs.trust_request({}))
+        self.assertIsNone(specs.trust_request(None))
+        self.assertEqual(specs.trust_request({'trust:trusted_host': 'unknown'}),
+                         ('unknown', None))
+        self.assertEqual(specs.trust_request({'trust:profile': 'p.1_x-2'}),
+                         (None, 'p.1_x-2'))
+        for bad in ({'trust:trusted_host': ''}, {'trust:profile': ''},
+                    {'trust:profile': 'x' * 65}):
+            self.assertRaises(specs.InvalidTrustSpec, specs.trust_request, bad)
+
+
+if __name__ == '__main__':
+    unittest.main()

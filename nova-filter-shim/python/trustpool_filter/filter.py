@@ -1,0 +1,88 @@
+"""TrustedFilter: place instances only on attested hosts.
+
+The filter reads the flavor's ``trust:trusted_host`` and ``trust:profile``
+extra specs (see :mod:`trustpool_filter.specs`). A request without them
+passes every host and makes no call at all. Otherwise ``filter_all`` sends
+all candidate hosts (``host_state.host``) in one request to the local
+trustpool-filter-shim and keeps those that pass. Anything else fails
+closed: shim unreachable, slow (``[trustpool] shim_timeout``), answering an
+error, or an invalid trust extra spec value means no host passes, so the
+request ends in "No valid host".
+
+The filter holds no per-request state: it is safe under eventlet and with
+native threads (Nova 2026.1+).
+"""
+
+import logging as std_logging
+
+from oslo_log import log as logging
+
+import nova.conf
+from nova.scheduler import filters
+from nova.scheduler import utils
+
+from trustpool_filter import client
+from trustpool_filter import opts
+from trustpool_filter import specs
+
+LOG = logging.getLogger(__name__)
+CONF = nova.conf.CONF
+opts.register_opts(CONF)
+
+
+def _extra_specs(spec_obj):
+    try:
+        flavor = spec_obj.flavor
+    except (AttributeError, NotImplementedError):
+        # An unset field of a Nova object raises NotImplementedError.
+        return {}
+    if flavor is None or not flavor.obj_attr_is_set('extra_specs'):
+        return {}
+    return flavor.extra_specs or {}
+
+
+class TrustedFilter(filters.BaseHostFilter):
+    """Pass hosts whose attestation verdict satisfies the flavor's trust specs."""
+
+    # Rebuilds stay on their host; like Nova's old TrustedFilter, do not
+    # re-judge it.
+    RUN_ON_REBUILD = False
+    # The verdicts do not change between the instances of one request.
+    run_filter_once_per_request = True
+
+    #: Builds the shim client; tests may replace it.
+    client_class = client.ShimClient
+
+    def filter_all(self, filter_obj_list, spec_obj):
+        hosts = list(filter_obj_list)
+        if not self.RUN_ON_REBUILD and utils.request_is_rebuild(spec_obj):
+            return hosts
+        try:
+            want = specs.trust_request(_extra_specs(spec_obj))
+        except specs.InvalidTrustSpec as e:
+            LOG.error('TrustedFilter: %s; no host passes', e)
+            return []
+        if want is None or not hosts:
+            return hosts
+        trusted_host, profile = want
+        names = list(dict.fromkeys(h.host for h in hosts))
+        conf = CONF.trustpool
+        shim = self.client_class(conf.shim_socket, conf.shim_timeout)
+        try:
+            passes, rejected = shim.filter(names, trusted_host, profile)
+        except client.ShimError as e:
+            LOG.error('TrustedFilter: trust shim unavailable (%s); no host '
+                      'passes for %s=%s %s=%s', e, specs.TRUSTED_HOST,
+                      trusted_host, specs.PROFILE, profile)
+            return []
+        ok = set(passes)
+        if LOG.isEnabledFor(std_logging.DEBUG):
+            for name in names:
+                if name not in ok:
+                    LOG.debug('TrustedFilter: host %s rejected: %s', name,
+                              rejected.get(name, 'not in the shim answer'))
+        return [h for h in hosts if h.host in ok]
+
+    def host_passes(self, host_state, spec_obj):
+        """One host at a time (for callers that do not use filter_all)."""
+        return bool(self.filter_all([host_state], spec_obj))

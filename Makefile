@@ -41,7 +41,7 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: deps-apt deps-go deps-tools ## install missing Debian packages, Go modules and golangci-lint (idempotent)
+deps: deps-apt deps-go deps-tools deps-python ## install missing Debian packages, Go modules, golangci-lint and the Nova filter (idempotent)
 
 .PHONY: deps-apt
 deps-apt:
@@ -54,6 +54,16 @@ deps-apt:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -q; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The Nova filter package, installed into Debian's Python (no PyPI here:
+# --no-index, --no-deps; its only dependency, nova, comes from Debian).
+.PHONY: deps-python
+deps-python: deps-apt
+	@if ! /usr/bin/python3 -c 'import trustpool_filter' 2>/dev/null || \
+	   [ "$$(/usr/bin/python3 -c 'import os, trustpool_filter; print(os.path.dirname(os.path.dirname(os.path.realpath(trustpool_filter.__file__))))')" != "$(CURDIR)/nova-filter-shim/python" ]; then \
+	  echo "installing trustpool_filter (editable) from nova-filter-shim/python"; \
+	  /usr/bin/python3 -m pip install -q --break-system-packages --no-build-isolation --no-deps --no-index -e nova-filter-shim/python; \
 	fi
 
 .PHONY: deps-go
@@ -104,12 +114,20 @@ build: ## build the deployables that exist into bin/
 	done
 
 .PHONY: demo
-demo: deps ## start a private RabbitMQ and run the oslo.messaging echo demo (Go server, Go and Python clients)
+demo: deps ## the whole system on loopback: RabbitMQ, Keystone, attestation service, three agents on swtpms (scripts/demo.sh; `scripts/demo.sh echo` for the messaging demo)
 	scripts/demo.sh
 
 .PHONY: bench-oslo
 bench-oslo: deps ## RPC round trips/s and latency: Go<->Go against Python<->Python oslo.messaging
 	tests/interop/bench.sh
+
+.PHONY: bench-filter
+bench-filter: deps ## TrustedFilter's added scheduling time over 1,000 hosts (Nova's filter handler, stock filters vs + TrustedFilter)
+	TRUSTPOOL_FILTER_BENCH=1 $(GO) test -count=1 -v -run TestBenchmark ./nova-filter-shim/python/
+
+.PHONY: bench-attestation
+bench-attestation: deps ## time from a PCR extend to the signed untrusted verdict on the fanout (p50/p99)
+	TRUSTPOOL_BENCH_RUNS=20 $(GO) test -count=1 -v -run TestBenchExtendToUntrusted ./tests/integration/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZ_TIME each (default 30s)

@@ -207,7 +207,7 @@ create_certs_tool_options = /etc/swtpm-localca.options
 EOF
 }
 
-start_host() {
+prepare_host() {
   local host=$1 dir=$WORK/$1 port
   mkdir -p "$dir/tpm" "$dir/logs" "$dir/state"
   swtpm_setup --tpm2 --tpmstate "$dir/tpm" --config "$WORK/swtpm_setup.conf" \
@@ -246,9 +246,9 @@ state_dir = "$dir/state"
 watch_interval = "1s"
 retry_initial = "500ms"
 retry_max = "5s"
+rpc_timeout = "5s"
 EOF
-  start_agent "$host"
-  printf '  %-10s swtpm 127.0.0.1:%s, booted build-a, agent pid %s\n' "$host" "$port" "${AGENT_PID[$host]}"
+  printf '  %-10s swtpm 127.0.0.1:%s, EK certificate, booted build-a\n' "$host" "$port"
 }
 
 start_agent() {
@@ -311,7 +311,7 @@ ek_roots_dir = "$dir/ek-roots"
 verdict_signing_key = "$dir/verdict-signing.key"
 EOF
   "$WORK/bin/trustpool-attestation" -config-file "$dir/attestation.toml" > "$dir/service.log" 2>&1 &
-  SERVICE_PID=$!
+
   PIDS+=($!)
   wait_for 60 "the attestation service's /healthz" curl -sf "$API/healthz"
   echo "REST API: $API (Keystone-protected; /healthz, /metrics and /v1/keys are open)"
@@ -323,27 +323,33 @@ api() { # api METHOD PATH [JSON]
   curl "${args[@]}"
 }
 
-# table prints the hosts as the API shows them.
+# table prints the hosts as the API shows them, then the full reasons of
+# every host that is not trusted.
 table() {
-  api GET /v1/hosts | jq -r '
-    (.hosts // .)[] | [
+  local hosts
+  hosts=$(api GET /v1/hosts)
+  jq -r '.hosts[] | [
       .name,
       .enrollment,
       (.verdict.effective_status // "-"),
       ((.verdict.profiles // []) | join(",") | if . == "" then "-" else . end),
       (.verdict.seq // "-" | tostring),
+      (.verdict.verified_at // "-" | sub("\\.[0-9]+Z$"; "Z") | sub("^.*T"; "")),
       ((.verdict.reasons // []) | join("; ") | if . == "" then "-" else . end)
-    ] | @tsv' |
+    ] | @tsv' <<< "$hosts" |
     awk -F'\t' 'BEGIN {
-        printf "  %-10s  %-10s  %-9s  %-10s  %-4s  %s\n", "HOST", "ENROLLED", "STATUS", "PROFILES", "SEQ", "REASONS"
-        printf "  %-10s  %-10s  %-9s  %-10s  %-4s  %s\n", "----", "--------", "------", "--------", "---", "-------"
+        f = "  %-10s  %-9s  %-9s  %-9s  %-4s  %-9s  %s\n"
+        printf f, "HOST", "ENROLLED", "STATUS", "PROFILES", "SEQ", "VERIFIED", "REASON"
+        printf f, "----", "--------", "------", "--------", "---", "--------", "------"
       }
-      { r = $6; if (length(r) > 90) r = substr(r, 1, 87) "..."
-        printf "  %-10s  %-10s  %-9s  %-10s  %-4s  %s\n", $1, $2, $3, $4, $5, r }'
+      { r = $7; if (length(r) > 40) r = substr(r, 1, 37) "..."
+        printf f, $1, $2, $3, $4, $5, $6, r }'
+  jq -r '.hosts[] | select((.verdict.reasons // []) | length > 0) |
+    "  \(.name): \(.verdict.reasons | join("; "))"' <<< "$hosts" | fold -s -w 110 | sed '2,$s/^\([^ ]\)/      \1/'
 }
 
 # host_field HOST JQ: one field of a host.
-host_field() { api GET "/v1/hosts/$1" | jq -r "$2"; }
+host_field() { api GET "/v1/hosts/$1" | jq -r ".host | $2"; }
 
 # wait_status SECONDS HOST STATUS: wait for a host's effective status.
 wait_status() {
@@ -354,6 +360,11 @@ wait_status() {
     ((SECONDS < deadline)) || die "$host is $got after ${secs}s, expected $want (logs in $WORK; rerun with KEEP_DEMO_DIR=1)"
     sleep 0.5
   done
+}
+
+elapsed() { # elapsed T0_NS: seconds since T0 with one decimal
+  local ns=$(($(date +%s%N) - $1))
+  printf '%d.%d' $((ns / 1000000000)) $((ns % 1000000000 / 100000000))
 }
 
 full_demo() {
@@ -369,43 +380,56 @@ full_demo() {
   [[ -n $TOKEN ]] || die "no Keystone token"
   setup_vendor_ca
 
-  step "manufacturing three swtpms (EK certificates from one demo vendor CA), booting them, starting their agents"
-  # The first host is set up before the service so its CA exists.
-  for h in "${HOSTS[@]}"; do start_host "$h"; done
+  step "manufacturing three swtpms (EK certificates from one demo vendor CA) and booting them"
+  for h in "${HOSTS[@]}"; do prepare_host "$h"; done
 
   start_service
 
+  step "starting the three agents"
+  for h in "${HOSTS[@]}"; do
+    start_agent "$h"
+    printf '  %-10s trustpool-agent pid %s (log %s)\n' "$h" "${AGENT_PID[$h]}" "$WORK/$h/agent.log"
+  done
+
   step "waiting for the three agents to enroll (register_host -> TPM2_ActivateCredential -> activate_credential)"
   for h in "${HOSTS[@]}"; do
-    wait_for 60 "$h to enroll" bash -c "[[ \$(curl -sf -H 'X-Auth-Token: $TOKEN' '$API/v1/hosts/$h' | jq -r .enrollment) == enrolled ]]"
+    wait_for 60 "$h to enroll" bash -c "[[ \$(curl -sf -H 'X-Auth-Token: $TOKEN' '$API/v1/hosts/$h' | jq -r .host.enrollment) == enrolled ]]"
   done
+  echo "  enrolled and attested, but no profile exists yet: nothing to appraise against, so not trusted"
   table
 
   step "learning profile \"build-a\" from compute-1 (its verified boot: firmware, Secure Boot, shim, GRUB, kernel, initrd, command line)"
-  api POST /v1/profiles/learn '{"host": "compute-1", "name": "build-a"}' | jq -c '{name, description} // .' || true
-  api POST /v1/hosts/compute-1/attest '' > /dev/null || true
+  api POST /v1/profiles/learn '{"host": "compute-1", "name": "build-a"}' |
+    jq -r 'if .profile then .profile | "  profile \(.name): SHA-256 PCRs \(.pcrs | keys | join(",")) and boot facts \(.facts | keys | join(", "))" else error("learn failed: \(.)") end'
 
   step "waiting for all three hosts to be trusted under build-a"
-  for h in "${HOSTS[@]}"; do
-    api POST "/v1/hosts/$h/attest" '' > /dev/null || true
-    wait_status 60 "$h" trusted
-  done
+  for h in "${HOSTS[@]}"; do wait_status 60 "$h" trusted; done
   table
 
   step "compute-2: extending PCR 4 behind the event log's back (tpm2_pcrextend via swtpm TCTI)"
   echo "  the agent sees the PCR move and casts measurements_changed; the service re-attests at once"
+  local t0
+  t0=$(date +%s%N)
   TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=${TPM_PORT[compute-2]}" \
     tpm2_pcrextend "4:sha256=$(printf 'evil bootloader' | sha256sum | cut -d' ' -f1)"
   wait_status 30 compute-2 untrusted
+  printf '  compute-2 untrusted %s s after the extend (attestation interval 5 s); its agent logged:\n' "$(elapsed "$t0")"
+  grep -h 'measurements changed' "$WORK/compute-2/agent.log" | sed 's/^/    /' | cut -c1-160
   table
 
   step "compute-3: stopping its agent (SIGTERM); the next quote misses its deadline"
+  t0=$(date +%s%N)
   stop_agent compute-3
   wait_status 60 compute-3 unknown
+  printf '  compute-3 unknown (unreachable) %s s after its agent stopped\n' "$(elapsed "$t0")"
   table
 
-  step "signed verdicts: the public key shims pin (GET /v1/keys)"
-  curl -sS "$API/v1/keys" | jq -c '.' | cut -c1-200
+  step "compute-2's signed verdict as shims receive it (Ed25519 over the verdict string; key from GET /v1/keys)"
+  local signed
+  signed=$(api GET /v1/hosts/compute-2)
+  jq -r '.host.verdict.signed | "  kid \(.kid)  sig \(.sig[0:32])...  verdict:"' <<< "$signed"
+  jq '.host.verdict.signed.verdict | fromjson' <<< "$signed" | sed 's/^/    /'
+  curl -sS "$API/v1/keys" | jq -r '.verdict_keys[] | "  public key \(.kid) (\(.algorithm)):", (.public_key_pem | rtrimstr("\n") | split("\n")[] | "    " + .)'
 
   step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; stopping everything"
 }

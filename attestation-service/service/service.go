@@ -31,10 +31,10 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/sched"
-	"github.com/trustpool/trustpool/attestation-service/internal/sdnotify"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
@@ -207,13 +207,13 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-rpc.Ready():
 		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", len(hosts), "kid", signer.KID())
 		close(s.ready)
-		if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		if _, err := sdnotify.Notify(os.Getenv("NOTIFY_SOCKET"), sdnotify.Ready); err != nil {
 			s.log.Warn("cannot notify systemd", "error", err)
 		}
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
-	_, _ = sdnotify.Notify(sdnotify.Stopping)
+	_, _ = sdnotify.Notify(os.Getenv("NOTIFY_SOCKET"), sdnotify.Stopping)
 	s.log.Info("attestation service stopping")
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	_ = srv.Shutdown(sctx)

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -35,6 +34,7 @@ import (
 	"github.com/trustpool/trustpool/compute-agent/internal/watch"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/tpm"
 )
 
@@ -94,7 +94,8 @@ func (a *Agent) Host() string { return a.cfg.Default.Host }
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // State is the enrollment state: "starting", "registering",
-// "unreachable", "refused", "pending_approval" or "enrolled".
+// "unreachable", "refused", "activation_failed", "pending_approval" or
+// "enrolled".
 func (a *Agent) State() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -110,8 +111,8 @@ func (a *Agent) setState(s string) {
 	a.mu.Unlock()
 }
 
-// Run runs the agent until ctx ends; it then returns ctx's error once the
-// RPC server has stopped. Other errors are fatal: a TPM the agent cannot use
+// Run runs the agent until ctx ends (call it once); it then returns ctx's
+// error once the RPC server has stopped. Other errors are fatal: a TPM the agent cannot use
 // because of its configuration, or a broker configuration it cannot use.
 func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
@@ -250,6 +251,7 @@ func statusLine(state, reason string) string {
 		attestrpc.StatePendingApproval: "serving; enrollment pending operator approval",
 		enroll.StateUnreachable:        "serving; attestation service unreachable, retrying",
 		enroll.StateRefused:            "serving; enrollment refused, retrying",
+		enroll.StateActivationFailed:   "serving; TPM refused the enrollment credential, retrying",
 	}[state]
 	if s == "" {
 		s = state
@@ -262,22 +264,9 @@ func statusLine(state, reason string) string {
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
-// notify sends sd_notify(3) states to $NOTIFY_SOCKET (a datagram of
-// newline-separated assignments); nothing outside systemd.
+// notify sends sd_notify(3) states to $NOTIFY_SOCKET; nothing outside systemd.
 func (a *Agent) notify(states ...string) {
-	socket := a.cfg.NotifySocket
-	if socket == "" {
-		return
-	}
-	if strings.HasPrefix(socket, "@") {
-		socket = "\x00" + socket[1:]
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: socket, Net: "unixgram"})
-	if err == nil {
-		_, err = conn.Write([]byte(strings.Join(states, "\n")))
-		conn.Close()
-	}
-	if err != nil {
+	if _, err := sdnotify.Notify(a.cfg.NotifySocket, states...); err != nil {
 		a.log.Warn("sd_notify failed", "error", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/servicetest"
 	"github.com/trustpool/trustpool/internal/tpm"
+	"github.com/trustpool/trustpool/internal/tpm/tpmtest"
 )
 
 func TestMain(m *testing.M) { servicetest.Main(m) }
@@ -125,9 +126,9 @@ func (v *verifier) measurementsChanged(_ context.Context, req *oslo.Request) (an
 	return nil, nil
 }
 
-// quote asks the agent for evidence for a fresh challenge over pcrs (or for
-// ask, the selection actually sent, when not nil).
-func (v *verifier) quote(host string, ch evidence.Challenge, ask []int, offsets attestrpc.LogOffsets) *evidence.Evidence {
+// quote asks compute-a's agent for evidence for challenge ch (quoting ask,
+// the selection actually sent, when not nil).
+func (v *verifier) quote(ch evidence.Challenge, ask []int, offsets attestrpc.LogOffsets) *evidence.Evidence {
 	v.t.Helper()
 	if ask == nil {
 		ask = ch.PCRs
@@ -135,7 +136,7 @@ func (v *verifier) quote(host string, ch evidence.Challenge, ask []int, offsets 
 	ctx, cancel := context.WithTimeout(v.t.Context(), 30*time.Second)
 	defer cancel()
 	var res attestrpc.QuoteResult
-	c := v.tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Server: host, Version: attestrpc.APIVersion})
+	c := v.tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Server: "compute-a", Version: attestrpc.APIVersion})
 	if err := c.Call(ctx, nil, attestrpc.MethodQuote, &attestrpc.QuoteArgs{Nonce: ch.Nonce, PCRSelection: ask, LogOffsets: offsets}, &res); err != nil {
 		v.t.Fatalf("quote: %v", err)
 	}
@@ -143,15 +144,16 @@ func (v *verifier) quote(host string, ch evidence.Challenge, ask []int, offsets 
 		IMALog: res.IMALog, IMAOffset: res.IMAOffset, IMAHashSize: res.IMAHashSize}
 }
 
-// attest runs one round as the service would: issue, quote, consume, verify.
-func (v *verifier) attest(host string, ask []int) (*evidence.Evidence, *evidence.Result) {
+// attest runs one round with compute-a as the service would: issue, quote,
+// consume, verify.
+func (v *verifier) attest() (*evidence.Evidence, *evidence.Result) {
 	v.t.Helper()
 	now := time.Now()
 	ch, err := v.ledger.Issue(rand.Reader, now, quotePCRs)
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	ev := v.quote(host, ch, ask, v.offsets())
+	ev := v.quote(ch, nil, v.offsets())
 	return ev, v.verify(ch.Nonce, ev, now)
 }
 
@@ -344,7 +346,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	waitNotify(t, notes, "STATUS=enrolled")
 
 	// The first round: full event log and IMA list; the verifier accepts.
-	ev, res := v.attest("compute-a", nil)
+	ev, res := v.attest()
 	if len(ev.EventLog) == 0 || res.Boot == nil || res.Boot.KernelPath != bootseed.BuildA().KernelPath {
 		t.Fatalf("first round: event log %d bytes, boot facts %+v", len(ev.EventLog), res.Boot)
 	}
@@ -353,7 +355,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	}
 
 	// Steady state: the event log is left out, the verifier still accepts.
-	ev, _ = v.attest("compute-a", nil)
+	ev, _ = v.attest()
 	if ev.EventLog != nil {
 		t.Errorf("steady state: event log sent (%d bytes)", len(ev.EventLog))
 	}
@@ -365,8 +367,8 @@ func TestAgentOnSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev1 := v.quote("compute-a", ch, nil, v.offsets())
-	ev2 := v.quote("compute-a", ch, nil, v.offsets())
+	ev1 := v.quote(ch, nil, v.offsets())
+	ev2 := v.quote(ch, nil, v.offsets())
 	v.verify(ch.Nonce, ev1, now)
 	if _, err := v.tryVerify(ch.Nonce, ev2, now); !errors.Is(err, evidence.ErrNonceReused) {
 		t.Errorf("replayed nonce: Verify = %v, want %v", err, evidence.ErrNonceReused)
@@ -377,7 +379,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev = v.quote("compute-a", ch, []int{0, 1, 2, 3, 4, 5, 6, 7}, v.offsets())
+	ev = v.quote(ch, []int{0, 1, 2, 3, 4, 5, 6, 7}, v.offsets())
 	if _, err := v.tryVerify(ch.Nonce, ev, now); !errors.Is(err, evidence.ErrPCRSelection) {
 		t.Errorf("other PCR selection: Verify = %v, want %v", err, evidence.ErrPCRSelection)
 	}
@@ -385,7 +387,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	// IMA growth is announced and the next round verifies the new entry.
 	measure(t, sw, dir, false, bootseed.IMAFile{Path: "/usr/bin/python3", Content: []byte("py")})
 	v.waitChanged(t, "ima_log_grew")
-	_, res = v.attest("compute-a", nil)
+	_, res = v.attest()
 	if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Path != "/usr/bin/python3" {
 		t.Errorf("IMA after growth: %+v", res.IMA)
 	}
@@ -407,7 +409,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev = v.quote("compute-a", ch, nil, attestrpc.LogOffsets{})
+	ev = v.quote(ch, nil, attestrpc.LogOffsets{})
 	var re *evidence.ReplayError
 	if _, err := v.tryVerify(ch.Nonce, ev, now); !errors.As(err, &re) || len(re.PCRs) != 1 || re.PCRs[0] != 7 {
 		t.Errorf("after extending PCR 7: Verify = %v, want a replay error on PCR 7", err)
@@ -430,5 +432,146 @@ func TestAgentOnSWTPM(t *testing.T) {
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		t.Errorf("state dir mode %v", st.Mode().Perm())
+	}
+}
+
+func baseConfig(t *testing.T, url, dir string) agent.Config {
+	t.Helper()
+	cfg := agent.DefaultConfig()
+	cfg.Default.Host = "compute-a"
+	cfg.Default.TransportURL = url
+	cfg.TPM.EventLog = filepath.Join(dir, "binary_bios_measurements")
+	cfg.TPM.IMALog = filepath.Join(dir, "binary_runtime_measurements")
+	cfg.Agent.StateDir = filepath.Join(dir, "state")
+	cfg.Agent.RetryInitial, cfg.Agent.RetryMax = 50*time.Millisecond, 200*time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return cfg
+}
+
+// start runs a in the background and returns a function that stops it and
+// returns Run's error.
+func start(t *testing.T, a *agent.Agent) (stop func() error, done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	ch := make(chan error, 1)
+	go func() { ch <- a.Run(ctx) }()
+	t.Cleanup(cancel)
+	return func() error {
+		cancel()
+		select {
+		case err := <-ch:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return after cancel")
+			return nil
+		}
+	}, ch
+}
+
+// TestAgentWaitsForTPM: a TPM that is not there yet (swtpm not started) is
+// waited for, with systemd told why; the agent then enrolls.
+func TestAgentWaitsForTPM(t *testing.T) {
+	sw, dir := bootedSWTPM(t)
+	sw.Stop(t)
+	rabbit := servicetest.RabbitMQ(t)
+	v := newVerifier(t, rabbit.URL)
+	sock, notes := notifySocket(t)
+	cfg := baseConfig(t, rabbit.URL, dir)
+	cfg.TPM.SWTPM = sw.ServerAddr
+	cfg.TPM.Timeout = time.Second
+	cfg.NotifySocket = sock
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, _ := start(t, a)
+	waitNotify(t, notes, "STATUS=waiting for the TPM")
+	select {
+	case <-a.Ready():
+		t.Fatal("ready without a TPM")
+	default:
+	}
+	sw.Start(t)
+	waitNotify(t, notes, "READY=1")
+	select {
+	case <-v.enrolled:
+	case <-time.After(time.Minute):
+		t.Fatal("agent did not enroll")
+	}
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Run() = %v, want context.Canceled", err)
+	}
+}
+
+// TestAgentUnusableAKState: an AK state the configured algorithm cannot
+// use is fatal (no silent re-keying, which would need re-enrollment).
+func TestAgentUnusableAKState(t *testing.T) {
+	sw, dir := bootedSWTPM(t)
+	rabbit := servicetest.RabbitMQ(t)
+	cfg := baseConfig(t, rabbit.URL, dir)
+	cfg.TPM.SWTPM = sw.ServerAddr
+	// Create an ECC AK first, as an earlier run would have.
+	tp, err := tpm.Open(tpm.Config{SWTPM: sw.ServerAddr, StateDir: cfg.Agent.StateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.AK(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.TPM.AKAlgorithm = tpm.AlgRSA
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, done := start(t, a)
+	select {
+	case err := <-done:
+		if !errors.Is(err, tpm.ErrAKState) {
+			t.Errorf("Run() = %v, want %v", err, tpm.ErrAKState)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run kept going with an unusable AK state")
+	}
+}
+
+// TestAgentInProcessSimulator: the agent runs in-process on an injected TPM
+// (the go-tpm-tools simulator), as integration tests of the whole system
+// start it, and its evidence verifies.
+func TestAgentInProcessSimulator(t *testing.T) {
+	sim := tpmtest.Simulator(t)
+	dir := t.TempDir()
+	c, err := sim.Opener()(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := bootseed.Seed(t.Context(), c, bootseed.BuildB())
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "binary_bios_measurements"), log, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	v := newVerifier(t, rabbit.URL)
+	cfg := baseConfig(t, rabbit.URL, dir)
+	cfg.TPM.Device = ""
+	cfg.OpenTPM = sim.Opener()
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, _ := start(t, a)
+	select {
+	case <-v.enrolled:
+	case <-time.After(time.Minute):
+		t.Fatal("agent did not enroll")
+	}
+	_, res := v.attest()
+	if res.Boot == nil || res.Boot.KernelPath != bootseed.BuildB().KernelPath || (res.IMA != nil && len(res.IMA.New) != 0) {
+		t.Errorf("boot facts %+v, IMA %+v", res.Boot, res.IMA)
+	}
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Run() = %v, want context.Canceled", err)
 	}
 }

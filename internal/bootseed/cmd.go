@@ -61,7 +61,7 @@ func run(ctx context.Context, dial Dialer, addr string, v Variant, logPath, imaP
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(logPath, log, 0o644); err != nil {
+	if err := os.WriteFile(logPath, log, 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "booted %s as %s: %d-byte event log in %s\n", addr, v.Name, len(log), logPath)
@@ -77,10 +77,10 @@ func run(ctx context.Context, dial Dialer, addr string, v Variant, logPath, imaP
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(imaPath, logs.SHA1, 0o644); err != nil {
+	if err := os.WriteFile(imaPath, logs.SHA1, 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(imaPath+"_sha256", logs.SHA256, 0o644); err != nil {
+	if err := os.WriteFile(imaPath+"_sha256", logs.SHA256, 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "measured %d files into PCR 10: %s (and %s)\n", n+1, imaPath, filepath.Base(imaPath)+"_sha256")

@@ -1,75 +1,187 @@
-package eventlog
+package eventlog_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
-	"os"
-	"path/filepath"
-	"strings"
+	"slices"
 	"testing"
+
+	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
 
-func realLogs(t testing.TB) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	for _, dir := range []string{"testdata/go-tpm-tools", "testdata/go-attestation", "testdata/tpm2-tss"} {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range ents {
-			if e.Name() == "LICENSE" || filepath.Ext(e.Name()) == ".json" || strings.HasPrefix(e.Name(), "sml-ima") {
-				continue
+// parseAndCheck runs Parse and CheckEvents in every bank it can hash.
+func parseAndCheck(raw []byte) error {
+	l, err := eventlog.Parse(raw)
+	if err != nil {
+		return err
+	}
+	for _, alg := range l.Banks() {
+		if _, ok := alg.Hash(); ok {
+			if err := eventlog.CheckEvents(l, alg); err != nil {
+				return err
 			}
-			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[filepath.Join(filepath.Base(dir), e.Name())] = b
 		}
 	}
-	return out
+	return nil
 }
 
-// Real logs that must be rejected, and why.
-var rejectedRealLogs = map[string]error{
-	// Windows log with trailing bytes after the last event (PCR index
-	// 0xFFFFFFFF); tpm2_eventlog crashes on it.
-	"go-attestation/option_rom_eventlog": ErrMalformed,
-	// A fixture holding a few PCR 7 events only: no separators.
-	"go-attestation/sb_cert_eventlog": ErrSeparator,
-}
-
-func TestCheckEventsRealLogs(t *testing.T) {
-	for name, raw := range realLogs(t) {
+// TestCheckEventsGoTPMTools: every real log go-tpm-tools ships passes the
+// event rules in every bank.
+func TestCheckEventsGoTPMTools(t *testing.T) {
+	for name, raw := range eventlogtest.GoTPMToolsLogs(t) {
 		t.Run(name, func(t *testing.T) {
-			var err error
-			l, err := Parse(raw)
-			if err == nil {
-				for _, alg := range l.Banks() {
-					if _, ok := alg.Hash(); ok && err == nil {
-						err = CheckEvents(l, alg)
-					}
-				}
-			}
-			if want := rejectedRealLogs[name]; !errors.Is(err, want) || (want == nil && err != nil) {
-				t.Errorf("Parse+CheckEvents: %v, want %v", err, want)
+			if err := parseAndCheck(raw); err != nil {
+				t.Errorf("Parse+CheckEvents: %v", err)
 			}
 		})
 	}
 }
 
-func TestBootFactsUbuntu(t *testing.T) {
-	raw, err := os.ReadFile("testdata/go-tpm-tools/ubuntu-2104-no-dbx.bin")
+// TestCheckEventsGenerated runs the generated edge cases (see
+// eventlogtest.Generated): valid ones pass, the others fail with their
+// sentinel.
+func TestCheckEventsGenerated(t *testing.T) {
+	for _, c := range eventlogtest.Generated(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			err := parseAndCheck(c.Log)
+			if (c.Want == nil && err != nil) || !errors.Is(err, c.Want) {
+				t.Errorf("Parse+CheckEvents: %v, want %v (%s)", err, c.Want, c.Why)
+			}
+		})
+	}
+}
+
+// TestCheckEventsRules proves each rule of CheckEvents rejects: every case
+// edits the records of a valid generated log (bootseed build-a, SHA-1 and
+// SHA-256 banks) in one way.
+func TestCheckEventsRules(t *testing.T) {
+	banks := eventlogtest.Banks(eventlog.SHA1, eventlog.SHA256)
+	baseLog := eventlogtest.Generated(t)[0]
+	if baseLog.Name != "base-sha1-sha256" {
+		t.Fatalf("first generated case is %s", baseLog.Name)
+	}
+	l, err := eventlog.Parse(baseLog.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := Parse(raw)
-	if err != nil {
-		t.Fatal(err)
+	base := eventlogtest.Recs(l)
+	first := func(recs []eventlogtest.Rec, f func(r eventlogtest.Rec) bool) int {
+		i := slices.IndexFunc(recs, f)
+		if i < 0 {
+			t.Fatal("no matching record")
+		}
+		return i
 	}
-	f, err := ExtractBootFacts(l, SHA256, nil)
-	if err != nil {
-		t.Fatal(err)
+	ofType := func(typ eventlog.EventType, pcr uint32) func(r eventlogtest.Rec) bool {
+		return func(r eventlogtest.Rec) bool { return r.Type == typ && r.PCR == pcr }
 	}
-	t.Logf("%+v", f)
+	// remeasure keeps the record but makes its digests H(data) again.
+	remeasure := func(r eventlogtest.Rec) eventlogtest.Rec {
+		return eventlogtest.Measure(banks, r.PCR, r.Type, r.Data, r.Data)
+	}
+	sep := func(pcr uint32, data []byte) eventlogtest.Rec {
+		return eventlogtest.Measure(banks, pcr, eventlog.EvSeparator, data, data)
+	}
+	cases := []struct {
+		name string
+		edit func(recs []eventlogtest.Rec) []eventlogtest.Rec
+		want error
+	}{
+		{"accepted_unchanged", func(r []eventlogtest.Rec) []eventlogtest.Rec { return r }, nil},
+		{"accepted_unknown_type_outside_boot_pcrs", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return append(r, eventlogtest.Measure(banks, 14, 0x7fff0001, []byte("x"), []byte("x")))
+		}, nil},
+		{"unknown_type", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvEFIBootServicesApp, 4))].Type = 0x7fff0001
+			return r
+		}, eventlog.ErrEventType},
+		{"ev_unused", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvIPL, 9))].Type = eventlog.EvUnused
+			return r
+		}, eventlog.ErrEventType},
+		{"no_action_nonzero_digest", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			na := eventlogtest.NoAction(banks, 0, eventlogtest.StartupLocality(0))
+			na.Digests[1].Value = bytes.Repeat([]byte{1}, 32)
+			return slices.Insert(r, 0, na)
+		}, eventlog.ErrEventData},
+		{"separator_data_size", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvSeparator, 4))] = sep(4, []byte{0, 0, 0, 0, 0})
+			return r
+		}, eventlog.ErrSeparator},
+		{"separator_value", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvSeparator, 4))] = sep(4, []byte{1, 0, 0, 0})
+			return r
+		}, eventlog.ErrSeparator},
+		{"separator_error_value_accepted", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvSeparator, 4))] = sep(4, []byte{0xff, 0xff, 0xff, 0xff})
+			return r
+		}, nil},
+		{"separator_digest", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			i := first(r, ofType(eventlog.EvSeparator, 4))
+			r[i] = eventlogtest.Measure(banks, 4, eventlog.EvSeparator, []byte{0xff, 0xff, 0xff, 0xff}, []byte{0, 0, 0, 0})
+			return r
+		}, eventlog.ErrEventData},
+		{"separator_duplicated", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return append(r, sep(4, []byte{0, 0, 0, 0}))
+		}, eventlog.ErrSeparator},
+		{"separator_missing", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return slices.Delete(r, first(r, ofType(eventlog.EvSeparator, 5)), first(r, ofType(eventlog.EvSeparator, 5))+1)
+		}, eventlog.ErrSeparator},
+		{"efi_action_data", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvEFIAction, 4))].Data = []byte("Calling EFI Application from Boot Option!")
+			return r
+		}, eventlog.ErrEventData},
+		{"secure_boot_variable_data", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			d := r[first(r, ofType(eventlog.EvEFIVariableDriverConf, 7))].Data
+			d[len(d)-1] ^= 1 // SecureBoot 1 -> 0, digest unchanged
+			return r
+		}, eventlog.ErrEventData},
+		{"driver_config_malformed", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			i := first(r, ofType(eventlog.EvEFIVariableDriverConf, 7))
+			binary.LittleEndian.PutUint64(r[i].Data[24:], 1000) // VariableDataLength beyond the data
+			r[i] = remeasure(r[i])
+			return r
+		}, eventlog.ErrEventData},
+		{"boot_variable_digest", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			i := first(r, ofType(eventlog.EvEFIVariableBoot, 1))
+			r[i] = eventlogtest.Measure(banks, 1, eventlog.EvEFIVariableBoot, []byte("another BootOrder"), r[i].Data)
+			return r
+		}, eventlog.ErrEventData},
+		{"authority_malformed", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			i := first(r, ofType(eventlog.EvEFIVariableAuthority, 7))
+			r[i].Data = r[i].Data[:20]
+			return r
+		}, eventlog.ErrEventData},
+		{"gpt_data", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvEFIGPTEvent, 5))].Data[0] ^= 1
+			return r
+		}, eventlog.ErrEventData},
+		{"grub_command_line", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			i := first(r, func(r eventlogtest.Rec) bool {
+				return r.PCR == 8 && bytes.HasPrefix(r.Data, []byte("kernel_cmdline: "))
+			})
+			r[i].Data = bytes.Replace(r[i].Data, []byte(" quiet"), []byte(" QUIET"), 1)
+			return r
+		}, eventlog.ErrEventData},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			recs := make([]eventlogtest.Rec, len(base))
+			for i, r := range base {
+				recs[i] = r
+				recs[i].Data = bytes.Clone(r.Data)
+				recs[i].Digests = slices.Clone(r.Digests)
+			}
+			err := parseAndCheck(eventlogtest.EncodeCryptoAgile(banks, nil, c.edit(recs)))
+			if (c.want == nil && err != nil) || !errors.Is(err, c.want) {
+				t.Errorf("Parse+CheckEvents: %v, want %v", err, c.want)
+			}
+			var ee *eventlog.EventError
+			if c.want != nil && !errors.Is(c.want, eventlog.ErrMalformed) && !errors.As(err, &ee) {
+				t.Errorf("%v is not an *EventError", err)
+			}
+		})
+	}
 }

@@ -1,20 +1,24 @@
-package eventlog
+package eventlog_test
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"testing"
+
+	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
 
 // FuzzParse feeds arbitrary bytes to the firmware event log parser and
-// everything a verifier runs on its result. Seeds: the real logs in
-// testdata.
+// everything a verifier runs on its result. Seeds: the generated logs of
+// eventlogtest.Generated only (our own bytes: a failing input the fuzzer
+// writes to testdata/fuzz is then never derived from a third-party file).
 func FuzzParse(f *testing.F) {
-	for _, b := range realLogs(f) {
-		f.Add(b)
+	for _, c := range eventlogtest.Generated(f) {
+		f.Add(c.Log)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		l, err := Parse(b)
+		l, err := eventlog.Parse(b)
 		if err != nil {
 			return
 		}
@@ -25,8 +29,8 @@ func FuzzParse(f *testing.F) {
 			if _, err := l.Replay(alg); err != nil {
 				t.Fatalf("Replay(%s) failed on a parsed log: %v", alg, err)
 			}
-			_ = CheckEvents(l, alg)
-			_, _ = ExtractBootFacts(l, alg, nil)
+			_ = eventlog.CheckEvents(l, alg)
+			_, _ = eventlog.ExtractBootFacts(l, alg, nil)
 		}
 	})
 }
@@ -35,10 +39,10 @@ func imaSeed() []byte {
 	var b []byte
 	for _, p := range []string{"boot_aggregate", "/usr/bin/bash", "/etc/passwd"} {
 		d := sha256.Sum256([]byte(p))
-		e, _ := IMAEntryBytes(10, d[:], p, nil, false, 20)
+		e, _ := eventlog.IMAEntryBytes(10, d[:], p, nil, false, 20)
 		b = append(b, e...)
 	}
-	e, _ := IMAEntryBytes(10, bytes.Repeat([]byte{1}, 32), "/usr/bin/signed", []byte{3, 2, 1}, true, 20)
+	e, _ := eventlog.IMAEntryBytes(10, bytes.Repeat([]byte{1}, 32), "/usr/bin/signed", []byte{3, 2, 1}, true, 20)
 	return append(b, e...)
 }
 
@@ -46,12 +50,15 @@ func imaSeed() []byte {
 func FuzzParseIMA(f *testing.F) {
 	f.Add(imaSeed(), true)
 	f.Add(imaSeed()[:50], false)
+	for _, c := range imaLists() {
+		f.Add(c.list.Bytes(), c.list.HashSize == 20)
+	}
 	f.Fuzz(func(t *testing.T, b []byte, sha1Column bool) {
 		hs := 32
 		if sha1Column {
 			hs = 20
 		}
-		entries, n, err := ParseIMA(b, hs)
+		entries, n, err := eventlog.ParseIMA(b, hs)
 		if err != nil {
 			return
 		}
@@ -65,7 +72,7 @@ func FuzzParseIMA(f *testing.F) {
 		if total != n {
 			t.Fatalf("entry sizes sum to %d, consumed %d", total, n)
 		}
-		_, _, _ = ReplayIMA(IMAState{}, entries, 10, make([]byte, 32))
+		_, _, _ = eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, make([]byte, 32))
 	})
 }
 
@@ -73,7 +80,7 @@ func FuzzParseIMA(f *testing.F) {
 func FuzzParseVariableData(f *testing.F) {
 	f.Add(append(append(make([]byte, 16), 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0), 'd', 0, 'b', 0, 7))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		v, err := ParseVariableData(b)
+		v, err := eventlog.ParseVariableData(b)
 		if err == nil && len(v.Data) > len(b) {
 			t.Fatal("data longer than input")
 		}

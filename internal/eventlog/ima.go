@@ -167,11 +167,11 @@ func (e *IMAEntry) parseFields() error {
 	for _, f := range fields {
 		n, err := r.u32()
 		if err != nil {
-			return fmt.Errorf("%w: field %s: %v", ErrIMAMalformed, f, err)
+			return fmt.Errorf("%w: field %s: %w", ErrIMAMalformed, f, err)
 		}
 		v, err := r.bytes(int(n))
 		if err != nil {
-			return fmt.Errorf("%w: field %s: %v", ErrIMAMalformed, f, err)
+			return fmt.Errorf("%w: field %s: %w", ErrIMAMalformed, f, err)
 		}
 		switch f {
 		case "d-ng":

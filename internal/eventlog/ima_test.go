@@ -1,148 +1,257 @@
-package eventlog
+package eventlog_test
 
 import (
 	"bytes"
-	"encoding/hex"
+	"crypto/sha1" //nolint:gosec // the classic IMA template-hash column is SHA-1
+	"crypto/sha256"
 	"errors"
-	"os"
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
 
-type imaKnown struct{ hash, name string }
-
-// Template hashes and names from tpm2-tss test/unit/fapi-ima-eventlog.c.
-var (
-	smlIMANgSHA1 = []imaKnown{
-		{"1d8d532d463c9f8c205d0df7787669a85f93e260", "boot_aggregate"},
-		{"972d62ff5b3a74e89952e0980b2099eed49bf8f0", "/init"},
-		{"c76ee54d77352bee745ce43829247ff1706886df", "/usr/bin/sh"},
-		{"ef885dd41140c5fb993188f60a298c5a9b31d038", "/usr/lib/x86_64-linux-gnu/ld-2.31.so"},
-		{"a8fe19f5a9773edebf7b7df90bf9ce38b071e684", "/etc/ld.so.cache"},
-		{"0801daa94a2c43f41200143b319f19b28b43f745", "/usr/lib/x86_64-linux-gnu/libc-2.31.so"},
-	}
-	smlIMASigSHA256 = []imaKnown{
-		{"bcb0e518b79de0d7f2cd20b8a29a7092e65db7ef", "boot_aggregate"},
-		{"539fdb622d9bc29e698e8cb87ad654b318844987", "/init"},
-		{"2675452da05e86c25345bc22d71b53fb1de3aea6", "/usr/bin/sh"},
-		{"9b98ed341fd71c6841eadda983f0bd067d7aae61", "/usr/lib/x86_64-linux-gnu/ld-2.31.so"},
-		{"4e1485e0515360012ae54a4e7775a09039da4cd6", "/etc/ld.so.cache"},
-		{"dbfdd0da61d79f6185b053e793c5e56a85c23eee", "/usr/lib/x86_64-linux-gnu/libc-2.31.so"},
-		{"4ca22ff0b5a3f5cec29d40b1a53c19b34b5e5d9a", "/conf/arch.conf"},
-		{"9f51391fdcb905d92ca5ca433dd1a9945c883164", "/conf/initramfs.conf"},
-		{"6b60a8edd48a777ac2e05fdcad20d2af09e8489c", "/scripts/functions"},
-	}
-)
-
-func readIMA(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/tpm2-tss/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+var imaFiles = []string{
+	"/init",
+	"/usr/bin/sh",
+	"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+	"/etc/ld.so.cache",
+	"/usr/lib/x86_64-linux-gnu/libc.so.6",
+	"/conf/arch.conf",
+	"/conf/initramfs.conf",
+	"/scripts/functions",
 }
 
-// TestIMARealLogs parses the real IMA lists shipped with tpm2-tss and
-// checks names and template hashes against tpm2-tss's expectations, and
-// that SHA-1 of the template data we extract is the template hash (so our
-// SHA-256 recomputation hashes exactly what the kernel hashed).
-func TestIMARealLogs(t *testing.T) {
-	for file, want := range map[string][]imaKnown{"sml-ima-ng-sha1.bin": smlIMANgSHA1, "sml-ima-sig-sha256.bin": smlIMASigSHA256} {
-		t.Run(file, func(t *testing.T) {
-			b := readIMA(t, file)
-			// Both files end in the first bytes of a next entry (captured
-			// while the kernel appended): those are left unconsumed.
-			entries, n, err := ParseIMA(b, 20)
-			if err != nil || len(b)-n >= 10 {
-				t.Fatalf("ParseIMA: %d of %d bytes, %v", n, len(b), err)
-			}
-			var got []imaKnown
-			for _, e := range entries {
-				got = append(got, imaKnown{hex.EncodeToString(e.TemplateHash), e.Path})
-				if !bytes.Equal(SHA1.Sum(e.TemplateData), e.TemplateHash) {
-					t.Errorf("%s: SHA-1(template data) != template hash", e.Path)
+type imaListCase struct {
+	name string
+	list *eventlogtest.IMAList
+}
+
+// imaLists builds the lists the IMA tests run on: ima-ng and ima-sig
+// templates, SHA-1 and SHA-256 template-hash columns, SHA-256 and SHA-1
+// file digests, with and without violations ("invalidated" entries, as
+// the kernel writes on ToMToU / open-writers).
+func imaLists() []imaListCase {
+	var out []imaListCase
+	for _, hs := range []int{20, 32} {
+		for _, tmpl := range []string{"ima-ng", "ima-sig"} {
+			for _, fileAlg := range []string{"sha256", "sha1"} {
+				for _, violations := range []bool{false, true} {
+					l := eventlogtest.NewIMAList(hs, fileAlg)
+					l.Add(tmpl, "boot_aggregate", []byte("PCRs 0-9"), nil)
+					for i, f := range imaFiles {
+						switch {
+						case violations && i%3 == 1:
+							l.AddViolation(tmpl, f)
+						case tmpl == "ima-sig" && i%2 == 0:
+							l.Add(tmpl, f, []byte("contents of "+f), append([]byte{3, 2}, f...)) // a signature
+						default:
+							l.Add(tmpl, f, []byte("contents of "+f), nil)
+						}
+					}
+					name := fmt.Sprintf("%s/%s-column/%s-files", tmpl, map[int]string{20: "sha1", 32: "sha256"}[hs], fileAlg)
+					if violations {
+						name += "/invalidated"
+					}
+					out = append(out, imaListCase{name, l})
 				}
 			}
-			if diff := cmp.Diff(want, got, cmp.AllowUnexported(imaKnown{})); diff != "" {
-				t.Errorf("entries (-tpm2-tss +ours):\n%s", diff)
+		}
+	}
+	return out
+}
+
+// TestIMALists parses lists written by an independent writer
+// (eventlogtest.IMAList) and replays them incrementally.
+func TestIMALists(t *testing.T) {
+	for _, c := range imaLists() {
+		t.Run(c.name, func(t *testing.T) {
+			l := c.list
+			n := len(l.Entries)
+			// The list was read while the kernel appended: the first bytes
+			// of a next entry follow; they must be left unconsumed.
+			b := append(l.Bytes(), 10, 0, 0, 0, 0xaa, 0xbb, 0xcc)
+			entries, used, err := eventlog.ParseIMA(b, l.HashSize)
+			if err != nil || used != l.Offset(n) {
+				t.Fatalf("ParseIMA: %d of %d bytes, %v", used, len(b), err)
 			}
-			// Replay the SHA-256 bank up to the 4th entry.
-			pcr := make([]byte, 32)
-			for _, e := range entries[:4] {
-				pcr = SHA256.Sum(pcr, SHA256.Sum(e.TemplateData))
+			var got []eventlogtest.IMAWant
+			for _, e := range entries {
+				got = append(got, eventlogtest.IMAWant{Template: e.Template, Path: e.Path, TemplateHash: e.TemplateHash, Violation: e.Violation,
+					FileAlg: e.FileHashAlg, FileDigest: e.FileDigest, Signature: e.Signature, Size: e.Size})
+				if e.Violation {
+					continue
+				}
+				// The column is the hash of exactly the template data we
+				// extracted, so the SHA-256 recomputation hashes what the
+				// kernel hashed.
+				var th []byte
+				if l.HashSize == 20 {
+					s := sha1.Sum(e.TemplateData) //nolint:gosec // SHA-1 column
+					th = s[:]
+				} else {
+					s := sha256.Sum256(e.TemplateData)
+					th = s[:]
+				}
+				if !bytes.Equal(th, e.TemplateHash) {
+					t.Errorf("%s: H(template data) != template hash", e.Path)
+				}
 			}
-			done, st, err := ReplayIMA(IMAState{}, entries, 10, pcr)
-			if err != nil || len(done) != 4 || st.Entries != 4 || st.Offset != int64(entries[0].Size+entries[1].Size+entries[2].Size+entries[3].Size) {
+			if diff := cmp.Diff(l.Entries, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Fatalf("entries (-written +parsed):\n%s", diff)
+			}
+
+			// Replay up to the 4th entry (a quote taken then), then continue.
+			done, st, err := eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, l.PCR10(4))
+			if err != nil || len(done) != 4 || st.Entries != 4 || st.Offset != int64(l.Offset(4)) {
 				t.Fatalf("ReplayIMA: %d entries, state %+v, %v", len(done), st, err)
 			}
-			// Continue from that state with the rest.
-			for _, e := range entries[4:] {
-				pcr = SHA256.Sum(pcr, SHA256.Sum(e.TemplateData))
-			}
-			done, st, err = ReplayIMA(st, entries[4:], 10, pcr)
-			if err != nil || len(done) != len(entries)-4 || st.Offset != int64(n) {
+			done, st, err = eventlog.ReplayIMA(st, entries[4:], 10, l.PCR10(n))
+			if err != nil || len(done) != n-4 || st.Entries != int64(n) || st.Offset != int64(used) {
 				t.Fatalf("second ReplayIMA: %d entries, state %+v, %v", len(done), st, err)
 			}
-			// A wrong target matches no prefix.
-			if _, _, err := ReplayIMA(IMAState{}, entries, 10, bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrIMAReplay) {
-				t.Errorf("wrong target: %v", err)
+			if !bytes.Equal(st.PCR(10), l.PCR10(n)) {
+				t.Errorf("state PCR 10 %x, want %x", st.PCR(10), l.PCR10(n))
+			}
+			// A wrong target matches no prefix, and the state is unchanged.
+			prev := eventlog.IMAState{Offset: 7, Entries: 1}
+			if _, st, err := eventlog.ReplayIMA(prev, entries, 10, bytes.Repeat([]byte{1}, 32)); !errors.Is(err, eventlog.ErrIMAReplay) || st.Offset != 7 || st.Entries != 1 {
+				t.Errorf("wrong target: state %+v, %v", st, err)
 			}
 		})
 	}
 }
 
-func TestIMAInvalidatedAndLegacy(t *testing.T) {
-	// sml-ima-ng-sha1-invalidated.bin is one byte short of its only entry
-	// (tpm2-tss skips it too): no complete entry.
-	if entries, n, err := ParseIMA(readIMA(t, "sml-ima-ng-sha1-invalidated.bin"), 20); err != nil || len(entries) != 0 || n != 0 {
-		t.Errorf("truncated invalidated log: %d entries, %d bytes, %v", len(entries), n, err)
+// TestIMAViolations checks violations extend 0xFF..FF: the same list
+// replayed as if violations extended their template hash (or zeros, the
+// column's value) matches nothing.
+func TestIMAViolations(t *testing.T) {
+	l := eventlogtest.NewIMAList(20, "sha256")
+	l.Add("ima-ng", "boot_aggregate", []byte("PCRs"), nil)
+	l.AddViolation("ima-ng", "/var/log/app.log")
+	l.Add("ima-ng", "/usr/bin/app", []byte("app"), nil)
+	entries, _, err := eventlog.ParseIMA(l.Bytes(), 20)
+	if err != nil || len(entries) != 3 || !entries[1].Violation || entries[0].Violation || entries[2].Violation {
+		t.Fatalf("ParseIMA: %+v, %v", entries, err)
 	}
-	for _, f := range []string{"sml-ima-sig-sha256-invalidated.bin"} {
-		entries, _, err := ParseIMA(readIMA(t, f), 20)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		violations := 0
+	if _, _, err := eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, l.PCR10(3)); err != nil {
+		t.Fatalf("replay with the violation as 0xFF..FF: %v", err)
+	}
+	for name, ext := range map[string][]byte{
+		"template_hash": sha256Sum(entries[1].TemplateData),
+		"zero_column":   make([]byte, 32),
+	} {
 		pcr := make([]byte, 32)
-		for _, e := range entries {
-			th := SHA256.Sum(e.TemplateData)
-			if e.Violation {
-				violations++
-				th = bytes.Repeat([]byte{0xff}, 32)
+		for i, e := range entries {
+			th := sha256Sum(e.TemplateData)
+			if i == 1 {
+				th = ext
 			}
-			pcr = SHA256.Sum(pcr, th)
+			pcr = sha256Sum(pcr, th)
 		}
-		if violations == 0 {
-			t.Errorf("%s: no violation found", f)
+		if _, _, err := eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, pcr); !errors.Is(err, eventlog.ErrIMAReplay) {
+			t.Errorf("violation extended as %s: %v, want %v", name, err, eventlog.ErrIMAReplay)
 		}
-		if _, _, err := ReplayIMA(IMAState{}, entries, 10, pcr); err != nil {
-			t.Errorf("%s: replay with violations as 0xFF..: %v", f, err)
-		}
-	}
-	// The legacy "ima" template has no data length and is SHA-1 only.
-	if _, _, err := ParseIMA(readIMA(t, "sml-ima-sha1.bin"), 20); !errors.Is(err, ErrIMATemplate) {
-		t.Errorf("legacy ima template: %v, want %v", err, ErrIMATemplate)
 	}
 }
 
+func sha256Sum(b ...[]byte) []byte {
+	h := sha256.New()
+	for _, x := range b {
+		h.Write(x)
+	}
+	return h.Sum(nil)
+}
+
+// TestIMATruncated: every prefix of a list parses to the complete entries
+// it holds, never an error (the kernel may append while the agent reads);
+// a single violation entry one byte short yields nothing.
+func TestIMATruncated(t *testing.T) {
+	l := eventlogtest.NewIMAList(20, "sha1")
+	l.AddViolation("ima-ng", "/tmp/written-while-open")
+	b := l.Bytes()
+	if entries, n, err := eventlog.ParseIMA(b[:len(b)-1], 20); err != nil || len(entries) != 0 || n != 0 {
+		t.Errorf("violation entry one byte short: %d entries, %d bytes, %v", len(entries), n, err)
+	}
+	l = imaLists()[len(imaLists())-1].list
+	b = l.Bytes()
+	complete := 0
+	for cut := 0; cut <= len(b); cut++ {
+		for complete < len(l.Entries) && l.Offset(complete+1) <= cut {
+			complete++
+		}
+		entries, n, err := eventlog.ParseIMA(b[:cut], l.HashSize)
+		if err != nil || len(entries) != complete || n != l.Offset(complete) {
+			t.Fatalf("prefix of %d bytes: %d entries, %d bytes, %v; want %d entries", cut, len(entries), n, err, complete)
+		}
+	}
+}
+
+// TestIMALegacyTemplate: the legacy "ima" template has no template data
+// length and is SHA-1 only; a list containing it is refused.
+func TestIMALegacyTemplate(t *testing.T) {
+	l := eventlogtest.NewIMAList(20, "sha1")
+	l.AddLegacy("boot_aggregate", []byte("PCRs"))
+	l.AddLegacy("/init", []byte("init"))
+	if _, _, err := eventlog.ParseIMA(l.Bytes(), 20); !errors.Is(err, eventlog.ErrIMATemplate) {
+		t.Errorf("legacy ima template: %v, want %v", err, eventlog.ErrIMATemplate)
+	}
+	mixed := eventlogtest.NewIMAList(20, "sha256")
+	mixed.Add("ima-ng", "boot_aggregate", []byte("PCRs"), nil)
+	mixed.AddLegacy("/init", []byte("init"))
+	if _, _, err := eventlog.ParseIMA(mixed.Bytes(), 20); !errors.Is(err, eventlog.ErrIMATemplate) {
+		t.Errorf("ima-ng then legacy ima: %v, want %v", err, eventlog.ErrIMATemplate)
+	}
+}
+
+// TestIMASHA256Column: a SHA-256 template-hash column must equal the hash
+// recomputed from the template data.
 func TestIMASHA256Column(t *testing.T) {
-	e, th := IMAEntryBytes(10, bytes.Repeat([]byte{2}, 32), "/bin/true", nil, false, 32)
-	entries, _, err := ParseIMA(e, 32)
+	l := eventlogtest.NewIMAList(32, "sha256")
+	l.Add("ima-ng", "boot_aggregate", []byte("PCRs"), nil)
+	l.Add("ima-sig", "/bin/true", []byte("true"), []byte{3, 2, 1})
+	b := l.Bytes()
+	entries, _, err := eventlog.ParseIMA(b, 32)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ReplayIMA(IMAState{}, entries, 10, SHA256.Sum(make([]byte, 32), th)); err != nil {
+	if _, _, err := eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, l.PCR10(2)); err != nil {
 		t.Fatal(err)
 	}
-	bad := bytes.Clone(e)
-	bad[4] ^= 1 // template-hash column
-	entries, _, err = ParseIMA(bad, 32)
+	bad := bytes.Clone(b)
+	bad[l.Offset(1)+4] ^= 1 // second entry's template-hash column
+	entries, _, err = eventlog.ParseIMA(bad, 32)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ReplayIMA(IMAState{}, entries, 10, SHA256.Sum(make([]byte, 32), th)); !errors.Is(err, ErrIMATemplateHash) {
-		t.Errorf("altered SHA-256 column: %v, want %v", err, ErrIMATemplateHash)
+	if _, _, err := eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, l.PCR10(2)); !errors.Is(err, eventlog.ErrIMATemplateHash) {
+		t.Errorf("altered SHA-256 column: %v, want %v", err, eventlog.ErrIMATemplateHash)
+	}
+}
+
+// TestIMAEntryBytes: the package's own encoder (used by bootseed and the
+// verifier tests) writes what the independent writer writes.
+func TestIMAEntryBytes(t *testing.T) {
+	for _, hs := range []int{20, 32} {
+		for _, sig := range [][]byte{nil, {}, {3, 2, 1}} {
+			l := eventlogtest.NewIMAList(hs, "sha256")
+			tmpl := "ima-ng"
+			if sig != nil {
+				tmpl = "ima-sig"
+			}
+			l.Add(tmpl, "/usr/bin/bash", []byte("bash"), sig)
+			d := sha256.Sum256([]byte("bash"))
+			e, th := eventlog.IMAEntryBytes(10, d[:], "/usr/bin/bash", sig, sig != nil, hs)
+			if !bytes.Equal(e, l.Bytes()) {
+				t.Errorf("column %d, %s: IMAEntryBytes differs from the writer", hs, tmpl)
+			}
+			if want := sha256Sum(make([]byte, 32), th); !bytes.Equal(want, l.PCR10(1)) {
+				t.Errorf("column %d, %s: SHA-256 template hash differs", hs, tmpl)
+			}
+		}
 	}
 }

@@ -5,7 +5,8 @@
 //
 // Library choice: the whole project uses go-tpm's TPMDirect API
 // (github.com/google/go-tpm/tpm2) for TPM structures, on both sides, with
-// go-tpm-tools only for its in-process reference simulator in tests.
+// go-tpm-tools only in tests (its in-process reference simulator, and the
+// real firmware event logs its module ships).
 // go-tpm alone parses TPMS_ATTEST/TPMT_SIGNATURE/TPMT_PUBLIC and implements
 // TPM2_MakeCredential for RSA and ECC EKs (tpm2.CreateCredential), so the
 // verifier needs nothing else; and its transport.TPM interface lets the
@@ -13,8 +14,11 @@
 // io.ReadWriter adapters go-tpm-tools' client and go-attestation require.
 // go-attestation's event log parser replays SHA-1/SHA-256 only and checks
 // neither data-digest consistency nor separators the way we need, so event
-// logs are parsed by package eventlog (tested against the real logs both
-// libraries ship).
+// logs are parsed by package eventlog. Its tests, and this package's
+// TestVerifyRealLogs, run on go-tpm-tools' real logs read at test time from
+// the Go module cache (see eventlog/eventlogtest; nothing of them is copied
+// into this repository) and on generated edge cases, and compare parsing
+// and replay with tpm2_eventlog(1).
 //
 // # Enrollment
 //

@@ -9,8 +9,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/binary"
-	"maps"
-	"slices"
 	"testing"
 	"time"
 
@@ -253,8 +251,6 @@ func clonePCRs(m map[int][]byte) map[int][]byte {
 	}
 	return out
 }
-
-func sortedKeys(m map[int][]byte) []int { return slices.Sorted(maps.Keys(m)) }
 
 func putU32(b []byte, off int, v uint32) []byte {
 	c := bytes.Clone(b)

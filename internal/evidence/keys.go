@@ -42,14 +42,14 @@ func parsePublic(b []byte) (*tpm2.TPMTPublic, []byte, error) {
 	}
 	p, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: TPMT_PUBLIC: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: TPMT_PUBLIC: %w", ErrMalformed, err)
 	}
 	if !bytes.Equal(tpm2.Marshal(p), b) {
 		return nil, nil, fmt.Errorf("%w: TPMT_PUBLIC has trailing or non-canonical bytes", ErrMalformed)
 	}
 	name, err := tpm2.ObjectName(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: name: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: name: %w", ErrMalformed, err)
 	}
 	return p, name.Buffer, nil
 }
@@ -75,7 +75,7 @@ func ParseAKPublic(b []byte) (*AKPublic, error) {
 	case tpm2.TPMAlgECC:
 		parms, err := p.Parameters.ECCDetail()
 		if err != nil {
-			return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 		}
 		if parms.CurveID != tpm2.TPMECCNistP256 && parms.CurveID != tpm2.TPMECCNistP384 {
 			return nil, fmt.Errorf("parse AK public: %w: curve 0x%04x", ErrAKAttributes, uint16(parms.CurveID))
@@ -89,17 +89,17 @@ func ParseAKPublic(b []byte) (*AKPublic, error) {
 		}
 		pt, err := p.Unique.ECC()
 		if err != nil {
-			return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 		}
 		k, err := tpm2.ECDSAPub(parms, pt)
 		if err != nil {
-			return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 		}
 		ak.Key, ak.SigAlg = k, tpm2.TPMAlgECDSA
 	case tpm2.TPMAlgRSA:
 		parms, err := p.Parameters.RSADetail()
 		if err != nil {
-			return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 		}
 		if parms.KeyBits < 2048 {
 			return nil, fmt.Errorf("parse AK public: %w: RSA %d bits", ErrAKAttributes, parms.KeyBits)
@@ -109,13 +109,13 @@ func ParseAKPublic(b []byte) (*AKPublic, error) {
 		case tpm2.TPMAlgRSASSA:
 			s, err := parms.Scheme.Details.RSASSA()
 			if err != nil {
-				return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+				return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 			}
 			hash = s.HashAlg
 		case tpm2.TPMAlgRSAPSS:
 			s, err := parms.Scheme.Details.RSAPSS()
 			if err != nil {
-				return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+				return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 			}
 			hash = s.HashAlg
 		default:
@@ -126,11 +126,11 @@ func ParseAKPublic(b []byte) (*AKPublic, error) {
 		}
 		n, err := p.Unique.RSA()
 		if err != nil {
-			return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 		}
 		k, err := tpm2.RSAPub(parms, n)
 		if err != nil {
-			return nil, fmt.Errorf("parse AK public: %w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("parse AK public: %w: %w", ErrMalformed, err)
 		}
 		ak.Key, ak.SigAlg = k, parms.Scheme.Scheme
 	default:
@@ -161,7 +161,7 @@ func ParseEKPublic(b []byte) (*EKPublic, error) {
 	}
 	k, err := tpm2.Pub(*p)
 	if err != nil {
-		return nil, fmt.Errorf("parse EK public: %w: %v", ErrEKPublic, err)
+		return nil, fmt.Errorf("parse EK public: %w: %w", ErrEKPublic, err)
 	}
 	switch kk := k.(type) {
 	case *rsa.PublicKey:
@@ -176,7 +176,7 @@ func ParseEKPublic(b []byte) (*EKPublic, error) {
 		return nil, fmt.Errorf("parse EK public: %w: key type %T", ErrEKPublic, k)
 	}
 	if _, err := tpm2.ImportEncapsulationKey(p); err != nil {
-		return nil, fmt.Errorf("parse EK public: %w: %v", ErrEKPublic, err)
+		return nil, fmt.Errorf("parse EK public: %w: %w", ErrEKPublic, err)
 	}
 	return &EKPublic{Public: bytes.Clone(b), Name: name, Key: k, pub: *p}, nil
 }
@@ -193,7 +193,7 @@ func CheckEKCertificate(ek *EKPublic, certDER []byte, roots, intermediates *x509
 	}
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
-		return fmt.Errorf("check EK certificate: %w: %v", ErrEKCertChain, err)
+		return fmt.Errorf("check EK certificate: %w: %w", ErrEKCertChain, err)
 	}
 	var unhandled []asn1.ObjectIdentifier
 	for _, o := range cert.UnhandledCriticalExtensions {
@@ -209,7 +209,7 @@ func CheckEKCertificate(ek *EKPublic, certDER []byte, roots, intermediates *x509
 		Roots: roots, Intermediates: intermediates, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
-		return fmt.Errorf("check EK certificate: %w: %v", ErrEKCertChain, err)
+		return fmt.Errorf("check EK certificate: %w: %w", ErrEKCertChain, err)
 	}
 	eq, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !eq.Equal(ek.Key) {
@@ -237,7 +237,7 @@ func MakeCredential(rand io.Reader, ek *EKPublic, akName []byte) (secret []byte,
 	}
 	key, err := tpm2.ImportEncapsulationKey(&ek.pub)
 	if err != nil {
-		return nil, nil, fmt.Errorf("make credential: %w: %v", ErrEKPublic, err)
+		return nil, nil, fmt.Errorf("make credential: %w: %w", ErrEKPublic, err)
 	}
 	secret = make([]byte, 32)
 	if _, err := io.ReadFull(rand, secret); err != nil {

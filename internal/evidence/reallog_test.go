@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
 
 // realScenario quotes, with a software AK, the PCR values a real log
@@ -43,28 +42,24 @@ func realScenario(t testing.TB, log []byte) (scenario, Challenge, bool) {
 		clock: tpm2.TPMSClockInfo{Clock: 1, ResetCount: 1, Safe: true}}, ch, true
 }
 
+// realLogFiles returns the real logs of go-tpm-tools (read from the module
+// cache) and the generated complete boots of eventlogtest.Generated (edge
+// cases: H-CRTM and StartupLocality, vendor info, SM3 bank, unusual event
+// types, no ExitBootServices...).
 func realLogFiles(t testing.TB) map[string][]byte {
 	t.Helper()
-	out := map[string][]byte{}
-	for _, g := range []string{"../eventlog/testdata/go-tpm-tools/*.bin", "../eventlog/testdata/go-attestation/*_eventlog", "../eventlog/testdata/tpm2-tss/binary_measurements_*.bin"} {
-		m, err := filepath.Glob(g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range m {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[filepath.Base(f)] = b
+	out := eventlogtest.GoTPMToolsLogs(t)
+	for _, c := range eventlogtest.Generated(t) {
+		if c.Boot {
+			out["generated/"+c.Name] = c.Log
 		}
 	}
 	return out
 }
 
-// TestVerifyRealLogs verifies every real crypto-agile log shipped with
-// go-tpm-tools and go-attestation (that passes the event rules) against
-// its replayed PCRs, then checks that tampered copies are rejected.
+// TestVerifyRealLogs verifies every crypto-agile log of realLogFiles with
+// a SHA-256 bank (that passes the event rules) against its replayed PCRs,
+// then checks that tampered copies are rejected.
 func TestVerifyRealLogs(t *testing.T) {
 	k := newFakeAK(t, tpm2.TPMAlgECC)
 	now := t0.Add(time.Second)
@@ -113,8 +108,8 @@ func TestVerifyRealLogs(t *testing.T) {
 			}
 		})
 	}
-	if verified < 14 {
-		t.Errorf("only %d real logs verified", verified)
+	if verified < 13+8 { // go-tpm-tools logs with a SHA-256 bank + generated boots
+		t.Errorf("only %d logs verified", verified)
 	}
 }
 

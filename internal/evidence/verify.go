@@ -256,7 +256,7 @@ func verify(b Binding, ch Challenge, ev *Evidence, prev *Previous, opts Options)
 		return nil, err
 	}
 	// 15. IMA.
-	if err := verifyIMA(ev, prev, res, sel); err != nil {
+	if err := verifyIMA(ev, prev, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -318,7 +318,7 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 	}
 	l, err := eventlog.Parse(ev.EventLog)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrEventLog, err)
+		return fmt.Errorf("%w: %w", ErrEventLog, err)
 	}
 	if !l.HasBank(eventlog.SHA256) {
 		return ErrEventLogBank
@@ -328,7 +328,7 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 	}
 	replay, err := l.Replay(eventlog.SHA256)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrEventLog, err)
+		return fmt.Errorf("%w: %w", ErrEventLog, err)
 	}
 	var bad []int
 	zero := make([]byte, sha256.Size)
@@ -350,7 +350,7 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 	}
 	facts, err := eventlog.ExtractBootFacts(l, eventlog.SHA256, func(pcr uint32) bool { return verified[pcr] })
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrEventData, err)
+		return fmt.Errorf("%w: %w", ErrEventData, err)
 	}
 	res.Boot = facts
 	d := sha256.Sum256(ev.EventLog)
@@ -358,7 +358,7 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 	return nil
 }
 
-func verifyIMA(ev *Evidence, prev *Previous, res *Result, sel []int) error {
+func verifyIMA(ev *Evidence, prev *Previous, res *Result) error {
 	var st eventlog.IMAState
 	if prev != nil && !res.Rebooted {
 		st = prev.IMA
@@ -381,7 +381,7 @@ func verifyIMA(ev *Evidence, prev *Previous, res *Result, sel []int) error {
 	}
 	entries, _, err := eventlog.ParseIMA(ev.IMALog, hs)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrIMA, err)
+		return fmt.Errorf("%w: %w", ErrIMA, err)
 	}
 	if st.Entries == 0 && len(entries) > 0 {
 		if err := checkBootAggregate(&entries[0], res.PCRs); err != nil {
@@ -390,7 +390,7 @@ func verifyIMA(ev *Evidence, prev *Previous, res *Result, sel []int) error {
 	}
 	verified, next, err := eventlog.ReplayIMA(st, entries, IMAPCR, want)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrIMAReplay, err)
+		return fmt.Errorf("%w: %w", ErrIMAReplay, err)
 	}
 	res.IMA = &IMAResult{New: verified, State: next}
 	return nil

@@ -21,16 +21,16 @@ import (
 func appendEvent(log []byte, pcr uint32, typ eventlog.EventType, data []byte) []byte {
 	var b bytes.Buffer
 	b.Write(log)
-	binary.Write(&b, binary.LittleEndian, pcr)
-	binary.Write(&b, binary.LittleEndian, uint32(typ))
-	binary.Write(&b, binary.LittleEndian, uint32(2))
+	b.Write(binary.LittleEndian.AppendUint32(nil, pcr))
+	b.Write(binary.LittleEndian.AppendUint32(nil, uint32(typ)))
+	b.Write(binary.LittleEndian.AppendUint32(nil, 2))
 	d1 := sha1.Sum(data)
 	d2 := sha256.Sum256(data)
-	binary.Write(&b, binary.LittleEndian, uint16(eventlog.SHA1))
+	b.Write(binary.LittleEndian.AppendUint16(nil, uint16(eventlog.SHA1)))
 	b.Write(d1[:])
-	binary.Write(&b, binary.LittleEndian, uint16(eventlog.SHA256))
+	b.Write(binary.LittleEndian.AppendUint16(nil, uint16(eventlog.SHA256)))
 	b.Write(d2[:])
-	binary.Write(&b, binary.LittleEndian, uint32(len(data)))
+	b.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(data))))
 	b.Write(data)
 	return b.Bytes()
 }
@@ -102,59 +102,72 @@ func TestVerifyRejects(t *testing.T) {
 	ev := func(s *scenario) *Evidence { return k.evidence(t, *s) }
 	cases := []tc{
 		{"ak_not_activated", func(t *testing.T, s *scenario, ch *Challenge, b *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			b.Activated = false
 			return ev(s)
 		}, ErrAKNotActivated},
 		{"ak_not_restricted", func(t *testing.T, s *scenario, ch *Challenge, b *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			p := k.pub
 			p.ObjectAttributes.Restricted = false
 			b.AK = &AKPublic{Public: tpm2.Marshal(p)}
 			return ev(s)
 		}, ErrAKAttributes},
 		{"nonce_too_short", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			ch.Nonce = ch.Nonce[:8]
 			s.nonce = ch.Nonce
 			return ev(s)
 		}, ErrNonceTooShort},
 		{"nonce_reused", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			ch.Used = true
 			return ev(s)
 		}, ErrNonceReused},
 		{"nonce_expired", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, o *Options) *Evidence {
+			t.Helper()
 			o.Now = ch.IssuedAt.Add(DefaultNonceLifetime + time.Second)
 			return ev(s)
 		}, ErrNonceExpired},
 		{"nonce_from_future", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, o *Options) *Evidence {
+			t.Helper()
 			o.Now = ch.IssuedAt.Add(-time.Second)
 			return ev(s)
 		}, ErrNonceExpired},
 		{"attest_too_large", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.rawAttest = func(b []byte) []byte { return append(b, make([]byte, MaxAttestSize)...) }
 			return ev(s)
 		}, ErrTooLarge},
 		{"signed_by_other_ak", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			return other.evidence(t, *s)
 		}, ErrSignature},
 		{"attest_bit_flipped_after_signing", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e := ev(s)
 			e.Attest[len(e.Attest)-1] ^= 1
 			return e
 		}, ErrSignature},
 		{"signature_garbage", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e := ev(s)
 			e.Signature = []byte{0x00, 0x18, 0xde, 0xad}
 			return e
 		}, ErrSignature},
 		{"signature_rsa_for_ecc_ak", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e := ev(s)
 			e.Signature = newFakeAK(t, tpm2.TPMAlgRSA).sign(t, e.Attest)
 			return e
 		}, ErrSignature},
 		{"bad_magic", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.rawAttest = func(b []byte) []byte { return putU32(b, 0, 0xff544348) }
 			return ev(s)
 		}, ErrMagic},
 		{"bad_type_certify", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.rawAttest = func(b []byte) []byte {
 				c := bytes.Clone(b)
 				binary.BigEndian.PutUint16(c[4:], uint16(tpm2.TPMSTAttestCertify))
@@ -163,90 +176,110 @@ func TestVerifyRejects(t *testing.T) {
 			return ev(s)
 		}, ErrAttestType},
 		{"attest_trailing_bytes", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.rawAttest = func(b []byte) []byte { return append(bytes.Clone(b), 0) }
 			return ev(s)
 		}, ErrMalformed},
 		{"attest_truncated", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.rawAttest = func(b []byte) []byte { return b[:len(b)-5] }
 			return ev(s)
 		}, ErrMalformed},
 		{"wrong_nonce", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.nonce = bytes.Repeat([]byte{7}, 32)
 			return ev(s)
 		}, ErrNonceMismatch},
 		{"sha1_only_selection", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.sel = []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA1, PCRSelect: bitmap(testPCRs...)}}
 			return ev(s)
 		}, ErrSHA256Missing},
 		{"empty_sha256_selection", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.sel = []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: bitmap()}}
 			return ev(s)
 		}, ErrSHA256Missing},
 		{"partial_selection", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.sel = sha256Sel(0, 1, 2, 3)
 			return ev(s)
 		}, ErrPCRSelection},
 		{"extra_pcr_selected", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.sel = sha256Sel(append([]int{16}, testPCRs...)...)
 			return ev(s)
 		}, ErrPCRSelection},
 		{"extra_bank_selected", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.sel = append(sha256Sel(testPCRs...), tpm2.TPMSPCRSelection{Hash: tpm2.TPMAlgSHA1, PCRSelect: bitmap(0)})
 			return ev(s)
 		}, ErrPCRSelection},
 		{"pcr_value_missing", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e := ev(s)
 			delete(e.PCRs, 9)
 			e.PCRs[16] = make([]byte, 32)
 			return e
 		}, ErrPCRValues},
 		{"pcr_value_short", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e := ev(s)
 			e.PCRs[9] = e.PCRs[9][:20]
 			return e
 		}, ErrPCRValues},
 		{"pcr_value_altered", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e := ev(s)
 			e.PCRs = clonePCRs(e.PCRs)
 			e.PCRs[4][0] ^= 1
 			return e
 		}, ErrPCRDigest},
 		{"pcr0_never_extended", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.pcrs = clonePCRs(s.pcrs)
 			s.pcrs[0] = make([]byte, 32)
 			return ev(s)
 		}, ErrPCRNotExtended},
 		{"reset_count_backwards", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			t.Helper()
 			*prev = &Previous{Clock: ClockInfo{Clock: 500, ResetCount: 6}}
 			return ev(s)
 		}, ErrCounterRollback},
 		{"restart_count_backwards", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			t.Helper()
 			*prev = &Previous{Clock: ClockInfo{Clock: 500, ResetCount: 5, RestartCount: 1}}
 			return ev(s)
 		}, ErrCounterRollback},
 		{"clock_backwards_same_boot", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			t.Helper()
 			*prev = &Previous{Clock: ClockInfo{Clock: 2000, ResetCount: 5}}
 			return ev(s)
 		}, ErrClockImplausible},
 		{"clock_backwards_but_safe_after_reboot", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, prev **Previous, _ *Options) *Evidence {
+			t.Helper()
 			*prev = &Previous{Clock: ClockInfo{Clock: 2000, ResetCount: 4}}
 			return ev(s)
 		}, ErrClockImplausible},
 		{"event_log_missing", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.log = nil
 			return ev(s)
 		}, ErrEventLogMissing},
 		{"event_log_truncated", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.log = s.log[:len(s.log)-7]
 			return ev(s)
 		}, ErrEventLog},
 		{"event_log_garbage", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			g := make([]byte, 4096)
 			rand.Read(g)
 			s.log = g
 			return ev(s)
 		}, ErrEventLog},
 		{"event_log_sha1_only", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			log, _, err := bootseed.BuildLog(bootseed.BuildA(), []eventlog.Alg{eventlog.SHA1})
 			if err != nil {
 				t.Fatal(err)
@@ -255,60 +288,72 @@ func TestVerifyRejects(t *testing.T) {
 			return ev(s)
 		}, ErrEventLogBank},
 		{"event_data_altered_cmdline", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			// Same digests (so the replay still matches), different text.
-			s.log = bytes.Replace(s.log, []byte("ro quiet"), []byte("ro QUIET"), -1)
+			s.log = bytes.ReplaceAll(s.log, []byte("ro quiet"), []byte("ro QUIET"))
 			return ev(s)
 		}, ErrEventData},
 		{"event_retyped_unused", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			off := eventOffset(t, s.log, func(e *eventlog.Event) bool { return e.Type == eventlog.EvEFIBootServicesApp })
 			s.log = bytes.Clone(s.log)
 			binary.LittleEndian.PutUint32(s.log[off+4:], uint32(eventlog.EvUnused))
 			return ev(s)
 		}, ErrEventData},
 		{"separator_duplicated", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			withReplayOf(t, s, appendEvent(s.log, 4, eventlog.EvSeparator, []byte{0, 0, 0, 0}))
 			return ev(s)
 		}, ErrEventData},
 		{"replay_mismatch_extra_extend", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			// The TPM saw one more PCR 9 extension than the log shows.
 			s.pcrs = clonePCRs(s.pcrs)
 			s.pcrs[9] = eventlog.SHA256.Sum(s.pcrs[9], bytes.Repeat([]byte{1}, 32))
 			return ev(s)
 		}, ErrReplay},
 		{"replay_mismatch_log_event_added", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.log = appendEvent(s.log, 9, eventlog.EvIPL, []byte("/boot/evil\x00"))
 			return ev(s)
 		}, ErrReplay},
 		{"ima_pcr10_not_quoted", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			ch.PCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
 			s.sel = sha256Sel(ch.PCRs...)
 			return ev(s)
 		}, ErrPCRSelection},
 		{"ima_wrong_offset", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.imaOff = 100
 			return ev(s)
 		}, ErrIMAOffset},
 		{"ima_garbage", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.ima = append([]byte{10, 0, 0, 0}, bytes.Repeat([]byte{0xee}, 60)...)
 			return ev(s)
 		}, ErrIMA},
 		{"ima_no_boot_aggregate", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			ima, pcr10 := imaLog(t, []string{"/usr/bin/bash"}, nil, nil)
 			s.ima, s.pcrs = ima, clonePCRs(s.pcrs)
 			s.pcrs[10] = pcr10
 			return ev(s)
 		}, ErrIMA},
 		{"ima_boot_aggregate_mismatch", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			ima, pcr10 := imaLog(t, []string{"boot_aggregate", "/usr/bin/bash"}, nil, bytes.Repeat([]byte{9}, 32))
 			s.ima, s.pcrs = ima, clonePCRs(s.pcrs)
 			s.pcrs[10] = pcr10
 			return ev(s)
 		}, ErrIMA},
 		{"ima_entry_altered", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			s.ima = bytes.Replace(s.ima, []byte("/usr/bin/bash"), []byte("/usr/bin/bosh"), 1)
 			return ev(s)
 		}, ErrIMAReplay},
 		{"ima_entry_dropped", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
+			t.Helper()
 			e, _, err := eventlog.ParseIMA(s.ima, 20)
 			if err != nil {
 				t.Fatal(err)
@@ -333,7 +378,7 @@ func TestVerifyRejects(t *testing.T) {
 				t.Fatal("Verify returned a result with an error")
 			}
 			for e2 := range reasons {
-				if e2 != c.want && errors.Is(err, e2) {
+				if !errors.Is(e2, c.want) && errors.Is(err, e2) {
 					t.Errorf("error also matches %v", e2)
 				}
 			}
@@ -387,7 +432,7 @@ func TestVerifyRebootAndSteadyState(t *testing.T) {
 	// the log does not match).
 	s5, ch5 := baseScenario(t)
 	s5.pcrs, s5.ima, s5.imaOff = s.pcrs, nil, prev.IMA.Offset
-	s5.log = bytes.Replace(s5.log, []byte("ro quiet"), []byte("ro QUIET"), -1)
+	s5.log = bytes.ReplaceAll(s5.log, []byte("ro quiet"), []byte("ro QUIET"))
 	s5.clock.Clock = 2000
 	if _, err := Verify(k.bind, ch5, k.evidence(t, s5), prev, Options{Now: now}); !errors.Is(err, ErrEventData) {
 		t.Errorf("steady state with altered log: %v, want %v", err, ErrEventData)

@@ -100,7 +100,8 @@ func NewTransport(cfg Config) (*Transport, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	hosts := append([]Host(nil), u.Hosts...)
-	rand.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
+	// Load spreading, as oslo's random.shuffle: no security decision rests on it.
+	rand.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] }) //nolint:gosec // G404: not security-relevant
 	t := &Transport{
 		url:      u,
 		opts:     opts,
@@ -161,7 +162,7 @@ func (t *Transport) connect(ctx context.Context, purpose string) (*amqp.Connecti
 	// (round-robin), or at a random one (shuffle), as kombu_failover_strategy says.
 	t.hostMu.Lock()
 	if t.opts.KombuFailoverStrategy == "shuffle" {
-		t.nextHost = rand.IntN(len(t.hosts))
+		t.nextHost = rand.IntN(len(t.hosts)) //nolint:gosec // G404: failover order is not security-relevant
 	} else {
 		t.nextHost = (start + 1) % len(t.hosts)
 	}
@@ -532,8 +533,11 @@ func (t *Transport) consumeLoop(ctx context.Context, c consumer) {
 					break loop
 				}
 				c.handle(d)
-			case <-closed:
+			case amqpErr := <-closed:
 				lost = true
+				if amqpErr != nil {
+					t.log.Warn("broker closed the connection", "purpose", c.purpose, "code", amqpErr.Code, "reason", amqpErr.Reason)
+				}
 				break loop
 			}
 		}

@@ -34,16 +34,19 @@ type backend struct {
 type backendFactory func(t *testing.T) backend
 
 func simBackend(t *testing.T) backend {
+	t.Helper()
 	sim := tpmtest.Simulator(t)
-	return backend{open: sim.Opener(), reboot: func(t *testing.T) { sim.Reboot(t) }, sha1Bank: true}
+	return backend{open: sim.Opener(), reboot: func(t *testing.T) { t.Helper(); sim.Reboot(t) }, sha1Bank: true}
 }
 
 func swtpmBackend(ekCert bool) backendFactory {
 	return func(t *testing.T) backend {
+		t.Helper()
 		s := servicetest.SWTPM(t, servicetest.SWTPMOptions{EKCert: ekCert})
 		return backend{
 			open: func(ctx contextT) (tpmCloser, error) { return tpm.DialSWTPM(ctx, s.ServerAddr, 5*time.Second) },
 			reboot: func(t *testing.T) {
+				t.Helper()
 				s.Stop(t)
 				s.Start(t)
 			},
@@ -106,6 +109,7 @@ func TestAttacks(t *testing.T) {
 }
 
 func runAttacks(t *testing.T, factory backendFactory, akAlg string) {
+	t.Helper()
 	ctx := t.Context()
 
 	t.Run("pcr_extended_after_learning_unlogged", func(t *testing.T) {
@@ -274,7 +278,7 @@ func runAttacks(t *testing.T, factory backendFactory, akAlg string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, bytes.Replace(log, []byte("ro quiet"), []byte("ro QUIET"), -1), 0o600); err != nil {
+		if err := os.WriteFile(p, bytes.ReplaceAll(log, []byte("ro quiet"), []byte("ro QUIET")), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		h.prev = nil // no steady-state shortcut: first attestation of this log
@@ -303,6 +307,7 @@ func runAttacks(t *testing.T, factory backendFactory, akAlg string) {
 
 // otherTPM is a second, independent TPM (a private swtpm).
 func otherTPM(t *testing.T) tpm.Opener {
+	t.Helper()
 	s := servicetest.SWTPM(t, servicetest.SWTPMOptions{})
 	return func(ctx contextT) (tpmCloser, error) { return tpm.DialSWTPM(ctx, s.ServerAddr, 5*time.Second) }
 }

@@ -33,9 +33,9 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/nova-filter-shim/internal/localapi"
-	"github.com/trustpool/trustpool/nova-filter-shim/internal/sdnotify"
 	"github.com/trustpool/trustpool/nova-filter-shim/internal/trustcache"
 )
 

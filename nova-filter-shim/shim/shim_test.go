@@ -298,3 +298,36 @@ func TestSocketGroupMissing(t *testing.T) {
 		t.Errorf("Run = %v, want a clear missing-group error", err)
 	}
 }
+
+func TestBrokerRestartThenResyncRepairs(t *testing.T) {
+	rabbit := servicetest.NewRabbitMQ(t)
+	now := time.Now().UTC()
+	key := shimtest.GoldenKey()
+	feeder := shimtest.NewFeeder(t, rabbit.URL)
+	feeder.SetSnapshot(shimtest.Sign(t, key, shimtest.Verdict("h1", verdict.Trusted, 1, now, time.Hour)))
+	feeder.Serve(t)
+	r := start(t, rabbit.URL, func(c *shim.Config) { c.Shim.ResyncInterval = time.Second })
+	eventually(t, "snapshot", r.shim.SnapshotLoaded)
+
+	rabbit.StopApp(t)
+	// While the broker is away the shim keeps answering from its cache.
+	if d := r.filter(t, []string{"h1"}, "trusted", nil); len(d.Passes) != 1 {
+		t.Errorf("during the outage: %+v", d)
+	}
+	rabbit.StartApp(t)
+	// A revocation the shim never saw as a cast: the periodic snapshot
+	// repairs it.
+	feeder.SetSnapshot(shimtest.Sign(t, key, shimtest.Verdict("h1", verdict.Untrusted, 2, now, time.Hour)))
+	eventually(t, "resync after the broker restart", func() bool {
+		return len(r.filter(t, []string{"h1"}, "untrusted", nil).Passes) == 1
+	})
+	// And the fanout is followed again.
+	eventually(t, "fanout after the broker restart", func() bool {
+		if err := feeder.Publish(t.Context(), shimtest.Sign(t, key, shimtest.Verdict("h2", verdict.Trusted, 1, now, time.Hour))); err != nil {
+			t.Logf("publish: %v", err)
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+		return len(r.filter(t, []string{"h2"}, "trusted", nil).Passes) == 1
+	})
+}

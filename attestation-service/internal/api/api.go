@@ -276,7 +276,7 @@ func (s *server) authorize(r *http.Request, rule string, target map[string]any) 
 
 // admin runs an admin change: policy check, the change, and an audit record
 // of the outcome.
-func (s *server) admin(w http.ResponseWriter, r *http.Request, rule, action, target string, fn func() (detail string, err error)) error {
+func (s *server) admin(r *http.Request, rule, action, target string, fn func() (detail string, err error)) error {
 	rec := store.AuditRecord{At: time.Now(), RequestID: requestID(r), Action: action, Target: target}
 	if auth, ok := authtoken.FromContext(r.Context()); ok && auth.User != nil {
 		rec.UserID, rec.ProjectID = auth.User.UserID, auth.User.ProjectID

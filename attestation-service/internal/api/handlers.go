@@ -67,7 +67,7 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
-	return s.admin(w, r, RuleHostsAttest, "host.attest", host, func() (string, error) {
+	return s.admin(r, RuleHostsAttest, "host.attest", host, func() (string, error) {
 		h, err := s.cfg.Store.GetHost(r.Context(), host)
 		if err != nil {
 			return "", err
@@ -83,7 +83,7 @@ func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
-	return s.admin(w, r, RuleHostsDelete, "host.delete", host, func() (string, error) {
+	return s.admin(r, RuleHostsDelete, "host.delete", host, func() (string, error) {
 		if err := s.cfg.Engine.DeleteHost(r.Context(), host); err != nil {
 			return "", err
 		}
@@ -94,7 +94,7 @@ func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
-	return s.admin(w, r, RuleHostsApprove, "host.approve_ek", host, func() (string, error) {
+	return s.admin(r, RuleHostsApprove, "host.approve_ek", host, func() (string, error) {
 		h, err := s.cfg.Store.GetHost(r.Context(), host)
 		if err != nil {
 			return "", err
@@ -116,7 +116,7 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Profiles *[]string `json:"profiles"`
 	}
-	return s.admin(w, r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
+	return s.admin(r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
 		if err := decodeJSON(r, &body); err != nil {
 			return "", err
 		}
@@ -222,7 +222,7 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name string, mode store.PutMode) error {
-	return s.admin(w, r, RuleProfilesWrite, action, name, func() (string, error) {
+	return s.admin(r, RuleProfilesWrite, action, name, func() (string, error) {
 		var d profileDoc
 		if err := decodeJSON(r, &d); err != nil {
 			return "", err
@@ -264,7 +264,7 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	return s.admin(w, r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
+	return s.admin(r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
 		if err := s.cfg.Store.DeleteProfile(r.Context(), name); err != nil {
 			return "", err
 		}
@@ -304,7 +304,7 @@ func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 // every profile in it. The whole file is validated before anything is
 // stored.
 func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
-	return s.admin(w, r, RuleProfilesWrite, "profile.import", "*", func() (string, error) {
+	return s.admin(r, RuleProfilesWrite, "profile.import", "*", func() (string, error) {
 		b, err := readBody(r)
 		if err != nil {
 			return "", err
@@ -348,7 +348,7 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	r.Body = readCloser{bytesReader(b)}
 	_ = decodeJSONBytes(b, &body)
-	return s.admin(w, r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
+	return s.admin(r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
 		}

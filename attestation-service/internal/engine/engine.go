@@ -243,13 +243,23 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 	return v, err
 }
 
-// round does the work of Attest without persisting anything.
+// round does the work of Attest without persisting anything. When the
+// agent omitted the unchanged event log but the PCRs moved (so steady state
+// does not apply), it asks once more for the full log at once.
 func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState) (verdict.Verdict, *Summary) {
+	v, sum, retry := e.roundOnce(ctx, rec, st, false)
+	if retry {
+		v, sum, _ = e.roundOnce(ctx, rec, st, true)
+	}
+	return v, sum
+}
+
+func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostState, fullLog bool) (_ verdict.Verdict, _ *Summary, retryFullLog bool) {
 	now := e.cfg.Now()
 	sum := &Summary{At: now}
-	unknown := func(reason string) (verdict.Verdict, *Summary) {
+	unknown := func(reason string) (verdict.Verdict, *Summary, bool) {
 		sum.Status, sum.Reasons = verdict.Unknown, []string{reason}
-		return verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum
+		return verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum, false
 	}
 	ek, err := evidence.ParseEKPublic(rec.EKPublic)
 	if err != nil {
@@ -268,7 +278,9 @@ func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState
 	args := &attestrpc.QuoteArgs{Nonce: ch.Nonce, PCRSelection: e.cfg.PCRs}
 	if p := st.Previous; p != nil {
 		args.LogOffsets.IMA = p.IMA.Offset
-		args.LogOffsets.EventLogDigest = hex.EncodeToString(p.EventLogDigest)
+		if !fullLog {
+			args.LogOffsets.EventLogDigest = hex.EncodeToString(p.EventLogDigest)
+		}
 	}
 	if st.IMAResync {
 		args.LogOffsets.IMA = 0
@@ -285,14 +297,14 @@ func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState
 	sum.Reachable = true
 	now = e.cfg.Now()
 	sum.At = now
-	untrusted := func(reasons ...string) (verdict.Verdict, *Summary) {
+	untrusted := func(reasons ...string) (verdict.Verdict, *Summary, bool) {
 		sum.Status, sum.Reasons = verdict.Untrusted, reasons
 		v := verdict.Verdict{Host: rec.Name, Status: verdict.Untrusted, Reasons: reasons, VerifiedAt: now, ExpiresAt: now.Add(e.cfg.Validity)}
 		if len(res.Attest) > 0 && len(res.Attest) <= evidence.MaxAttestSize {
 			d := sha256.Sum256(res.Attest)
 			v.EvidenceDigest = hex.EncodeToString(d[:])
 		}
-		return v, sum
+		return v, sum, false
 	}
 	used, err := e.ledger.Consume(ch.Nonce, now)
 	if err != nil {
@@ -306,6 +318,10 @@ func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState
 		Now: now, NonceLifetime: e.cfg.NonceLifetime, AllowMissingEventLog: e.cfg.AllowMissingEventLog,
 	})
 	if err != nil {
+		if errors.Is(err, evidence.ErrEventLogMissing) && args.LogOffsets.EventLogDigest != "" && len(res.EventLog) == 0 {
+			v, s, _ := untrusted("evidence: " + evidence.Reason(err) + ": " + err.Error())
+			return v, s, true
+		}
 		st.IMAResync = errors.Is(err, evidence.ErrIMAOffset)
 		return untrusted("evidence: " + evidence.Reason(err) + ": " + err.Error())
 	}
@@ -349,7 +365,7 @@ func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState
 	sum.Status, sum.Reasons = status, reasons
 	v := verdict.Verdict{Host: rec.Name, Status: status, Profiles: satisfied, Reasons: reasons, VerifiedAt: now,
 		ExpiresAt: now.Add(e.cfg.Validity), EvidenceDigest: hex.EncodeToString(result.AttestDigest)}
-	return v, sum
+	return v, sum, false
 }
 
 // appraise evaluates every defined profile and decides trust from the

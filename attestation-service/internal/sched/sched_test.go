@@ -39,7 +39,7 @@ func start(t *testing.T, cfg sched.Config, r *recorder) (*sched.Scheduler, conte
 	s := sched.New(cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
+	go func() { _ = s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return s, cancel
 }

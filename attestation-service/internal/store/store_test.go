@@ -17,6 +17,7 @@ func TestMain(m *testing.M) { servicetest.Main(m) }
 
 // backends runs the conformance suite on every supported database.
 func backends(t *testing.T, fn func(t *testing.T, url string)) {
+	t.Helper()
 	t.Run("sqlite", func(t *testing.T) {
 		fn(t, "sqlite:///"+filepath.Join(t.TempDir(), "attestation.db"))
 	})
@@ -38,6 +39,7 @@ func open(t *testing.T, url string) *store.Store {
 
 func TestConformance(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
+		t.Helper()
 		ctx := t.Context()
 		s := open(t, url)
 
@@ -164,6 +166,7 @@ func TestConformance(t *testing.T) {
 
 func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
+		t.Helper()
 		ctx := t.Context()
 		s := open(t, url)
 		if err := s.PutProfile(ctx, store.Profile{Name: "keep", Body: "x"}, store.Create); err != nil {

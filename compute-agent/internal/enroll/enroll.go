@@ -68,7 +68,13 @@ const (
 	StateUnreachable = "unreachable"
 	// StateRefused: the service answered with an error.
 	StateRefused = "refused"
+	// StateActivationFailed: the TPM refused to activate the credential
+	// (it does not name this TPM's AK under its EK).
+	StateActivationFailed = "activation_failed"
 )
+
+// ErrActivation wraps a TPM2_ActivateCredential failure.
+var ErrActivation = errors.New("credential activation failed")
 
 // Run enrolls the host and returns nil once the service says
 // attestrpc.StateEnrolled, or ctx's error.
@@ -99,7 +105,10 @@ func Run(ctx context.Context, cfg Config) error {
 		switch {
 		case err != nil:
 			var re *oslo.RemoteError
-			if errors.As(err, &re) {
+			if errors.Is(err, ErrActivation) {
+				on(StateActivationFailed, err.Error())
+				log.Error("the TPM refused the credential; registering again", "error", err, "retry_in", wait)
+			} else if errors.As(err, &re) {
 				on(StateRefused, re.Message)
 				log.Error("registration refused by the attestation service; retrying",
 					"class", re.QualifiedClass(), "message", re.Message, "retry_in", wait)
@@ -149,7 +158,7 @@ func once(ctx context.Context, cfg Config, log *slog.Logger) (state, reason stri
 	log.Debug("activating credential", "challenge_id", reg.ChallengeID)
 	secret, err := cfg.TPM.ActivateCredential(ctx, reg.Credential.IDObject, reg.Credential.EncryptedSecret)
 	if err != nil {
-		return "", "", fmt.Errorf("activate credential: %w", err)
+		return "", "", fmt.Errorf("%w: %w", ErrActivation, err)
 	}
 	var act attestrpc.ActivateCredentialResult
 	err = call(ctx, cfg, attestrpc.MethodActivateCredential,

@@ -232,7 +232,6 @@ func TestEnrollment(t *testing.T) {
 		enrolled = attestrpc.StateEnrolled
 		pending  = attestrpc.StatePendingApproval
 		refused  = enroll.StateRefused
-		unreach  = enroll.StateUnreachable
 	)
 	tests := []struct {
 		name       string
@@ -249,7 +248,7 @@ func TestEnrollment(t *testing.T) {
 		// A credential for another AK cannot be activated by this TPM; the
 		// agent starts over with a fresh registration.
 		{"credential for another AK", script{script: []string{"wrong_ak", "challenge"}},
-			[]string{unreach, enrolled}, 1},
+			[]string{enroll.StateActivationFailed, enrolled}, 1},
 		{"refused, then accepted", script{script: []string{"refuse", "challenge"}, activate: []string{"refuse", "enrolled"}},
 			[]string{refused, refused, enrolled}, 2},
 	}

@@ -45,7 +45,8 @@ const (
 type State struct {
 	// SnapshotLoaded: get_verdicts answered at least once.
 	SnapshotLoaded bool
-	// Subscribed: the verdict fanout consumer is up.
+	// Subscribed: the verdict fanout consumer has started (it reconnects
+	// by itself after broker failures).
 	Subscribed bool
 	// SnapshotFailures counts failed get_verdicts calls.
 	SnapshotFailures uint64

@@ -75,7 +75,7 @@ func (a *API) Exposition() string {
 
 	family(&b, "snapshot_loaded", "gauge", "1 once get_verdicts has answered.")
 	sample(&b, "snapshot_loaded", nil, b2f(st.SnapshotLoaded))
-	family(&b, "subscribed", "gauge", "1 while the verdict fanout consumer is up.")
+	family(&b, "subscribed", "gauge", "1 once the verdict fanout consumer has started (it reconnects by itself).")
 	sample(&b, "subscribed", nil, b2f(st.Subscribed))
 	family(&b, "snapshot_failures_total", "counter", "Failed get_verdicts calls.")
 	sample(&b, "snapshot_failures_total", nil, float64(st.SnapshotFailures))

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trustpool/trustpool/nova-filter-shim/internal/sdnotify"
+	"github.com/trustpool/trustpool/internal/sdnotify"
 )
 
 func listen(t *testing.T, name string) *net.UnixConn {

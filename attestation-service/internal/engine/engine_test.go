@@ -1,0 +1,269 @@
+package engine_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/bootseed"
+	"github.com/trustpool/trustpool/internal/tpm"
+	"github.com/trustpool/trustpool/internal/tpm/tpmtest"
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// simAgent answers quotes from a tpm.TPM over the simulator, or fails.
+type simAgent struct {
+	mu   sync.Mutex
+	tp   *tpm.TPM
+	fail error
+}
+
+func (a *simAgent) Quote(ctx context.Context, host string, args *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail != nil {
+		return nil, a.fail
+	}
+	q, err := a.tp.Quote(ctx, args.Nonce, args.PCRSelection)
+	if err != nil {
+		return nil, err
+	}
+	log, err := a.tp.EventLog()
+	if err != nil {
+		return nil, err
+	}
+	return &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}, nil
+}
+
+type recPublisher struct {
+	mu       sync.Mutex
+	verdicts []verdict.Verdict
+	events   []string
+	vf       *verdict.Verifier
+}
+
+func (p *recPublisher) PublishVerdicts(_ context.Context, vs []verdict.Signed) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range vs {
+		v, err := p.vf.Verify(s)
+		if err != nil {
+			return err
+		}
+		p.verdicts = append(p.verdicts, v)
+	}
+	return nil
+}
+
+func (p *recPublisher) Notify(_ context.Context, ev string, _ any) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events = append(p.events, ev)
+	return nil
+}
+
+func TestEnrollAttestAndEKChange(t *testing.T) {
+	ctx := t.Context()
+	sim := tpmtest.Simulator(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "binary_bios_measurements")
+	c, err := sim.Opener()(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := bootseed.Seed(ctx, c, bootseed.BuildA())
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logPath, log, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := func(ekAlg string) *tpm.TPM {
+		tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state-"+ekAlg), EventLogPath: logPath, EKAlgorithm: ekAlg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tp
+	}
+	tpRSA, tpECC := open(tpm.AlgRSA), open(tpm.AlgECC)
+
+	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer := verdict.NewSigner(priv)
+	pub := &recPublisher{vf: verdict.NewVerifier(signer.Public())}
+	ag := &simAgent{tp: tpRSA}
+	var triggered []string
+	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
+		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto, Store: st, Signer: signer,
+		Agents: ag, Publisher: pub, Trigger: func(h string) { triggered = append(triggered, h) }})
+
+	enroll := func(tp *tpm.TPM) string {
+		t.Helper()
+		ek, _ := tp.EK(ctx)
+		ak, _ := tp.AK(ctx)
+		res, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: "c1", EKPublic: ek.Public, AKPublic: ak.Public})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.State != attestrpc.StateChallenge {
+			return res.State
+		}
+		secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ar, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: "c1", ChallengeID: res.ChallengeID, Secret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ar.State
+	}
+	if s := enroll(tpRSA); s != attestrpc.StateEnrolled {
+		t.Fatalf("enrollment state %s", s)
+	}
+	if !slices.Equal(triggered, []string{"c1"}) {
+		t.Errorf("enrollment triggered %v, want an immediate round for c1", triggered)
+	}
+
+	// No profile: verified but untrusted.
+	v, err := eng.Attest(ctx, "c1")
+	if err != nil || v.Status != verdict.Untrusted || !strings.Contains(v.Reasons[0], "no profiles defined") {
+		t.Fatalf("Attest without profiles = %+v, %v", v, err)
+	}
+	// A profile pinning the secure boot state: trusted.
+	body := "[[profile]]\nname = \"sb\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	if err := st.PutProfile(ctx, store.Profile{Name: "sb", Body: body}, store.Create); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := eng.Attest(ctx, "c1")
+	if err != nil || v2.Status != verdict.Trusted || !slices.Equal(v2.Profiles, []string{"sb"}) || v2.Seq <= v.Seq {
+		t.Fatalf("Attest with profile = %+v, %v", v2, err)
+	}
+	if got := v2.ExpiresAt.Sub(v2.VerifiedAt); got != 30*time.Second {
+		t.Errorf("validity %v, want 30s", got)
+	}
+	// Unchanged: a new seq but nothing published.
+	n := len(pub.verdicts)
+	v3, err := eng.Attest(ctx, "c1")
+	if err != nil || v3.Status != verdict.Trusted || v3.Seq <= v2.Seq || len(pub.verdicts) != n {
+		t.Errorf("steady-state Attest = %+v, %v; published %d→%d", v3, err, n, len(pub.verdicts))
+	}
+	// Heartbeat republishes the stored verdict unchanged (no extension).
+	if err := eng.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hb := pub.verdicts[len(pub.verdicts)-1]; hb.Seq != v3.Seq || !hb.ExpiresAt.Equal(v3.ExpiresAt.Truncate(time.Microsecond)) {
+		t.Errorf("heartbeat verdict %+v, want seq %d unchanged", hb, v3.Seq)
+	}
+	// Unreachable agent: unknown, expired at once.
+	ag.fail = errors.New("messaging timeout")
+	v4, err := eng.Attest(ctx, "c1")
+	if err != nil || v4.Status != verdict.Unknown || !strings.HasPrefix(v4.Reasons[0], "unreachable") || !v4.ExpiresAt.Equal(v4.VerifiedAt) {
+		t.Errorf("unreachable Attest = %+v, %v", v4, err)
+	}
+	ag.fail = nil
+
+	// Same host, different EK: never re-bound silently.
+	if s := enroll(tpECC); s != attestrpc.StatePendingApproval {
+		t.Fatalf("re-registration with another EK: state %s, want pending_approval", s)
+	}
+	last := pub.verdicts[len(pub.verdicts)-1]
+	if last.Status != verdict.Unknown || !strings.Contains(last.Reasons[0], "ek_changed") {
+		t.Errorf("verdict after EK change %+v, want unknown ek_changed", last)
+	}
+	if _, err := eng.Attest(ctx, "c1"); !errors.Is(err, engine.ErrNotEnrolled) {
+		t.Errorf("Attest while EK pending = %v, want ErrNotEnrolled", err)
+	}
+	if hs, _ := eng.EnrolledHosts(ctx); len(hs) != 0 {
+		t.Errorf("EnrolledHosts while pending = %v", hs)
+	}
+	// An admin approves; the agent enrolls with the new EK.
+	if err := eng.ApproveEK(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.ApproveEK(ctx, "c1"); !errors.Is(err, engine.ErrNothingPending) {
+		t.Errorf("second ApproveEK = %v", err)
+	}
+	ag.tp = tpECC
+	if s := enroll(tpECC); s != attestrpc.StateEnrolled {
+		t.Fatalf("enrollment after approval: %s", s)
+	}
+	v5, err := eng.Attest(ctx, "c1")
+	if err != nil || v5.Status != verdict.Trusted || v5.Seq <= last.Seq {
+		t.Errorf("Attest after approval = %+v, %v", v5, err)
+	}
+	wantEvents := []string{attestrpc.EventHostEnrolled, attestrpc.EventHostUntrusted, attestrpc.EventHostTrusted,
+		attestrpc.EventHostUntrusted /* unreachable; ek_changed keeps the status */, attestrpc.EventHostEnrolled, attestrpc.EventHostTrusted}
+	if !slices.Equal(pub.events, wantEvents) {
+		t.Errorf("notifications %v, want %v", pub.events, wantEvents)
+	}
+	// Seqs on the fanout strictly increase.
+	for i := 1; i < len(pub.verdicts); i++ {
+		if pub.verdicts[i].Seq < pub.verdicts[i-1].Seq {
+			t.Errorf("published seq went back: %d after %d", pub.verdicts[i].Seq, pub.verdicts[i-1].Seq)
+		}
+	}
+}
+
+func TestApproveModeAndBadActivation(t *testing.T) {
+	ctx := t.Context()
+	sim := tpmtest.Simulator(t)
+	dir := t.TempDir()
+	tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer := verdict.NewSigner(priv)
+	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: time.Second,
+		PCRs: []int{0}, EnrollmentMode: engine.ModeApprove, Store: st, Signer: signer,
+		Agents: &simAgent{tp: tp}, Publisher: &recPublisher{vf: verdict.NewVerifier(signer.Public())}})
+	ek, _ := tp.EK(ctx)
+	ak, _ := tp.AK(ctx)
+	args := &attestrpc.RegisterHostArgs{Host: "new", EKPublic: ek.Public, AKPublic: ak.Public}
+	res, err := eng.RegisterHost(ctx, args)
+	if err != nil || res.State != attestrpc.StatePendingApproval {
+		t.Fatalf("register in approve mode = %+v, %v", res, err)
+	}
+	if err := eng.ApproveEK(ctx, "new"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = eng.RegisterHost(ctx, args)
+	if err != nil || res.State != attestrpc.StateChallenge {
+		t.Fatalf("register after approval = %+v, %v", res, err)
+	}
+	_, err = eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: "new", ChallengeID: res.ChallengeID, Secret: make([]byte, 32)})
+	if !errors.Is(err, engine.ErrEnrollment) {
+		t.Errorf("activation with a wrong secret = %v, want ErrEnrollment", err)
+	}
+	if h, _ := st.GetHost(ctx, "new"); h.Activated {
+		t.Error("host activated despite a wrong secret")
+	}
+	// Malformed keys are refused before anything is stored.
+	if _, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: "x", EKPublic: []byte{1, 2, 3}, AKPublic: ak.Public}); !errors.Is(err, engine.ErrEnrollment) {
+		t.Errorf("register with a garbage EK = %v", err)
+	}
+	if _, err := st.GetHost(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("garbage registration stored a host: %v", err)
+	}
+}

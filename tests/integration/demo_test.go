@@ -1,0 +1,120 @@
+// Package integration runs the demo story of issue 5 end to end with real
+// components: RabbitMQ, Keystone, one swtpm per host (seeded with a realistic
+// boot), the attestation service (in-process, sqlite) and trustpool-agent.
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trustpool/trustpool/internal/bootseed"
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// TestDemoStory: three agents enroll (auto mode, EK certificates checked
+// against the swtpm CAs); with no profile they are untrusted; a member cannot
+// learn a profile (403) while the admin can, from the first host; all three
+// become trusted; extending a PCR on one host's TPM turns it untrusted with a
+// replay reason; stopping an agent makes its host unknown (unreachable); a
+// service restart keeps enrollments, profiles and history and resumes
+// attesting with higher sequence numbers. Every verdict is checked against
+// the service's public key as a shim would.
+func TestDemoStory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newEnv(t, 2*time.Second)
+	hosts := []*host{e.newHost("compute-1", bootseed.BuildA()), e.newHost("compute-2", bootseed.BuildA()), e.newHost("compute-3", bootseed.BuildA())}
+	e.startService()
+	for _, h := range hosts {
+		e.startAgent(h)
+	}
+	for _, h := range hosts {
+		v := e.verdicts.wait(t, h.name, 0, 60*time.Second, "attested without profiles", status(verdict.Untrusted))
+		if !slices.ContainsFunc(v.Reasons, func(r string) bool { return strings.Contains(r, "no profiles defined") }) {
+			t.Errorf("%s reasons %v, want 'no profiles defined'", h.name, v.Reasons)
+		}
+	}
+
+	// Member may read hosts but not change profiles.
+	if code, body := e.api("GET", "/v1/hosts", e.member, nil); code != http.StatusOK || len(body["hosts"].([]any)) != 3 {
+		t.Fatalf("member GET /v1/hosts = %d %v", code, body)
+	}
+	learn := map[string]any{"host": "compute-1", "name": "golden"}
+	code, body := e.api("POST", "/v1/profiles/learn", e.member, learn)
+	if code != http.StatusForbidden {
+		t.Fatalf("member learn = %d %v, want 403", code, body)
+	}
+	if errBody, ok := body["error"].(map[string]any); !ok || !strings.HasPrefix(fmt.Sprint(errBody["request_id"]), "req-") {
+		t.Errorf("403 body %v lacks the error envelope with a request id", body)
+	}
+	if code, body := e.api("GET", "/v1/hosts", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("anonymous GET /v1/hosts = %d %v, want 401", code, body)
+	}
+	code, body = e.api("POST", "/v1/profiles/learn", e.admin, learn)
+	if code != http.StatusCreated {
+		t.Fatalf("admin learn = %d %v", code, body)
+	}
+	for _, h := range hosts {
+		v := e.verdicts.wait(t, h.name, 0, 30*time.Second, "trusted", status(verdict.Trusted))
+		if !slices.Equal(v.Profiles, []string{"golden"}) || !v.ExpiresAt.After(v.VerifiedAt) {
+			t.Errorf("%s trusted verdict %+v", h.name, v)
+		}
+	}
+	t.Log("all three hosts trusted under profile golden")
+
+	// Extend PCR 7 on compute-2: the event log no longer replays.
+	before, _, _ := e.verdicts.get("compute-2")
+	d := sha256.Sum256([]byte("evil bootkit"))
+	hosts[1].sw.Tool(t, "tpm2_pcrextend", "7:sha256="+hex.EncodeToString(d[:]))
+	v := e.verdicts.wait(t, "compute-2", before.Seq, 30*time.Second, "untrusted after PCR extend", status(verdict.Untrusted))
+	if !slices.ContainsFunc(v.Reasons, func(r string) bool { return strings.Contains(r, "replay") }) {
+		t.Errorf("compute-2 untrusted for %v, want a replay reason", v.Reasons)
+	}
+	code, body = e.api("GET", "/v1/hosts/compute-2", e.member, nil)
+	if code != http.StatusOK || !strings.Contains(fmt.Sprint(body), "replay") {
+		t.Errorf("GET /v1/hosts/compute-2 = %d %v, want the replay reason", code, body)
+	}
+
+	// Stop compute-3's agent: unreachable → unknown.
+	before, _, _ = e.verdicts.get("compute-3")
+	hosts[2].stop()
+	v = e.verdicts.wait(t, "compute-3", before.Seq, 30*time.Second, "unknown after agent stop", status(verdict.Unknown))
+	if !strings.HasPrefix(v.Reasons[0], "unreachable") {
+		t.Errorf("compute-3 unknown for %v, want unreachable", v.Reasons)
+	}
+	if e.verdicts.bad != 0 {
+		t.Errorf("%d verdicts failed signature verification", e.verdicts.bad)
+	}
+
+	// Restart the service: state survives, attestation resumes.
+	c1, _, _ := e.verdicts.get("compute-1")
+	e.stopSvc()
+	e.startService()
+	code, body = e.api("GET", "/v1/hosts", e.admin, nil)
+	if code != http.StatusOK || len(body["hosts"].([]any)) != 3 {
+		t.Fatalf("after restart GET /v1/hosts = %d %v", code, body)
+	}
+	if code, body := e.api("GET", "/v1/profiles/golden", e.admin, nil); code != http.StatusOK {
+		t.Errorf("profile lost across restart: %d %v", code, body)
+	}
+	code, body = e.api("GET", "/v1/hosts/compute-2/history", e.admin, nil)
+	if code != http.StatusOK || len(body["history"].([]any)) < 3 {
+		t.Errorf("history of compute-2 after restart = %d %v, want ≥ 3 changes", code, body)
+	}
+	// The restarted service re-attests (heartbeat or new round) with a higher seq.
+	e.verdicts.wait(t, "compute-1", c1.Seq, 30*time.Second, "trusted after restart", status(verdict.Trusted))
+	code, body = e.api("GET", "/v1/audit", e.admin, nil)
+	if code != http.StatusOK || !strings.Contains(fmt.Sprint(body), "denied") || !strings.Contains(fmt.Sprint(body), "profile.learn") {
+		t.Errorf("audit = %d %v, want the denied and the successful learn", code, body)
+	}
+	if code, body := e.api("GET", "/metrics", "", nil); code != http.StatusOK || !strings.Contains(fmt.Sprint(body), "trustpool_attestation_rounds_total") {
+		t.Errorf("/metrics = %d", code)
+	}
+}

@@ -1,0 +1,353 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trustpool/trustpool/attestation-service/service"
+	"github.com/trustpool/trustpool/compute-agent/agent"
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/bootseed"
+	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/servicetest"
+	"github.com/trustpool/trustpool/internal/tpm"
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+func TestMain(m *testing.M) { servicetest.Main(m) }
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func logger(t testing.TB, prefix string) *slog.Logger {
+	t.Helper()
+	if os.Getenv("TRUSTPOOL_TEST_LOGS") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("c", prefix)
+}
+
+// env is one deployment: broker, Keystone, attestation service, agents.
+type env struct {
+	t        *testing.T
+	rabbit   *servicetest.Rabbit
+	ks       *servicetest.KeystoneServer
+	dir      string
+	rootsDir string
+	cfg      service.Config
+	svc      *service.Service
+	stopSvc  func()
+	verdicts *collector
+	admin    string
+	member   string
+}
+
+var userSeq sync.Mutex
+
+func newEnv(t *testing.T, interval time.Duration) *env {
+	t.Helper()
+	e := &env{t: t, rabbit: servicetest.RabbitMQ(t), ks: servicetest.Keystone(t), dir: t.TempDir()}
+	e.rootsDir = filepath.Join(e.dir, "ek-roots")
+	if err := os.MkdirAll(e.rootsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	name := strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
+	svcUser, svcPW := "tp-svc-"+name, "svc-pw"
+	userSeq.Lock()
+	e.ks.CreateUser(t, servicetest.KeystoneUser{Name: svcUser, Password: svcPW, Project: "service", Roles: []string{"service", "admin"}})
+	e.ks.CreateUser(t, servicetest.KeystoneUser{Name: "tp-member-" + name, Password: "m-pw", Project: "demo-" + name, Roles: []string{"member", "reader"}})
+	userSeq.Unlock()
+	e.admin = e.ks.AdminToken(t)
+	e.member = e.ks.Token(t, "tp-member-"+name, "m-pw", "demo-"+name)
+
+	cfg := service.DefaultConfig()
+	cfg.Default.TransportURL = e.rabbit.URL
+	cfg.Default.Host = "controller"
+	cfg.Database.Connection = "sqlite:///" + filepath.Join(e.dir, "attestation.db")
+	cfg.Keys.VerdictSigningKey = filepath.Join(e.dir, "keys", "verdict.key")
+	cfg.API.Listen = "127.0.0.1:0"
+	cfg.Keystone.AuthURL, cfg.Keystone.WWWAuthenticateURI = e.ks.URL, e.ks.URL
+	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomainName = svcUser, svcPW, "Default"
+	cfg.Keystone.ProjectName, cfg.Keystone.ProjectDomainName = "service", "Default"
+	cfg.Policy.PolicyFile = filepath.Join(e.dir, "policy.yaml")
+	cfg.ConfigDir = e.dir
+	a := &cfg.Attestation
+	a.Interval, a.Jitter, a.QuoteTimeout = interval, interval/10, interval/2
+	a.NonceLifetime, a.VerdictValidity, a.HeartbeatInterval = interval, 3*interval, interval
+	cfg.Enrollment.RequireEKCert = true
+	cfg.Enrollment.EKRootsDir = e.rootsDir
+	cfg.Logger = logger(t, "service")
+	e.cfg = cfg
+	return e
+}
+
+// startService starts (or restarts) the attestation service.
+func (e *env) startService() {
+	t := e.t
+	t.Helper()
+	svc, err := service.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatalf("service Run() = %v before ready", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("service not ready after 60s")
+	}
+	e.svc = svc
+	stopped := false
+	e.stopSvc = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("service Run() = %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("service did not stop within 30s")
+		}
+	}
+	t.Cleanup(e.stopSvc)
+	if e.verdicts == nil {
+		e.verdicts = newCollector(t, e.rabbit.URL, svc.PublicKey())
+	}
+	// The API is usable once Keystone authentication is set up.
+	waitFor(t, 30*time.Second, "API authenticated", func() bool {
+		code, _ := e.api("GET", "/v1/hosts", e.admin, nil)
+		return code == http.StatusOK
+	})
+}
+
+// api calls the REST API and returns the status and decoded JSON body.
+func (e *env) api(method, path, token string, body any) (int, map[string]any) {
+	e.t.Helper()
+	var rd io.Reader
+	if s, ok := body.(string); ok {
+		rd = strings.NewReader(s)
+	} else if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, e.svc.APIURL()+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]any{}
+	_ = json.Unmarshal(b, &out)
+	if len(out) == 0 {
+		out["raw"] = string(b)
+	}
+	return resp.StatusCode, out
+}
+
+// host is one compute node: a swtpm seeded with a realistic boot, its log
+// files and (optionally) a running trustpool-agent.
+type host struct {
+	name string
+	sw   *servicetest.SWTPMServer
+	dir  string
+	stop func()
+}
+
+func (e *env) newHost(name string, v bootseed.Variant) *host {
+	t := e.t
+	t.Helper()
+	h := &host{name: name, sw: servicetest.SWTPM(t, servicetest.SWTPMOptions{EKCert: true}), dir: t.TempDir()}
+	for _, p := range []string{h.sw.CACertPath, h.sw.IssuerCertPath} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.rootsDir, fmt.Sprintf("%s-%s.pem", name, filepath.Base(p))), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.boot(t, v)
+	return h
+}
+
+// boot seeds the (fresh or restarted) TPM and rewrites the event log.
+func (h *host) boot(t testing.TB, v bootseed.Variant) {
+	t.Helper()
+	c, err := tpm.DialSWTPM(context.Background(), h.sw.ServerAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := bootseed.Seed(context.Background(), c, v)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.dir, "binary_bios_measurements"), log, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *host) tpmConfig() tpm.Config {
+	return tpm.Config{SWTPM: h.sw.ServerAddr, EventLogPath: filepath.Join(h.dir, "binary_bios_measurements"),
+		IMALogPath: filepath.Join(h.dir, "binary_runtime_measurements"), StateDir: filepath.Join(h.dir, "state")}
+}
+
+// startAgent runs helper A's trustpool-agent for h.
+func (e *env) startAgent(h *host) {
+	t := e.t
+	t.Helper()
+	cfg := agent.DefaultConfig()
+	cfg.Default.Host = h.name
+	cfg.Default.TransportURL = e.rabbit.URL
+	cfg.TPM.SWTPM = h.sw.ServerAddr
+	cfg.TPM.EventLog = filepath.Join(h.dir, "binary_bios_measurements")
+	cfg.TPM.IMALog = filepath.Join(h.dir, "binary_runtime_measurements")
+	cfg.Agent.StateDir = filepath.Join(h.dir, "state")
+	cfg.Agent.WatchInterval = 100 * time.Millisecond
+	cfg.Agent.RetryInitial, cfg.Agent.RetryMax = 50*time.Millisecond, 500*time.Millisecond
+	cfg.Logger = logger(t, h.name)
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	h.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("agent %s Run() = %v", h.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("agent %s did not stop", h.name)
+		}
+	}
+	t.Cleanup(h.stop)
+}
+
+// collector follows the verdict fanout like a filter shim: every verdict's
+// signature is checked with the service's public key; the newest seq per
+// host is kept.
+type collector struct {
+	mu     sync.Mutex
+	latest map[string]verdict.Verdict
+	at     map[string]time.Time
+	bad    int
+}
+
+func newCollector(t *testing.T, url string, pub []byte) *collector {
+	t.Helper()
+	c := &collector{latest: map[string]verdict.Verdict{}, at: map[string]time.Time{}}
+	vf := verdict.NewVerifier(pub)
+	tr, err := oslo.NewTransport(oslo.Config{TransportURL: url, ControlExchange: attestrpc.DefaultControlExchange})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.VerdictsTopic, Server: "test-shim"}, oslo.Endpoint{
+		Version: attestrpc.APIVersion,
+		Methods: map[string]oslo.Handler{attestrpc.MethodVerdictsChanged: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.VerdictsChangedArgs
+			b, _ := json.Marshal(req.Args)
+			if err := json.Unmarshal(b, &a); err != nil {
+				return nil, err
+			}
+			now := time.Now()
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, s := range a.Verdicts {
+				v, err := vf.Verify(s)
+				if err != nil {
+					c.bad++
+					continue
+				}
+				if old, ok := c.latest[v.Host]; !ok || v.Seq > old.Seq {
+					c.latest[v.Host] = v
+					c.at[v.Host] = now
+				}
+			}
+			return nil, nil
+		}},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	select {
+	case <-srv.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("verdict collector not ready")
+	}
+	t.Cleanup(func() { cancel(); <-done; tr.Close() })
+	return c
+}
+
+func (c *collector) get(host string) (verdict.Verdict, time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.latest[host]
+	return v, c.at[host], ok
+}
+
+// wait returns the first verdict for host (newer than afterSeq) that
+// satisfies pred.
+func (c *collector) wait(t testing.TB, host string, afterSeq uint64, timeout time.Duration, what string, pred func(verdict.Verdict) bool) verdict.Verdict {
+	t.Helper()
+	var last verdict.Verdict
+	waitFor(t, timeout, host+" "+what, func() bool {
+		v, _, ok := c.get(host)
+		last = v
+		return ok && v.Seq > afterSeq && pred(v)
+	})
+	return last
+}
+
+func status(s verdict.Status) func(verdict.Verdict) bool {
+	return func(v verdict.Verdict) bool { return v.Status == s }
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

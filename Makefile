@@ -56,15 +56,14 @@ deps-apt:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing; \
 	fi
 
-# The Nova filter package, installed into Debian's Python (no PyPI here:
-# --no-index, --no-deps; its only dependency, nova, comes from Debian).
+# The Nova filter package, installed editable into Debian's Python (no PyPI
+# here: --no-index, --no-deps; its only dependency, nova, comes from Debian).
+# Always re-run (about 2 s): an earlier install may point at a checkout
+# that has since been removed or lost its egg-info (entry points).
 .PHONY: deps-python
 deps-python: deps-apt
-	@if ! /usr/bin/python3 -c 'import trustpool_filter' 2>/dev/null || \
-	   [ "$$(/usr/bin/python3 -c 'import os, trustpool_filter; print(os.path.dirname(os.path.dirname(os.path.realpath(trustpool_filter.__file__))))')" != "$(CURDIR)/nova-filter-shim/python" ]; then \
-	  echo "installing trustpool_filter (editable) from nova-filter-shim/python"; \
-	  /usr/bin/python3 -m pip install -q --break-system-packages --no-build-isolation --no-deps --no-index -e nova-filter-shim/python; \
-	fi
+	/usr/bin/python3 -m pip install -q --break-system-packages --no-build-isolation --no-deps --no-index \
+	  -e nova-filter-shim/python 2>&1 | { grep -v "Running pip as the 'root' user" || true; }
 
 .PHONY: deps-go
 deps-go:

@@ -11,7 +11,12 @@
 //     own validation, including the installed entry point;
 //   - functional/test_functional: servers booted through Nova's real
 //     control plane in-process (Nova's functional-test base) land only on
-//     hosts the real shim reports as attested.
+//     hosts the real shim reports as attested (shim fed by a test feeder).
+//
+// The all-real end to end of issue 6 (attestation service, agents on swtpm,
+// RabbitMQ, Keystone, the shim binary, Nova's functional base running
+// tests/functional/test_e2e_attested.py in phases) is TestNovaE2E in
+// tests/integration/nova_e2e_test.go.
 //
 // TestBenchmark (only with TRUSTPOOL_FILTER_BENCH=1) runs bench.py.
 package python_test

@@ -4,9 +4,11 @@ sqlite; Nova's own functional-test base, environment-recipes.md 4b), with
 TrustedFilter enabled among the default filters and asking a real
 trustpool-filter-shim process fed signed verdicts over a real RabbitMQ.
 
-What is not real yet: the verdicts come from the test feeder (feeder.py,
-Python oslo.messaging, signed with the golden test key) instead of the
-attestation service attesting swtpm-backed compute agents.
+Here the verdicts come from the test feeder (feeder.py, Python
+oslo.messaging, signed with the golden test key), so every verdict shape
+(forged, unsigned, expired, ...) can be injected. The same Nova setup fed by
+the real attestation service attesting swtpm-backed compute agents is
+test_e2e_attested.py, driven by TestNovaE2E in tests/integration.
 
 Run through `go test -run TestNovaFunctional ./nova-filter-shim/python/`.
 """

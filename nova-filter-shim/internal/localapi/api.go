@@ -118,14 +118,12 @@ var ErrBadRequest = errors.New("bad filter request")
 // ParseFilterRequest decodes and validates a POST /v1/filter body. Errors
 // wrap an explanation for the client.
 func ParseFilterRequest(body []byte, maxHosts int) (trustcache.Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var fr filterRequest
-	if err := dec.Decode(&fr); err != nil {
-		return trustcache.Request{}, fmt.Errorf("%w: body is not a filter request: %w", ErrBadRequest, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return trustcache.Request{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	fr, ok := fastFilterRequest(body, maxHosts)
+	if !ok {
+		var err error
+		if fr, err = decodeFilterRequest(body); err != nil {
+			return trustcache.Request{}, err
+		}
 	}
 	if fr.Hosts == nil {
 		return trustcache.Request{}, fmt.Errorf("%w: hosts is required (a list of host names)", ErrBadRequest)
@@ -158,6 +156,21 @@ func ParseFilterRequest(body []byte, maxHosts int) (trustcache.Request, error) {
 		return trustcache.Request{}, fmt.Errorf("%w: one of trusted_host or profile is required", ErrBadRequest)
 	}
 	return req, nil
+}
+
+// decodeFilterRequest is the strict encoding/json decoding of a request,
+// for every body fastFilterRequest does not take.
+func decodeFilterRequest(body []byte) (filterRequest, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var fr filterRequest
+	if err := dec.Decode(&fr); err != nil {
+		return filterRequest{}, fmt.Errorf("%w: body is not a filter request: %w", ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return filterRequest{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	}
+	return fr, nil
 }
 
 func checkHost(h string) error {
@@ -218,18 +231,28 @@ func (a *API) serveFilter(w http.ResponseWriter, r *http.Request) int {
 	d := a.cfg.Cache.Filter(req)
 	a.passed.Add(uint64(len(d.Passes)))
 	a.rejected.Add(uint64(len(d.Rejected)))
-	b := encodeDecision(d)
+	bp, _ := encodePool.Get().(*[]byte)
+	b := encodeDecision((*bp)[:0], d)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	_, _ = w.Write(b) // Write does not keep b
+	if cap(b) <= maxPooledEncode {
+		*bp = b
+		encodePool.Put(bp)
+	}
 	return http.StatusOK
 }
+
+// encodePool recycles answer buffers up to maxPooledEncode bytes.
+var encodePool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledEncode = 1 << 20
 
 // encodeDecision writes {"passes": [...], "rejected": {...}} by hand: in
 // request order and without the reflection and key sorting of
 // encoding/json, which dominate a 1,000-host answer otherwise.
-func encodeDecision(d trustcache.Decision) []byte {
+func encodeDecision(b []byte, d trustcache.Decision) []byte {
 	n := 32
 	for _, h := range d.Passes {
 		n += len(h) + 3
@@ -237,8 +260,10 @@ func encodeDecision(d trustcache.Decision) []byte {
 	for _, r := range d.Rejected {
 		n += len(r.Host) + len(r.Cause) + len(r.Note) + 9
 	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"passes":[`...)
+	if cap(b) < n {
+		b = make([]byte, 0, n)
+	}
+	b = append(b[:0], `{"passes":[`...)
 	for i, h := range d.Passes {
 		if i > 0 {
 			b = append(b, ',')
@@ -246,24 +271,34 @@ func encodeDecision(d trustcache.Decision) []byte {
 		b = appendJSONString(b, h)
 	}
 	b = append(b, `],"rejected":{`...)
+	// Consecutive rejections mostly share cause and note: the encoded
+	// reason of the previous one is copied from the buffer when they match.
+	var lastCause, lastNote string
+	lastStart, lastEnd := -1, -1
 	for i, r := range d.Rejected {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendJSONString(b, r.Host)
 		b = append(b, ':')
-		if len(r.Cause)+len(r.Note)+3 > trustcache.MaxReasonLen {
-			b = appendJSONString(b, r.Reason())
+		if lastStart >= 0 && r.Cause == lastCause && r.Note == lastNote {
+			b = append(b, b[lastStart:lastEnd]...)
 			continue
 		}
-		b = append(b, '"')
-		b = appendJSONChars(b, r.Cause)
-		if r.Note != "" {
-			b = append(b, " ("...)
-			b = appendJSONChars(b, r.Note)
-			b = append(b, ')')
+		start := len(b)
+		if len(r.Cause)+len(r.Note)+3 > trustcache.MaxReasonLen {
+			b = appendJSONString(b, r.Reason())
+		} else {
+			b = append(b, '"')
+			b = appendJSONChars(b, r.Cause)
+			if r.Note != "" {
+				b = append(b, " ("...)
+				b = appendJSONChars(b, r.Note)
+				b = append(b, ')')
+			}
+			b = append(b, '"')
 		}
-		b = append(b, '"')
+		lastCause, lastNote, lastStart, lastEnd = r.Cause, r.Note, start, len(b)
 	}
 	return append(b, "}}\n"...)
 }
@@ -279,17 +314,24 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // appendJSONChars appends the escaped characters of s, without quotes.
+// Runs of characters that need no escaping are copied in one append.
 func appendJSONChars(b []byte, s string) []byte {
 	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j] >= 0x20 && s[j] < utf8.RuneSelf && s[j] != '"' && s[j] != '\\' {
+			j++
+		}
+		b = append(b, s[i:j]...)
+		if i = j; i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
+			switch c {
+			case '"', '\\':
 				b = append(b, '\\', c)
-			case c < 0x20:
+			default: // c < 0x20
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
 			}
 			i++
 			continue

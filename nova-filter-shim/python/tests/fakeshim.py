@@ -21,19 +21,29 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 class FakeShim(object):
     """mode: 'ok' (answer from self.trusted), 'slow', 'error', 'garbage',
-    'nolist', 'close'."""
+    'nolist', 'close', 'close_once' (close, then 'ok'). keepalive: answer
+    HTTP/1.1 and keep connections open; connections counts them."""
 
-    def __init__(self, trusted=()):
+    def __init__(self, trusted=(), keepalive=False):
         self.dir = tempfile.mkdtemp(prefix='tp-fake-')
         self.socket = os.path.join(self.dir, 'fake.sock')
         self.trusted = set(trusted)
         self.mode = 'ok'
         self.delay = 2.0
         self.requests = []
+        self.connections = 0
         self.lock = threading.Lock()
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections open, as the real shim does.
+            protocol_version = 'HTTP/1.1' if keepalive else 'HTTP/1.0'
+
+            def setup(self):
+                super().setup()
+                with fake.lock:
+                    fake.connections += 1
+
             def log_message(self, *args):
                 pass
 
@@ -43,6 +53,8 @@ class FakeShim(object):
                 with fake.lock:
                     fake.requests.append((self.path, req))
                 mode = fake.mode
+                if mode == 'close_once':  # drop this connection only
+                    fake.mode, mode = 'ok', 'close'
                 if mode == 'close':
                     self.close_connection = True
                     self.connection.close()

@@ -1,6 +1,7 @@
 """TrustedFilter inside Nova's real filter handler, against a fake shim:
 request shape, pass-through, rebuilds, multi-instance requests, failure
 modes and thread safety. No broker needed."""
+import socket
 import threading
 import time
 import unittest
@@ -140,6 +141,100 @@ class FilterTest(unittest.TestCase):
             t.join()
         self.assertEqual(errors, [])
         self.assertEqual(len(self.shim.requests), 80)
+
+
+class KeepAliveTest(unittest.TestCase):
+    """The per-thread persistent connection: reused after a good answer,
+    never after a bad one, and a connection the shim dropped is retried
+    once on a fresh one."""
+
+    def setUp(self):
+        self.shim = fakeshim.FakeShim(trusted={'h1', 'h3'}, keepalive=True)
+        self.addCleanup(self.shim.close)
+        self.addCleanup(client.close_connections)
+        self.client = client.ShimClient(self.shim.socket, 0.5)
+        self.hosts = ['h%d' % i for i in range(4)]
+
+    def ask(self):
+        return self.client.filter(self.hosts, 'trusted', None)[0]
+
+    def test_reused(self):
+        for _ in range(5):
+            self.assertEqual(self.ask(), ['h1', 'h3'])
+        self.assertEqual(self.shim.connections, 1)
+        self.assertEqual(len(self.shim.requests), 5)
+
+    def test_dropped_connection_retried_once(self):
+        self.assertEqual(self.ask(), ['h1', 'h3'])
+        self.shim.mode = 'close_once'
+        self.assertEqual(self.ask(), ['h1', 'h3'])
+        self.assertEqual(self.shim.connections, 2)
+        # Dropped again on the fresh connection too: fail, no third try.
+        self.shim.mode = 'close'
+        with self.assertRaises(client.ShimError):
+            self.ask()
+        self.assertEqual(self.shim.connections, 3)
+
+    def test_not_reused_after_bad_answer(self):
+        for mode, n in (('error', 2), ('garbage', 3), ('nolist', 4)):
+            self.shim.mode = 'ok'
+            self.ask()
+            self.shim.mode = mode
+            with self.assertRaises(client.ShimError):
+                self.ask()
+            self.assertEqual(self.shim.connections, n - 1, mode)
+        self.shim.mode = 'ok'
+        self.assertEqual(self.ask(), ['h1', 'h3'])
+        self.assertEqual(self.shim.connections, 4)
+
+    def test_slow_bounded_and_not_reused(self):
+        self.ask()
+        self.shim.mode, self.shim.delay = 'slow', 1.0
+        t = time.monotonic()
+        with self.assertRaises(client.ShimError):
+            self.ask()
+        self.assertLess(time.monotonic() - t, 0.95)
+        self.shim.mode = 'ok'
+        self.assertEqual(self.ask(), ['h1', 'h3'])
+        self.assertEqual(self.shim.connections, 2)
+
+    def test_idle_connection_closed_by_shim(self):
+        self.ask()
+        # The shim goes away and comes back on the same path: the kept
+        # connection is dead and must not fail the next request.
+        path = self.shim.socket
+        self.shim.server.shutdown()
+        self.shim.server.server_close()
+        with client._local.pool[path][0].sock.dup() as s:
+            s.shutdown(socket.SHUT_RDWR)
+        again = fakeshim.FakeShim(trusted={'h1'}, keepalive=True)
+        self.addCleanup(again.close)
+        client._local.pool[again.socket] = client._local.pool.pop(path)
+        self.client = client.ShimClient(again.socket, 0.5)
+        self.assertEqual(self.ask(), ['h1'])
+        self.assertEqual(again.connections, 1)
+
+    def test_one_connection_per_thread(self):
+        errors = []
+
+        def worker():
+            try:
+                c = client.ShimClient(self.shim.socket, 0.5)
+                for _ in range(10):
+                    if c.filter(self.hosts, 'trusted')[0] != ['h1', 'h3']:
+                        errors.append('wrong answer')
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+            finally:
+                client.close_connections()
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(self.shim.requests), 80)
+        self.assertEqual(self.shim.connections, 8)
 
 
 class TrustRequestTest(unittest.TestCase):

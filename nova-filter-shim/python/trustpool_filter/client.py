@@ -1,17 +1,67 @@
 """HTTP over a unix socket to trustpool-filter-shim (standard library only).
 
-One request per call, on a fresh connection: the client keeps no state
-between calls, so it is safe to use from any number of threads or
-greenthreads at once.
+Each thread (greenthread under eventlet) keeps one HTTP/1.1 keep-alive
+connection per shim socket, in thread-local storage, so a connection is
+only ever used by one request at a time. A connection is put back for the
+next request only after a complete, well-formed 200 answer; any error,
+timeout, malformed or oversized answer closes it. A kept connection that
+the shim closed meanwhile (idle timeout, restart) is noticed before use or
+by the failed exchange, and the request is then retried once on a fresh
+connection within the same shim_timeout budget (the filter request is
+read-only, so a retry is harmless). ShimClient objects hold no state.
 """
 
 import http.client
 import json
+import os
+import select
 import socket
+import threading
 import time
 
 #: Largest response accepted from the shim.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+#: A kept connection idle for longer is closed rather than reused (the shim
+#: closes idle connections after 30 s).
+MAX_IDLE_SECONDS = 10.0
+
+#: Errors of a kept connection the shim had already closed: worth one retry
+#: on a fresh connection.
+_STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError,
+                 ConnectionResetError, ConnectionAbortedError)
+
+_local = threading.local()
+
+
+def _pool():
+    """This thread's {socket path: (connection, last use)}."""
+    pool = getattr(_local, 'pool', None)
+    if pool is None or _local.pid != os.getpid():
+        # After a fork the parent's connections are not ours to use.
+        pool = _local.pool = {}
+        _local.pid = os.getpid()
+    return pool
+
+
+def close_connections():
+    """Close the connections this thread keeps (e.g. before it ends)."""
+    pool = _pool()
+    while pool:
+        pool.popitem()[1][0].close()
+
+
+def _usable(conn, last_used):
+    """A kept connection is reused only while young and silent: readable
+    while idle means the shim closed it (or sent something unasked)."""
+    sock = conn.sock
+    if sock is None or time.monotonic() - last_used > MAX_IDLE_SECONDS:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 class ShimError(Exception):
@@ -69,30 +119,74 @@ class ShimClient(object):
         body = json.dumps({'hosts': list(hosts), 'trusted_host': trusted_host,
                            'profile': profile}).encode('utf-8')
         start = time.monotonic()
-        conn = self.connection_class(self.path, self.timeout)
+        deadline = start + self.timeout
+        pool = _pool()
+        conn, reused = None, False
+        kept = pool.pop(self.path, None)
+        if kept is not None:
+            if _usable(*kept):
+                conn, reused = kept[0], True
+            else:
+                kept[0].close()
+        keep = False
         try:
-            conn.request('POST', '/v1/filter', body,
-                         {'Content-Type': 'application/json',
-                          'Accept': 'application/json'})
-            resp = conn.getresponse()
-            data = resp.read(MAX_RESPONSE_BYTES + 1)
-        except (OSError, http.client.HTTPException) as e:
-            raise ShimError('shim at %s: %s: %s'
-                            % (self.path, type(e).__name__, e)) from e
+            while True:
+                if conn is None:
+                    conn = self.connection_class(self.path, self.timeout)
+                try:
+                    resp, data = self._exchange(conn, body, deadline)
+                except _STALE_ERRORS as e:
+                    conn.close()
+                    conn = None
+                    if reused and time.monotonic() < deadline:
+                        reused = False
+                        continue
+                    raise ShimError('shim at %s: %s: %s'
+                                    % (self.path, type(e).__name__, e)) from e
+                except (OSError, http.client.HTTPException) as e:
+                    raise ShimError('shim at %s: %s: %s'
+                                    % (self.path, type(e).__name__, e)) from e
+                break
+            elapsed = time.monotonic() - start
+            if elapsed > self.timeout:
+                raise ShimError('shim at %s answered after %.3fs, more than '
+                                'shim_timeout %.3fs' % (self.path, elapsed,
+                                                         self.timeout))
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise ShimError('shim response larger than %d bytes'
+                                % MAX_RESPONSE_BYTES)
+            if resp.status != 200:
+                raise ShimError('shim answered HTTP %d: %s'
+                                % (resp.status, _error_text(data)))
+            result = _parse(data)
+            # Only a fully read, well-formed answer on a connection the
+            # shim keeps open leaves it fit for the next request.
+            keep = resp.isclosed() and not resp.will_close
+            return result
         finally:
-            conn.close()
-        elapsed = time.monotonic() - start
-        if elapsed > self.timeout:
-            raise ShimError('shim at %s answered after %.3fs, more than '
-                            'shim_timeout %.3fs' % (self.path, elapsed,
-                                                     self.timeout))
-        if len(data) > MAX_RESPONSE_BYTES:
-            raise ShimError('shim response larger than %d bytes'
-                            % MAX_RESPONSE_BYTES)
-        if resp.status != 200:
-            raise ShimError('shim answered HTTP %d: %s'
-                            % (resp.status, _error_text(data)))
-        return _parse(data)
+            if conn is not None:
+                if keep:
+                    old = pool.pop(self.path, None)
+                    if old is not None:
+                        old[0].close()
+                    pool[self.path] = (conn, time.monotonic())
+                else:
+                    conn.close()
+
+    def _exchange(self, conn, body, deadline):
+        """One request/response on conn, each socket operation bounded by
+        the time left until deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout('shim_timeout exhausted')
+        conn.timeout = remaining
+        if conn.sock is not None:
+            conn.sock.settimeout(remaining)
+        conn.request('POST', '/v1/filter', body,
+                     {'Content-Type': 'application/json',
+                      'Accept': 'application/json'})
+        resp = conn.getresponse()
+        return resp, resp.read(MAX_RESPONSE_BYTES + 1)
 
 
 def _error_text(data):

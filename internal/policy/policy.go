@@ -198,6 +198,10 @@ type Result struct {
 	Profile string   `json:"profile"`
 	Pass    bool     `json:"pass"`
 	Reasons []string `json:"reasons,omitempty"`
+	// IMAReasons are the Reasons caused by IMA entries. A measured file
+	// stays measured until reboot, so callers keep these failures for the
+	// rest of the boot even when later rounds only send newer entries.
+	IMAReasons []string `json:"ima_reasons,omitempty"`
 }
 
 func short(s string) string {
@@ -211,6 +215,10 @@ func short(s string) string {
 func (p *Profile) Evaluate(in Input) Result {
 	r := Result{Profile: p.Name}
 	fail := func(format string, a ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, a...)) }
+	imaFail := func(format string, a ...any) {
+		fail(format, a...)
+		r.IMAReasons = append(r.IMAReasons, r.Reasons[len(r.Reasons)-1])
+	}
 	if err := p.Validate(); err != nil {
 		fail("invalid profile: %v", err)
 		return r
@@ -245,7 +253,7 @@ func (p *Profile) Evaluate(in Input) Result {
 			e := &in.IMA[i]
 			if e.Violation {
 				if !p.IMA.AllowViolations {
-					fail("ima: measurement violation on %s", e.Path)
+					imaFail("ima: measurement violation on %s", e.Path)
 				}
 				continue
 			}
@@ -254,11 +262,11 @@ func (p *Profile) Evaluate(in Input) Result {
 			}
 			ds, ok := p.IMA.Allowlist[e.Path]
 			if !ok {
-				fail("ima: %s not in allowlist", e.Path)
+				imaFail("ima: %s not in allowlist", e.Path)
 				continue
 			}
 			if !slices.Contains(ds, e.FileDigestHex()) {
-				fail("ima: %s digest %s not accepted", e.Path, short(e.FileDigestHex()))
+				imaFail("ima: %s digest %s not accepted", e.Path, short(e.FileDigestHex()))
 			}
 		}
 	}

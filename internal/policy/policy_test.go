@@ -155,6 +155,14 @@ func TestLearnEvaluateRollout(t *testing.T) {
 			t.Errorf("reason %d = %q, want prefix %q", i, r.Reasons[i], w)
 		}
 	}
+	// IMA failures are marked as such (they stay until reboot); boot
+	// failures are not.
+	if diff := cmp.Diff(r.Reasons, r.IMAReasons); diff != "" {
+		t.Errorf("IMAReasons differ from the IMA reasons (-reasons +ima):\n%s", diff)
+	}
+	if len(drift.IMAReasons) != 0 {
+		t.Errorf("boot drift marked as IMA failure: %v", drift.IMAReasons)
+	}
 }
 
 func TestEvaluateMissingInputs(t *testing.T) {

@@ -385,14 +385,12 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 			r.Reasons = []string{"profile unusable"}
 		} else {
 			r = ps[0].Evaluate(in)
-			for _, reason := range r.Reasons {
-				if len(reason) > 4 && reason[:4] == "ima:" {
-					if st.IMATaint == nil {
-						st.IMATaint = map[string][]string{}
-					}
-					if !slices.Contains(st.IMATaint[sp.Name], reason) && len(st.IMATaint[sp.Name]) < 32 {
-						st.IMATaint[sp.Name] = append(st.IMATaint[sp.Name], reason)
-					}
+			for _, reason := range r.IMAReasons {
+				if st.IMATaint == nil {
+					st.IMATaint = map[string][]string{}
+				}
+				if !slices.Contains(st.IMATaint[sp.Name], reason) && len(st.IMATaint[sp.Name]) < 32 {
+					st.IMATaint[sp.Name] = append(st.IMATaint[sp.Name], reason)
 				}
 			}
 			for _, t := range st.IMATaint[sp.Name] {

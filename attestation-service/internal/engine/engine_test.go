@@ -3,6 +3,8 @@ package engine_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -26,6 +28,7 @@ type simAgent struct {
 	mu   sync.Mutex
 	tp   *tpm.TPM
 	fail error
+	ima  bool // send the IMA log from the requested offset
 }
 
 func (a *simAgent) Quote(ctx context.Context, host string, args *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error) {
@@ -42,7 +45,15 @@ func (a *simAgent) Quote(ctx context.Context, host string, args *attestrpc.Quote
 	if err != nil {
 		return nil, err
 	}
-	return &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}, nil
+	res := &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}
+	if a.ima && slices.Contains(args.PCRSelection, 10) {
+		data, hashSize, _, err := a.tp.IMALog(args.LogOffsets.IMA)
+		if err != nil {
+			return nil, err
+		}
+		res.IMALog, res.IMAOffset, res.IMAHashSize = data, args.LogOffsets.IMA, hashSize
+	}
+	return res, nil
 }
 
 type recPublisher struct {
@@ -265,5 +276,108 @@ func TestApproveModeAndBadActivation(t *testing.T) {
 	}
 	if _, err := st.GetHost(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("garbage registration stored a host: %v", err)
+	}
+}
+
+// A file outside the IMA allowlist keeps the host untrusted for the rest of
+// the boot, although later rounds only carry newer IMA entries.
+func TestIMAFailureSticksUntilReboot(t *testing.T) {
+	ctx := t.Context()
+	sim := tpmtest.Simulator(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "binary_bios_measurements")
+	imaPath := filepath.Join(dir, "binary_runtime_measurements")
+	bash := bootseed.IMAFile{Path: "/usr/bin/bash", Content: []byte("bash")}
+	appendIMA := func(files []bootseed.IMAFile, bootAggregate bool) {
+		t.Helper()
+		c, err := sim.Opener()(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		logs, err := bootseed.AppendIMA(c, files, bootAggregate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, b := range map[string][]byte{imaPath: logs.SHA1, imaPath + "_sha256": logs.SHA256} {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c, err := sim.Opener()(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := bootseed.Seed(ctx, c, bootseed.BuildA())
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logPath, log, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	appendIMA([]bootseed.IMAFile{bash}, true)
+
+	tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state"), EventLogPath: logPath, IMALogPath: imaPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer := verdict.NewSigner(priv)
+	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
+		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, EnrollmentMode: engine.ModeAuto, Store: st, Signer: signer,
+		Agents: &simAgent{tp: tp, ima: true}, Publisher: &recPublisher{vf: verdict.NewVerifier(signer.Public())}, Trigger: func(string) {}})
+
+	ek, err := tp.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.AK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: "c1", EKPublic: ek.Public, AKPublic: ak.Public})
+	if err != nil || res.State != attestrpc.StateChallenge {
+		t.Fatalf("RegisterHost = %+v, %v", res, err)
+	}
+	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ar, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: "c1", ChallengeID: res.ChallengeID, Secret: secret}); err != nil || ar.State != attestrpc.StateEnrolled {
+		t.Fatalf("ActivateCredential = %+v, %v", ar, err)
+	}
+	sum := sha256.Sum256(bash.Content)
+	body := "[[profile]]\nname = \"ima\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n[profile.ima]\n[profile.ima.allowlist]\n" +
+		"\"/usr/bin/bash\" = [\"sha256:" + hex.EncodeToString(sum[:]) + "\"]\n"
+	if err := st.PutProfile(ctx, store.Profile{Name: "ima", Body: body}, store.Create); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := eng.Attest(ctx, "c1"); err != nil || v.Status != verdict.Trusted {
+		t.Fatalf("allowlisted IMA log: %+v, %v", v, err)
+	}
+
+	appendIMA([]bootseed.IMAFile{{Path: "/usr/bin/nc", Content: []byte("netcat")}}, false)
+	v, err := eng.Attest(ctx, "c1")
+	if err != nil || v.Status != verdict.Untrusted || !strings.Contains(strings.Join(v.Reasons, "\n"), "/usr/bin/nc not in allowlist") {
+		t.Fatalf("unlisted file: %+v, %v", v, err)
+	}
+	// The next round sends no new IMA entries; the earlier failure stands.
+	v, err = eng.Attest(ctx, "c1")
+	if err != nil || v.Status != verdict.Untrusted || !strings.Contains(strings.Join(v.Reasons, "\n"), "/usr/bin/nc not in allowlist (earlier this boot)") {
+		t.Fatalf("round after the unlisted file: %+v, %v", v, err)
 	}
 }

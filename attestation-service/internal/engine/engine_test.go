@@ -83,16 +83,17 @@ func (p *recPublisher) Notify(_ context.Context, ev string, _ any) error {
 	return nil
 }
 
-func TestEnrollAttestAndEKChange(t *testing.T) {
-	ctx := t.Context()
-	sim := tpmtest.Simulator(t)
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, "binary_bios_measurements")
-	c, err := sim.Opener()(ctx)
+// seededSim is a simulator booted with bootseed's build-a; the event log
+// is written to dir.
+func seededSim(t *testing.T, dir string) (sim *tpmtest.Sim, logPath string) {
+	t.Helper()
+	sim = tpmtest.Simulator(t)
+	logPath = filepath.Join(dir, "binary_bios_measurements")
+	c, err := sim.Opener()(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := bootseed.Seed(ctx, c, bootseed.BuildA())
+	log, err := bootseed.Seed(t.Context(), c, bootseed.BuildA())
 	c.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +101,62 @@ func TestEnrollAttestAndEKChange(t *testing.T) {
 	if err := os.WriteFile(logPath, log, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return sim, logPath
+}
+
+// newTestEngine opens a sqlite store in dir and an engine on it with a
+// fresh signing key; cfg supplies everything else.
+func newTestEngine(t *testing.T, dir string, cfg engine.Config) (*engine.Engine, *store.Store, *recPublisher) {
+	t.Helper()
+	st, err := store.Open(t.Context(), "sqlite:///"+filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	_, priv, _ := ed25519.GenerateKey(nil)
+	cfg.Signer = verdict.NewSigner(priv)
+	cfg.Store = st
+	pub := &recPublisher{vf: verdict.NewVerifier(cfg.Signer.Public())}
+	cfg.Publisher = pub
+	return engine.New(cfg), st, pub
+}
+
+// enroll registers host "c1" with tp's EK and AK and, when challenged,
+// answers with tp's credential activation; it returns the final state.
+func enroll(t *testing.T, eng *engine.Engine, tp *tpm.TPM) string {
+	t.Helper()
+	const host = "c1"
+	ctx := t.Context()
+	ek, err := tp.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.AK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: host, EKPublic: ek.Public, AKPublic: ak.Public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != attestrpc.StateChallenge {
+		return res.State
+	}
+	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: host, ChallengeID: res.ChallengeID, Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ar.State
+}
+
+func TestEnrollAttestAndEKChange(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	sim, logPath := seededSim(t, dir)
 	open := func(ekAlg string) *tpm.TPM {
 		tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state-"+ekAlg), EventLogPath: logPath, EKAlgorithm: ekAlg})
 		if err != nil {
@@ -109,42 +166,12 @@ func TestEnrollAttestAndEKChange(t *testing.T) {
 	}
 	tpRSA, tpECC := open(tpm.AlgRSA), open(tpm.AlgECC)
 
-	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(dir, "a.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, priv, _ := ed25519.GenerateKey(nil)
-	signer := verdict.NewSigner(priv)
-	pub := &recPublisher{vf: verdict.NewVerifier(signer.Public())}
 	ag := &simAgent{tp: tpRSA}
 	var triggered []string
-	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
-		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto, Store: st, Signer: signer,
-		Agents: ag, Publisher: pub, Trigger: func(h string) { triggered = append(triggered, h) }})
-
-	enroll := func(tp *tpm.TPM) string {
-		t.Helper()
-		ek, _ := tp.EK(ctx)
-		ak, _ := tp.AK(ctx)
-		res, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: "c1", EKPublic: ek.Public, AKPublic: ak.Public})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.State != attestrpc.StateChallenge {
-			return res.State
-		}
-		secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ar, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: "c1", ChallengeID: res.ChallengeID, Secret: secret})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ar.State
-	}
-	if s := enroll(tpRSA); s != attestrpc.StateEnrolled {
+	eng, st, pub := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
+		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto,
+		Agents: ag, Trigger: func(h string) { triggered = append(triggered, h) }})
+	if s := enroll(t, eng, tpRSA); s != attestrpc.StateEnrolled {
 		t.Fatalf("enrollment state %s", s)
 	}
 	if !slices.Equal(triggered, []string{"c1"}) {
@@ -190,7 +217,7 @@ func TestEnrollAttestAndEKChange(t *testing.T) {
 	ag.fail = nil
 
 	// Same host, different EK: never re-bound silently.
-	if s := enroll(tpECC); s != attestrpc.StatePendingApproval {
+	if s := enroll(t, eng, tpECC); s != attestrpc.StatePendingApproval {
 		t.Fatalf("re-registration with another EK: state %s, want pending_approval", s)
 	}
 	last := pub.verdicts[len(pub.verdicts)-1]
@@ -211,7 +238,7 @@ func TestEnrollAttestAndEKChange(t *testing.T) {
 		t.Errorf("second ApproveEK = %v", err)
 	}
 	ag.tp = tpECC
-	if s := enroll(tpECC); s != attestrpc.StateEnrolled {
+	if s := enroll(t, eng, tpECC); s != attestrpc.StateEnrolled {
 		t.Fatalf("enrollment after approval: %s", s)
 	}
 	v5, err := eng.Attest(ctx, "c1")
@@ -239,16 +266,8 @@ func TestApproveModeAndBadActivation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(dir, "a.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, priv, _ := ed25519.GenerateKey(nil)
-	signer := verdict.NewSigner(priv)
-	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: time.Second,
-		PCRs: []int{0}, EnrollmentMode: engine.ModeApprove, Store: st, Signer: signer,
-		Agents: &simAgent{tp: tp}, Publisher: &recPublisher{vf: verdict.NewVerifier(signer.Public())}})
+	eng, st, _ := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: time.Second,
+		PCRs: []int{0}, EnrollmentMode: engine.ModeApprove, Agents: &simAgent{tp: tp}})
 	ek, _ := tp.EK(ctx)
 	ak, _ := tp.AK(ctx)
 	args := &attestrpc.RegisterHostArgs{Host: "new", EKPublic: ek.Public, AKPublic: ak.Public}
@@ -283,9 +302,8 @@ func TestApproveModeAndBadActivation(t *testing.T) {
 // the boot, although later rounds only carry newer IMA entries.
 func TestIMAFailureSticksUntilReboot(t *testing.T) {
 	ctx := t.Context()
-	sim := tpmtest.Simulator(t)
 	dir := t.TempDir()
-	logPath := filepath.Join(dir, "binary_bios_measurements")
+	sim, logPath := seededSim(t, dir)
 	imaPath := filepath.Join(dir, "binary_runtime_measurements")
 	bash := bootseed.IMAFile{Path: "/usr/bin/bash", Content: []byte("bash")}
 	appendIMA := func(files []bootseed.IMAFile, bootAggregate bool) {
@@ -312,53 +330,17 @@ func TestIMAFailureSticksUntilReboot(t *testing.T) {
 			}
 		}
 	}
-	c, err := sim.Opener()(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := bootseed.Seed(ctx, c, bootseed.BuildA())
-	c.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(logPath, log, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	appendIMA([]bootseed.IMAFile{bash}, true)
 
 	tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state"), EventLogPath: logPath, IMALogPath: imaPath})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(dir, "a.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, priv, _ := ed25519.GenerateKey(nil)
-	signer := verdict.NewSigner(priv)
-	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
-		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, EnrollmentMode: engine.ModeAuto, Store: st, Signer: signer,
-		Agents: &simAgent{tp: tp, ima: true}, Publisher: &recPublisher{vf: verdict.NewVerifier(signer.Public())}, Trigger: func(string) {}})
-
-	ek, err := tp.EK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ak, err := tp.AK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: "c1", EKPublic: ek.Public, AKPublic: ak.Public})
-	if err != nil || res.State != attestrpc.StateChallenge {
-		t.Fatalf("RegisterHost = %+v, %v", res, err)
-	}
-	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ar, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: "c1", ChallengeID: res.ChallengeID, Secret: secret}); err != nil || ar.State != attestrpc.StateEnrolled {
-		t.Fatalf("ActivateCredential = %+v, %v", ar, err)
+	eng, st, _ := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
+		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, EnrollmentMode: engine.ModeAuto,
+		Agents: &simAgent{tp: tp, ima: true}, Trigger: func(string) {}})
+	if s := enroll(t, eng, tp); s != attestrpc.StateEnrolled {
+		t.Fatalf("enrollment state %s", s)
 	}
 	sum := sha256.Sum256(bash.Content)
 	body := "[[profile]]\nname = \"ima\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n[profile.ima]\n[profile.ima.allowlist]\n" +

@@ -116,22 +116,7 @@ func (e *env) startService() {
 		t.Fatal("service not ready after 60s")
 	}
 	e.svc = svc
-	stopped := false
-	e.stopSvc = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("service Run() = %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("service did not stop within 30s")
-		}
-	}
+	e.stopSvc = stopper(t, "service", cancel, done)
 	t.Cleanup(e.stopSvc)
 	if e.verdicts == nil {
 		e.verdicts = newCollector(t, e.rabbit.URL, svc.PublicKey())
@@ -243,23 +228,30 @@ func (e *env) startAgent(h *host) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	h.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("agent %s Run() = %v", h.name, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("agent %s did not stop", h.name)
-		}
-	}
+	h.stop = stopper(t, "agent "+h.name, cancel, done)
 	t.Cleanup(h.stop)
+}
+
+// stopper returns a function that stops a component started with
+// go func() { done <- x.Run(ctx) }(): it cancels ctx and waits up to 30 s
+// for Run to return, reporting an error other than cancellation. Calls
+// after the first do nothing.
+func stopper(t *testing.T, what string, cancel context.CancelFunc, done <-chan error) func() {
+	t.Helper()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					t.Errorf("%s Run() = %v", what, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s did not stop within 30s", what)
+			}
+		})
+	}
 }
 
 // collector follows the verdict fanout like a filter shim: every verdict's

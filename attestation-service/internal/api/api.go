@@ -37,6 +37,7 @@ const (
 	RuleHostsAttest   = "trustpool:hosts:attest"
 	RuleHostsDelete   = "trustpool:hosts:delete"
 	RuleHostsApprove  = "trustpool:hosts:approve"
+	RuleHostsReject   = "trustpool:hosts:reject"
 	RuleHostsProfiles = "trustpool:hosts:update_profiles"
 	RuleProfilesRead  = "trustpool:profiles:read"
 	RuleProfilesWrite = "trustpool:profiles:write"
@@ -55,7 +56,8 @@ func Rules() []kpolicy.RuleDefault {
 		{Name: RuleHostsHistory, CheckStr: "rule:reader_or_admin", Description: "Show a host's verdict history.", Operations: op("GET", "/v1/hosts/{host}/history")},
 		{Name: RuleHostsAttest, CheckStr: "rule:admin_required", Description: "Attest a host now.", Operations: op("POST", "/v1/hosts/{host}/attest")},
 		{Name: RuleHostsDelete, CheckStr: "rule:admin_required", Description: "Delete a host.", Operations: op("DELETE", "/v1/hosts/{host}")},
-		{Name: RuleHostsApprove, CheckStr: "rule:admin_required", Description: "Approve a host's pending EK.", Operations: op("POST", "/v1/hosts/{host}/approve")},
+		{Name: RuleHostsApprove, CheckStr: "rule:admin_required", Description: "Approve a host's pending EK (with force: move an EK bound to another host).", Operations: op("POST", "/v1/hosts/{host}/approve")},
+		{Name: RuleHostsReject, CheckStr: "rule:admin_required", Description: "Reject a host's pending EK.", Operations: op("POST", "/v1/hosts/{host}/reject")},
 		{Name: RuleHostsProfiles, CheckStr: "rule:admin_required", Description: "Assign required profiles to a host.", Operations: op("PUT", "/v1/hosts/{host}/profiles")},
 		{Name: RuleProfilesRead, CheckStr: "rule:reader_or_admin", Description: "List, show and export profiles.", Operations: []kpolicy.Operation{
 			{Method: "GET", Path: "/v1/profiles"}, {Method: "GET", Path: "/v1/profiles/{name}"}, {Method: "GET", Path: "/v1/profiles/export"}}},
@@ -112,6 +114,7 @@ func New(cfg Config) http.Handler {
 	authed.Handle("POST /v1/hosts/{host}/attest", s.handle("hosts.attest", s.attestNow))
 	authed.Handle("DELETE /v1/hosts/{host}", s.handle("hosts.delete", s.deleteHost))
 	authed.Handle("POST /v1/hosts/{host}/approve", s.handle("hosts.approve", s.approve))
+	authed.Handle("POST /v1/hosts/{host}/reject", s.handle("hosts.reject", s.reject))
 	authed.Handle("PUT /v1/hosts/{host}/profiles", s.handle("hosts.profiles", s.setHostProfiles))
 	authed.Handle("GET /v1/profiles", s.handle("profiles.list", s.listProfiles))
 	authed.Handle("POST /v1/profiles", s.handle("profiles.create", s.createProfile))
@@ -213,6 +216,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, store.ErrNotFound):
 		code, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, store.ErrExists):
+		code, msg = http.StatusConflict, err.Error()
+	case errors.Is(err, engine.ErrNothingPending):
+		code, msg = http.StatusConflict, "no EK awaits approval for this host"
+	case errors.Is(err, engine.ErrPendingMismatch):
 		code, msg = http.StatusConflict, err.Error()
 	}
 	if code >= 500 {

@@ -175,3 +175,84 @@ func TestImportExportRoundTrip(t *testing.T) {
 		t.Errorf("export lacks the imported profiles:\n%s", exported)
 	}
 }
+
+// TestApproveRejectEK: pending EK requests in the host view; approve needs
+// force for an EK bound elsewhere and checks the named fingerprint; reject
+// is admin-only; every decision is audited.
+func TestApproveRejectEK(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	ek1, ek2, ek3 := []byte("ek-1"), []byte("ek-2"), []byte("ek-3")
+	for _, h := range []store.Host{
+		{Name: "a", EKPublic: ek1, AKPublic: []byte("ak"), Activated: true},
+		{Name: "b", PendingEKPublic: ek1, PendingSince: time.Now()},
+		{Name: "c", EKPublic: ek2, AKPublic: []byte("ak"), Activated: true, PendingEKPublic: ek3, PendingSince: time.Now()},
+	} {
+		if err := f.st.PutHost(ctx, &h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fp1, fp3 := store.EKFingerprint(ek1), store.EKFingerprint(ek3)
+	host := func(name string) map[string]any {
+		t.Helper()
+		code, body, _ := f.do(t, "GET", "/v1/hosts/"+name, f.admin, "")
+		if code != http.StatusOK {
+			t.Fatalf("GET %s = %d %v", name, code, body)
+		}
+		return body["host"].(map[string]any)
+	}
+	if b := host("b"); b["pending_reason"] != "ek_bound_to_other_host" || b["pending_ek_bound_to"] != "a" || b["enrollment"] != "pending_approval" {
+		t.Errorf("host b = %v", b)
+	}
+	if c := host("c"); c["pending_reason"] != "ek_changed" || c["pending_ek_fingerprint"] != fp3 || c["enrollment"] != "enrolled" {
+		t.Errorf("host c = %v", c)
+	}
+	tests := []struct {
+		name, method, path, token, body string
+		want                            int
+		msg                             string
+	}{
+		{"member rejects", "POST", "/v1/hosts/c/reject", f.member, "", http.StatusForbidden, "trustpool:hosts:reject"},
+		{"reader rejects", "POST", "/v1/hosts/c/reject", f.reader, "", http.StatusForbidden, "trustpool:hosts:reject"},
+		{"reader approves", "POST", "/v1/hosts/b/approve", f.reader, "", http.StatusForbidden, "trustpool:hosts:approve"},
+		{"bad fingerprint", "POST", "/v1/hosts/c/reject", f.admin, `{"ek_fingerprint": "zz"}`, http.StatusBadRequest, "64 hexadecimal"},
+		{"force on reject", "POST", "/v1/hosts/c/reject", f.admin, `{"force": true}`, http.StatusBadRequest, "force"},
+		{"unknown field", "POST", "/v1/hosts/c/approve", f.admin, `{"fingerprint": "x"}`, http.StatusBadRequest, "malformed"},
+		{"reject another EK", "POST", "/v1/hosts/c/reject", f.admin, `{"ek_fingerprint": "` + fp1 + `"}`, http.StatusConflict, fp3},
+		{"reject", "POST", "/v1/hosts/c/reject", f.admin, `{"ek_fingerprint": "` + strings.ToUpper(fp3) + `"}`, http.StatusOK, fp3},
+		{"reject again", "POST", "/v1/hosts/c/reject", f.admin, "", http.StatusConflict, "no EK awaits approval"},
+		{"reject on a missing host", "POST", "/v1/hosts/nope/reject", f.admin, "", http.StatusNotFound, "nope"},
+		{"approve without force", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "bound to host a"},
+		{"approve with force", "POST", "/v1/hosts/b/approve", f.admin, `{"force": true, "ek_fingerprint": "` + fp1 + `"}`, http.StatusOK, `"moved_from":"a"`},
+		{"approve again", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "no EK awaits approval"},
+	}
+	for _, tc := range tests {
+		code, body, _ := f.do(t, tc.method, tc.path, tc.token, tc.body)
+		b, _ := json.Marshal(body)
+		if code != tc.want || !strings.Contains(string(b), tc.msg) {
+			t.Errorf("%s: %s %s = %d %s, want %d containing %q", tc.name, tc.method, tc.path, code, b, tc.want, tc.msg)
+		}
+	}
+	if c := host("c"); c["pending_ek_fingerprint"] != nil || c["rejected_ek_fingerprint"] != fp3 || c["ek_fingerprint"] != store.EKFingerprint(ek2) {
+		t.Errorf("host c after reject = %v", c)
+	}
+	if a, b := host("a"), host("b"); a["ek_fingerprint"] != nil || a["enrollment"] != "registered" || b["ek_fingerprint"] != fp1 {
+		t.Errorf("after the move: a = %v, b = %v", a, b)
+	}
+	recs, err := f.st.Audit(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range recs {
+		got[r.Action+":"+r.Target+":"+r.Outcome] = r.Detail
+	}
+	for k, detail := range map[string]string{
+		"host.reject_ek:c:success": "rejected EK " + fp3, "host.reject_ek:c:denied": "", "host.approve_ek:b:denied": "",
+		"host.approve_ek:b:success": "approved EK " + fp1 + " moved from host a", "host.approve_ek:b:failure": "",
+	} {
+		if d, ok := got[k]; !ok || !strings.Contains(d, detail) {
+			t.Errorf("audit %s = %q (present %v), want detail containing %q", k, d, ok, detail)
+		}
+	}
+}

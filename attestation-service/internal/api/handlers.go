@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,13 +20,9 @@ func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsList, nil); err != nil {
 		return err
 	}
-	hosts, err := s.cfg.Store.ListHosts(r.Context())
+	out, err := s.cfg.Engine.HostViews(r.Context())
 	if err != nil {
 		return err
-	}
-	out := []engine.HostView{}
-	for _, h := range hosts {
-		out = append(out, s.cfg.Engine.View(h, false))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hosts": out})
 	return nil
@@ -36,11 +33,11 @@ func (s *server) getHost(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsGet, map[string]any{"target": host}); err != nil {
 		return err
 	}
-	h, err := s.cfg.Store.GetHost(r.Context(), host)
+	hv, err := s.cfg.Engine.HostView(r.Context(), host)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"host": s.cfg.Engine.View(h, true)})
+	writeJSON(w, http.StatusOK, map[string]any{"host": hv})
 	return nil
 }
 
@@ -72,7 +69,7 @@ func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		if !h.Activated || h.PendingEKPublic != nil {
+		if !h.Activated {
 			return "", httpErr(http.StatusConflict, "host is not enrolled", nil)
 		}
 		s.cfg.Trigger(host)
@@ -92,22 +89,80 @@ func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
+// ekDecision is the optional body of approve and reject.
+type ekDecision struct {
+	// EKFingerprint, when set, must name the pending EK (what the
+	// administrator reviewed).
+	EKFingerprint string `json:"ek_fingerprint"`
+	// Force (approve only) moves an EK bound to another host.
+	Force bool `json:"force"`
+}
+
+func decodeEKDecision(r *http.Request, allowForce bool) (ekDecision, error) {
+	var d ekDecision
+	b, err := readBody(r)
+	if err != nil {
+		return d, err
+	}
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := decodeJSONBytes(b, &d); err != nil {
+			return d, err
+		}
+	}
+	if d.Force && !allowForce {
+		return d, httpErr(http.StatusBadRequest, "force applies to approve only", nil)
+	}
+	if d.EKFingerprint != "" {
+		d.EKFingerprint = strings.ToLower(d.EKFingerprint)
+		if _, err := hex.DecodeString(d.EKFingerprint); err != nil || len(d.EKFingerprint) != 64 {
+			return d, httpErr(http.StatusBadRequest, "ek_fingerprint must be 64 hexadecimal digits (the SHA-256 shown as pending_ek_fingerprint)", nil)
+		}
+	}
+	return d, nil
+}
+
+// approve binds a host's pending EK (engine.ApproveEK).
 func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsApprove, "host.approve_ek", host, func() (string, error) {
-		h, err := s.cfg.Store.GetHost(r.Context(), host)
+		d, err := decodeEKDecision(r, true)
 		if err != nil {
 			return "", err
 		}
-		detail := "pending EK " + s.cfg.Engine.View(h, false).PendingEKFingerprint
-		if err := s.cfg.Engine.ApproveEK(r.Context(), host); err != nil {
-			if errors.Is(err, engine.ErrNothingPending) {
-				return "", httpErr(http.StatusConflict, "no EK awaits approval for this host", nil)
-			}
+		res, err := s.cfg.Engine.ApproveEK(r.Context(), host, engine.Approval{Fingerprint: d.EKFingerprint, Force: d.Force})
+		if inUse := (*store.EKInUseError)(nil); errors.As(err, &inUse) {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
+				inUse.Host, inUse.Host), nil)
+		}
+		if err != nil {
 			return "", err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"host": host, "approved": true})
+		out := map[string]any{"host": host, "approved": true, "ek_fingerprint": res.Fingerprint}
+		detail := "approved EK " + res.Fingerprint
+		if res.MovedFrom != "" {
+			out["moved_from"] = res.MovedFrom
+			detail += " moved from host " + res.MovedFrom
+		}
+		writeJSON(w, http.StatusOK, out)
 		return detail, nil
+	})
+}
+
+// reject drops a host's pending EK and refuses it from then on
+// (engine.RejectEK).
+func (s *server) reject(w http.ResponseWriter, r *http.Request) error {
+	host := r.PathValue("host")
+	return s.admin(r, RuleHostsReject, "host.reject_ek", host, func() (string, error) {
+		d, err := decodeEKDecision(r, false)
+		if err != nil {
+			return "", err
+		}
+		fp, err := s.cfg.Engine.RejectEK(r.Context(), host, d.EKFingerprint)
+		if err != nil {
+			return "", err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"host": host, "rejected": true, "ek_fingerprint": fp})
+		return "rejected EK " + fp, nil
 	})
 }
 

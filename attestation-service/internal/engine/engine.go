@@ -56,6 +56,9 @@ var (
 	ErrNotEnrolled = errors.New("host not enrolled")
 	// ErrNothingPending: no EK awaits approval for the host.
 	ErrNothingPending = errors.New("no EK awaiting approval")
+	// ErrPendingMismatch: the pending EK is not the one the administrator
+	// named.
+	ErrPendingMismatch = errors.New("pending EK differs from the one named")
 	// ErrNoEvidence: the host has no verified evidence to learn from.
 	ErrNoEvidence = errors.New("host has no verified evidence")
 )
@@ -226,7 +229,9 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
-	if !rec.Activated || rec.PendingEKPublic != nil {
+	// A pending EK request does not stop the rounds: the bound AK answers
+	// for the host until an administrator decides.
+	if !rec.Activated {
 		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
 	}
 	st, err := decodeState(rec.State)
@@ -514,12 +519,10 @@ func nonNil(l []string) []string {
 }
 
 // markUnknown records an unknown verdict for host (caller holds its lock).
-func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string, st *hostState) error {
+// The verification state starts over.
+func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string) error {
 	now := e.cfg.Now()
-	if st == nil {
-		st = &hostState{}
-	}
-	st.Last = &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}
+	st := &hostState{Last: &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}}
 	_, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
 		VerifiedAt: now, ExpiresAt: now}, st)
 	return err
@@ -582,7 +585,7 @@ func (e *Engine) EnrolledHosts(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, h := range hosts {
-		if h.Activated && h.PendingEKPublic == nil {
+		if h.Activated {
 			out = append(out, h.Name)
 		}
 	}
@@ -591,17 +594,24 @@ func (e *Engine) EnrolledHosts(ctx context.Context) ([]string, error) {
 
 // HostView is a host as the API shows it.
 type HostView struct {
-	Name                 string       `json:"name"`
-	Enrollment           string       `json:"enrollment"`
-	Profiles             []string     `json:"required_profiles"`
-	ProfilesSet          bool         `json:"profiles_assigned"`
-	AgentVersion         string       `json:"agent_version,omitempty"`
-	EKFingerprint        string       `json:"ek_fingerprint,omitempty"`
-	PendingEKFingerprint string       `json:"pending_ek_fingerprint,omitempty"`
-	PendingSince         *time.Time   `json:"pending_since,omitempty"`
-	CreatedAt            time.Time    `json:"created_at"`
-	Verdict              *VerdictView `json:"verdict,omitempty"`
-	Last                 *Summary     `json:"last_attestation,omitempty"`
+	Name         string   `json:"name"`
+	Enrollment   string   `json:"enrollment"`
+	Profiles     []string `json:"required_profiles"`
+	ProfilesSet  bool     `json:"profiles_assigned"`
+	AgentVersion string   `json:"agent_version,omitempty"`
+	// EKFingerprint is the bound EK's (store.EKFingerprint).
+	EKFingerprint string `json:"ek_fingerprint,omitempty"`
+	// PendingEKFingerprint is an EK awaiting approval, PendingReason why
+	// (a Reason* code), PendingEKBoundTo the host that holds it.
+	PendingEKFingerprint string     `json:"pending_ek_fingerprint,omitempty"`
+	PendingReason        string     `json:"pending_reason,omitempty"`
+	PendingEKBoundTo     string     `json:"pending_ek_bound_to,omitempty"`
+	PendingSince         *time.Time `json:"pending_since,omitempty"`
+	// RejectedEKFingerprint is the EK an administrator last rejected.
+	RejectedEKFingerprint string       `json:"rejected_ek_fingerprint,omitempty"`
+	CreatedAt             time.Time    `json:"created_at"`
+	Verdict               *VerdictView `json:"verdict,omitempty"`
+	Last                  *Summary     `json:"last_attestation,omitempty"`
 }
 
 // VerdictView is the decoded latest verdict plus its signed form.
@@ -616,28 +626,71 @@ type VerdictView struct {
 	Signed          verdict.Signed `json:"signed"`
 }
 
-func fingerprint(b []byte) string {
-	if b == nil {
-		return ""
+// HostView returns a host as the API shows it, with its last attestation
+// summary.
+func (e *Engine) HostView(ctx context.Context, name string) (HostView, error) {
+	h, err := e.cfg.Store.GetHost(ctx, name)
+	if err != nil {
+		return HostView{}, err
 	}
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:])
+	var holder string
+	if h.PendingEKPublic != nil {
+		if holder, err = e.holder(ctx, store.EKFingerprint(h.PendingEKPublic), name); err != nil {
+			return HostView{}, err
+		}
+	}
+	return e.view(h, true, holder), nil
 }
 
-// View renders a stored host for the API.
-func (e *Engine) View(h *store.HostRecord, withLast bool) HostView {
+// HostViews returns every host as the API lists them, sorted by name.
+func (e *Engine) HostViews(ctx context.Context) ([]HostView, error) {
+	hosts, err := e.cfg.Store.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	holders := map[string]string{}
+	for _, h := range hosts {
+		if h.EKPublic != nil {
+			holders[store.EKFingerprint(h.EKPublic)] = h.Name
+		}
+	}
+	out := make([]HostView, 0, len(hosts))
+	for _, h := range hosts {
+		holder := holders[store.EKFingerprint(h.PendingEKPublic)]
+		if holder == h.Name {
+			holder = ""
+		}
+		out = append(out, e.view(h, false, holder))
+	}
+	return out, nil
+}
+
+// view renders a stored host; holder is the host its pending EK is bound
+// to ("" if none).
+func (e *Engine) view(h *store.HostRecord, withLast bool, holder string) HostView {
 	hv := HostView{Name: h.Name, Profiles: h.Profiles, ProfilesSet: h.Profiles != nil, AgentVersion: h.AgentVersion,
-		EKFingerprint: fingerprint(h.EKPublic), PendingEKFingerprint: fingerprint(h.PendingEKPublic), CreatedAt: h.CreatedAt}
+		EKFingerprint: store.EKFingerprint(h.EKPublic), PendingEKFingerprint: store.EKFingerprint(h.PendingEKPublic),
+		RejectedEKFingerprint: h.RejectedEKFingerprint, CreatedAt: h.CreatedAt}
 	if hv.Profiles == nil {
 		hv.Profiles = nonNil(e.cfg.RequiredProfiles)
 	}
-	switch {
-	case h.PendingEKPublic != nil:
-		hv.Enrollment = attestrpc.StatePendingApproval
+	if h.PendingEKPublic != nil {
 		t := h.PendingSince
 		hv.PendingSince = &t
+		switch {
+		case h.EKPublic != nil:
+			hv.PendingReason = ReasonEKChanged
+		case holder != "":
+			hv.PendingReason, hv.PendingEKBoundTo = ReasonEKBoundToOtherHost, holder
+		default:
+			hv.PendingReason = ReasonApprovalRequired
+		}
+	}
+	switch {
 	case h.Activated:
 		hv.Enrollment = attestrpc.StateEnrolled
+	case h.PendingEKPublic != nil:
+		hv.Enrollment = attestrpc.StatePendingApproval
 	default:
 		hv.Enrollment = "registered"
 	}
@@ -657,28 +710,6 @@ func (e *Engine) View(h *store.HostRecord, withLast bool) HostView {
 	return hv
 }
 
-// ApproveEK makes a host's pending EK its approved EK; the agent then
-// enrolls with it (credential activation) on its next registration.
-func (e *Engine) ApproveEK(ctx context.Context, host string) error {
-	l := e.hostLock(host)
-	l.Lock()
-	defer l.Unlock()
-	rec, err := e.cfg.Store.GetHost(ctx, host)
-	if err != nil {
-		return err
-	}
-	if rec.PendingEKPublic == nil {
-		return fmt.Errorf("approve EK of %s: %w", host, ErrNothingPending)
-	}
-	h := rec.Host
-	h.EKPublic, h.EKCert, h.AKPublic, h.Activated = h.PendingEKPublic, h.PendingEKCert, nil, false
-	h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic, h.PendingSince = nil, nil, nil, time.Time{}
-	if err := e.cfg.Store.PutHost(ctx, &h); err != nil {
-		return err
-	}
-	return e.cfg.Store.SaveState(ctx, host, nil)
-}
-
 // DeleteHost publishes a final unknown verdict for host and removes it.
 func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	l := e.hostLock(host)
@@ -688,7 +719,7 @@ func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
-	if err := e.markUnknown(ctx, rec, "host deleted by an administrator", nil); err != nil {
+	if err := e.markUnknown(ctx, rec, "host deleted by an administrator"); err != nil {
 		return err
 	}
 	return e.cfg.Store.DeleteHost(ctx, host)

@@ -12,14 +12,52 @@
 //     must pass — a host is never trusted without reference values).
 //   - untrusted: the evidence was invalid (any evidence.Verify error) or a
 //     profile failed; reasons name each failure.
-//   - unknown: no usable evidence: not enrolled, EK change awaiting approval,
-//     agent unreachable or past its deadline, or an internal error.
+//   - unknown: no usable evidence: not enrolled (no activated binding, e.g.
+//     an EK awaiting approval), agent unreachable or past its deadline, or
+//     an internal error.
 //
 // expires_at is verified_at + validity for verdicts from fresh evidence and
 // equal to verified_at for unknown verdicts; it is never extended: the
 // heartbeat republishes the stored signed bytes. Each new verdict takes the
 // next persisted per-host sequence number before it is signed. IMA appraisal
 // failures stick to a host until it reboots.
+//
+// # Enrollment: one TPM, one host
+//
+// register_host checks the EK (and its certificate when required) and the
+// AK and always answers with a TPM2_MakeCredential challenge: nothing is
+// recorded until activate_credential proves that the AK and the EK live in
+// one TPM. Then, under the host's lock:
+//
+//   - the host's bound EK: the AK is (re-)bound, the host attested at once;
+//   - no binding, auto mode, an EK no other host holds: bound;
+//   - no binding, an EK bound to another host name (either mode): a
+//     pending request; the host's verdict is unknown with reason
+//     ek_bound_to_other_host, naming the holder;
+//   - no binding, approve mode: a pending request (approval_required);
+//   - an enrolled host proving a different EK: a pending request
+//     (ek_changed). The host keeps its binding, its rounds and its verdict:
+//     its bound AK answers for it until an administrator decides, so a
+//     peer with broker credentials cannot knock it out this way.
+//
+// An EK is bound to one host name at most: the store's unique index decides,
+// so concurrent activations of one EK under several names bind it once.
+// Each new request is audited (host.ek_change_requested) and notified
+// (trustpool.host.ek_change_requested); an agent retrying the same request
+// changes nothing. ApproveEK binds the pending EK (the agent then activates
+// it; until then the host is unknown, ek_approved); an EK bound elsewhere
+// moves only with Approval.Force and its former holder turns unknown
+// (ek_moved_to_other_host). RejectEK drops the request and refuses that EK
+// for the host until the host is deleted (ek_rejected for hosts without a
+// binding). Deleting a host frees its EK.
+//
+// The Reason* codes are stable prefixes of these verdict reasons and of the
+// API's pending_reason. What enrollment cannot check: that a host name
+// belongs to the machine presenting it. A TPM proves only itself, so anyone
+// with broker credentials and a TPM (swtpm will do) can file requests under
+// any name; approving one hands the name to that TPM. Administrators
+// approve fingerprints they know (Approval.Fingerprint guards against a
+// request replaced after review).
 //
 // Nonces are 32 random bytes from evidence.Ledger, single use, with a
 // lifetime of at most 2 × interval. The ledger is in memory: one service

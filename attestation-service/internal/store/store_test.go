@@ -377,6 +377,10 @@ func TestMigrationSplitsSharedEKs(t *testing.T) {
 				t.Errorf("%s after migration: %+v", name, h.Host)
 			}
 		}
+		// The database itself refuses a second binding, whatever code writes.
+		if err := s.Exec(ctx, "UPDATE hosts SET ek_fingerprint = ? WHERE name = ?", store.EKFingerprint([]byte("shared")), "d-own"); err == nil {
+			t.Error("the schema accepted one EK fingerprint for two hosts")
+		}
 		for _, name := range []string{"b-later", "c-later"} {
 			h, err := s.GetHost(ctx, name)
 			if err != nil {

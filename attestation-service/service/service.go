@@ -33,6 +33,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/sched"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
@@ -285,13 +286,15 @@ func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, log *slog.Logger) map[s
 	}
 }
 
+// decodeArgs decodes a request's keyword arguments into v; an unknown
+// argument or one of the wrong type is a ValueError for the caller (a Python
+// endpoint raises TypeError), in words that name no Go type.
 func decodeArgs(req *oslo.Request, v any) error {
 	b, err := json.Marshal(req.Args)
 	if err != nil {
 		return oslo.NewValueError("arguments: " + err.Error())
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	if err := dec.Decode(v); err != nil {
+	if err := jsondecode.Strict(b, v); err != nil {
 		return oslo.NewValueError("arguments: " + err.Error())
 	}
 	return nil

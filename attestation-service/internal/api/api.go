@@ -19,12 +19,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
@@ -123,14 +127,52 @@ func New(cfg Config) http.Handler {
 	authed.Handle("DELETE /v1/profiles/{name}", s.handle("profiles.delete", s.deleteProfile))
 	authed.Handle("GET /v1/audit", s.handle("audit", s.audit))
 	authed.Handle("/", s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
-		return httpErr(http.StatusNotFound, "no such resource", nil)
+		return routeError(w, r, authed)
 	}))
 	var protected http.Handler = authed
 	if cfg.Auth != nil {
 		protected = cfg.Auth(authed)
 	}
-	open.Handle("/", protected)
+	// The open routes answer a wrong method with 405 without a token; every
+	// other path needs one first, as behind keystonemiddleware.
+	open.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(open, r); len(allow) > 0 {
+			s.handle("method_not_allowed", func(w http.ResponseWriter, r *http.Request) error {
+				return routeError(w, r, open)
+			}).ServeHTTP(w, r)
+			return
+		}
+		protected.ServeHTTP(w, r)
+	}))
 	return withRequestID(open)
+}
+
+// methods are those the API routes use; HEAD is served wherever GET is.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// allowedMethods returns the methods for which mux has a route (other than
+// its catch-all "/") matching r's path.
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range methods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
+}
+
+// routeError answers a request no route of mux takes: 405 with Allow when
+// the path exists for other methods, 404 otherwise.
+func routeError(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) error {
+	if allow := allowedMethods(mux, r); len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		return httpErr(http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; allowed: %s",
+			r.Method, r.URL.Path, strings.Join(allow, ", ")), nil)
+	}
+	return httpErr(http.StatusNotFound, "no such resource", nil)
 }
 
 // HTTPError is an error with an HTTP status.
@@ -246,12 +288,50 @@ func decodeJSON(r *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return httpErr(http.StatusBadRequest, "malformed JSON body", err)
+	return decodeJSONBytes(b, v)
+}
+
+// decodeJSONBytes decodes a request body; its errors never name Go types.
+func decodeJSONBytes(b []byte, v any) error {
+	if err := jsondecode.Strict(b, v); err != nil {
+		return httpErr(http.StatusBadRequest, "bad request body", err)
 	}
 	return nil
+}
+
+// queryParams returns r's query parameters after checking that each is one of
+// allowed and given at most once: nothing a client sends is silently ignored.
+func queryParams(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, httpErr(http.StatusBadRequest, "malformed query string", err)
+	}
+	for k, vs := range q {
+		switch {
+		case !slices.Contains(allowed, k):
+			if len(allowed) == 0 {
+				return nil, httpErr(http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q: this request takes none", k), nil)
+			}
+			return nil, httpErr(http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q (accepted: %s)", k, strings.Join(allowed, ", ")), nil)
+		case len(vs) > 1:
+			return nil, httpErr(http.StatusBadRequest, fmt.Sprintf("query parameter %q given %d times", k, len(vs)), nil)
+		}
+	}
+	return q, nil
+}
+
+// limitParam reads the optional "limit" query parameter: 1 to maxLimit, def
+// when absent.
+func limitParam(q url.Values, def, maxLimit int) (int, error) {
+	if !q.Has("limit") {
+		return def, nil
+	}
+	v := q.Get("limit")
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, httpErr(http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d, not %q", maxLimit, v), nil)
+	}
+	return n, nil
 }
 
 // authorize enforces rule; for admin changes (audit non-empty) a denial is
@@ -327,10 +407,4 @@ func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
 		"kid": s.cfg.KID, "algorithm": "Ed25519", "public_key_pem": string(s.cfg.PublicKeyPEM),
 	}}})
 	return nil
-}
-
-func jsonDecoder(b []byte) *json.Decoder {
-	dec := json.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	return dec
 }

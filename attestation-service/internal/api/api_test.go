@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +175,76 @@ func TestImportExportRoundTrip(t *testing.T) {
 	exported := body["raw"].(string)
 	if !strings.Contains(exported, `name = "a"`) || !strings.Contains(exported, `name = "b"`) || !strings.Contains(exported, strings.Repeat("ab", 32)) {
 		t.Errorf("export lacks the imported profiles:\n%s", exported)
+	}
+}
+
+// goTypes matches what encoding/json and BurntSushi/toml say about Go types.
+var goTypes = regexp.MustCompile(`Go (struct|value)|of type|destination|\[\]|map\[|interface \{|int64|uint8|float64|slice|profileDoc|imaDoc|api\.`)
+
+// TestBadInput: bad input gets a 4xx naming what was wrong and never a Go
+// type; a wrong method gets 405 with Allow; unknown or malformed query
+// parameters are refused, not ignored.
+func TestBadInput(t *testing.T) {
+	f := newFixture(t)
+	if err := f.st.PutHost(t.Context(), &store.Host{Name: "compute-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := f.do(t, "POST", "/v1/profiles", f.admin, profileJSON); code != http.StatusCreated {
+		t.Fatalf("create profile = %d %v", code, body)
+	}
+	tests := []struct {
+		name, method, path, token, body string
+		want                            int
+		msg, allow                      string
+	}{
+		{"number for a string", "POST", "/v1/profiles", f.admin, `{"name": 5}`, 400, "name: want a string, got a number", ""},
+		{"string for a list", "POST", "/v1/profiles", f.admin, `{"name": "x", "pcrs": {"0": "abc"}}`, 400, "pcrs: want an array of strings, got a string", ""},
+		{"list for an object", "POST", "/v1/profiles", f.admin, `{"name": "x", "pcrs": []}`, 400, "pcrs: want an object, got an array", ""},
+		{"string for a boolean", "POST", "/v1/profiles", f.admin, `{"name": "x", "ima": {"allow_violations": "yes"}}`, 400, "ima.allow_violations: want a boolean", ""},
+		{"list for the body", "POST", "/v1/profiles", f.admin, `[1]`, 400, "want an object, got an array", ""},
+		{"trailing data", "POST", "/v1/profiles", f.admin, `{"name": "x"} {}`, 400, "unexpected data after the JSON value", ""},
+		{"unknown field", "POST", "/v1/profiles", f.admin, `{"name": "x", "bogus": 1}`, 400, `unknown field "bogus"`, ""},
+		{"fraction for a PCR", "POST", "/v1/profiles/learn", f.admin, `{"host": "compute-1", "name": "n", "pcrs": [1.5]}`, 400, "pcrs: want an integer", ""},
+		{"TOML integer for a name", "POST", "/v1/profiles/import", f.admin, "[[profile]]\nname = 5\n", 400, "profile[0].name: want a string, got an integer", ""},
+		{"TOML string for a list", "POST", "/v1/profiles/import", f.admin, "[[profile]]\nname = \"a\"\n[profile.pcrs]\n0 = \"x\"\n", 400, "profile[0].pcrs.0: want an array of strings", ""},
+		{"non-numeric history limit", "GET", "/v1/hosts/compute-1/history?limit=abc", f.admin, "", 400, `limit must be an integer from 1 to 1000, not "abc"`, ""},
+		{"history limit too large", "GET", "/v1/hosts/compute-1/history?limit=1001", f.admin, "", 400, "limit must be an integer from 1 to 1000", ""},
+		{"history limit", "GET", "/v1/hosts/compute-1/history?limit=5", f.admin, "", 200, "", ""},
+		{"non-numeric audit limit", "GET", "/v1/audit?limit=ten", f.admin, "", 400, `limit must be an integer from 1 to 1000, not "ten"`, ""},
+		{"audit limit", "GET", "/v1/audit?limit=10", f.admin, "", 200, "", ""},
+		{"unknown query parameter", "GET", "/v1/hosts?all_tenants=1", f.admin, "", 400, `unknown query parameter "all_tenants"`, ""},
+		{"repeated query parameter", "GET", "/v1/audit?limit=1&limit=2", f.admin, "", 400, `"limit" given 2 times`, ""},
+		{"missing profile assigned", "PUT", "/v1/hosts/compute-1/profiles", f.admin, `{"profiles": ["golden", "nope"]}`, 400, `profile "nope" does not exist`, ""},
+		{"profile assigned twice", "PUT", "/v1/hosts/compute-1/profiles", f.admin, `{"profiles": ["golden", "golden"]}`, 400, `profile "golden" is listed twice`, ""},
+		{"existing profile assigned", "PUT", "/v1/hosts/compute-1/profiles", f.admin, `{"profiles": ["golden"]}`, 200, "", ""},
+		{"POST on a list", "POST", "/v1/hosts", f.admin, "", 405, "method POST is not allowed on /v1/hosts", "GET, HEAD"},
+		{"PATCH on a host", "PATCH", "/v1/hosts/compute-1", f.admin, "", 405, "", "GET, HEAD, DELETE"},
+		{"GET on an action", "GET", "/v1/hosts/compute-1/attest", f.admin, "", 405, "", "POST"},
+		{"DELETE on the keys", "DELETE", "/v1/keys", "", "", 405, "", "GET, HEAD"},
+		{"PUT on healthz", "PUT", "/healthz", "", "", 405, "", "GET, HEAD"},
+		{"wrong method needs a token first", "POST", "/v1/hosts", "", "", 401, "", ""},
+		{"unknown path", "POST", "/v1/nothing", f.admin, "", 404, "no such resource", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, hdr := f.do(t, tc.method, tc.path, tc.token, tc.body)
+			if code != tc.want {
+				t.Fatalf("%s %s = %d %v, want %d", tc.method, tc.path, code, body, tc.want)
+			}
+			if got := hdr.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
+			}
+			if code < 400 {
+				return
+			}
+			e, _ := body["error"].(map[string]any)
+			msg := fmt.Sprint(e["message"])
+			if !strings.Contains(msg, tc.msg) {
+				t.Errorf("message %q, want it to contain %q", msg, tc.msg)
+			}
+			if goTypes.MatchString(msg) {
+				t.Errorf("message %q names a Go type", msg)
+			}
+		})
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
@@ -17,6 +17,9 @@ func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsList, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	hosts, err := s.cfg.Store.ListHosts(r.Context())
@@ -36,6 +39,9 @@ func (s *server) getHost(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsGet, map[string]any{"target": host}); err != nil {
 		return err
 	}
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
 	h, err := s.cfg.Store.GetHost(r.Context(), host)
 	if err != nil {
 		return err
@@ -49,13 +55,13 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsHistory, map[string]any{"target": host}); err != nil {
 		return err
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return httpErr(http.StatusBadRequest, "limit must be 1-1000", nil)
-		}
-		limit = n
+	q, err := queryParams(r, "limit")
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q, 100, 1000)
+	if err != nil {
+		return err
 	}
 	hist, err := s.cfg.Store.History(r.Context(), host, limit)
 	if err != nil {
@@ -68,6 +74,9 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsAttest, "host.attest", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		h, err := s.cfg.Store.GetHost(r.Context(), host)
 		if err != nil {
 			return "", err
@@ -84,6 +93,9 @@ func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsDelete, "host.delete", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := s.cfg.Engine.DeleteHost(r.Context(), host); err != nil {
 			return "", err
 		}
@@ -95,6 +107,9 @@ func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsApprove, "host.approve_ek", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		h, err := s.cfg.Store.GetHost(r.Context(), host)
 		if err != nil {
 			return "", err
@@ -117,6 +132,9 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		Profiles *[]string `json:"profiles"`
 	}
 	return s.admin(r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := decodeJSON(r, &body); err != nil {
 			return "", err
 		}
@@ -125,6 +143,18 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 			profiles = *body.Profiles
 			if profiles == nil {
 				profiles = []string{}
+			}
+		}
+		// A host required to satisfy a profile that does not exist can never
+		// be trusted: refuse the assignment instead.
+		for i, name := range profiles {
+			if slices.Contains(profiles[:i], name) {
+				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("profile %q is listed twice", name), nil)
+			}
+			if _, err := s.cfg.Store.GetProfile(r.Context(), name); errors.Is(err, store.ErrNotFound) {
+				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("profile %q does not exist", name), nil)
+			} else if err != nil {
+				return "", err
 			}
 		}
 		if err := s.cfg.Engine.SetHostProfiles(r.Context(), host, profiles); err != nil {
@@ -164,7 +194,7 @@ func fromDoc(d profileDoc) (*policy.Profile, error) {
 		p.IMA = &policy.IMARules{AllowViolations: d.IMA.AllowViolations, Exclude: d.IMA.Exclude, Allowlist: d.IMA.Allowlist}
 	}
 	if err := p.Validate(); err != nil {
-		return nil, httpErr(http.StatusBadRequest, "invalid profile", err)
+		return nil, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return p, nil
 }
@@ -172,7 +202,7 @@ func fromDoc(d profileDoc) (*policy.Profile, error) {
 func storeProfile(p *policy.Profile) (store.Profile, error) {
 	b, err := policy.Marshal([]*policy.Profile{p})
 	if err != nil {
-		return store.Profile{}, httpErr(http.StatusBadRequest, "invalid profile", err)
+		return store.Profile{}, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return store.Profile{Name: p.Name, Body: string(b)}, nil
 }
@@ -187,6 +217,9 @@ func parseStored(sp store.Profile) (*policy.Profile, error) {
 
 func (s *server) listProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	sps, err := s.cfg.Store.ListProfiles(r.Context())
@@ -209,6 +242,9 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
 		return err
 	}
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
 	sp, err := s.cfg.Store.GetProfile(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
@@ -223,6 +259,9 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name string, mode store.PutMode) error {
 	return s.admin(r, RuleProfilesWrite, action, name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		var d profileDoc
 		if err := decodeJSON(r, &d); err != nil {
 			return "", err
@@ -265,6 +304,9 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	return s.admin(r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := s.cfg.Store.DeleteProfile(r.Context(), name); err != nil {
 			return "", err
 		}
@@ -276,6 +318,9 @@ func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	sps, err := s.cfg.Store.ListProfiles(r.Context())
@@ -305,13 +350,16 @@ func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 // stored.
 func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 	return s.admin(r, RuleProfilesWrite, "profile.import", "*", func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		b, err := readBody(r)
 		if err != nil {
 			return "", err
 		}
 		ps, err := policy.Parse(b)
 		if err != nil {
-			return "", httpErr(http.StatusBadRequest, "invalid profile file", err)
+			return "", httpErr(http.StatusBadRequest, "profile file rejected", err)
 		}
 		var names []string
 		for _, p := range ps {
@@ -349,6 +397,9 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	r.Body = readCloser{bytesReader(b)}
 	_ = decodeJSONBytes(b, &body)
 	return s.admin(r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
 		}
@@ -402,19 +453,19 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
-func decodeJSONBytes(b []byte, v any) error {
-	dec := jsonDecoder(b)
-	if err := dec.Decode(v); err != nil {
-		return httpErr(http.StatusBadRequest, "malformed JSON body", err)
-	}
-	return nil
-}
-
 func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleAuditRead, nil); err != nil {
 		return err
 	}
-	recs, err := s.cfg.Store.Audit(r.Context(), 500)
+	q, err := queryParams(r, "limit")
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q, 500, 1000)
+	if err != nil {
+		return err
+	}
+	recs, err := s.cfg.Store.Audit(r.Context(), limit)
 	if err != nil {
 		return err
 	}

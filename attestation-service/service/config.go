@@ -107,9 +107,15 @@ type EnrollmentSection struct {
 
 // KeysSection is [keys].
 type KeysSection struct {
-	// VerdictSigningKey is the Ed25519 private key (PKCS #8 PEM, 0600),
-	// created on first start.
+	// VerdictSigningKey is the Ed25519 private key (PKCS #8 PEM, 0600).
+	// Create it with `trustpool-attestation create-key PATH`; a missing key
+	// stops the service unless CreateVerdictSigningKey is set.
 	VerdictSigningKey string `toml:"verdict_signing_key"`
+	// CreateVerdictSigningKey creates the key at start when the file does
+	// not exist (DevStack sets it). Off by default: a key silently created
+	// in place of a lost one makes every shim pinning the old key drop all
+	// verdicts.
+	CreateVerdictSigningKey bool `toml:"create_verdict_signing_key"`
 }
 
 // DefaultConfig returns the defaults of every key.

@@ -86,9 +86,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
-	key, err := verdict.LoadOrCreateKey(cfg.Keys.VerdictSigningKey)
+	key, err := loadSigningKey(cfg.Keys, s.log)
 	if err != nil {
-		return fmt.Errorf("verdict signing key: %w", err)
+		return err
 	}
 	signer := verdict.NewSigner(key)
 	s.pub = signer.Public()

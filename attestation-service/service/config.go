@@ -121,12 +121,16 @@ type KeysSection struct {
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	ks := authtoken.DefaultOptions()
+	// As Nova does since 2023.1: the persona defaults only, for
+	// project-scoped tokens. Operators may turn either off in [oslo_policy].
+	pol := kpolicy.DefaultOptions()
+	pol.EnforceScope, pol.EnforceNewDefaults = true, true
 	return Config{
 		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation"},
 		Rabbit:   oslo.DefaultRabbitOptions(),
 		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db"},
 		Keystone: ks,
-		Policy:   kpolicy.DefaultOptions(),
+		Policy:   pol,
 		API:      APISection{Listen: "127.0.0.1:9780"},
 		Attestation: AttestationSection{
 			Interval: 10 * time.Second, Jitter: 2 * time.Second, Concurrency: 32,

@@ -146,7 +146,17 @@ func (s *Service) Run(ctx context.Context) error {
 		Methods: rpcMethods(eng, sc, s.log),
 	})
 
-	enf, err := kpolicy.New(kpolicy.Config{Options: cfg.Policy, Defaults: api.Rules(), BaseDir: cfg.ConfigDir})
+	enf, err := kpolicy.New(kpolicy.Config{Options: cfg.Policy, Defaults: api.Rules(), BaseDir: cfg.ConfigDir,
+		OnScopeMismatch: func(m kpolicy.ScopeMismatch) {
+			// oslo.policy warns when it lets such a request through; a denied one
+			// is only worth a debug line.
+			level := slog.LevelWarn
+			if m.Enforced {
+				level = slog.LevelDebug
+			}
+			s.log.Log(context.Background(), level, "policy scope mismatch", "rule", m.Rule, "token_scope", m.TokenScope,
+				"scope_types", m.ScopeTypes, "enforced", m.Enforced)
+		}})
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}

@@ -1,12 +1,34 @@
 // Package api is the attestation service's REST API (ARCHITECTURE.md §6):
-// hosts, profiles, public keys, health and metrics. Every /v1 route except
-// /v1/keys sits behind Keystone token authentication (keystone-auth's
-// authtoken middleware, passed in as Config.Auth) and an oslo.policy rule
-// (Rules, overridable in policy.yaml). Admin changes are written to the
-// audit log whatever their outcome (denied ones too). Errors are a JSON
-// envelope {"error": {"code", "title", "message", "request_id"}}; the request
-// id is also in the X-Openstack-Request-Id header. 5xx answers carry a generic
-// message; the detail is logged once with the request id.
+// hosts, profiles, public keys, health and metrics.
+//
+// Every /v1 route except /v1/keys sits behind Keystone token authentication
+// (keystone-auth's authtoken middleware, passed in as Config.Auth) and an
+// oslo.policy rule (Rules, overridable in policy.yaml). The defaults follow
+// OpenStack's secure-RBAC personas as Nova (2023.1+) and Placement ship them:
+// hosts, profiles, EK approvals and the audit log are operator data, for the
+// admin role (from any project: in OpenStack admin is cloud-wide); the
+// service role may read hosts' trust state and ask for an attestation;
+// project members and readers see none of it. project_member_api and
+// project_reader_api (project_id:%(project_id)s) are defined for
+// tenant-owned resources.
+//
+// GET /v1/keys, like /healthz and /metrics, needs no token: it serves public
+// keys only (the verdict key's kid and PEM), which shims pin and which
+// tenants will need to seal launch requests; trust comes from pinning the key
+// out of band, not from how it was fetched. Managing keys is not an API
+// operation.
+//
+// Admin changes are written to the audit log whatever their outcome (denied
+// ones too). Changes that would turn hosts untrusted (deleting a profile
+// hosts rely on, assigning profiles a trusted host does not satisfy) answer
+// 409 naming the hosts unless the request says force=true.
+//
+// Errors are a JSON envelope {"error": {"code", "title", "message",
+// "request_id"}}; the request id is also in the X-Openstack-Request-Id
+// header. Messages say what was wrong in the request's terms and never name
+// Go types; 5xx answers carry a generic message, the detail is logged once
+// with the request id. A wrong method answers 405 with Allow; unknown query
+// parameters are refused.
 package api
 
 import (
@@ -33,7 +55,7 @@ import (
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
 
-// Rule names.
+// Rule names of the operations.
 const (
 	RuleHostsList     = "trustpool:hosts:list"
 	RuleHostsGet      = "trustpool:hosts:get"
@@ -47,26 +69,89 @@ const (
 	RuleAuditRead     = "trustpool:audit:read"
 )
 
-// Rules are the policy defaults: admin manages hosts and profiles; readers
-// (and admins) see hosts and profiles.
+// Base rules: the secure-RBAC personas under the names Nova (2023.1 and
+// later) and Placement give them, so that operators' policy files and habits
+// carry over.
+const (
+	RuleAdmin                = "context_is_admin"
+	RuleService              = "service_api"
+	RuleServiceOrAdmin       = "service_or_admin"
+	RuleProjectMember        = "project_member_api"
+	RuleProjectReader        = "project_reader_api"
+	RuleProjectMemberOrAdmin = "project_member_or_admin"
+	RuleProjectReaderOrAdmin = "project_reader_or_admin"
+)
+
+// The rules before the personas, kept registered (deprecated) so that policy
+// files and enforce_new_defaults = false still find them.
+const (
+	legacyAdmin       = "admin_required"
+	legacyReader      = "reader_or_admin"
+	deprecatedSince   = "0.2.0"
+	personasReason    = "Trustpool's policies follow OpenStack's secure-RBAC personas: host, profile, EK and audit data are operator data, and the old default let every project member (who has the reader role through Keystone's implied roles) see every compute host. With [oslo_policy] enforce_new_defaults = false the old default is OR'ed back in; copy it into policy.yaml to keep it."
+	legacyRuleRemoval = "Use the persona rules (context_is_admin, service_api, project_*_api) instead."
+)
+
+// Rules are the policy defaults (the sample is etc/policy.yaml.sample):
+//
+//   - admin (role admin, from any project: cloud-wide) manages hosts,
+//     profiles, EK approvals and reads the audit log;
+//   - service (role service) reads hosts' trust state and asks for an
+//     attestation, for services acting on their own behalf;
+//   - project members and readers see no operator data; the
+//     project_member_api / project_reader_api rules (matched on
+//     project_id:%(project_id)s) are there for tenant-owned resources.
+//
+// Every operation rule is meant for project-scoped tokens (scope_types
+// project); the previous defaults are listed as deprecated rules.
 func Rules() []kpolicy.RuleDefault {
 	op := func(m, p string) []kpolicy.Operation { return []kpolicy.Operation{{Method: m, Path: p}} }
+	project := []string{"project"}
+	was := func(name, check string) *kpolicy.DeprecatedRule {
+		return &kpolicy.DeprecatedRule{Name: name, CheckStr: check, DeprecatedReason: personasReason, DeprecatedSince: deprecatedSince}
+	}
+	admin, serviceOrAdmin := "rule:"+RuleAdmin, "rule:"+RuleServiceOrAdmin
+	oldAdmin, oldReader := "rule:"+legacyAdmin, "rule:"+legacyReader
 	return []kpolicy.RuleDefault{
-		{Name: "admin_required", CheckStr: "role:admin", Description: "Administrators of the attestation service."},
-		{Name: "reader_or_admin", CheckStr: "role:reader or role:admin", Description: "Read-only users and administrators."},
-		{Name: RuleHostsList, CheckStr: "rule:reader_or_admin", Description: "List hosts and their verdicts.", Operations: op("GET", "/v1/hosts")},
-		{Name: RuleHostsGet, CheckStr: "rule:reader_or_admin", Description: "Show a host, its verdict and last evidence summary.", Operations: op("GET", "/v1/hosts/{host}")},
-		{Name: RuleHostsHistory, CheckStr: "rule:reader_or_admin", Description: "Show a host's verdict history.", Operations: op("GET", "/v1/hosts/{host}/history")},
-		{Name: RuleHostsAttest, CheckStr: "rule:admin_required", Description: "Attest a host now.", Operations: op("POST", "/v1/hosts/{host}/attest")},
-		{Name: RuleHostsDelete, CheckStr: "rule:admin_required", Description: "Delete a host.", Operations: op("DELETE", "/v1/hosts/{host}")},
-		{Name: RuleHostsApprove, CheckStr: "rule:admin_required", Description: "Approve a host's pending EK.", Operations: op("POST", "/v1/hosts/{host}/approve")},
-		{Name: RuleHostsProfiles, CheckStr: "rule:admin_required", Description: "Assign required profiles to a host.", Operations: op("PUT", "/v1/hosts/{host}/profiles")},
-		{Name: RuleProfilesRead, CheckStr: "rule:reader_or_admin", Description: "List, show and export profiles.", Operations: []kpolicy.Operation{
-			{Method: "GET", Path: "/v1/profiles"}, {Method: "GET", Path: "/v1/profiles/{name}"}, {Method: "GET", Path: "/v1/profiles/export"}}},
-		{Name: RuleProfilesWrite, CheckStr: "rule:admin_required", Description: "Create, update, delete, import and learn profiles.", Operations: []kpolicy.Operation{
+		{Name: RuleAdmin, CheckStr: "role:admin", Description: "Administrators: they manage hosts, profiles and EK approvals and read the audit log. " +
+			"In OpenStack the admin role is cloud-wide: a project-scoped token with the admin role on any project, not only the admin project, " +
+			"passes this rule. Give it only to cloud operators."},
+		{Name: RuleService, CheckStr: "role:service", Description: "Services calling on their own behalf (service users with the service role). " +
+			"By default they read hosts' trust state and ask for attestations, nothing else."},
+		{Name: RuleServiceOrAdmin, CheckStr: "rule:" + RuleService + " or rule:" + RuleAdmin, Description: "Services or administrators."},
+		{Name: RuleProjectMember, CheckStr: "role:member and project_id:%(project_id)s", Description: "Members of the project that owns the resource, for tenant-owned resources."},
+		{Name: RuleProjectReader, CheckStr: "role:reader and project_id:%(project_id)s", Description: "Readers of the project that owns the resource, for tenant-owned resources."},
+		{Name: RuleProjectMemberOrAdmin, CheckStr: "rule:" + RuleProjectMember + " or rule:" + RuleAdmin, Description: "Members of the owning project, or administrators."},
+		{Name: RuleProjectReaderOrAdmin, CheckStr: "rule:" + RuleProjectReader + " or rule:" + RuleAdmin, Description: "Readers of the owning project, or administrators."},
+		{Name: legacyAdmin, CheckStr: "role:admin", Description: "Administrators (the rule before context_is_admin).",
+			DeprecatedForRemoval: true, DeprecatedReason: legacyRuleRemoval, DeprecatedSince: deprecatedSince},
+		{Name: legacyReader, CheckStr: "role:reader or role:admin", Description: "Any user with the reader or admin role on any project (the old read rule).",
+			DeprecatedForRemoval: true, DeprecatedReason: legacyRuleRemoval, DeprecatedSince: deprecatedSince},
+		{Name: RuleHostsList, CheckStr: serviceOrAdmin, Description: "List hosts and their verdicts.", Operations: op("GET", "/v1/hosts"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsList, oldReader)},
+		{Name: RuleHostsGet, CheckStr: serviceOrAdmin, Description: "Show a host, its verdict and last evidence summary.", Operations: op("GET", "/v1/hosts/{host}"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsGet, oldReader)},
+		{Name: RuleHostsHistory, CheckStr: serviceOrAdmin, Description: "Show a host's verdict history.", Operations: op("GET", "/v1/hosts/{host}/history"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsHistory, oldReader)},
+		{Name: RuleHostsAttest, CheckStr: serviceOrAdmin, Description: "Attest a host now.", Operations: op("POST", "/v1/hosts/{host}/attest"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsAttest, oldAdmin)},
+		{Name: RuleHostsDelete, CheckStr: admin, Description: "Delete a host.", Operations: op("DELETE", "/v1/hosts/{host}"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsDelete, oldAdmin)},
+		{Name: RuleHostsApprove, CheckStr: admin, Description: "Approve a host's pending EK.", Operations: op("POST", "/v1/hosts/{host}/approve"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsApprove, oldAdmin)},
+		{Name: RuleHostsProfiles, CheckStr: admin, Description: "Assign required profiles to a host. An assignment that would turn a trusted host " +
+			"untrusted needs force=true.", Operations: op("PUT", "/v1/hosts/{host}/profiles"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsProfiles, oldAdmin)},
+		{Name: RuleProfilesRead, CheckStr: admin, Description: "List, show and export profiles.", Operations: []kpolicy.Operation{
+			{Method: "GET", Path: "/v1/profiles"}, {Method: "GET", Path: "/v1/profiles/{name}"}, {Method: "GET", Path: "/v1/profiles/export"}},
+			ScopeTypes: project, DeprecatedRule: was(RuleProfilesRead, oldReader)},
+		{Name: RuleProfilesWrite, CheckStr: admin, Description: "Create, update, delete, import and learn profiles. Deleting a profile that hosts " +
+			"rely on needs force=true.", Operations: []kpolicy.Operation{
 			{Method: "POST", Path: "/v1/profiles"}, {Method: "PUT", Path: "/v1/profiles/{name}"}, {Method: "DELETE", Path: "/v1/profiles/{name}"},
-			{Method: "POST", Path: "/v1/profiles/import"}, {Method: "POST", Path: "/v1/profiles/learn"}}},
-		{Name: RuleAuditRead, CheckStr: "rule:admin_required", Description: "Read the audit log.", Operations: op("GET", "/v1/audit")},
+			{Method: "POST", Path: "/v1/profiles/import"}, {Method: "POST", Path: "/v1/profiles/learn"}},
+			ScopeTypes: project, DeprecatedRule: was(RuleProfilesWrite, oldAdmin)},
+		{Name: RuleAuditRead, CheckStr: admin, Description: "Read the audit log.", Operations: op("GET", "/v1/audit"),
+			ScopeTypes: project, DeprecatedRule: was(RuleAuditRead, oldAdmin)},
 	}
 }
 

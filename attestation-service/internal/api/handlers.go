@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
@@ -132,7 +134,12 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		Profiles *[]string `json:"profiles"`
 	}
 	return s.admin(r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
-		if _, err := queryParams(r); err != nil {
+		q, err := queryParams(r, "force")
+		if err != nil {
+			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
 			return "", err
 		}
 		if err := decodeJSON(r, &body); err != nil {
@@ -157,11 +164,26 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 				return "", err
 			}
 		}
+		unmet, err := s.cfg.Engine.AssignmentLosesTrust(r.Context(), host, profiles)
+		if err != nil {
+			return "", err
+		}
+		if len(unmet) > 0 && !force {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("host %q is trusted, but its latest evidence does not satisfy %s: "+
+				"this assignment makes it untrusted; repeat with force=true to assign anyway", host, quoteList("profile", unmet)), nil)
+		}
 		if err := s.cfg.Engine.SetHostProfiles(r.Context(), host, profiles); err != nil {
 			return "", err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"host": host, "profiles": profiles})
-		return fmt.Sprintf("profiles=%v", profiles), nil
+		detail := "profiles=" + strings.Join(profiles, ",")
+		if profiles == nil {
+			detail = "profiles=default"
+		}
+		if len(unmet) > 0 {
+			detail += "; forced: the host no longer satisfies " + strings.Join(unmet, ",")
+		}
+		return detail, nil
 	})
 }
 
@@ -304,14 +326,33 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	return s.admin(r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
-		if _, err := queryParams(r); err != nil {
+		q, err := queryParams(r, "force")
+		if err != nil {
 			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
+			return "", err
+		}
+		if _, err := s.cfg.Store.GetProfile(r.Context(), name); err != nil {
+			return "", err
+		}
+		relying, err := s.cfg.Engine.ProfileReliance(r.Context(), name)
+		if err != nil {
+			return "", err
+		}
+		if len(relying) > 0 && !force {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("profile %q is relied on by %s: deleting it makes them untrusted "+
+				"(or keeps them from being trusted); repeat with force=true to delete it anyway", name, quoteList("host", relying)), nil)
 		}
 		if err := s.cfg.Store.DeleteProfile(r.Context(), name); err != nil {
 			return "", err
 		}
 		s.cfg.Engine.TriggerAll(r.Context())
 		w.WriteHeader(http.StatusNoContent)
+		if len(relying) > 0 {
+			return "forced; hosts relying on it: " + strings.Join(relying, ","), nil
+		}
 		return "", nil
 	})
 }
@@ -471,4 +512,35 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"audit": recs})
 	return nil
+}
+
+// forceParam reads the optional "force" query parameter.
+func forceParam(q url.Values) (bool, error) {
+	if !q.Has("force") {
+		return false, nil
+	}
+	v := q.Get("force")
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, httpErr(http.StatusBadRequest, fmt.Sprintf("force must be true or false, not %q", v), nil)
+	}
+	return b, nil
+}
+
+// quoteList renders names for an error message: "host \"a\"", "3 hosts
+// (\"a\", \"b\", \"c\")", with at most 10 names.
+func quoteList(noun string, names []string) string {
+	shown := names[:min(len(names), 10)]
+	quoted := make([]string, len(shown))
+	for i, n := range shown {
+		quoted[i] = strconv.Quote(n)
+	}
+	list := strings.Join(quoted, ", ")
+	if len(names) > len(shown) {
+		list += fmt.Sprintf(" and %d more", len(names)-len(shown))
+	}
+	if len(names) == 1 {
+		return noun + " " + list
+	}
+	return fmt.Sprintf("%d %ss (%s)", len(names), noun, list)
 }

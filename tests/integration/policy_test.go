@@ -93,6 +93,9 @@ func TestPersonasWithKeystone(t *testing.T) {
 			}
 		}
 	}
+	if l := logs.String(); !strings.Contains(l, "policy scope mismatch") || !strings.Contains(l, "token_scope=system") {
+		t.Errorf("the system-scoped token's scope mismatch is not logged:\n%s", l)
+	}
 	if code, body := e.api("GET", "/v1/keys", "", nil); code != http.StatusOK || !strings.Contains(fmt.Sprint(body), "BEGIN PUBLIC KEY") {
 		t.Errorf("anonymous GET /v1/keys = %d %v, want the public key", code, body)
 	}

@@ -177,8 +177,11 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"host": host, "profiles": profiles})
 		detail := "profiles=" + strings.Join(profiles, ",")
-		if profiles == nil {
+		switch {
+		case profiles == nil:
 			detail = "profiles=default"
+		case len(profiles) == 0:
+			detail = "profiles=any"
 		}
 		if len(unmet) > 0 {
 			detail += "; forced: the host no longer satisfies " + strings.Join(unmet, ",")

@@ -1,7 +1,12 @@
 package evidence
 
 import (
+	"bytes"
 	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/binary"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -168,4 +173,83 @@ func BenchmarkIMAPerEntry(b *testing.B) {
 	per := float64(time.Since(start).Nanoseconds()) / float64(b.N)
 	b.ReportMetric((per-fl)/n, "ns/entry")
 	b.ReportMetric(per/fl, "x-floor")
+}
+
+// tinyIMAChunk returns MaxIMAChunk bytes of the smallest well-formed
+// ima-ng entries (58 bytes each: a 3-byte SHA-1 "digest" and the path
+// "/x"), the SHA-256 PCR 10 they extend to from start, and their count.
+// It is the worst case for memory per byte of evidence.
+func tinyIMAChunk(b *testing.B, start []byte) ([]byte, []byte, int) {
+	b.Helper()
+	var td []byte
+	field := func(v []byte) {
+		td = binary.LittleEndian.AppendUint32(td, uint32(len(v)))
+		td = append(td, v...)
+	}
+	field([]byte("sha1:\x00abc"))
+	field([]byte("/x\x00"))
+	var e []byte
+	e = binary.LittleEndian.AppendUint32(e, 10)
+	th1 := sha1.Sum(td) //nolint:gosec // IMA's SHA-1 template-hash column
+	e = append(e, th1[:]...)
+	e = binary.LittleEndian.AppendUint32(e, 6)
+	e = append(e, "ima-ng"...)
+	e = binary.LittleEndian.AppendUint32(e, uint32(len(td)))
+	e = append(e, td...)
+	th := sha256.Sum256(td)
+	n := eventlog.MaxIMAChunk / len(e)
+	chunk := bytes.Repeat(e, n)
+	pcr := [32]byte(start)
+	for range n {
+		pcr = sha256.Sum256(append(pcr[:], th[:]...))
+	}
+	return chunk, pcr[:], n
+}
+
+// BenchmarkIMAChunkMemory: one round that receives a whole MaxIMAChunk of
+// tiny IMA entries (the worst case for memory per byte). B/op (-benchmem)
+// is everything Verify allocates; retained-B is what stays reachable from
+// the result after a GC; both are also reported per byte of the chunk.
+func BenchmarkIMAChunkMemory(b *testing.B) {
+	k := newFakeAK(b, tpm2.TPMAlgECC)
+	s, ch := baseScenario(b)
+	log, pcrs, _ := goodBoot(b)
+	first, pcr10 := imaLog(b, []string{"boot_aggregate"}, nil, bootAggregate(pcrs))
+	chunk, pcr10b, n := tinyIMAChunk(b, pcr10)
+	l, _ := eventlog.Parse(log)
+	facts, _ := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)
+	s.log, s.pcrs = nil, clonePCRs(pcrs)
+	prevPCRs := clonePCRs(s.pcrs)
+	s.pcrs[10] = pcr10b
+	s.ima, s.imaOff = chunk, int64(len(first))
+	prev := &Previous{Clock: ClockInfo{Clock: 1, ResetCount: 5}, PCRs: prevPCRs, Boot: facts,
+		IMA: eventlog.IMAState{Offset: int64(len(first)), Entries: 1, PCRs: map[uint32][]byte{10: pcr10}}}
+	ev := k.evidence(b, s)
+	o := Options{Now: t0.Add(time.Second)}
+	var ms runtime.MemStats
+	var retained, alloc uint64
+	b.ReportAllocs()
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before, total := ms.HeapAlloc, ms.TotalAlloc
+		res, err := Verify(k.bind, ch, ev, prev, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		alloc = max(alloc, ms.TotalAlloc-total)
+		if ms.HeapAlloc > before {
+			retained = max(retained, ms.HeapAlloc-before)
+		}
+		if len(res.IMA.New) != n {
+			b.Fatalf("%d entries verified, want %d", len(res.IMA.New), n)
+		}
+		runtime.KeepAlive(res)
+	}
+	b.ReportMetric(float64(n), "entries")
+	b.ReportMetric(float64(retained), "retained-B")
+	b.ReportMetric(float64(retained)/float64(len(chunk)), "retained/chunk")
+	b.ReportMetric(float64(alloc)/float64(len(chunk)), "alloc/chunk")
 }

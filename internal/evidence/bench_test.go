@@ -153,7 +153,7 @@ func BenchmarkIMAPerEntry(b *testing.B) {
 	s.pcrs[10] = pcr10b
 	s.ima, s.imaOff = rest, int64(consumed)
 	prevPCRs := clonePCRs(s.pcrs)
-	ch, _ := NewChallenge(rand.Reader, t0, testPCRs)
+	ch, _ := NewChallenge(rand.Reader, t0, testHost, testPCRs)
 	s.nonce = ch.Nonce
 	l, _ := eventlog.Parse(log)
 	facts, _ := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)

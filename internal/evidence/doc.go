@@ -105,7 +105,10 @@
 //   - Absolute resetCount/restartCount values: for an AK outside the
 //     endorsement hierarchy they carry a per-key offset; only changes are
 //     meaningful.
-//   - Nonce single use across processes: the caller's nonce store must mark
-//     a nonce consumed (Challenge.Used) atomically before Verify; [Ledger]
-//     does this in memory.
+//   - Nonce single use and host binding across processes: the caller's
+//     nonce store must hand out a challenge only for the host it was issued
+//     to and mark it consumed (Challenge.Used) atomically before Verify;
+//     [Ledger] does this in memory: [Ledger.Issue] and [Ledger.Consume]
+//     take the host, and a nonce presented for another host is refused
+//     ([ErrNonceHost]) and used up.
 package evidence

@@ -38,24 +38,30 @@ const (
 	numPCRs           = 24
 )
 
-// Challenge is what the verifier asked for: a fresh nonce and a SHA-256
-// PCR selection.
+// Challenge is what the verifier asked a host for: a fresh nonce and a
+// SHA-256 PCR selection.
 type Challenge struct {
 	Nonce    []byte
 	IssuedAt time.Time
+	// Host is the host the nonce was issued to; [Ledger.Consume] returns
+	// the challenge only for that host.
+	Host string
 	// PCRs is the requested SHA-256 selection (indices 0-23).
 	PCRs []int
 	// Used is true when the nonce store says the nonce was already consumed.
 	Used bool
 }
 
-// NewChallenge draws a 32-byte nonce from rand.
-func NewChallenge(rand io.Reader, now time.Time, pcrs []int) (Challenge, error) {
+// NewChallenge draws a 32-byte nonce from rand for host (not empty).
+func NewChallenge(rand io.Reader, now time.Time, host string, pcrs []int) (Challenge, error) {
+	if host == "" {
+		return Challenge{}, fmt.Errorf("new challenge: %w: no host", ErrNonceHost)
+	}
 	n := make([]byte, MaxNonceSize)
 	if _, err := io.ReadFull(rand, n); err != nil {
 		return Challenge{}, fmt.Errorf("new challenge: read random: %w", err)
 	}
-	return Challenge{Nonce: n, IssuedAt: now, PCRs: slices.Clone(pcrs)}, nil
+	return Challenge{Nonce: n, IssuedAt: now, Host: host, PCRs: slices.Clone(pcrs)}, nil
 }
 
 // Evidence is what the agent returns for a challenge. Only the fields the

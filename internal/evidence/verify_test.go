@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -484,22 +485,54 @@ func TestCheckActivation(t *testing.T) {
 
 func TestLedger(t *testing.T) {
 	l := NewLedger(time.Minute)
-	ch, err := l.Issue(rand.Reader, t0, testPCRs)
+	ch, err := l.Issue(rand.Reader, t0, testHost, testPCRs)
+	if err != nil || ch.Host != testHost {
+		t.Fatalf("Issue: %+v, %v", ch, err)
+	}
+	if _, err := l.Consume(testHost, []byte("never issued never issued"), t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Errorf("unknown nonce: %v", err)
+	}
+	got, err := l.Consume(testHost, ch.Nonce, t0.Add(time.Second))
+	if err != nil || got.Used || !bytes.Equal(got.Nonce, ch.Nonce) || got.Host != testHost {
+		t.Fatalf("first consume: %+v, %v", got, err)
+	}
+	if got, err := l.Consume(testHost, ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) || !got.Used {
+		t.Errorf("second consume: %+v, %v", got, err)
+	}
+	ch2, _ := l.Issue(rand.Reader, t0, testHost, testPCRs)
+	if _, err := l.Consume(testHost, ch2.Nonce, t0.Add(2*time.Minute)); !errors.Is(err, ErrNonceExpired) {
+		t.Errorf("expired: %v", err)
+	}
+}
+
+// TestLedgerHostBinding: a nonce is consumed only for the host it was
+// issued to; presented for another host (evidence relayed from it) it is
+// refused and used up, so the issuing host cannot use it either.
+func TestLedgerHostBinding(t *testing.T) {
+	l := NewLedger(time.Minute)
+	ch, err := l.Issue(rand.Reader, t0, "compute-a", testPCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Consume([]byte("never issued never issued"), t0); !errors.Is(err, ErrNonceUnknown) {
-		t.Errorf("unknown nonce: %v", err)
+	for _, host := range []string{"compute-b", "", "compute-a "} {
+		got, err := l.Consume(host, ch.Nonce, t0.Add(time.Second))
+		if host == "compute-b" && (!errors.Is(err, ErrNonceHost) || got.Nonce != nil) {
+			t.Errorf("consume for %q: %+v, %v, want %v", host, got, err, ErrNonceHost)
+		}
+		if host != "compute-b" && !errors.Is(err, ErrNonceReused) {
+			t.Errorf("consume for %q after the refusal: %v, want %v", host, err, ErrNonceReused)
+		}
 	}
-	got, err := l.Consume(ch.Nonce, t0.Add(time.Second))
-	if err != nil || got.Used || !bytes.Equal(got.Nonce, ch.Nonce) {
-		t.Fatalf("first consume: %+v, %v", got, err)
+	if _, err := l.Consume("compute-a", ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) {
+		t.Errorf("issuing host after a relay attempt: %v, want %v", err, ErrNonceReused)
 	}
-	if got, err := l.Consume(ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) || !got.Used {
-		t.Errorf("second consume: %+v, %v", got, err)
+	if Reason(fmt.Errorf("x: %w", ErrNonceHost)) != "nonce_wrong_host" {
+		t.Error("no reason name for ErrNonceHost")
 	}
-	ch2, _ := l.Issue(rand.Reader, t0, testPCRs)
-	if _, err := l.Consume(ch2.Nonce, t0.Add(2*time.Minute)); !errors.Is(err, ErrNonceExpired) {
-		t.Errorf("expired: %v", err)
+	if _, err := l.Issue(rand.Reader, t0, "", testPCRs); !errors.Is(err, ErrNonceHost) {
+		t.Errorf("Issue without a host: %v", err)
+	}
+	if _, err := NewChallenge(rand.Reader, t0, "", testPCRs); !errors.Is(err, ErrNonceHost) {
+		t.Errorf("NewChallenge without a host: %v", err)
 	}
 }

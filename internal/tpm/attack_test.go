@@ -180,19 +180,19 @@ func runAttacks(t *testing.T, factory backendFactory, akAlg string) {
 		b := factory(t)
 		h, _, now := golden(t, b, akAlg)
 		ledger := evidence.NewLedger(time.Minute)
-		issued, err := ledger.Issue(rand.Reader, now, bootPCRs)
+		issued, err := ledger.Issue(rand.Reader, now, "compute-1", bootPCRs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ev := h.collect(ctx, issued)
-		ch, err := ledger.Consume(issued.Nonce, now)
+		ch, err := ledger.Consume("compute-1", issued.Nonce, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := evidence.Verify(h.binding, ch, ev, h.prev, evidence.Options{Now: now}); err != nil {
 			t.Fatalf("first use: %v", err)
 		}
-		ch, err = ledger.Consume(issued.Nonce, now)
+		ch, err = ledger.Consume("compute-1", issued.Nonce, now)
 		wantErr(t, err, evidence.ErrNonceReused)
 		_, err = evidence.Verify(h.binding, ch, ev, h.prev, evidence.Options{Now: now})
 		wantErr(t, err, evidence.ErrNonceReused)

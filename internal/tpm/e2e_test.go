@@ -169,7 +169,7 @@ func (h *host) collect(ctx context.Context, ch evidence.Challenge) *evidence.Evi
 
 func challenge(t testing.TB, now time.Time, pcrs []int) evidence.Challenge {
 	t.Helper()
-	ch, err := evidence.NewChallenge(rand.Reader, now, pcrs)
+	ch, err := evidence.NewChallenge(rand.Reader, now, "compute-1", pcrs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -170,7 +170,7 @@ func TestQuoteVerifies(t *testing.T) {
 	h := newHost(t)
 	a := attester.New(attester.Config{TPM: h.tpm, Host: "compute-1", IMA: true})
 	now := time.Now()
-	ch, err := evidence.NewChallenge(rand.Reader, now, quotePCRs)
+	ch, err := evidence.NewChallenge(rand.Reader, now, "compute-1", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestQuoteVerifies(t *testing.T) {
 	// and IMA offset.
 	h.measure(false, bootseed.IMAFile{Path: "/usr/bin/python3", Content: []byte("py")})
 	now = now.Add(time.Second)
-	ch2, err := evidence.NewChallenge(rand.Reader, now, quotePCRs)
+	ch2, err := evidence.NewChallenge(rand.Reader, now, "compute-1", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -388,7 +388,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	measure(t, sw, dir, false, bootseed.IMAFile{Path: "/usr/bin/python3", Content: []byte("py")})
 	v.waitChanged(t, "ima_log_grew")
 	_, res = v.attest()
-	if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Path != "/usr/bin/python3" {
+	if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Path() != "/usr/bin/python3" {
 		t.Errorf("IMA after growth: %+v", res.IMA)
 	}
 

@@ -66,8 +66,17 @@ func FuzzParseIMA(f *testing.F) {
 			t.Fatalf("consumed %d of %d bytes", n, len(b))
 		}
 		total := 0
-		for _, e := range entries {
-			total += e.Size
+		for i := range entries {
+			e := &entries[i]
+			total += e.Size()
+			if e.Seq() != int64(i) {
+				t.Fatalf("entry %d numbered %d", i, e.Seq())
+			}
+			// Every accessor stays within the entry.
+			_, _, _ = e.Path(), e.FileDigestHex(), e.Template()
+			if len(e.TemplateHash())+len(e.TemplateData()) > e.Size() || len(e.Signature()) > e.Size() || e.PCR() >= eventlog.NumPCRs {
+				t.Fatalf("entry %d: fields larger than the entry", i)
+			}
 		}
 		if total != n {
 			t.Fatalf("entry sizes sum to %d, consumed %d", total, n)

@@ -175,12 +175,12 @@ func BenchmarkIMAPerEntry(b *testing.B) {
 	b.ReportMetric(per/fl, "x-floor")
 }
 
-// tinyIMAChunk returns MaxIMAChunk bytes of the smallest well-formed
-// ima-ng entries (58 bytes each: a 3-byte SHA-1 "digest" and the path
-// "/x"), the SHA-256 PCR 10 they extend to from start, and their count.
-// It is the worst case for memory per byte of evidence.
-func tinyIMAChunk(b *testing.B, start []byte) ([]byte, []byte, int) {
-	b.Helper()
+// tinyIMAChunk returns n of the smallest well-formed ima-ng entries (58
+// bytes each: a 3-byte SHA-1 "digest" and the path "/x"; n = 0 fills
+// MaxIMAChunk), and the SHA-256 PCR 10 they extend to from start. It is the
+// worst case for memory per byte of evidence.
+func tinyIMAChunk(t testing.TB, start []byte, n int) ([]byte, []byte) {
+	t.Helper()
 	var td []byte
 	field := func(v []byte) {
 		td = binary.LittleEndian.AppendUint32(td, uint32(len(v)))
@@ -197,25 +197,26 @@ func tinyIMAChunk(b *testing.B, start []byte) ([]byte, []byte, int) {
 	e = binary.LittleEndian.AppendUint32(e, uint32(len(td)))
 	e = append(e, td...)
 	th := sha256.Sum256(td)
-	n := eventlog.MaxIMAChunk / len(e)
+	if n == 0 {
+		n = eventlog.MaxIMAChunk / len(e)
+	}
 	chunk := bytes.Repeat(e, n)
 	pcr := [32]byte(start)
 	for range n {
 		pcr = sha256.Sum256(append(pcr[:], th[:]...))
 	}
-	return chunk, pcr[:], n
+	return chunk, pcr[:]
 }
 
-// BenchmarkIMAChunkMemory: one round that receives a whole MaxIMAChunk of
-// tiny IMA entries (the worst case for memory per byte). B/op (-benchmem)
-// is everything Verify allocates; retained-B is what stays reachable from
-// the result after a GC; both are also reported per byte of the chunk.
-func BenchmarkIMAChunkMemory(b *testing.B) {
-	k := newFakeAK(b, tpm2.TPMAlgECC)
-	s, ch := baseScenario(b)
-	log, pcrs, _ := goodBoot(b)
-	first, pcr10 := imaLog(b, []string{"boot_aggregate"}, nil, bootAggregate(pcrs))
-	chunk, pcr10b, n := tinyIMAChunk(b, pcr10)
+// imaChunkRound is a steady-state round whose evidence carries chunk (IMA
+// entries after boot_aggregate) extending PCR 10 to pcr10.
+func imaChunkRound(t testing.TB, n int) (*fakeAK, Challenge, *Evidence, *Previous, []byte) {
+	t.Helper()
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	s, ch := baseScenario(t)
+	log, pcrs, _ := goodBoot(t)
+	first, pcr10 := imaLog(t, []string{"boot_aggregate"}, nil, bootAggregate(pcrs))
+	chunk, pcr10b := tinyIMAChunk(t, pcr10, n)
 	l, _ := eventlog.Parse(log)
 	facts, _ := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)
 	s.log, s.pcrs = nil, clonePCRs(pcrs)
@@ -224,31 +225,47 @@ func BenchmarkIMAChunkMemory(b *testing.B) {
 	s.ima, s.imaOff = chunk, int64(len(first))
 	prev := &Previous{Clock: ClockInfo{Clock: 1, ResetCount: 5}, PCRs: prevPCRs, Boot: facts,
 		IMA: eventlog.IMAState{Offset: int64(len(first)), Entries: 1, PCRs: map[uint32][]byte{10: pcr10}}}
-	ev := k.evidence(b, s)
-	o := Options{Now: t0.Add(time.Second)}
+	return k, ch, k.evidence(t, s), prev, chunk
+}
+
+// verifyMemory runs Verify once and returns its result, the bytes it
+// allocated, the bytes still reachable from the result after a GC, and its
+// error.
+func verifyMemory(k *fakeAK, ch Challenge, ev *Evidence, prev *Previous) (res *Result, alloc, retained uint64, err error) {
 	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before, total := ms.HeapAlloc, ms.TotalAlloc
+	res, err = Verify(k.bind, ch, ev, prev, Options{Now: t0.Add(time.Second)})
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	alloc = ms.TotalAlloc - total
+	if ms.HeapAlloc > before {
+		retained = ms.HeapAlloc - before
+	}
+	runtime.KeepAlive(res)
+	return res, alloc, retained, err
+}
+
+// BenchmarkIMAChunkMemory: one round that receives MaxIMAEntries tiny IMA
+// entries, the most a chunk may carry, in 15 MiB (the worst case for
+// memory per byte). B/op (-benchmem) is everything Verify allocates;
+// retained-B is what stays reachable from the result after a GC; both are
+// also reported per byte of the chunk.
+func BenchmarkIMAChunkMemory(b *testing.B) {
+	k, ch, ev, prev, chunk := imaChunkRound(b, maxIMAEntries)
 	var retained, alloc uint64
 	b.ReportAllocs()
 	for b.Loop() {
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		before, total := ms.HeapAlloc, ms.TotalAlloc
-		res, err := Verify(k.bind, ch, ev, prev, o)
+		res, a, r, err := verifyMemory(k, ch, ev, prev)
 		if err != nil {
 			b.Fatal(err)
 		}
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		alloc = max(alloc, ms.TotalAlloc-total)
-		if ms.HeapAlloc > before {
-			retained = max(retained, ms.HeapAlloc-before)
+		if len(res.IMA.New) != maxIMAEntries {
+			b.Fatalf("%d entries verified, want %d", len(res.IMA.New), maxIMAEntries)
 		}
-		if len(res.IMA.New) != n {
-			b.Fatalf("%d entries verified, want %d", len(res.IMA.New), n)
-		}
-		runtime.KeepAlive(res)
+		alloc, retained = max(alloc, a), max(retained, r)
 	}
-	b.ReportMetric(float64(n), "entries")
 	b.ReportMetric(float64(retained), "retained-B")
 	b.ReportMetric(float64(retained)/float64(len(chunk)), "retained/chunk")
 	b.ReportMetric(float64(alloc)/float64(len(chunk)), "alloc/chunk")

@@ -42,7 +42,8 @@
 //  3. the challenge is usable: nonce of at least 16 bytes ([ErrNonceTooShort]),
 //     not already consumed ([ErrNonceReused]), issued no later than Now and
 //     not older than the nonce lifetime ([ErrNonceExpired]);
-//  4. evidence sizes are within limits ([ErrTooLarge]);
+//  4. evidence sizes are within limits ([ErrTooLarge]; an IMA chunk of
+//     more than eventlog.MaxIMAEntries entries too, see check 15);
 //  5. the signature is a well-formed TPMT_SIGNATURE with the AK's scheme and
 //     SHA-256 ([ErrMalformed], [ErrSignature]) and verifies over the exact
 //     attest bytes with the AK ([ErrSignature]); nothing in the attest
@@ -77,7 +78,8 @@
 //  15. the IMA log, when sent or when an IMA state exists: PCR 10 must be
 //     quoted ([ErrPCRSelection]), the log must continue exactly where the
 //     last verified round stopped, or start at 0 after a reboot
-//     ([ErrIMAOffset]), parse ([ErrIMA]) and a prefix of it must replay
+//     ([ErrIMAOffset]), parse ([ErrIMA]; more than eventlog.MaxIMAEntries
+//     entries: [ErrTooLarge]) and a prefix of it must replay
 //     (SHA-256 template hashes recomputed from template data) to the
 //     quoted PCR 10 ([ErrIMAReplay]); entries appended after the quote are
 //     left for the next round; a SHA-256 template-hash column must match

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -386,6 +387,9 @@ func verifyIMA(ev *Evidence, prev *Previous, res *Result) error {
 		hs = 20
 	}
 	entries, _, err := eventlog.ParseIMA(ev.IMALog, hs)
+	if errors.Is(err, eventlog.ErrTooLarge) {
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrIMA, err)
 	}
@@ -407,10 +411,10 @@ func verifyIMA(ev *Evidence, prev *Previous, res *Result) error {
 // SHA-256 over the quoted PCRs 0-9 (kernels >= 5.8) or 0-7 (older ones):
 // this ties the runtime log to the verified boot.
 func checkBootAggregate(e *eventlog.IMAEntry, pcrs map[int][]byte) error {
-	if e.Path != "boot_aggregate" {
-		return fmt.Errorf("%w: first entry is %q, want boot_aggregate", ErrIMA, e.Path)
+	if e.Path() != "boot_aggregate" {
+		return fmt.Errorf("%w: first entry is %q, want boot_aggregate", ErrIMA, e.Path())
 	}
-	if e.FileHashAlg != "sha256" {
+	if e.FileHashAlg() != "sha256" {
 		return nil
 	}
 	aggregate := func(n int) ([]byte, bool) {
@@ -428,10 +432,10 @@ func checkBootAggregate(e *eventlog.IMAEntry, pcrs map[int][]byte) error {
 	if !ok {
 		return nil // boot PCRs not quoted: nothing to compare with
 	}
-	if subtle.ConstantTimeCompare(a8, e.FileDigest) == 1 {
+	if subtle.ConstantTimeCompare(a8, e.FileDigest()) == 1 {
 		return nil
 	}
-	if a10, ok := aggregate(10); ok && subtle.ConstantTimeCompare(a10, e.FileDigest) == 1 {
+	if a10, ok := aggregate(10); ok && subtle.ConstantTimeCompare(a10, e.FileDigest()) == 1 {
 		return nil
 	}
 	return fmt.Errorf("%w: boot_aggregate does not match the quoted boot PCRs", ErrIMA)

@@ -359,7 +359,7 @@ func TestVerifyRejects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.ima = s.ima[:e[0].Size]
+			s.ima = s.ima[:e[0].Size()]
 			return ev(s)
 		}, ErrIMAReplay},
 	}

@@ -251,22 +251,23 @@ func (p *Profile) Evaluate(in Input) Result {
 	if p.IMA != nil {
 		for i := range in.IMA {
 			e := &in.IMA[i]
-			if e.Violation {
+			path := e.Path()
+			if e.Violation() {
 				if !p.IMA.AllowViolations {
-					imaFail("ima: measurement violation on %s", e.Path)
+					imaFail("ima: measurement violation on %s", path)
 				}
 				continue
 			}
-			if e.Path == "boot_aggregate" || p.IMA.excluded(e.Path) {
+			if path == "boot_aggregate" || p.IMA.excluded(path) {
 				continue
 			}
-			ds, ok := p.IMA.Allowlist[e.Path]
+			ds, ok := p.IMA.Allowlist[path]
 			if !ok {
-				imaFail("ima: %s not in allowlist", e.Path)
+				imaFail("ima: %s not in allowlist", path)
 				continue
 			}
-			if !slices.Contains(ds, e.FileDigestHex()) {
-				imaFail("ima: %s digest %s not accepted", e.Path, short(e.FileDigestHex()))
+			if d := e.FileDigestHex(); !slices.Contains(ds, d) {
+				imaFail("ima: %s digest %s not accepted", path, short(d))
 			}
 		}
 	}
@@ -338,11 +339,12 @@ func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
 		p.IMA = &IMARules{Exclude: slices.Clone(o.IMAExclude), Allowlist: map[string][]string{}}
 		for i := range in.IMA {
 			e := &in.IMA[i]
-			if e.Violation || e.Path == "boot_aggregate" || p.IMA.excluded(e.Path) {
+			path := e.Path()
+			if e.Violation() || path == "boot_aggregate" || p.IMA.excluded(path) {
 				continue
 			}
-			if d := e.FileDigestHex(); !slices.Contains(p.IMA.Allowlist[e.Path], d) {
-				p.IMA.Allowlist[e.Path] = append(p.IMA.Allowlist[e.Path], d)
+			if d := e.FileDigestHex(); !slices.Contains(p.IMA.Allowlist[path], d) {
+				p.IMA.Allowlist[path] = append(p.IMA.Allowlist[path], d)
 			}
 		}
 	}

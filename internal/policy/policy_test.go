@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
 	"os"
 	"strings"
@@ -12,10 +10,11 @@ import (
 
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
 
 // hostInput builds the verified input a host booted with v would produce.
-func hostInput(t *testing.T, v bootseed.Variant, files map[string]string) Input {
+func hostInput(t *testing.T, v bootseed.Variant) Input {
 	t.Helper()
 	log, _, err := bootseed.BuildLog(v, []eventlog.Alg{eventlog.SHA256})
 	if err != nil {
@@ -37,21 +36,22 @@ func hostInput(t *testing.T, v bootseed.Variant, files map[string]string) Input 
 	for i, v := range rep {
 		in.PCRs[int(i)] = v
 	}
-	var ima []byte
+	ima := eventlogtest.NewIMAList(20, "sha256")
 	for _, p := range []string{"boot_aggregate", "/usr/bin/bash", "/tmp/x", "/usr/bin/python3"} {
-		c, ok := files[p]
-		if !ok {
-			c = "content of " + p
-		}
-		d := sha256.Sum256([]byte(c))
-		e, _ := eventlog.IMAEntryBytes(10, d[:], p, nil, false, 20)
-		ima = append(ima, e...)
+		ima.Add("ima-ng", p, []byte("content of "+p), nil)
 	}
-	in.IMA, _, err = eventlog.ParseIMA(ima, 20)
+	in.IMA = imaEntries(t, ima)
+	return in
+}
+
+// imaEntries parses an IMA list written by eventlogtest.
+func imaEntries(t *testing.T, l *eventlogtest.IMAList) []eventlog.IMAEntry {
+	t.Helper()
+	es, _, err := eventlog.ParseIMA(l.Bytes(), l.HashSize)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return in
+	return es
 }
 
 func TestParseExample(t *testing.T) {
@@ -103,7 +103,7 @@ func TestParseRejects(t *testing.T) {
 }
 
 func TestLearnEvaluateRollout(t *testing.T) {
-	a := hostInput(t, bootseed.BuildA(), nil)
+	a := hostInput(t, bootseed.BuildA())
 	p, err := Learn("compute", a, LearnOptions{IMA: true, IMAExclude: []string{"/tmp/"}})
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +111,7 @@ func TestLearnEvaluateRollout(t *testing.T) {
 	if r := p.Evaluate(a); !r.Pass {
 		t.Fatalf("golden host fails its own profile: %v", r.Reasons)
 	}
-	b := hostInput(t, bootseed.BuildB(), nil)
+	b := hostInput(t, bootseed.BuildB())
 	r := p.Evaluate(b)
 	want := []string{"fact initrd:", "fact kernel:", "fact kernel_cmdline:"}
 	if r.Pass || len(r.Reasons) != len(want) {
@@ -133,18 +133,23 @@ func TestLearnEvaluateRollout(t *testing.T) {
 		}
 	}
 	// Secure Boot off and a drifted command line still fail, with reasons.
-	off := p.Evaluate(hostInput(t, bootseed.SecureBootOff(), nil))
+	off := p.Evaluate(hostInput(t, bootseed.SecureBootOff()))
 	if off.Pass || !containsPrefix(off.Reasons, "fact secure_boot:") || !containsPrefix(off.Reasons, "pcr 7:") {
 		t.Errorf("secure boot off: %+v", off)
 	}
-	drift := p.Evaluate(hostInput(t, bootseed.Drifted(), nil))
+	drift := p.Evaluate(hostInput(t, bootseed.Drifted()))
 	if drift.Pass || !containsPrefix(drift.Reasons, "fact kernel_cmdline:") {
 		t.Errorf("drifted: %+v", drift)
 	}
 	// IMA: an unknown binary and a changed one fail; /tmp is excluded.
-	bad := hostInput(t, bootseed.BuildA(), map[string]string{"/usr/bin/bash": "trojan", "/tmp/x": "anything"})
-	bad.IMA = append(bad.IMA, eventlog.IMAEntry{Path: "/usr/bin/nc", FileHashAlg: "sha256", FileDigest: bytes.Repeat([]byte{1}, 32)})
-	bad.IMA = append(bad.IMA, eventlog.IMAEntry{Path: "/etc/shadow", Violation: true})
+	bad := hostInput(t, bootseed.BuildA())
+	l := eventlogtest.NewIMAList(20, "sha256")
+	l.Add("ima-ng", "boot_aggregate", []byte("content of boot_aggregate"), nil)
+	l.Add("ima-ng", "/usr/bin/bash", []byte("trojan"), nil)
+	l.Add("ima-ng", "/tmp/x", []byte("anything"), nil)
+	l.Add("ima-ng", "/usr/bin/nc", []byte("netcat"), nil)
+	l.AddViolation("ima-ng", "/etc/shadow")
+	bad.IMA = imaEntries(t, l)
 	r = p.Evaluate(bad)
 	wantIMA := []string{"ima: /usr/bin/bash digest", "ima: /usr/bin/nc not in allowlist", "ima: measurement violation on /etc/shadow"}
 	if r.Pass || len(r.Reasons) != len(wantIMA) {

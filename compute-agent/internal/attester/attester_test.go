@@ -215,7 +215,7 @@ func TestQuoteVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("steady-state Verify: %v", err)
 	}
-	if len(res2.IMA.New) != 1 || res2.IMA.New[0].Path != "/usr/bin/python3" {
+	if len(res2.IMA.New) != 1 || res2.IMA.New[0].Path() != "/usr/bin/python3" {
 		t.Errorf("incremental IMA: %+v", res2.IMA.New)
 	}
 }

@@ -69,9 +69,13 @@
 //  12. an event log is present unless explicitly allowed ([ErrEventLogMissing]),
 //     parses ([ErrEventLog]), declares a SHA-256 bank ([ErrEventLogBank]);
 //  13. event types and data are consistent with digests in PCRs 0-9: known
-//     types only, one separator per PCR 0-7, digest == H(data) where
-//     defined ([ErrEventData], wrapping eventlog.ErrEventType,
-//     eventlog.ErrEventData or eventlog.ErrSeparator);
+//     types only, and only the types of their PCR in PCRs 0, 4, 7, 8 and 9;
+//     one separator per PCR 0-7; digest == H(data) where defined; no event
+//     after the end of the boot phase that produces it (PCR 0 after its
+//     separator, Secure Boot configuration after PCR 7's separator,
+//     anything but PCR 5 after ExitBootServices) ([ErrEventData], wrapping
+//     eventlog.ErrEventType, eventlog.ErrEventData, eventlog.ErrSeparator
+//     or eventlog.ErrEventOrder; see package eventlog);
 //  14. the SHA-256 replay of the log equals every quoted PCR in 0-9 (a
 //     quoted PCR the log never extends must then be zero, which check 10
 //     already refuses for 0-7) ([ErrReplay], detail in [*ReplayError]);
@@ -93,7 +97,8 @@
 // Steady state: with a [Previous] of the same boot (counters unchanged)
 // whose replayed PCRs equal the quoted ones, the event log may be omitted
 // (or be byte-identical, compared by digest) and the previous boot facts
-// are reused; everything else is checked as above. This keeps a routine
+// are reused, unless older rules derived them (eventlog.FactsVersion);
+// everything else is checked as above. This keeps a routine
 // re-attestation within ~1.1x of the bare signature check (see
 // BenchmarkSteadyState).
 //

@@ -296,8 +296,9 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 			quotedReplay = append(quotedReplay, i)
 		}
 	}
-	// Steady state: no reboot and the replayed PCRs did not move.
-	if prev != nil && !res.Rebooted && prev.Boot != nil && len(quotedReplay) > 0 {
+	// Steady state: no reboot and the replayed PCRs did not move (facts
+	// derived by older rules are derived again).
+	if prev != nil && !res.Rebooted && prev.Boot != nil && prev.Boot.Version == eventlog.FactsVersion && len(quotedReplay) > 0 {
 		same := true
 		for _, i := range quotedReplay {
 			if !bytes.Equal(prev.PCRs[i], res.PCRs[i]) {

@@ -315,9 +315,10 @@ func TestVerifyRejects(t *testing.T) {
 		}, ErrReplay},
 		{"replay_mismatch_log_event_added", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
 			t.Helper()
-			s.log = appendEvent(s.log, 9, eventlog.EvIPL, []byte("/boot/evil\x00"))
+			s.log = appendEvent(s.log, 5, eventlog.EvEFIAction, []byte("Exit Boot Services Returned with Success"))
 			return ev(s)
 		}, ErrReplay},
+
 		{"ima_pcr10_not_quoted", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
 			t.Helper()
 			ch.PCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
@@ -390,6 +391,46 @@ func TestVerifyRejects(t *testing.T) {
 	}
 }
 
+// TestVerifyBootPhaseRules: the event rules behind the boot facts reject,
+// as ErrEventData with the eventlog reason, events the firmware cannot
+// have logged (after their boot phase, or of a type their PCR never holds).
+func TestVerifyBootPhaseRules(t *testing.T) {
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	for _, c := range []struct {
+		name string
+		edit func(log []byte) []byte
+		want error
+	}{
+		{"command_line_after_exit_boot_services", func(log []byte) []byte {
+			return appendEvent(log, 8, eventlog.EvIPL, []byte("kernel_cmdline: /boot/vmlinuz ro\x00"))
+		}, eventlog.ErrEventOrder},
+		{"secure_boot_variable_after_separator", func(log []byte) []byte {
+			off := eventOffset(t, log, func(e *eventlog.Event) bool { return e.PCR == 5 && e.Type == eventlog.EvEFIAction })
+			sb := bootseed.VariableData(bootseed.EFIGlobalVariable, "SecureBoot", []byte{1})
+			return append(appendEvent(bytes.Clone(log[:off]), 7, eventlog.EvEFIVariableDriverConf, sb), log[off:]...)
+		}, eventlog.ErrEventOrder},
+		{"application_retyped_as_driver", func(log []byte) []byte {
+			off := eventOffset(t, log, func(e *eventlog.Event) bool { return e.Type == eventlog.EvEFIBootServicesApp })
+			return putLE32(log, off+4, uint32(eventlog.EvEFIBootServicesDriver))
+		}, eventlog.ErrEventType},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, ch := baseScenario(t)
+			withReplayOf(t, &s, c.edit(s.log))
+			_, err := Verify(k.bind, ch, k.evidence(t, s), nil, Options{Now: t0.Add(time.Second)})
+			if !errors.Is(err, ErrEventData) || !errors.Is(err, c.want) || Reason(err) != "event_data" {
+				t.Errorf("Verify() = %v, want %v and %v", err, ErrEventData, c.want)
+			}
+		})
+	}
+}
+
+func putLE32(b []byte, off int, v uint32) []byte {
+	c := bytes.Clone(b)
+	binary.LittleEndian.PutUint32(c[off:], v)
+	return c
+}
+
 func TestVerifyRebootAndSteadyState(t *testing.T) {
 	k := newFakeAK(t, tpm2.TPMAlgECC)
 	s, ch := baseScenario(t)
@@ -437,6 +478,25 @@ func TestVerifyRebootAndSteadyState(t *testing.T) {
 	s5.clock.Clock = 2000
 	if _, err := Verify(k.bind, ch5, k.evidence(t, s5), prev, Options{Now: now}); !errors.Is(err, ErrEventData) {
 		t.Errorf("steady state with altered log: %v, want %v", err, ErrEventData)
+	}
+	// Facts derived by older rules are not reused: the log is required
+	// and the facts derived again.
+	old := *prev
+	oldBoot := *prev.Boot
+	oldBoot.Version = 0
+	old.Boot = &oldBoot
+	s6, ch6 := baseScenario(t)
+	s6.pcrs, s6.log, s6.ima, s6.imaOff = s.pcrs, nil, nil, prev.IMA.Offset
+	s6.clock.Clock = 2000
+	if _, err := Verify(k.bind, ch6, k.evidence(t, s6), &old, Options{Now: now}); !errors.Is(err, ErrEventLogMissing) {
+		t.Errorf("steady state with old facts and no log: %v, want %v", err, ErrEventLogMissing)
+	}
+	s6.log = s.log
+	ch6, _ = NewChallenge(rand.Reader, t0, testHost, testPCRs)
+	s6.nonce = ch6.Nonce
+	res6, err := Verify(k.bind, ch6, k.evidence(t, s6), &old, Options{Now: now})
+	if err != nil || res6.Boot == old.Boot || res6.Boot.Version != eventlog.FactsVersion {
+		t.Errorf("steady state with old facts and the same log: %+v, %v", res6, err)
 	}
 }
 

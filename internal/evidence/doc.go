@@ -89,10 +89,17 @@
 //     left for the next round; a SHA-256 template-hash column must match
 //     the recomputed hash ([ErrIMAReplay]); the first entry after boot must
 //     be boot_aggregate and, when SHA-256 and PCRs 0-7 are quoted, equal
-//     SHA-256 of the quoted PCRs 0-7 or 0-9 ([ErrIMA]).
+//     SHA-256 of the quoted PCRs 0-7 or 0-9 ([ErrIMA]). Only that entry is
+//     boot_aggregate: IMAEntry.Seq numbers the verified entries since boot,
+//     and package policy appraises a later entry of that name as a file.
 //
 // Boot facts are then read only from events of quoted PCRs whose replay
-// matched ([eventlog.ExtractBootFacts]).
+// matched ([eventlog.ExtractBootFacts]), by the rules package eventlog
+// documents: each from the boot phase that produced it, withheld
+// (BootFacts.Withheld) when the events do not establish it. Which facts are
+// trustworthy on their own and which only under pinned PCRs (the kernel
+// and command line facts need PCRs 8 and 9) is documented there too;
+// pinning is the profile's job (package policy).
 //
 // Steady state: with a [Previous] of the same boot (counters unchanged)
 // whose replayed PCRs equal the quoted ones, the event log may be omitted

@@ -79,10 +79,11 @@ func golden(t *testing.T, b backend, akAlg string) (*host, *policy.Profile, time
 	if err != nil {
 		t.Fatalf("golden attestation: %v", err)
 	}
-	p, err := policy.Learn("golden", policy.Input{PCRs: res.PCRs, Boot: res.Boot, IMA: res.IMA.New}, policy.LearnOptions{IMA: true})
+	learned, err := policy.Learn("golden", policy.Input{PCRs: res.PCRs, Boot: res.Boot, IMA: res.IMA.New}, policy.LearnOptions{IMA: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := learned.Profile
 	if r := p.Evaluate(policy.Input{PCRs: res.PCRs, Boot: res.Boot, IMA: res.IMA.New}); !r.Pass {
 		t.Fatalf("golden host fails its own profile: %v", r.Reasons)
 	}

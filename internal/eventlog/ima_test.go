@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha1" //nolint:gosec // the classic IMA template-hash column is SHA-1
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -283,16 +282,8 @@ func TestIMAEntryNumberingAndCap(t *testing.T) {
 		}
 	}
 
-	// The smallest entries (58 bytes: a 3-byte digest, path "/x") fit the
-	// cap into MaxIMAChunk.
-	var td []byte
-	for _, f := range []string{"sha1:\x00abc", "/x\x00"} {
-		td = append(binary.LittleEndian.AppendUint32(td, uint32(len(f))), f...)
-	}
-	one := binary.LittleEndian.AppendUint32(nil, 10)
-	one = append(one, make([]byte, 20)...)
-	one = append(binary.LittleEndian.AppendUint32(one, 6), "ima-ng"...)
-	one = append(binary.LittleEndian.AppendUint32(one, uint32(len(td))), td...)
+	// The smallest entries fit the cap into MaxIMAChunk.
+	one, _ := eventlogtest.TinyIMAEntry()
 	full := bytes.Repeat(one, eventlog.MaxIMAEntries)
 	if got, _, err := eventlog.ParseIMA(full, 20); err != nil || len(got) != eventlog.MaxIMAEntries {
 		t.Fatalf("ParseIMA at the cap: %d entries, %v", len(got), err)

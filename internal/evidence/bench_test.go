@@ -3,9 +3,7 @@ package evidence
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/sha256"
-	"encoding/binary"
 	"runtime"
 	"sync"
 	"testing"
@@ -181,29 +179,14 @@ func BenchmarkIMAPerEntry(b *testing.B) {
 // worst case for memory per byte of evidence.
 func tinyIMAChunk(t testing.TB, start []byte, n int) ([]byte, []byte) {
 	t.Helper()
-	var td []byte
-	field := func(v []byte) {
-		td = binary.LittleEndian.AppendUint32(td, uint32(len(v)))
-		td = append(td, v...)
-	}
-	field([]byte("sha1:\x00abc"))
-	field([]byte("/x\x00"))
-	var e []byte
-	e = binary.LittleEndian.AppendUint32(e, 10)
-	th1 := sha1.Sum(td) //nolint:gosec // IMA's SHA-1 template-hash column
-	e = append(e, th1[:]...)
-	e = binary.LittleEndian.AppendUint32(e, 6)
-	e = append(e, "ima-ng"...)
-	e = binary.LittleEndian.AppendUint32(e, uint32(len(td)))
-	e = append(e, td...)
-	th := sha256.Sum256(td)
+	e, th := eventlogtest.TinyIMAEntry()
 	if n == 0 {
 		n = eventlog.MaxIMAChunk / len(e)
 	}
 	chunk := bytes.Repeat(e, n)
 	pcr := [32]byte(start)
 	for range n {
-		pcr = sha256.Sum256(append(pcr[:], th[:]...))
+		pcr = sha256.Sum256(append(pcr[:], th...))
 	}
 	return chunk, pcr[:]
 }

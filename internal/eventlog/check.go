@@ -65,7 +65,7 @@ var pcrEventTypes = map[uint32][]EventType{
 		EvEFIHandoffTables, EvEFIHandoffTables2, EvTableOfDevices, EvPlatformConfigFlags, EvEventTag, EvCompactHash,
 		EvEFIAction, EvAction},
 	// Boot manager code: UEFI applications (legacy: the MBR as EV_IPL).
-	4: {EvNoAction, EvSeparator, EvEFIBootServicesApp, EvEFIAction, EvAction, EvIPL, EvCompactHash, EvEventTag},
+	4: {EvNoAction, EvSeparator, EvEFIBootServicesApp, EvEFIAction, EvAction, EvIPL, EvCompactHash, EvEventTag, EvOmitBootDeviceEvents},
 	// Secure Boot policy.
 	7: {EvNoAction, EvSeparator, EvEFIVariableDriverConf, EvEFIVariableAuthority, EvEFIAction, EvAction,
 		EvEFISPDMDevicePolicy, EvEFISPDMDeviceAuthority},

@@ -39,10 +39,14 @@
 //	kernel_cmdline = ["/boot/vmlinuz-6.1.0-13-amd64 root=UUID=... ro quiet"]
 //
 //	# SHA-256 PCR values (lowercase hex) by PCR index. Every listed PCR
-//	# must have been quoted and equal one of its values.
+//	# must have been quoted and equal one of its values. The kernel and
+//	# command line facts above are trustworthy only with PCRs 8 and 9
+//	# pinned (one value per build).
 //	[profile.pcrs]
 //	0 = ["<hex>"]
 //	7 = ["<hex>", "<hex>"]
+//	8 = ["<hex of build A>", "<hex of build B>"]
+//	9 = ["<hex of build A>", "<hex of build B>"]
 //
 //	# IMA appraisal of the entries verified in a round (absent: IMA not
 //	# appraised). Every entry whose path is not excluded must be in the

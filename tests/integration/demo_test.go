@@ -65,6 +65,11 @@ func TestDemoStory(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("admin learn = %d %v", code, body)
 	}
+	// Learn pins the PCRs the kernel and command line facts are read from,
+	// and says so.
+	if added := fmt.Sprint(body["added_pcrs"]); added != "[8 9]" || fmt.Sprint(body["fact_pcrs"].(map[string]any)["9"]) != "[kernel initrd]" {
+		t.Errorf("learn answer: added_pcrs %s, fact_pcrs %v", added, body["fact_pcrs"])
+	}
 	for _, h := range hosts {
 		v := e.verdicts.wait(t, h.name, 0, 30*time.Second, "trusted", status(verdict.Trusted))
 		if !slices.Equal(v.Profiles, []string{"golden"}) || !v.ExpiresAt.After(v.VerifiedAt) {

@@ -29,6 +29,11 @@ func TestSampleConfigLoadsAndValidates(t *testing.T) {
 	if cfg.Attestation.Interval != 10*time.Second || cfg.Enrollment.Mode != "auto" || !cfg.Enrollment.RequireEKCert {
 		t.Errorf("sample values not read: %+v", cfg.Attestation)
 	}
+	// The actions are off by default, notifications on.
+	if cfg.Placement.MirrorTraits || cfg.Revocation.DisableComputeService || !cfg.Revocation.Notifications ||
+		cfg.Placement.NodeLookup != "nova" || cfg.Revocation.BrakeWindow != 10*time.Minute {
+		t.Errorf("sample [placement] / [revocation]: %+v %+v", cfg.Placement, cfg.Revocation)
+	}
 	if _, err := service.New(cfg); err != nil {
 		t.Errorf("New(sample) = %v", err)
 	}
@@ -55,6 +60,16 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"transport", func(c *service.Config) { c.Default.TransportURL = "amqp://x" }, "DEFAULT.transport_url"},
 		{"listen", func(c *service.Config) { c.API.Listen = "nope" }, "api.listen"},
 		{"heartbeat", func(c *service.Config) { c.Attestation.HeartbeatInterval = time.Minute }, "attestation.heartbeat_interval"},
+		{"node lookup", func(c *service.Config) { c.Placement.NodeLookup = "guess" }, "placement.node_lookup"},
+		{"reconcile", func(c *service.Config) { c.Placement.ReconcileInterval = 0 }, "placement.reconcile_interval"},
+		{"placement interfaces", func(c *service.Config) { c.Placement.ValidInterfaces = []string{"private"} }, "placement.valid_interfaces"},
+		{"placement override", func(c *service.Config) { c.Placement.EndpointOverride = "placement:8778" }, "placement.endpoint_override"},
+		{"nova timeout", func(c *service.Config) { c.Nova.Timeout = 0 }, "nova.timeout"},
+		{"nova interfaces", func(c *service.Config) { c.Nova.ValidInterfaces = nil }, "nova.valid_interfaces"},
+		{"brake percent", func(c *service.Config) { c.Revocation.BrakePercent = 0 }, "revocation.brake_percent"},
+		{"brake window", func(c *service.Config) { c.Revocation.BrakeWindow = 0 }, "revocation.brake_window"},
+		{"brake min hosts", func(c *service.Config) { c.Revocation.BrakeMinHosts = 0 }, "revocation.brake_min_hosts"},
+		{"unknown without disable", func(c *service.Config) { c.Revocation.DisableOnUnknown = true }, "revocation.disable_on_unknown"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

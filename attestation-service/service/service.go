@@ -2,8 +2,10 @@
 // (trustpool-attestation): it builds the store, the verdict signer, the
 // oslo.messaging transport, the attestation engine, the scheduler, the RPC
 // server on trustpool-attestation (register_host, activate_credential,
-// measurements_changed, get_verdicts), the verdict fanout and heartbeat, and
-// the Keystone-protected REST API, and runs them until its context ends.
+// measurements_changed, get_verdicts), the verdict fanout and heartbeat, the
+// Keystone-protected REST API and, when configured, the verdict actions on
+// the [keystone_authtoken] service user's session (actions.go: Placement
+// traits, compute service disables), and runs them until its context ends.
 //
 // Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL and
 // PublicKey let them find it.
@@ -38,6 +40,7 @@ import (
 	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
+	"github.com/trustpool/trustpool/keystone-auth/credentials"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
 
@@ -111,15 +114,24 @@ func (s *Service) Run(ctx context.Context) error {
 
 	reg := metrics.New()
 	var sc *sched.Scheduler
-	eng := engine.New(engine.Config{
+	var eng *engine.Engine
+	notifier := oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)
+	acts := newActions(cfg, s.log, st, func() *engine.Engine { return eng }, reg, notifier)
+	var observer engine.VerdictObserver
+	if acts.enabled() {
+		observer = acts
+	}
+	eng = engine.New(engine.Config{
 		Issuer: cfg.Default.Issuer, Interval: a.Interval, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
 		NonceLifetime: a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
 		EnrollmentMode: cfg.Enrollment.Mode, RequireEKCert: cfg.Enrollment.RequireEKCert, EKRoots: roots, EKIntermediates: inter,
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
-		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
-		Publisher: &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)},
-		Trigger:   func(h string) { sc.Trigger(h) },
+		Agents: &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
+		Publisher: trustNotifications{on: cfg.Revocation.Notifications,
+			Publisher: &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: notifier}},
+		Trigger:  func(h string) { sc.Trigger(h) },
+		Observer: observer,
 	})
 	sc = sched.New(sched.Config{Interval: a.Interval, Jitter: a.Jitter, Concurrency: a.Concurrency,
 		Attest: func(ctx context.Context, host string) {
@@ -185,7 +197,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -199,7 +211,15 @@ func (s *Service) Run(ctx context.Context) error {
 	run("rpc server", func() error { return rpc.Run(ctx) })
 	run("scheduler", func() error { return sc.Run(ctx) })
 	run("api", func() error { return srv.Serve(ln) })
-	run("keystone", func() error { auth.open(ctx, cfg.Keystone, s.log); return nil })
+	run("keystone", func() error {
+		auth.open(ctx, cfg.Keystone, s.log, func(p *credentials.Provider) {
+			if acts.enabled() {
+				go acts.connect(ctx, p.ProviderClient())
+			}
+		})
+		return nil
+	})
+	acts.run(ctx, run)
 	run("heartbeat", func() error {
 		t := time.NewTicker(a.HeartbeatInterval)
 		defer t.Stop()
@@ -340,7 +360,7 @@ type lazyAuth struct {
 	mw atomic.Pointer[authtoken.Middleware]
 }
 
-func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger) {
+func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger, onReady func(*credentials.Provider)) {
 	delay := time.Second
 	for {
 		setup, err := authtoken.Open(ctx, opts, authtoken.OpenConfig{
@@ -351,6 +371,7 @@ func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.L
 		if err == nil {
 			l.mw.Store(setup.Middleware)
 			log.Info("keystone authentication ready")
+			onReady(setup.Provider)
 			return
 		}
 		log.Warn("keystone not usable yet, retrying", "error", err, "retry_in", delay)

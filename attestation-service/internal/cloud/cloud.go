@@ -18,11 +18,13 @@
 package cloud
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
@@ -56,6 +58,16 @@ type Endpoint struct {
 	RegionName       string
 	ValidInterfaces  []string
 	EndpointOverride string
+	// Timeout bounds each request (0: only the caller's context does).
+	Timeout time.Duration
+}
+
+// bound applies a request timeout to ctx.
+func bound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // serviceClient builds a gophercloud service client of type typ.
@@ -85,7 +97,7 @@ func NewPlacement(pc *gophercloud.ProviderClient, ep Endpoint) (*Placement, erro
 		return nil, err
 	}
 	sc.Microversion = PlacementMicroversion
-	return &Placement{c: sc}, nil
+	return &Placement{c: sc, timeout: ep.Timeout}, nil
 }
 
 // NewCompute returns a Nova client on the provider's session.
@@ -95,7 +107,7 @@ func NewCompute(pc *gophercloud.ProviderClient, ep Endpoint) (*Compute, error) {
 		return nil, err
 	}
 	sc.Microversion = ComputeMicroversion
-	return &Compute{c: sc}, nil
+	return &Compute{c: sc, timeout: ep.Timeout}, nil
 }
 
 // apiError turns a gophercloud error into one of ours: the operation, the

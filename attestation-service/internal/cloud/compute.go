@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
 )
 
 // Compute talks to the Nova API.
-type Compute struct{ c *gophercloud.ServiceClient }
+type Compute struct {
+	c       *gophercloud.ServiceClient
+	timeout time.Duration
+}
 
 // Node is a compute node: its hypervisor hostname and UUID, which is its
 // resource provider's UUID in Placement.
@@ -42,6 +46,8 @@ const nodePageSize = 1000
 // service host. A host has several nodes with Ironic or other drivers that
 // manage more than one node.
 func (c *Compute) Nodes(ctx context.Context) (map[string][]Node, error) {
+	ctx, cancel := bound(ctx, c.timeout)
+	defer cancel()
 	out := map[string][]Node{}
 	marker := ""
 	for range 100000 {
@@ -87,6 +93,8 @@ type Service struct {
 
 // ComputeService returns the nova-compute service of host, or ErrNotFound.
 func (c *Compute) ComputeService(ctx context.Context, host string) (Service, error) {
+	ctx, cancel := bound(ctx, c.timeout)
+	defer cancel()
 	op := fmt.Sprintf("find the nova-compute service of %q", host)
 	page, err := services.List(c.c, services.ListOpts{Binary: "nova-compute", Host: host}).AllPages(ctx)
 	if err != nil {
@@ -109,6 +117,8 @@ func (c *Compute) ComputeService(ctx context.Context, host string) (Service, err
 // DisableService disables a nova-compute service with reason (1-255
 // characters).
 func (c *Compute) DisableService(ctx context.Context, id, reason string) error {
+	ctx, cancel := bound(ctx, c.timeout)
+	defer cancel()
 	_, err := services.Update(ctx, c.c, id, services.UpdateOpts{Status: services.ServiceDisabled, DisabledReason: reason}).Extract()
 	if err != nil {
 		return apiError("disable nova-compute service "+id, err)
@@ -118,6 +128,8 @@ func (c *Compute) DisableService(ctx context.Context, id, reason string) error {
 
 // EnableService enables a nova-compute service.
 func (c *Compute) EnableService(ctx context.Context, id string) error {
+	ctx, cancel := bound(ctx, c.timeout)
+	defer cancel()
 	_, err := services.Update(ctx, c.c, id, services.UpdateOpts{Status: services.ServiceEnabled}).Extract()
 	if err != nil {
 		return apiError("enable nova-compute service "+id, err)

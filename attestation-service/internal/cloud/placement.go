@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/placement/v1/resourceproviders"
@@ -11,7 +12,10 @@ import (
 )
 
 // Placement talks to the Placement API.
-type Placement struct{ c *gophercloud.ServiceClient }
+type Placement struct {
+	c       *gophercloud.ServiceClient
+	timeout time.Duration
+}
 
 // Provider is a resource provider.
 type Provider struct {
@@ -24,6 +28,8 @@ type Provider struct {
 
 // ProviderTraits returns a provider's generation and traits.
 func (p *Placement) ProviderTraits(ctx context.Context, rp string) (int, []string, error) {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	t, err := resourceproviders.GetTraits(ctx, p.c, rp).Extract()
 	if err != nil {
 		return 0, nil, apiError("get traits of resource provider "+rp, err)
@@ -34,6 +40,8 @@ func (p *Placement) ProviderTraits(ctx context.Context, rp string) (int, []strin
 // SetProviderTraits replaces a provider's traits, if its generation is still
 // gen (else ErrConflict), and returns the new generation.
 func (p *Placement) SetProviderTraits(ctx context.Context, rp string, gen int, names []string) (int, error) {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	if names == nil {
 		names = []string{}
 	}
@@ -47,6 +55,8 @@ func (p *Placement) SetProviderTraits(ctx context.Context, rp string, gen int, n
 
 // EnsureTrait creates a custom trait unless it exists.
 func (p *Placement) EnsureTrait(ctx context.Context, name string) error {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	if err := traits.Create(ctx, p.c, name).ExtractErr(); err != nil {
 		return apiError("create trait "+name, err)
 	}
@@ -55,6 +65,8 @@ func (p *Placement) EnsureTrait(ctx context.Context, name string) error {
 
 // TraitsWithPrefix lists the traits whose names start with prefix.
 func (p *Placement) TraitsWithPrefix(ctx context.Context, prefix string) ([]string, error) {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	page, err := traits.List(p.c, traits.ListOpts{Name: "startswith:" + prefix}).AllPages(ctx)
 	if err != nil {
 		return nil, apiError("list traits "+prefix+"*", err)
@@ -68,6 +80,8 @@ func (p *Placement) TraitsWithPrefix(ctx context.Context, prefix string) ([]stri
 
 // ProvidersWithTrait lists the UUIDs of the providers that have trait.
 func (p *Placement) ProvidersWithTrait(ctx context.Context, trait string) ([]string, error) {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	rps, err := p.providers(ctx, "list resource providers with "+trait, resourceproviders.ListOpts{Required: trait})
 	if err != nil {
 		return nil, err
@@ -82,11 +96,15 @@ func (p *Placement) ProvidersWithTrait(ctx context.Context, trait string) ([]str
 // ProvidersNamed lists the providers called name (at most one: names are
 // unique in Placement).
 func (p *Placement) ProvidersNamed(ctx context.Context, name string) ([]Provider, error) {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	return p.providers(ctx, "find resource provider "+url.QueryEscape(name), resourceproviders.ListOpts{Name: name})
 }
 
 // AllProviders lists every provider.
 func (p *Placement) AllProviders(ctx context.Context) ([]Provider, error) {
+	ctx, cancel := bound(ctx, p.timeout)
+	defer cancel()
 	return p.providers(ctx, "list resource providers", nil)
 }
 

@@ -16,7 +16,9 @@
 // The all-real end to end of issue 6 (attestation service, agents on swtpm,
 // RabbitMQ, Keystone, the shim binary, Nova's functional base running
 // tests/functional/test_e2e_attested.py in phases) is TestNovaE2E in
-// tests/integration/nova_e2e_test.go.
+// tests/integration/nova_e2e_test.go. Placement traits and the revocation
+// actions in the same Nova setup (tests/functional/test_placement_traits.py)
+// are TestPlacementE2E in tests/integration/placement_e2e_test.go.
 //
 // TestBenchmark (only with TRUSTPOOL_FILTER_BENCH=1) runs bench.py.
 package python_test

@@ -89,7 +89,7 @@ func TestPlacementE2E(t *testing.T) {
 	for _, k := range strings.Fields(os.Getenv("TRUSTPOOL_E2E_K")) {
 		args = append(args, "-k", k) // run some scenarios while working on them
 	}
-	cmd := exec.CommandContext(ctx, py, append(args, "functional.test_placement_traits")...)
+	cmd := exec.CommandContext(ctx, py, append(args, "functional.test_placement_traits")...) //nolint:gosec // G702: -k filters from the developer running the test
 	cmd.Dir = filepath.Join(pkgDir, "tests")
 	cmd.Env = append(os.Environ(),
 		"PYTHONPATH="+pkgDir+string(os.PathListSeparator)+cmd.Dir, "PYTHONDONTWRITEBYTECODE=1",

@@ -146,11 +146,7 @@ func (c *Cache) Apply(raw []json.RawMessage) Result {
 }
 
 func (c *Cache) verify(raw json.RawMessage) (verdict.Verdict, *Drop) {
-	s, err := verdict.ParseSigned(raw)
-	if err != nil {
-		return verdict.Verdict{}, &Drop{Reason: DropMalformed, Err: err}
-	}
-	v, err := c.vf.Verify(s)
+	v, err := c.vf.VerifyJSON(raw)
 	switch {
 	case err == nil:
 		return v, nil

@@ -34,7 +34,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Deployables: binary name = directory; built only when the directory exists.
 # The main package is either the directory itself or cmd/<binary> below it.
-BINARIES := trustpool-agent=compute-agent trustpool-attestation=attestation-service trustpool-filter-shim=nova-filter-shim
+BINARIES := trustpool-agent=compute-agent trustpool-attestation=attestation-service trustpool-filter-shim=nova-filter-shim trustpool=cli
 
 .PHONY: help
 help: ## list the targets

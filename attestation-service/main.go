@@ -2,6 +2,7 @@
 // registry and REST API). See package service.
 //
 //	trustpool-attestation [-config-file FILE] [-set section.key=value ...]
+//	trustpool-attestation create-key PATH
 //	trustpool-attestation inspect-eventlog FILE
 package main
 
@@ -22,8 +23,13 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "inspect-eventlog" {
-		os.Exit(inspect.Main(os.Args[2:], os.Stdout, os.Stderr))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "inspect-eventlog":
+			os.Exit(inspect.Main(os.Args[2:], os.Stdout, os.Stderr))
+		case "create-key":
+			os.Exit(service.CreateKeyMain(os.Args[2:], os.Stdout, os.Stderr))
+		}
 	}
 	var flags config.Flags
 	flags.Register(flag.CommandLine, service.DefaultConfigFile)

@@ -310,6 +310,8 @@ ek_roots_dir = "$dir/ek-roots"
 [keys]
 verdict_signing_key = "$dir/verdict-signing.key"
 EOF
+  # The service never makes a signing key on its own (shims pin it): create it.
+  "$WORK/bin/trustpool-attestation" create-key "$dir/verdict-signing.key" | sed 's/^/  /'
   "$WORK/bin/trustpool-attestation" -config-file "$dir/attestation.toml" > "$dir/service.log" 2>&1 &
 
   PIDS+=($!)

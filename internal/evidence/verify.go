@@ -464,7 +464,7 @@ func verifySignature(ak *AKPublic, attest, sigBytes []byte) error {
 			return ErrSignature
 		}
 	default:
-		return fmt.Errorf("%w: unsupported AK key type %T", ErrSignature, ak.Key)
+		return fmt.Errorf("%w: AK is neither an RSA nor an ECC key", ErrSignature)
 	}
 	return nil
 }

@@ -55,6 +55,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -95,6 +96,14 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // Parse reads profiles from TOML and validates them.
 func Parse(data []byte) ([]*Profile, error) {
+	// Check the value types first: toml's own type errors name Go types.
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return nil, fmt.Errorf("parse profiles: %w: %w", ErrInvalid, err)
+	}
+	if err := checkShape(raw, reflect.TypeFor[file](), ""); err != nil {
+		return nil, fmt.Errorf("parse profiles: %w", err)
+	}
 	var f file
 	md, err := toml.Decode(string(data), &f)
 	if err != nil {
@@ -393,4 +402,116 @@ func (p *Profile) Merge(other *Profile) {
 			}
 		}
 	}
+}
+
+// checkShape reports the first value in v (a TOML document decoded into
+// generic values) whose type does not fit t, the Go type it will be decoded
+// into, in TOML terms. Keys t does not have are left to the decoder's
+// undecoded-keys check.
+func checkShape(v any, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	fail := func() error {
+		where := path
+		if where == "" {
+			where = "document"
+		}
+		return fmt.Errorf("%w: %s: want %s, got %s", ErrInvalid, where, tomlWant(t), tomlGot(v))
+	}
+	switch t.Kind() {
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return fail()
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return fail()
+		}
+	case reflect.Slice:
+		rv := reflect.ValueOf(v)
+		if rv.Kind() != reflect.Slice {
+			return fail()
+		}
+		for i := range rv.Len() {
+			if err := checkShape(rv.Index(i).Interface(), t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return fail()
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if err := checkShape(m[k], t.Elem(), joinKey(path, k)); err != nil {
+				return err
+			}
+		}
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return fail()
+		}
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+			if e, ok := m[name]; ok && name != "" {
+				if err := checkShape(e, t.Field(i).Type, joinKey(path, name)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func joinKey(path, k string) string {
+	if !bareKey.MatchString(k) {
+		k = strconv.Quote(k)
+	}
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+func tomlWant(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Slice:
+		e := t.Elem()
+		for e.Kind() == reflect.Pointer {
+			e = e.Elem()
+		}
+		if e.Kind() == reflect.Struct {
+			return "an array of tables"
+		}
+		return "an array of " + strings.TrimPrefix(tomlWant(e), "a ") + "s"
+	case reflect.Map, reflect.Struct:
+		return "a table"
+	}
+	return "another type"
+}
+
+func tomlGot(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case map[string]any:
+		return "a table"
+	case []any, []map[string]any:
+		return "an array"
+	}
+	return "a date or time"
 }

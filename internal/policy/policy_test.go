@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,6 +100,28 @@ func TestParseRejects(t *testing.T) {
 				t.Fatalf("Parse() = %v, want an invalid-profile error", err)
 			}
 		})
+	}
+}
+
+// TestParseTypeErrorsInTOMLTerms: a value of the wrong type is reported with
+// its key and the TOML types, never the Go types it decodes into.
+func TestParseTypeErrorsInTOMLTerms(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"[[profile]]\nname = 5\n", "invalid profile: profile[0].name: want a string, got an integer"},
+		{"profile = 5\n", "invalid profile: profile: want an array of tables, got an integer"},
+		{"[[profile]]\nname = \"a\"\n[profile.pcrs]\n0 = \"x\"\n", "invalid profile: profile[0].pcrs.0: want an array of strings, got a string"},
+		{"[[profile]]\nname = \"a\"\npcrs = 5\n", "invalid profile: profile[0].pcrs: want a table, got an integer"},
+		{"[[profile]]\nname = \"a\"\n[profile.facts]\nk = [1.5]\n", "invalid profile: profile[0].facts.k[0]: want a string, got a float"},
+		{"[[profile]]\nname = \"a\"\n[profile.ima]\nallow_violations = \"no\"\n", "invalid profile: profile[0].ima.allow_violations: want a boolean, got a string"},
+		{"[[profile]]\nname = \"a\"\n[profile.ima.allowlist]\n\"/usr/bin/x\" = \"sha256:00\"\n", `invalid profile: profile[0].ima.allowlist."/usr/bin/x": want an array of strings, got a string`},
+		{"[[profile]]\nname = \"a\"\ndescription = 1979-05-27\n", "invalid profile: profile[0].description: want a string, got a date or time"},
+	}
+	goTypes := regexp.MustCompile(`int64|float64|slice|\[\]|map\[|interface|primitive|destination`)
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.in))
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) || goTypes.MatchString(err.Error()) {
+			t.Errorf("Parse(%q) = %v, want %q and no Go type", tt.in, err, tt.want)
+		}
 	}
 }
 

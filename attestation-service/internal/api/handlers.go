@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,6 +20,9 @@ func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsList, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	out, err := s.cfg.Engine.HostViews(r.Context())
@@ -33,6 +38,9 @@ func (s *server) getHost(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsGet, map[string]any{"target": host}); err != nil {
 		return err
 	}
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
 	hv, err := s.cfg.Engine.HostView(r.Context(), host)
 	if err != nil {
 		return err
@@ -46,13 +54,13 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsHistory, map[string]any{"target": host}); err != nil {
 		return err
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return httpErr(http.StatusBadRequest, "limit must be 1-1000", nil)
-		}
-		limit = n
+	q, err := queryParams(r, "limit")
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q, 100, 1000)
+	if err != nil {
+		return err
 	}
 	hist, err := s.cfg.Store.History(r.Context(), host, limit)
 	if err != nil {
@@ -65,6 +73,9 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsAttest, "host.attest", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		h, err := s.cfg.Store.GetHost(r.Context(), host)
 		if err != nil {
 			return "", err
@@ -81,6 +92,9 @@ func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsDelete, "host.delete", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := s.cfg.Engine.DeleteHost(r.Context(), host); err != nil {
 			return "", err
 		}
@@ -125,6 +139,9 @@ func decodeEKDecision(r *http.Request, allowForce bool) (ekDecision, error) {
 func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsApprove, "host.approve_ek", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		d, err := decodeEKDecision(r, true)
 		if err != nil {
 			return "", err
@@ -153,6 +170,9 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 func (s *server) reject(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsReject, "host.reject_ek", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		d, err := decodeEKDecision(r, false)
 		if err != nil {
 			return "", err
@@ -172,6 +192,14 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		Profiles *[]string `json:"profiles"`
 	}
 	return s.admin(r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
+		q, err := queryParams(r, "force")
+		if err != nil {
+			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
+			return "", err
+		}
 		if err := decodeJSON(r, &body); err != nil {
 			return "", err
 		}
@@ -182,11 +210,41 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 				profiles = []string{}
 			}
 		}
+		// A host required to satisfy a profile that does not exist can never
+		// be trusted: refuse the assignment instead.
+		for i, name := range profiles {
+			if slices.Contains(profiles[:i], name) {
+				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("profile %q is listed twice", name), nil)
+			}
+			if _, err := s.cfg.Store.GetProfile(r.Context(), name); errors.Is(err, store.ErrNotFound) {
+				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("profile %q does not exist", name), nil)
+			} else if err != nil {
+				return "", err
+			}
+		}
+		unmet, err := s.cfg.Engine.AssignmentLosesTrust(r.Context(), host, profiles)
+		if err != nil {
+			return "", err
+		}
+		if len(unmet) > 0 && !force {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("host %q is trusted, but its latest evidence does not satisfy %s: "+
+				"this assignment makes it untrusted; repeat with force=true to assign anyway", host, quoteList("profile", unmet)), nil)
+		}
 		if err := s.cfg.Engine.SetHostProfiles(r.Context(), host, profiles); err != nil {
 			return "", err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"host": host, "profiles": profiles})
-		return fmt.Sprintf("profiles=%v", profiles), nil
+		detail := "profiles=" + strings.Join(profiles, ",")
+		switch {
+		case profiles == nil:
+			detail = "profiles=default"
+		case len(profiles) == 0:
+			detail = "profiles=any"
+		}
+		if len(unmet) > 0 {
+			detail += "; forced: the host no longer satisfies " + strings.Join(unmet, ",")
+		}
+		return detail, nil
 	})
 }
 
@@ -219,7 +277,7 @@ func fromDoc(d profileDoc) (*policy.Profile, error) {
 		p.IMA = &policy.IMARules{AllowViolations: d.IMA.AllowViolations, Exclude: d.IMA.Exclude, Allowlist: d.IMA.Allowlist}
 	}
 	if err := p.Validate(); err != nil {
-		return nil, httpErr(http.StatusBadRequest, "invalid profile", err)
+		return nil, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return p, nil
 }
@@ -227,7 +285,7 @@ func fromDoc(d profileDoc) (*policy.Profile, error) {
 func storeProfile(p *policy.Profile) (store.Profile, error) {
 	b, err := policy.Marshal([]*policy.Profile{p})
 	if err != nil {
-		return store.Profile{}, httpErr(http.StatusBadRequest, "invalid profile", err)
+		return store.Profile{}, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return store.Profile{Name: p.Name, Body: string(b)}, nil
 }
@@ -242,6 +300,9 @@ func parseStored(sp store.Profile) (*policy.Profile, error) {
 
 func (s *server) listProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	sps, err := s.cfg.Store.ListProfiles(r.Context())
@@ -264,6 +325,9 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
 		return err
 	}
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
 	sp, err := s.cfg.Store.GetProfile(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
@@ -278,6 +342,9 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name string, mode store.PutMode) error {
 	return s.admin(r, RuleProfilesWrite, action, name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		var d profileDoc
 		if err := decodeJSON(r, &d); err != nil {
 			return "", err
@@ -320,17 +387,42 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	return s.admin(r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
+		q, err := queryParams(r, "force")
+		if err != nil {
+			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
+			return "", err
+		}
+		if _, err := s.cfg.Store.GetProfile(r.Context(), name); err != nil {
+			return "", err
+		}
+		relying, err := s.cfg.Engine.ProfileReliance(r.Context(), name)
+		if err != nil {
+			return "", err
+		}
+		if len(relying) > 0 && !force {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("profile %q is relied on by %s: deleting it makes them untrusted "+
+				"(or keeps them from being trusted); repeat with force=true to delete it anyway", name, quoteList("host", relying)), nil)
+		}
 		if err := s.cfg.Store.DeleteProfile(r.Context(), name); err != nil {
 			return "", err
 		}
 		s.cfg.Engine.TriggerAll(r.Context())
 		w.WriteHeader(http.StatusNoContent)
+		if len(relying) > 0 {
+			return "forced; hosts relying on it: " + strings.Join(relying, ","), nil
+		}
 		return "", nil
 	})
 }
 
 func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	sps, err := s.cfg.Store.ListProfiles(r.Context())
@@ -360,13 +452,16 @@ func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 // stored.
 func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 	return s.admin(r, RuleProfilesWrite, "profile.import", "*", func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		b, err := readBody(r)
 		if err != nil {
 			return "", err
 		}
 		ps, err := policy.Parse(b)
 		if err != nil {
-			return "", httpErr(http.StatusBadRequest, "invalid profile file", err)
+			return "", httpErr(http.StatusBadRequest, "profile file rejected", err)
 		}
 		var names []string
 		for _, p := range ps {
@@ -404,6 +499,9 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	r.Body = readCloser{bytesReader(b)}
 	_ = decodeJSONBytes(b, &body)
 	return s.admin(r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
 		}
@@ -457,22 +555,53 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
-func decodeJSONBytes(b []byte, v any) error {
-	dec := jsonDecoder(b)
-	if err := dec.Decode(v); err != nil {
-		return httpErr(http.StatusBadRequest, "malformed JSON body", err)
-	}
-	return nil
-}
-
 func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleAuditRead, nil); err != nil {
 		return err
 	}
-	recs, err := s.cfg.Store.Audit(r.Context(), 500)
+	q, err := queryParams(r, "limit")
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q, 500, 1000)
+	if err != nil {
+		return err
+	}
+	recs, err := s.cfg.Store.Audit(r.Context(), limit)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"audit": recs})
 	return nil
+}
+
+// forceParam reads the optional "force" query parameter.
+func forceParam(q url.Values) (bool, error) {
+	if !q.Has("force") {
+		return false, nil
+	}
+	v := q.Get("force")
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, httpErr(http.StatusBadRequest, fmt.Sprintf("force must be true or false, not %q", v), nil)
+	}
+	return b, nil
+}
+
+// quoteList renders names for an error message: "host \"a\"", "3 hosts
+// (\"a\", \"b\", \"c\")", with at most 10 names.
+func quoteList(noun string, names []string) string {
+	shown := names[:min(len(names), 10)]
+	quoted := make([]string, len(shown))
+	for i, n := range shown {
+		quoted[i] = strconv.Quote(n)
+	}
+	list := strings.Join(quoted, ", ")
+	if len(names) > len(shown) {
+		list += fmt.Sprintf(" and %d more", len(names)-len(shown))
+	}
+	if len(names) == 1 {
+		return noun + " " + list
+	}
+	return fmt.Sprintf("%d %ss (%s)", len(names), noun, list)
 }

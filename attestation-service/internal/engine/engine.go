@@ -82,6 +82,7 @@ import (
 
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/evidence"
 	"github.com/trustpool/trustpool/internal/policy"
@@ -225,7 +226,8 @@ type hostState struct {
 	Last      *Summary            `json:"last,omitempty"`
 }
 
-// Summary describes a host's last attestation attempt, for the API.
+// Summary describes a host's last attestation attempt; it is stored with
+// the host's state and shown by the API (api converts it).
 type Summary struct {
 	At             time.Time           `json:"at"`
 	Status         verdict.Status      `json:"status"`
@@ -241,6 +243,20 @@ type Summary struct {
 	EvidenceDigest string              `json:"evidence_digest,omitempty"`
 	Profiles       []policy.Result     `json:"profiles,omitempty"`
 	DurationMS     float64             `json:"duration_ms"`
+}
+
+// api returns the summary as the REST API shows it.
+func (s *Summary) api() *attestapi.Attestation {
+	a := &attestapi.Attestation{At: s.At, Status: s.Status, Reasons: nonNil(s.Reasons), Reachable: s.Reachable,
+		Verified: s.Verified, Rebooted: s.Rebooted, PCRs: s.PCRs, Boot: s.Boot, IMANewEntries: s.IMAEntries,
+		IMAOffset: s.IMAOffset, EvidenceDigest: s.EvidenceDigest, DurationMS: s.DurationMS}
+	if c := s.Clock; c != nil {
+		a.Clock = &attestapi.Clock{Clock: c.Clock, ResetCount: c.ResetCount, RestartCount: c.RestartCount, Safe: c.Safe}
+	}
+	for _, r := range s.Profiles {
+		a.Profiles = append(a.Profiles, attestapi.ProfileResult{Profile: r.Profile, Pass: r.Pass, Reasons: r.Reasons, IMAReasons: r.IMAReasons})
+	}
+	return a
 }
 
 func decodeState(b []byte) (*hostState, error) {
@@ -630,58 +646,24 @@ func (e *Engine) EnrolledHosts(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// HostView is a host as the API shows it.
-type HostView struct {
-	Name         string   `json:"name"`
-	Enrollment   string   `json:"enrollment"`
-	Profiles     []string `json:"required_profiles"`
-	ProfilesSet  bool     `json:"profiles_assigned"`
-	AgentVersion string   `json:"agent_version,omitempty"`
-	// EKFingerprint is the bound EK's (store.EKFingerprint).
-	EKFingerprint string `json:"ek_fingerprint,omitempty"`
-	// PendingEKFingerprint is an EK awaiting approval, PendingReason why
-	// (a Reason* code), PendingEKBoundTo the host that holds it.
-	PendingEKFingerprint string     `json:"pending_ek_fingerprint,omitempty"`
-	PendingReason        string     `json:"pending_reason,omitempty"`
-	PendingEKBoundTo     string     `json:"pending_ek_bound_to,omitempty"`
-	PendingSince         *time.Time `json:"pending_since,omitempty"`
-	// RejectedEKFingerprint is the EK an administrator last rejected.
-	RejectedEKFingerprint string       `json:"rejected_ek_fingerprint,omitempty"`
-	CreatedAt             time.Time    `json:"created_at"`
-	Verdict               *VerdictView `json:"verdict,omitempty"`
-	Last                  *Summary     `json:"last_attestation,omitempty"`
-}
-
-// VerdictView is the decoded latest verdict plus its signed form.
-type VerdictView struct {
-	Status          verdict.Status `json:"status"`
-	EffectiveStatus verdict.Status `json:"effective_status"`
-	Profiles        []string       `json:"profiles"`
-	Reasons         []string       `json:"reasons"`
-	VerifiedAt      time.Time      `json:"verified_at"`
-	ExpiresAt       time.Time      `json:"expires_at"`
-	Seq             uint64         `json:"seq"`
-	Signed          verdict.Signed `json:"signed"`
-}
-
-// HostView returns a host as the API shows it, with its last attestation
-// summary.
-func (e *Engine) HostView(ctx context.Context, name string) (HostView, error) {
+// HostView returns a host as the API shows it (the REST wire type), with
+// its last attestation summary.
+func (e *Engine) HostView(ctx context.Context, name string) (attestapi.Host, error) {
 	h, err := e.cfg.Store.GetHost(ctx, name)
 	if err != nil {
-		return HostView{}, err
+		return attestapi.Host{}, err
 	}
 	var holder string
 	if h.PendingEKPublic != nil {
 		if holder, err = e.holder(ctx, store.EKFingerprint(h.PendingEKPublic), name); err != nil {
-			return HostView{}, err
+			return attestapi.Host{}, err
 		}
 	}
 	return e.view(h, true, holder), nil
 }
 
 // HostViews returns every host as the API lists them, sorted by name.
-func (e *Engine) HostViews(ctx context.Context) ([]HostView, error) {
+func (e *Engine) HostViews(ctx context.Context) ([]attestapi.Host, error) {
 	hosts, err := e.cfg.Store.ListHosts(ctx)
 	if err != nil {
 		return nil, err
@@ -692,7 +674,7 @@ func (e *Engine) HostViews(ctx context.Context) ([]HostView, error) {
 			holders[store.EKFingerprint(h.EKPublic)] = h.Name
 		}
 	}
-	out := make([]HostView, 0, len(hosts))
+	out := make([]attestapi.Host, 0, len(hosts))
 	for _, h := range hosts {
 		holder := holders[store.EKFingerprint(h.PendingEKPublic)]
 		if holder == h.Name {
@@ -705,12 +687,12 @@ func (e *Engine) HostViews(ctx context.Context) ([]HostView, error) {
 
 // view renders a stored host; holder is the host its pending EK is bound
 // to ("" if none).
-func (e *Engine) view(h *store.HostRecord, withLast bool, holder string) HostView {
-	hv := HostView{Name: h.Name, Profiles: h.Profiles, ProfilesSet: h.Profiles != nil, AgentVersion: h.AgentVersion,
+func (e *Engine) view(h *store.HostRecord, withLast bool, holder string) attestapi.Host {
+	hv := attestapi.Host{Name: h.Name, RequiredProfiles: h.Profiles, ProfilesAssigned: h.Profiles != nil, AgentVersion: h.AgentVersion,
 		EKFingerprint: store.EKFingerprint(h.EKPublic), PendingEKFingerprint: store.EKFingerprint(h.PendingEKPublic),
 		RejectedEKFingerprint: h.RejectedEKFingerprint, CreatedAt: h.CreatedAt}
-	if hv.Profiles == nil {
-		hv.Profiles = nonNil(e.cfg.RequiredProfiles)
+	if hv.RequiredProfiles == nil {
+		hv.RequiredProfiles = nonNil(e.cfg.RequiredProfiles)
 	}
 	if h.PendingEKPublic != nil {
 		t := h.PendingSince
@@ -726,23 +708,23 @@ func (e *Engine) view(h *store.HostRecord, withLast bool, holder string) HostVie
 	}
 	switch {
 	case h.Activated:
-		hv.Enrollment = attestrpc.StateEnrolled
+		hv.Enrollment = attestapi.EnrollmentEnrolled
 	case h.PendingEKPublic != nil:
-		hv.Enrollment = attestrpc.StatePendingApproval
+		hv.Enrollment = attestapi.EnrollmentPendingApproval
 	default:
-		hv.Enrollment = "registered"
+		hv.Enrollment = attestapi.EnrollmentRegistered
 	}
 	if len(h.Verdict) > 0 {
 		if s, err := verdict.ParseSigned(h.Verdict); err == nil {
 			if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
-				hv.Verdict = &VerdictView{Status: v.Status, EffectiveStatus: v.StatusAt(e.cfg.Now()), Profiles: v.Profiles,
+				hv.Verdict = &attestapi.Verdict{Status: v.Status, EffectiveStatus: v.StatusAt(e.cfg.Now()), Profiles: nonNil(v.Profiles),
 					Reasons: nonNil(v.Reasons), VerifiedAt: v.VerifiedAt, ExpiresAt: v.ExpiresAt, Seq: v.Seq, Signed: s}
 			}
 		}
 	}
 	if withLast {
-		if st, err := decodeState(h.State); err == nil {
-			hv.Last = st.Last
+		if st, err := decodeState(h.State); err == nil && st.Last != nil {
+			hv.LastAttestation = st.Last.api()
 		}
 	}
 	return hv

@@ -163,7 +163,26 @@ func (v *Validator) CheckRequest(req *http.Request, body []byte) error {
 	if err != nil {
 		return err
 	}
-	return openapi3filter.ValidateRequest(req.Context(), v.input(req, body, route, params))
+	// OpenAPI lets a request carry undeclared query parameters; the service
+	// refuses them, so the document must declare every one a client sends.
+	declared := map[string]bool{}
+	for _, ps := range []openapi3.Parameters{route.PathItem.Parameters, route.Operation.Parameters} {
+		for _, p := range ps {
+			if p.Value != nil && p.Value.In == openapi3.ParameterInQuery {
+				declared[p.Value.Name] = true
+			}
+		}
+	}
+	var errs []error
+	for k := range req.URL.Query() {
+		if !declared[k] {
+			errs = append(errs, fmt.Errorf("query parameter %q is not declared", k))
+		}
+	}
+	if err := openapi3filter.ValidateRequest(req.Context(), v.input(req, body, route, params)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // CheckResponse validates an answer against the operation of its request:

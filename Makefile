@@ -112,6 +112,10 @@ build: ## build the deployables that exist into bin/
 	  $(GO) build -o "bin/$$bin" "$$pkg"; \
 	done
 
+.PHONY: api-docs
+api-docs: ## render docs/api/README.md from the OpenAPI document docs/api/openapi.yaml (a test checks it is up to date)
+	$(GO) test -count=1 -run TestAPIPageUpToDate ./internal/attestapi/apidoc -update
+
 .PHONY: demo
 demo: deps ## the whole system on loopback: RabbitMQ, Keystone, attestation service, three agents on swtpms (scripts/demo.sh; `scripts/demo.sh echo` for the messaging demo)
 	scripts/demo.sh

@@ -396,15 +396,16 @@ func checkFingerprint(fp string) error {
 
 func (c *CLI) hostSet() *cobra.Command {
 	var (
-		profiles          []string
-		anyProfile, reset bool
+		profiles                 []string
+		anyProfile, reset, force bool
 	)
 	cmd := &cobra.Command{
 		Use:   "set HOST (--required-profile NAME... | --any-profile | --default-profiles)",
 		Short: "Set the profiles a host must satisfy to be trusted",
 		Long: "Set the profiles a host must satisfy to be trusted. --required-profile (repeatable) names\n" +
 			"them; --any-profile lets any defined profile that passes do; --default-profiles returns the\n" +
-			"host to the service's configured default. The host is attested again at once.",
+			"host to the service's configured default. The host is attested again at once. The\n" +
+			"service refuses an assignment that would make a trusted host untrusted unless --force.",
 		Args: cobra.ExactArgs(1),
 	}
 	of := showFlags(cmd)
@@ -412,6 +413,7 @@ func (c *CLI) hostSet() *cobra.Command {
 	f.StringArrayVar(&profiles, "required-profile", nil, "a profile the host must satisfy (repeat for more)")
 	f.BoolVar(&anyProfile, "any-profile", false, "any defined profile that passes will do")
 	f.BoolVar(&reset, "default-profiles", false, "back to the service's configured default")
+	f.BoolVar(&force, "force", false, "assign even profiles the trusted host does not satisfy (it turns untrusted)")
 	cmd.MarkFlagsMutuallyExclusive("required-profile", "any-profile", "default-profiles")
 	cmd.MarkFlagsOneRequired("required-profile", "any-profile", "default-profiles")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -426,7 +428,7 @@ func (c *CLI) hostSet() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		got, err := cl.SetRequiredProfiles(cmd.Context(), args[0], want)
+		got, err := cl.SetRequiredProfiles(cmd.Context(), args[0], want, force)
 		if err != nil {
 			return err
 		}

@@ -259,7 +259,7 @@ func (c *CLI) profileDelete() *cobra.Command {
 		Short: "Delete profiles; hosts are appraised again",
 		Args:  cobra.MinimumNArgs(1),
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "delete even a profile that hosts still require")
+	cmd.Flags().BoolVar(&force, "force", false, "delete even a profile that hosts rely on (they turn untrusted)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		cl, err := c.client(cmd.Context(), true)
 		if err != nil {

@@ -266,12 +266,20 @@ func (c *Client) RejectEK(ctx context.Context, host string, d attestapi.EKDecisi
 }
 
 // SetRequiredProfiles assigns a host's required profiles (see
-// attestapi.RequiredProfiles for nil and empty).
-func (c *Client) SetRequiredProfiles(ctx context.Context, host string, profiles []string) (attestapi.RequiredProfiles, error) {
+// attestapi.RequiredProfiles for nil and empty). Without force the service
+// refuses (409) an assignment that a trusted host does not satisfy.
+func (c *Client) SetRequiredProfiles(ctx context.Context, host string, profiles []string, force bool) (attestapi.RequiredProfiles, error) {
 	var out attestapi.RequiredProfiles
 	err := c.do(ctx, request{method: http.MethodPut, path: attestapi.HostPath(host, attestapi.HostProfiles),
-		body: attestapi.RequiredProfiles{Profiles: profiles}, out: &out})
+		query: forceQuery(force), body: attestapi.RequiredProfiles{Profiles: profiles}, out: &out})
 	return out, err
+}
+
+func forceQuery(force bool) url.Values {
+	if !force {
+		return nil
+	}
+	return url.Values{attestapi.QueryForce: {"true"}}
 }
 
 // ListProfiles returns every profile.
@@ -302,14 +310,10 @@ func (c *Client) ReplaceProfile(ctx context.Context, p attestapi.Profile) (attes
 	return out, err
 }
 
-// DeleteProfile deletes a profile. Without force the service refuses to
-// delete a profile that hosts still require.
+// DeleteProfile deletes a profile. Without force the service refuses (409)
+// to delete a profile that hosts rely on.
 func (c *Client) DeleteProfile(ctx context.Context, name string, force bool) error {
-	var q url.Values
-	if force {
-		q = url.Values{attestapi.QueryForce: {"true"}}
-	}
-	return c.do(ctx, request{method: http.MethodDelete, path: attestapi.ProfilePath(name), query: q})
+	return c.do(ctx, request{method: http.MethodDelete, path: attestapi.ProfilePath(name), query: forceQuery(force)})
 }
 
 // ExportProfiles returns every profile in the TOML profile file format.

@@ -260,9 +260,12 @@ func (c *CLI) hostAttest() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		before, err := cl.GetHost(ctx, host)
-		if err != nil {
-			return err
+		var before attestapi.Host
+		if !w.noWait {
+			// The verdict to wait for is newer than this one.
+			if before, err = cl.GetHost(ctx, host); err != nil {
+				return err
+			}
 		}
 		sched, err := cl.Attest(ctx, host)
 		if err != nil {

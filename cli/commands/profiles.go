@@ -367,6 +367,13 @@ func (c *CLI) profileLearn() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		if w.noWait {
+			pb, err := cl.LearnProfile(ctx, l)
+			if err != nil {
+				return err
+			}
+			return c.writeRecord(of, profileRecord(pb))
+		}
 		before, err := cl.GetHost(ctx, l.Host)
 		if err != nil {
 			return err
@@ -374,9 +381,6 @@ func (c *CLI) profileLearn() *cobra.Command {
 		pb, err := cl.LearnProfile(ctx, l)
 		if err != nil {
 			return err
-		}
-		if w.noWait {
-			return c.writeRecord(of, profileRecord(pb))
 		}
 		// The host's next verdict that was appraised after the profile was
 		// stored shows whether it satisfies it.

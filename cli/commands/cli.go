@@ -266,6 +266,14 @@ func (c *CLI) newRoot() *cobra.Command {
 		SilenceUsage:      true,
 		DisableAutoGenTag: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// Cobra checks required flags and flag groups after this hook;
+			// check them first so that they count as usage errors.
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return &usageError{err: err}
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return &usageError{err: err}
+			}
 			c.started = true
 			return c.resolveAuth(cmd)
 		},

@@ -136,9 +136,8 @@ func verdictList(rs []verified, now time.Time) output.List {
 }
 
 // findSigned returns every signed-verdict envelope in a JSON document, as
-// its raw bytes: any object with a "sig" or "kid" key or a string
-// "verdict" (an envelope missing parts must fail verification, not be
-// skipped).
+// its raw bytes: any object with a "sig" key or a string "verdict" (an
+// envelope missing parts must fail verification, not be skipped).
 func findSigned(data []byte) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	var walk func(raw json.RawMessage, depth int) error
@@ -154,9 +153,8 @@ func findSigned(data []byte) ([]json.RawMessage, error) {
 				return err
 			}
 			_, sig := m["sig"]
-			_, kid := m["kid"]
 			v := bytes.TrimSpace(m["verdict"])
-			if sig || kid || (len(v) > 0 && v[0] == '"') {
+			if sig || (len(v) > 0 && v[0] == '"') {
 				out = append(out, raw)
 				return nil
 			}

@@ -23,7 +23,7 @@ export GOFLAGS := -buildvcs=false $(GOFLAGS)
 DEB_PACKAGES := \
 	gcc libc6-dev libssl-dev pkg-config git make ca-certificates curl jq \
 	rabbitmq-server \
-	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware \
+	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware python3-openstackclient \
 	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \
 	python3-pip python3-setuptools \
 	swtpm swtpm-tools tpm2-tools \

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/trustpool/trustpool/cli/internal/output"
 	"github.com/trustpool/trustpool/internal/attestapi"
+	"github.com/trustpool/trustpool/internal/attestclient"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
@@ -168,8 +170,7 @@ func hostRecord(h attestapi.Host) output.Record {
 		add("boot", true, a.Boot)
 	}
 	if h.Verdict != nil {
-		b, _ := marshalCompact(h.Verdict.Signed)
-		add("signed_verdict", true, output.Formatted{Text: string(b), Value: h.Verdict.Signed})
+		add("signed_verdict", true, h.Verdict.Signed) // compact JSON as text
 	}
 	return r
 }
@@ -326,47 +327,40 @@ func (c *CLI) each(names []string, kind, verb string, fn func(string) error) err
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 
 func (c *CLI) hostApproveEK() *cobra.Command {
-	var d attestapi.EKDecision
-	cmd := &cobra.Command{
-		Use:   "approve-ek HOST",
-		Short: "Approve a host's pending EK (its fingerprint is in host show)",
-		Long: "Bind the EK a host presented and that awaits approval (pending_ek_fingerprint in host show).\n" +
-			"--ek-fingerprint makes sure the EK approved is the one reviewed. An EK bound to another\n" +
-			"host moves only with --force; that host then loses its binding and turns unknown.",
-		Args: cobra.ExactArgs(1),
-	}
-	of := showFlags(cmd)
-	cmd.Flags().StringVar(&d.EKFingerprint, "ek-fingerprint", "", "the pending EK's SHA-256 fingerprint (64 hex digits)")
-	cmd.Flags().BoolVar(&d.Force, "force", false, "move an EK that another host holds")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkFingerprint(d.EKFingerprint); err != nil {
-			return err
-		}
-		cl, err := c.client(cmd.Context(), true)
-		if err != nil {
-			return err
-		}
-		a, err := cl.ApproveEK(cmd.Context(), args[0], d)
-		if err != nil {
-			return err
-		}
-		return c.writeRecord(of, output.Record{
-			Fields: []output.Column{{Name: "host"}, {Name: "approved"}, {Name: "ek_fingerprint"}, {Name: "moved_from"}},
-			Values: []any{a.Host, a.Approved, a.EKFingerprint, a.MovedFrom},
+	return c.ekDecision("approve-ek", "Approve a host's pending EK (its fingerprint is in host show)",
+		"Bind the EK a host presented and that awaits approval (pending_ek_fingerprint in host show).\n"+
+			"--ek-fingerprint makes sure the EK approved is the one reviewed. An EK bound to another\n"+
+			"host moves only with --force; that host then loses its binding and turns unknown.", true,
+		func(cl *attestclient.Client, ctx context.Context, host string, d attestapi.EKDecision) (output.Record, error) {
+			a, err := cl.ApproveEK(ctx, host, d)
+			return output.Record{
+				Fields: []output.Column{{Name: "host"}, {Name: "approved"}, {Name: "ek_fingerprint"}, {Name: "moved_from"}},
+				Values: []any{a.Host, a.Approved, a.EKFingerprint, a.MovedFrom},
+			}, err
 		})
-	}
-	return cmd
 }
 
 func (c *CLI) hostRejectEK() *cobra.Command {
+	return c.ekDecision("reject-ek", "Reject a host's pending EK; it is refused for this host from then on", "", false,
+		func(cl *attestclient.Client, ctx context.Context, host string, d attestapi.EKDecision) (output.Record, error) {
+			r, err := cl.RejectEK(ctx, host, d)
+			return output.Record{
+				Fields: []output.Column{{Name: "host"}, {Name: "rejected"}, {Name: "ek_fingerprint"}},
+				Values: []any{r.Host, r.Rejected, r.EKFingerprint},
+			}, err
+		})
+}
+
+// ekDecision is approve-ek or reject-ek.
+func (c *CLI) ekDecision(verb, short, long string, withForce bool,
+	decide func(*attestclient.Client, context.Context, string, attestapi.EKDecision) (output.Record, error)) *cobra.Command {
 	var d attestapi.EKDecision
-	cmd := &cobra.Command{
-		Use:   "reject-ek HOST",
-		Short: "Reject a host's pending EK; it is refused for this host from then on",
-		Args:  cobra.ExactArgs(1),
-	}
+	cmd := &cobra.Command{Use: verb + " HOST", Short: short, Long: long, Args: cobra.ExactArgs(1)}
 	of := showFlags(cmd)
 	cmd.Flags().StringVar(&d.EKFingerprint, "ek-fingerprint", "", "the pending EK's SHA-256 fingerprint (64 hex digits)")
+	if withForce {
+		cmd.Flags().BoolVar(&d.Force, "force", false, "move an EK that another host holds")
+	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkFingerprint(d.EKFingerprint); err != nil {
 			return err
@@ -375,14 +369,11 @@ func (c *CLI) hostRejectEK() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		r, err := cl.RejectEK(cmd.Context(), args[0], d)
+		rec, err := decide(cl, cmd.Context(), args[0], d)
 		if err != nil {
 			return err
 		}
-		return c.writeRecord(of, output.Record{
-			Fields: []output.Column{{Name: "host"}, {Name: "rejected"}, {Name: "ek_fingerprint"}},
-			Values: []any{r.Host, r.Rejected, r.EKFingerprint},
-		})
+		return c.writeRecord(of, rec)
 	}
 	return cmd
 }

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/trustpool/trustpool/cli/internal/output"
 	"github.com/trustpool/trustpool/internal/attestapi"
+	"github.com/trustpool/trustpool/internal/attestclient"
 	"github.com/trustpool/trustpool/internal/policy"
 )
 
@@ -199,37 +201,23 @@ func (c *CLI) readInput(name string) ([]byte, error) {
 }
 
 func (c *CLI) profileCreate() *cobra.Command {
-	var pf profileFlags
-	cmd := &cobra.Command{
-		Use:   "create [NAME] (--pcr INDEX=SHA256... | --fact NAME=VALUE... | --from-file FILE)",
-		Short: "Create a profile",
-		Args:  cobra.MaximumNArgs(1),
-	}
-	of := showFlags(cmd)
-	pf.add(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		p, err := c.profile(&pf, args)
-		if err != nil {
-			return err
-		}
-		cl, err := c.client(cmd.Context(), true)
-		if err != nil {
-			return err
-		}
-		pb, err := cl.CreateProfile(cmd.Context(), p)
-		if err != nil {
-			return err
-		}
-		return c.writeRecord(of, profileRecord(pb))
-	}
-	return cmd
+	return c.profileWrite("create", "Create a profile; hosts are appraised again",
+		(*attestclient.Client).CreateProfile)
 }
 
 func (c *CLI) profileUpdate() *cobra.Command {
+	return c.profileWrite("update", "Replace an existing profile's reference values; hosts are appraised again",
+		(*attestclient.Client).ReplaceProfile)
+}
+
+// profileWrite is create or update: a profile from flags or a file, sent
+// with send.
+func (c *CLI) profileWrite(verb, short string,
+	send func(*attestclient.Client, context.Context, attestapi.Profile) (attestapi.ProfileBody, error)) *cobra.Command {
 	var pf profileFlags
 	cmd := &cobra.Command{
-		Use:   "update [NAME] (--pcr INDEX=SHA256... | --fact NAME=VALUE... | --from-file FILE)",
-		Short: "Replace an existing profile's reference values; hosts are appraised again",
+		Use:   verb + " [NAME] (--pcr INDEX=SHA256... | --fact NAME=VALUE... | --from-file FILE)",
+		Short: short,
 		Args:  cobra.MaximumNArgs(1),
 	}
 	of := showFlags(cmd)
@@ -243,7 +231,7 @@ func (c *CLI) profileUpdate() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		pb, err := cl.ReplaceProfile(cmd.Context(), p)
+		pb, err := send(cl, cmd.Context(), p)
 		if err != nil {
 			return err
 		}

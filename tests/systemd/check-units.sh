@@ -29,7 +29,7 @@ for unit in etc/systemd/*.service; do
   else
     echo "ok   $name: $(grep -o 'Overall exposure level.*' <<<"$out")"
   fi
-  for bin in $(grep -oE '/usr/bin/trustpool-[a-z-]+' "$unit" | sort -u); do
+  grep -oE '/usr/bin/trustpool-[a-z-]+' "$unit" | sort -u | while read -r bin; do
     printf '#!/bin/sh\n' > "$tmp/bin/${bin##*/}"
     chmod +x "$tmp/bin/${bin##*/}"
   done

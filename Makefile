@@ -92,19 +92,32 @@ vet: ## go vet
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: deps-tools ## golangci-lint (.golangci.yml) and shellcheck
+lint: deps-tools lint-devstack ## golangci-lint (.golangci.yml), shellcheck, and the DevStack plugin's shellcheck and bashate
 	"$(GOLANGCI_LINT)" run ./...
 	@scripts=$$(find . -path ./.git -prune -o -path ./devstack -prune -o -name '*.sh' -print | sort; \
 	  [ -f .ci/run ] && echo .ci/run; echo packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm); \
 	echo shellcheck $$scripts; shellcheck $$scripts
 
+# DevStack's own style flags (its tox bashate environment), over every shell
+# file of the plugin; shellcheck follows the files the plugin sources.
+.PHONY: lint-devstack
+lint-devstack: ## shellcheck -x and bashate over devstack/
+	@files=$$(find devstack -type f \( -name '*.sh' -o -name settings -o -path 'devstack/lib/*' \) | sort); \
+	echo shellcheck -x $$files tests/devstack/*.bash tests/devstack/*.bats; \
+	shellcheck -x -s bash $$files tests/devstack/*.bash tests/devstack/*.bats; \
+	echo bashate -iE006 -eE005,E042,E043 $$files; bashate -iE006 -eE005,E042,E043 $$files
+
 .PHONY: test
-test: deps fmt-check vet lint test-units test-deb ## everything CI runs: deps, gofmt, vet, lint, unit files, packages, then Go unit and integration tests with -race
+test: deps fmt-check vet lint test-units test-devstack test-deb ## everything CI runs: deps, gofmt, vet, lint, unit files, DevStack plugin, packages, then Go unit and integration tests with -race
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-units
 test-units: ## systemd units: systemd-analyze security (exposure at most 2.0) and verify
 	tests/systemd/check-units.sh
+
+.PHONY: test-devstack
+test-devstack: ## the DevStack plugin's bats suite (our fakes of DevStack's functions); go test ./tests/devstack adds the real binaries, systemd and Keystone
+	tests/devstack/run.sh
 
 # Two builds of the packages at two versions, for the upgrade check.
 .PHONY: test-deb

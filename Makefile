@@ -92,8 +92,9 @@ vet: ## go vet
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: deps-tools lint-devstack ## golangci-lint (.golangci.yml), shellcheck, and the DevStack plugin's shellcheck and bashate
+lint: deps-tools lint-devstack ## golangci-lint (.golangci.yml), shellcheck, the DevStack plugin's shellcheck and bashate, references in docs
 	"$(GOLANGCI_LINT)" run ./...
+	scripts/check-doc-refs.sh
 	@scripts=$$(find . -path ./.git -prune -o -path ./devstack -prune -o -name '*.sh' -print | sort; \
 	  [ -f .ci/run ] && echo .ci/run; echo packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm); \
 	echo shellcheck $$scripts; shellcheck $$scripts
@@ -124,7 +125,7 @@ test-devstack: ## the DevStack plugin's bats suite (our fakes of DevStack's func
 test-deb: ## lintian, then install/upgrade/remove/purge of the .debs in a throwaway Debian 12 root (cached in ~/.cache/trustpool-deb)
 	BINARIES="$(BINARIES)" DEB_VERSION=$(VERSION) scripts/deb.sh build/deb-test/v1 > /dev/null
 	BINARIES="$(BINARIES)" DEB_VERSION=$(VERSION)+upgradetest scripts/deb.sh build/deb-test/v2 > /dev/null
-	tests/packaging/check.sh build/deb-test/v1 build/deb-test/v2
+	$(SUDO) tests/packaging/check.sh build/deb-test/v1 build/deb-test/v2
 
 .PHONY: test-short
 test-short: ## unit tests only (integration tests skip with -short)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo behind `make demo` (issue 5's main job). On one machine, with
+# The demo behind `make demo` (docs/demo.md). On one machine, with
 # nothing but private processes on loopback, it starts:
 #
 #   - a RabbitMQ node (scripts/rabbitmq.sh) and a Keystone (sqlite, a

@@ -3,12 +3,12 @@
 // daemon's.
 //
 //	trustpool-attestation [-config-file FILE] [-set section.key=value ...]
+//	trustpool-attestation create-key PATH
 //	trustpool-attestation inspect-eventlog FILE
 package main
 
 import (
 	"context"
-	"io"
 	"path/filepath"
 
 	"github.com/trustpool/trustpool/attestation-service/service"
@@ -35,9 +35,13 @@ var program = daemon.Program[service.Config]{
 		return s.Run(ctx)
 	},
 	Commands: []daemon.Command{{
+		Name: "create-key", Usage: "PATH",
+		Summary: "create the verdict signing key ([keys] verdict_signing_key) once, as the service's user; prints the public key shims pin",
+		Run:     service.CreateKeyMain,
+	}, {
 		Name: "inspect-eventlog", Usage: "FILE",
 		Summary: "print a TCG firmware event log's replayed PCRs and boot facts as JSON (offline, not verified)",
-		Run:     func(args []string, stdout, stderr io.Writer) int { return inspect.Main(args, stdout, stderr) },
+		Run:     inspect.Main,
 	}},
 }
 

@@ -57,3 +57,28 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q", code, out)
 	}
 }
+
+// TestCommands: create-key and inspect-eventlog are dispatched before the
+// daemon's flags, and -help lists them.
+func TestCommands(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "verdict-signing.key")
+	code, out, errs := run(t, "create-key", key)
+	if code != daemon.ExitOK || !strings.Contains(out, "BEGIN PUBLIC KEY") {
+		t.Fatalf("create-key: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v, %v", fi, err)
+	}
+	if code, _, _ := run(t, "create-key", key); code == daemon.ExitOK {
+		t.Error("create-key replaced an existing key")
+	}
+	if code, _, errs := run(t, "inspect-eventlog", filepath.Join(t.TempDir(), "missing")); code == daemon.ExitOK || errs == "" {
+		t.Errorf("inspect-eventlog of a missing file: exit %d, stderr %q", code, errs)
+	}
+	_, help, _ := run(t, "-help")
+	for _, want := range []string{"trustpool-attestation create-key PATH", "trustpool-attestation inspect-eventlog FILE"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+}

@@ -310,6 +310,8 @@ ek_roots_dir = "$dir/ek-roots"
 [keys]
 verdict_signing_key = "$dir/verdict-signing.key"
 EOF
+  # The service never makes a signing key on its own (shims pin it): create it.
+  "$WORK/bin/trustpool-attestation" create-key "$dir/verdict-signing.key" | sed 's/^/  /'
   "$WORK/bin/trustpool-attestation" -config-file "$dir/attestation.toml" > "$dir/service.log" 2>&1 &
 
   PIDS+=($!)
@@ -400,7 +402,7 @@ full_demo() {
 
   step "learning profile \"build-a\" from compute-1 (its verified boot: firmware, Secure Boot, shim, GRUB, kernel, initrd, command line)"
   api POST /v1/profiles/learn '{"host": "compute-1", "name": "build-a"}' |
-    jq -r 'if .profile then .profile | "  profile \(.name): SHA-256 PCRs \(.pcrs | keys | join(",")) and boot facts \(.facts | keys | join(", "))" else error("learn failed: \(.)") end'
+    jq -r 'if .profile then (.profile | "  profile \(.name): SHA-256 PCRs \(.pcrs | keys | join(",")) and boot facts \(.facts | keys | join(", "))"), "  PCRs pinned because facts are read from them: \([.fact_pcrs | to_entries[] | "\(.key) (\(.value | join(", ")))"] | join("; "))" else error("learn failed: \(.)") end'
 
   step "waiting for all three hosts to be trusted under build-a"
   for h in "${HOSTS[@]}"; do wait_status 60 "$h" trusted; done

@@ -109,20 +109,30 @@ type EnrollmentSection struct {
 
 // KeysSection is [keys].
 type KeysSection struct {
-	// VerdictSigningKey is the Ed25519 private key (PKCS #8 PEM, 0600),
-	// created on first start.
+	// VerdictSigningKey is the Ed25519 private key (PKCS #8 PEM, 0600).
+	// Create it with `trustpool-attestation create-key PATH`; a missing key
+	// stops the service unless CreateVerdictSigningKey is set.
 	VerdictSigningKey string `toml:"verdict_signing_key"`
+	// CreateVerdictSigningKey creates the key at start when the file does
+	// not exist (DevStack sets it). Off by default: a key silently created
+	// in place of a lost one makes every shim pinning the old key drop all
+	// verdicts.
+	CreateVerdictSigningKey bool `toml:"create_verdict_signing_key"`
 }
 
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	ks := authtoken.DefaultOptions()
+	// As Nova does since 2023.1: the persona defaults only, for
+	// project-scoped tokens. Operators may turn either off in [oslo_policy].
+	pol := kpolicy.DefaultOptions()
+	pol.EnforceScope, pol.EnforceNewDefaults = true, true
 	return Config{
 		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation"},
 		Rabbit:   oslo.DefaultRabbitOptions(),
 		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db"},
 		Keystone: ks,
-		Policy:   kpolicy.DefaultOptions(),
+		Policy:   pol,
 		API:      APISection{Listen: "127.0.0.1:9780"},
 		Attestation: AttestationSection{
 			Interval: 10 * time.Second, Jitter: 2 * time.Second, Concurrency: 32,

@@ -2,8 +2,10 @@ package service_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,5 +97,82 @@ func TestPolicySampleUpToDate(t *testing.T) {
 	}
 	if undefined, cyclic, err := enf.CheckRules(); err != nil || len(undefined) > 0 || len(cyclic) > 0 {
 		t.Errorf("CheckRules: undefined %v, cyclic %v, %v", undefined, cyclic, err)
+	}
+}
+
+// TestPolicySampleMatchesOsloGenerator: etc/policy.yaml.sample, deprecated
+// rules included, is byte for byte what oslopolicy-sample-generator
+// (python3-oslo.policy) writes for the same defaults.
+func TestPolicySampleMatchesOsloGenerator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs /usr/bin/python3 with oslo.policy")
+	}
+	type op struct {
+		Method string `json:"method"`
+		Path   string `json:"path"`
+	}
+	type dep struct {
+		Name     string `json:"name"`
+		CheckStr string `json:"check_str"`
+		Reason   string `json:"reason,omitempty"`
+		Since    string `json:"since,omitempty"`
+	}
+	type def struct {
+		Name                 string   `json:"name"`
+		CheckStr             string   `json:"check_str"`
+		Description          string   `json:"description"`
+		Operations           []op     `json:"operations,omitempty"`
+		ScopeTypes           []string `json:"scope_types,omitempty"`
+		DeprecatedRule       *dep     `json:"deprecated_rule,omitempty"`
+		DeprecatedForRemoval bool     `json:"deprecated_for_removal,omitempty"`
+		DeprecatedReason     string   `json:"deprecated_reason,omitempty"`
+		DeprecatedSince      string   `json:"deprecated_since,omitempty"`
+	}
+	var defs []def
+	deprecated := 0
+	for _, r := range api.Rules() {
+		d := def{Name: r.Name, CheckStr: r.CheckStr, Description: r.Description, ScopeTypes: r.ScopeTypes,
+			DeprecatedForRemoval: r.DeprecatedForRemoval, DeprecatedReason: r.DeprecatedReason, DeprecatedSince: r.DeprecatedSince}
+		for _, o := range r.Operations {
+			d.Operations = append(d.Operations, op{o.Method, o.Path})
+		}
+		if dr := r.DeprecatedRule; dr != nil {
+			d.DeprecatedRule = &dep{Name: dr.Name, CheckStr: dr.CheckStr, Reason: dr.DeprecatedReason, Since: dr.DeprecatedSince}
+		}
+		if r.DeprecatedRule != nil || r.DeprecatedForRemoval {
+			deprecated++
+		}
+		defs = append(defs, d)
+	}
+	in, err := json.Marshal([]map[string]any{{"defaults": defs, "sample": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), "/usr/bin/python3", filepath.Join(repo, "keystone-auth/policy/testdata/oslo_eval.py"))
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("oslo_eval.py: %v\n%s", err, stderr.String())
+	}
+	var res []struct {
+		Sample string `json:"sample"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res) != 1 {
+		t.Fatalf("oslo_eval.py output: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(repo, "etc/policy.yaml.sample"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != res[0].Sample {
+		t.Errorf("etc/policy.yaml.sample differs from oslopolicy-sample-generator's output:\n%s", res[0].Sample)
+	}
+	if n := strings.Count(res[0].Sample, "# DEPRECATED\n"); n != deprecated || n == 0 {
+		t.Errorf("sample lists %d deprecated rules, want %d", n, deprecated)
+	}
+	if !strings.Contains(res[0].Sample, "cloud-wide") {
+		t.Error("the sample does not say that the admin role is cloud-wide")
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/sched"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
@@ -85,9 +86,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
-	key, err := verdict.LoadOrCreateKey(cfg.Keys.VerdictSigningKey)
+	key, err := loadSigningKey(cfg.Keys, s.log)
 	if err != nil {
-		return fmt.Errorf("verdict signing key: %w", err)
+		return err
 	}
 	signer := verdict.NewSigner(key)
 	s.pub = signer.Public()
@@ -145,7 +146,17 @@ func (s *Service) Run(ctx context.Context) error {
 		Methods: rpcMethods(eng, sc, s.log),
 	})
 
-	enf, err := kpolicy.New(kpolicy.Config{Options: cfg.Policy, Defaults: api.Rules(), BaseDir: cfg.ConfigDir})
+	enf, err := kpolicy.New(kpolicy.Config{Options: cfg.Policy, Defaults: api.Rules(), BaseDir: cfg.ConfigDir,
+		OnScopeMismatch: func(m kpolicy.ScopeMismatch) {
+			// oslo.policy warns when it lets such a request through; a denied one
+			// is only worth a debug line.
+			level := slog.LevelWarn
+			if m.Enforced {
+				level = slog.LevelDebug
+			}
+			s.log.Log(context.Background(), level, "policy scope mismatch", "rule", m.Rule, "token_scope", m.TokenScope,
+				"scope_types", m.ScopeTypes, "enforced", m.Enforced)
+		}})
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -285,13 +296,15 @@ func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, log *slog.Logger) map[s
 	}
 }
 
+// decodeArgs decodes a request's keyword arguments into v; an unknown
+// argument or one of the wrong type is a ValueError for the caller (a Python
+// endpoint raises TypeError), in words that name no Go type.
 func decodeArgs(req *oslo.Request, v any) error {
 	b, err := json.Marshal(req.Args)
 	if err != nil {
 		return oslo.NewValueError("arguments: " + err.Error())
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	if err := dec.Decode(v); err != nil {
+	if err := jsondecode.Strict(b, v); err != nil {
 		return oslo.NewValueError("arguments: " + err.Error())
 	}
 	return nil

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/trustpool/trustpool/internal/attestrpc"
@@ -138,6 +140,14 @@ func (c *Config) Validate() error {
 	t := c.TPM
 	if t.SWTPM == "" && t.Device == "" && c.OpenTPM == nil {
 		bad("tpm.device", "is required when tpm.swtpm is not set")
+	}
+	if t.SWTPM != "" {
+		// A malformed address would fail every dial the same way: report it now
+		// instead of retrying as if swtpm were not started yet.
+		host, port, err := net.SplitHostPort(t.SWTPM)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			bad("tpm.swtpm", "%q is not host:port with a port 1-65535 (e.g. 127.0.0.1:2321)", t.SWTPM)
+		}
 	}
 	if t.Device != "" && !filepath.IsAbs(t.Device) {
 		bad("tpm.device", "%q is not an absolute path", t.Device)

@@ -91,6 +91,11 @@ func TestValidate(t *testing.T) {
 		{"long host", func(c *agent.Config) { c.Default.Host = strings.Repeat("h", 256) }, []string{"DEFAULT.host"}},
 		{"no exchange", func(c *agent.Config) { c.Default.ControlExchange = "" }, []string{"DEFAULT.control_exchange"}},
 		{"no tpm", func(c *agent.Config) { c.TPM.Device = "" }, []string{"tpm.device: is required"}},
+		{"swtpm without port", func(c *agent.Config) { c.TPM.SWTPM = "127.0.0.1" }, []string{`tpm.swtpm: "127.0.0.1" is not host:port`}},
+		{"swtpm without host", func(c *agent.Config) { c.TPM.SWTPM = ":2321" }, []string{`tpm.swtpm: ":2321"`}},
+		{"swtpm port not a number", func(c *agent.Config) { c.TPM.SWTPM = "localhost:tpm" }, []string{`tpm.swtpm: "localhost:tpm"`}},
+		{"swtpm port out of range", func(c *agent.Config) { c.TPM.SWTPM = "[::1]:65536" }, []string{`tpm.swtpm: "[::1]:65536"`}},
+		{"swtpm ipv6", func(c *agent.Config) { c.TPM.SWTPM = "[::1]:2321" }, nil},
 		{"relative device", func(c *agent.Config) { c.TPM.Device = "tpmrm0" }, []string{"tpm.device", "not an absolute path"}},
 		{"no event log", func(c *agent.Config) { c.TPM.EventLog = "" }, []string{"tpm.event_log: is required"}},
 		{"relative ima", func(c *agent.Config) { c.TPM.IMALog = "ima" }, []string{"tpm.ima_log"}},
@@ -141,5 +146,13 @@ func TestLoadReportsSectionKey(t *testing.T) {
 func TestNewRejectsInvalid(t *testing.T) {
 	if _, err := agent.New(agent.DefaultConfig()); err == nil || !strings.Contains(err.Error(), "DEFAULT.transport_url") {
 		t.Errorf("New() = %v", err)
+	}
+	// A malformed swtpm address is a configuration error at start, not a TPM that
+	// is retried forever.
+	cfg := agent.DefaultConfig()
+	cfg.Default.TransportURL = "rabbit://u:p@127.0.0.1:5672/"
+	cfg.TPM.SWTPM = "127.0.0.1"
+	if _, err := agent.New(cfg); err == nil || !strings.Contains(err.Error(), "tpm.swtpm") {
+		t.Errorf("New() with swtpm %q = %v, want an error naming tpm.swtpm", cfg.TPM.SWTPM, err)
 	}
 }

@@ -58,6 +58,11 @@ const (
 	EventHostTrusted   = "trustpool.host.trusted"
 	EventHostUntrusted = "trustpool.host.untrusted"
 	EventHostEnrolled  = "trustpool.host.enrolled"
+	// EventHostEKChangeRequested: a host asked for an EK binding that
+	// needs an administrator's approval (payload: host, reason,
+	// ek_fingerprint, pending_ek_fingerprint, bound_to, pending_since,
+	// agent_version).
+	EventHostEKChangeRequested = "trustpool.host.ek_change_requested"
 )
 
 // Limits on untrusted input sizes.

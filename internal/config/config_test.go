@@ -340,6 +340,36 @@ func TestLoadFiles(t *testing.T) {
 	}
 }
 
+// TestLoadNamesMissingDefaultFile: a daemon started without -config-file whose
+// default file does not exist must say which path it looked for, not only
+// which keys are missing.
+func TestLoadNamesMissingDefaultFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.toml")
+	c := defaults()
+	err := Load(&c, LoadOptions{File: missing, FileOptional: true, Environ: []string{}, Overrides: []string{"DEFAULT.host=forbidden"}})
+	if !errors.Is(err, ErrDefaultFileMissing) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "-config-file") {
+		t.Errorf("Load() error = %v, want it to name %s and -config-file", err, missing)
+	}
+	if !strings.Contains(err.Error(), "DEFAULT.host: forbidden") {
+		t.Errorf("Load() error = %v, want the validation problem too", err)
+	}
+	// Without problems a missing default file is fine (environment-only setups).
+	c = defaults()
+	if err := Load(&c, LoadOptions{File: missing, FileOptional: true, Environ: []string{}}); err != nil {
+		t.Errorf("Load() with a valid configuration and no default file = %v", err)
+	}
+	// Flags: no -config-file means the default path, optional.
+	var f Flags
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	f.Register(fs, missing)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if o := f.LoadOptions(); o.File != missing || !o.FileOptional {
+		t.Errorf("LoadOptions() = %+v, want the optional default file", o)
+	}
+}
+
 func TestLoadBadDestination(t *testing.T) {
 	var notSections struct {
 		X int `toml:"x"`

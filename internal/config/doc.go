@@ -25,5 +25,10 @@
 // spellings (booleans true/false/yes/no/on/off/1/0, lists as comma-separated
 // values). The environment and flag layers use it.
 //
+// When the file is optional (a daemon started without -config-file reads its
+// default path) and missing, Load proceeds from the other layers; if the result
+// is not valid, the problems start with one naming that path
+// ([ErrDefaultFileMissing]).
+//
 // The package does not log and does not read files other than the one named.
 package config

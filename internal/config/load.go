@@ -32,6 +32,11 @@ type LoadOptions struct {
 	Overrides []string
 }
 
+// ErrDefaultFileMissing is reported with the other problems when an optional
+// configuration file (a daemon's default path) does not exist and the
+// configuration is not valid without it.
+var ErrDefaultFileMissing = errors.New("no such file")
+
 // FieldError is one problem with one key, as Load reports it.
 type FieldError struct {
 	// Source names the layer: the file path, "env TRUSTPOOL_X__Y" or "flag".
@@ -88,12 +93,14 @@ func Load(dst any, opts LoadOptions) error {
 		return err
 	}
 	var errs []error
+	missing := false
 	if opts.File != "" {
 		data, err := os.ReadFile(opts.File)
 		switch {
 		case err == nil:
 			errs = append(errs, decodeTOML(sch, opts.File, data)...)
 		case opts.FileOptional && errors.Is(err, fs.ErrNotExist):
+			missing = true
 		default:
 			return fmt.Errorf("read config file: %w", err)
 		}
@@ -105,6 +112,12 @@ func Load(dst any, opts LoadOptions) error {
 	errs = append(errs, applyEnv(sch, environ)...)
 	errs = append(errs, applyOverrides(sch, opts.Overrides)...)
 	errs = append(errs, validate(sch)...)
+	if missing && len(errs) > 0 {
+		// The problems are most likely there because the file was not found:
+		// say which file that was.
+		errs = append([]error{fmt.Errorf("%s: %w (the default configuration file; name another with -config-file)",
+			opts.File, ErrDefaultFileMissing)}, errs...)
+	}
 	return errors.Join(errs...)
 }
 

@@ -173,7 +173,7 @@ func ParseEKPublic(b []byte) (*EKPublic, error) {
 			return nil, fmt.Errorf("parse EK public: %w: curve %s", ErrEKPublic, kk.Curve.Params().Name)
 		}
 	default:
-		return nil, fmt.Errorf("parse EK public: %w: key type %T", ErrEKPublic, k)
+		return nil, fmt.Errorf("parse EK public: %w: neither an RSA nor an ECC key", ErrEKPublic)
 	}
 	if _, err := tpm2.ImportEncapsulationKey(p); err != nil {
 		return nil, fmt.Errorf("parse EK public: %w: %w", ErrEKPublic, err)

@@ -411,8 +411,21 @@ func TestBrokerRestart(t *testing.T) {
 	opts.RabbitRetryInterval = 1
 	opts.RabbitRetryBackoff = 1
 	opts.RabbitIntervalMax = 2
-	s := oslo.NewServer(newTransport(t, rabbit.URL, &opts), oslo.Target{Topic: "restart", Server: "h"}, testEndpoint(rec))
+	ep := testEndpoint(rec)
+	// hold tells the test that a call reached the handler, then holds it until
+	// the test ends.
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	ep.Methods["hold"] = func(ctx context.Context, _ *oslo.Request) (any, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "held", nil
+	}
+	s := oslo.NewServer(newTransport(t, rabbit.URL, &opts), oslo.Target{Topic: "restart", Server: "h"}, ep)
 	startServer(t, s.Run, s.Ready())
+	t.Cleanup(func() { close(release) })
 	client := newTransport(t, rabbit.URL, &opts).Client(oslo.Target{Topic: "restart"}).WithTimeout(5 * time.Minute)
 
 	var got string
@@ -423,8 +436,14 @@ func TestBrokerRestart(t *testing.T) {
 	// A call in flight when the broker goes away fails with ErrConnection
 	// well before its 5-minute timeout.
 	inflight := make(chan error, 1)
-	go func() { inflight <- client.Call(t.Context(), nil, "sleep", map[string]any{"seconds": 30}, nil) }()
-	time.Sleep(500 * time.Millisecond) // let the call reach the server
+	go func() { inflight <- client.Call(t.Context(), nil, "hold", nil, nil) }()
+	select {
+	case <-entered:
+	case err := <-inflight:
+		t.Fatalf("call ended before the broker stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call did not reach the server within 30s")
+	}
 	rabbit.StopApp(t)
 	select {
 	case err := <-inflight:

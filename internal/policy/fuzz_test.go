@@ -13,6 +13,8 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b)
+	f.Add([]byte("[[profile]]\nname = 5\n[profile.ima.allowlist]\n\"/x\" = [1]\n"))
+	f.Add([]byte("profile = [[1], {a = 2}]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ps, err := Parse(b)
 		if err != nil {

@@ -374,11 +374,26 @@ func (k *KeystoneServer) AdminToken(t testing.TB) string {
 	return k.Token(t, k.AdminUser, k.AdminPassword, k.AdminProject)
 }
 
+// SystemAdminToken issues a system-scoped token (scope system: all) for the
+// bootstrap admin, who holds the admin role on the system.
+func (k *KeystoneServer) SystemAdminToken(t testing.TB) string {
+	t.Helper()
+	tok, err := k.scopedToken(t.Context(), k.AdminUser, k.AdminPassword, map[string]any{"system": map[string]any{"all": true}})
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	return tok
+}
+
 func (k *KeystoneServer) token(ctx context.Context, user, password, project string) (string, error) {
+	return k.scopedToken(ctx, user, password, map[string]any{"project": map[string]any{"name": project, "domain": map[string]string{"id": "default"}}})
+}
+
+func (k *KeystoneServer) scopedToken(ctx context.Context, user, password string, scope map[string]any) (string, error) {
 	body := map[string]any{"auth": map[string]any{
 		"identity": map[string]any{"methods": []string{"password"}, "password": map[string]any{
 			"user": map[string]any{"name": user, "domain": map[string]string{"id": "default"}, "password": password}}},
-		"scope": map[string]any{"project": map[string]any{"name": project, "domain": map[string]string{"id": "default"}}},
+		"scope": scope,
 	}}
 	b, err := json.Marshal(body)
 	if err != nil {

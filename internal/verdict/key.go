@@ -1,8 +1,11 @@
 package verdict
 
 import (
+	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -12,8 +15,13 @@ import (
 	"path/filepath"
 )
 
-// ErrKeyFile means a key file exists but is unusable.
-var ErrKeyFile = errors.New("unusable key file")
+// Key file errors.
+var (
+	// ErrKeyFile means a key file exists but is unusable.
+	ErrKeyFile = errors.New("unusable key file")
+	// ErrNoKey means the key file does not exist.
+	ErrNoKey = errors.New("no key file")
+)
 
 // MarshalPublicKeyPEM encodes pub as a PEM "PUBLIC KEY" (PKIX) block, the
 // file shims pin.
@@ -37,7 +45,7 @@ func ParsePublicKeyPEM(b []byte) (ed25519.PublicKey, error) {
 	}
 	pub, ok := k.(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: public key is %T, want Ed25519", ErrKeyFile, k)
+		return nil, fmt.Errorf("%w: public key is %s, want Ed25519", ErrKeyFile, keyAlgorithm(k))
 	}
 	return pub, nil
 }
@@ -54,34 +62,42 @@ func ParsePrivateKeyPEM(b []byte) (ed25519.PrivateKey, error) {
 	}
 	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: private key is %T, want Ed25519", ErrKeyFile, k)
+		return nil, fmt.Errorf("%w: private key is %s, want Ed25519", ErrKeyFile, keyAlgorithm(k))
 	}
 	return priv, nil
 }
 
-// LoadOrCreateKey reads the Ed25519 private key at path, creating it (mode
-// 0600, directory 0700) when the file does not exist. A file that exists
-// but is readable by others or does not hold an Ed25519 key is an error,
-// never silently replaced.
-func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+// LoadKey reads the Ed25519 private key at path. A missing file is an error
+// wrapping [ErrNoKey]: a new key is made only when asked ([CreateKey]),
+// since shims pin the old one and would drop every verdict signed with a
+// new one. A file that is readable by others or does not hold an Ed25519
+// key wraps [ErrKeyFile].
+func LoadKey(path string) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
-	if err == nil {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return nil, fmt.Errorf("stat %s: %w", path, err)
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("%w: %s has mode %04o, want 0600", ErrKeyFile, path, fi.Mode().Perm())
-		}
-		k, err := ParsePrivateKeyPEM(b)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		return k, nil
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist", ErrNoKey, path)
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %04o, want 0600", ErrKeyFile, path, fi.Mode().Perm())
+	}
+	k, err := ParsePrivateKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// CreateKey generates an Ed25519 key and writes it to path (PKCS #8 PEM,
+// mode 0600; missing directories are created with mode 0700). An existing
+// file is never replaced: the error then wraps fs.ErrExist.
+func CreateKey(path string) (ed25519.PrivateKey, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
@@ -93,18 +109,33 @@ func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
 	}
-	// O_EXCL: two processes starting at once must not overwrite each
-	// other's key.
+	// O_EXCL: an existing key (or one another process creates at the same
+	// time) is never overwritten.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
 		_ = f.Close()
+		_ = os.Remove(path)
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
+		_ = os.Remove(path)
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	return priv, nil
+}
+
+// keyAlgorithm names a parsed key's algorithm for error messages.
+func keyAlgorithm(k any) string {
+	switch k.(type) {
+	case *rsa.PublicKey, *rsa.PrivateKey:
+		return "an RSA key"
+	case *ecdsa.PublicKey, *ecdsa.PrivateKey:
+		return "an ECDSA key"
+	case *ecdh.PublicKey, *ecdh.PrivateKey:
+		return "an ECDH (X25519) key"
+	}
+	return "not an Ed25519 key"
 }

@@ -11,7 +11,8 @@
 // What it does not check: freshness and ordering. A verified verdict may be
 // expired (use [Verdict.StatusAt], which reports anything past expires_at as
 // unknown) or older than one already seen (callers compare [Verdict.Seq] per
-// host). The package does no I/O except [LoadOrCreateKey] and logs nothing.
+// host). The package does no I/O except reading and creating key files
+// ([LoadKey], [CreateKey]) and logs nothing.
 package verdict
 
 import (

@@ -2,10 +2,15 @@ package verdict
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -277,10 +282,17 @@ func TestStatusAt(t *testing.T) {
 	}
 }
 
-func TestLoadOrCreateKey(t *testing.T) {
+func TestLoadAndCreateKey(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "keys", "verdict.key")
-	k1, err := LoadOrCreateKey(path)
+	// A missing key is an error naming the path, never a new key.
+	if _, err := LoadKey(path); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("LoadKey(missing) = %v, want ErrNoKey naming %s", err, path)
+	}
+	if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("LoadKey created %s: %v", filepath.Dir(path), err)
+	}
+	k1, err := CreateKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,25 +303,41 @@ func TestLoadOrCreateKey(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("key mode %04o, want 0600", fi.Mode().Perm())
 	}
-	k2, err := LoadOrCreateKey(path)
+	if _, err := CreateKey(path); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("CreateKey over an existing key = %v, want fs.ErrExist", err)
+	}
+	k2, err := LoadKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !k1.Equal(k2) {
-		t.Error("second load returned a different key")
+		t.Error("LoadKey returned a different key than CreateKey wrote")
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadOrCreateKey(path); !errors.Is(err, ErrKeyFile) {
+	if _, err := LoadKey(path); !errors.Is(err, ErrKeyFile) {
 		t.Errorf("world-readable key: %v, want ErrKeyFile", err)
 	}
 	garbage := filepath.Join(dir, "garbage.key")
 	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadOrCreateKey(garbage); !errors.Is(err, ErrKeyFile) {
+	if _, err := LoadKey(garbage); !errors.Is(err, ErrKeyFile) {
 		t.Errorf("garbage key: %v, want ErrKeyFile", err)
+	}
+	// A key of another algorithm is named in key terms, not Go types.
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
+	rsaPath := filepath.Join(dir, "rsa.key")
+	if err := os.WriteFile(rsaPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(rsaPath); !errors.Is(err, ErrKeyFile) || !strings.Contains(err.Error(), "private key is an RSA key, want Ed25519") {
+		t.Errorf("RSA key: %v, want ErrKeyFile saying it is an RSA key", err)
 	}
 	pemBytes, err := MarshalPublicKeyPEM(k1.Public().(ed25519.PublicKey))
 	if err != nil {

@@ -369,3 +369,73 @@ func TestDifferentialSample(t *testing.T) {
 		t.Errorf("sample parses to %d rules, problems %v, err %v; want an all-comment file", len(rules), problems, err)
 	}
 }
+
+// policyFileShapes are policy files whose YAML PyYAML 6 (oslo.policy's yaml.safe_load)
+// and libyaml (gopkg.in/yaml.v2) read differently: several documents, and tabs where
+// PyYAML allows only spaces; plus the places where both accept a tab.
+var policyFileShapes = []struct {
+	data   string
+	refuse bool // PyYAML refuses it, so oslo.policy denies every rule
+}{
+	{"r0: \"@\"\n---\nr0: \"!\"\n", true},
+	{"r0: \"@\"\n---\n", true},
+	{"r0: \"@\"\n...\n---\nr1: \"@\"\n", true},
+	{"r0: \"@\"\n--- # next\n", true},
+	{"---\nr0: \"@\"\n", false},
+	{"---\nr0: \"@\"\n...\n", false},
+	{"r0: \"@\"\n...\n# end\n", false},
+	{"r0:\t\"@\"\n", true},
+	{"\"r0\":\t\"@\"\n", true},
+	{"r0: \t\"@\"\n", true},
+	{"r0 :\t\"@\"\n", true},
+	{"r0\t: \"@\"\n", true},
+	{"r0:\t\n", true},
+	{"r0: \"@\"\t\n", true},
+	{"r0: '@'\t# c\n", true},
+	{"r0: role:admin\tor @\n", true},
+	{"r0: role:admin\n  \tor @\n", true},
+	{"r0: [\"@\",\t\"!\"]\n", true},
+	{"r0: &a\t\"@\"\n", true},
+	{"r0: |\t\n  \"@\"\n", true},
+	{"r0: \"role:a\tb or @\"\n", false},
+	{"r0: 'role:a\tb or @'\n", false},
+	{"r0: \"role:a\n\tor @\"\n", false},
+	{"r0: \"@\" # a\tcomment\n", false},
+	{"# a\tcomment\nr0: \"@\"\n", false},
+	{"r0: |\n  role:a\tor @\n", false},
+	{"r0: >-\n  role:a\n  \tor @\nr1: \"!\"\n", false},
+	{"{\"r0\":\t\"@\"}", false}, // JSON, read before YAML is tried
+}
+
+// TestDifferentialPolicyFileShapes loads each of policyFileShapes with oslo.policy and
+// with this package: both must refuse it (every enforce fails) or both must allow r0.
+func TestDifferentialPolicyFileShapes(t *testing.T) {
+	requirePython(t)
+	var scs []diffScenario
+	for _, s := range policyFileShapes {
+		scs = append(scs, diffScenario{PolicyFile: &s.data, Config: diffConfig{PolicyDefaultRule: "default"},
+			Cases: []diffCase{{Rule: "r0", Target: map[string]any{}, Creds: map[string]any{"roles": []any{"member"}}}}})
+	}
+	results := runOslo(t, scs)
+	for i, s := range policyFileShapes {
+		dir := t.TempDir()
+		opts := DefaultOptions()
+		opts.PolicyFile = filepath.Join(dir, "policy.yaml")
+		if err := os.WriteFile(opts.PolicyFile, []byte(s.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if e, err := New(Config{Options: opts}); err != nil {
+			got = outcomeOf(false, err)
+		} else {
+			got = outcomeOf(e.Enforce("r0", nil, map[string]any{"roles": []any{"member"}}))
+		}
+		want := normalizePy(results[i].Results[0])
+		if got != want {
+			t.Errorf("policy file %q: go %s, oslo.policy %s", s.data, got, results[i].Results[0])
+		}
+		if (want == "exc") != s.refuse {
+			t.Errorf("policy file %q: oslo.policy %s, but the table says refuse=%v", s.data, want, s.refuse)
+		}
+	}
+}

@@ -251,7 +251,7 @@ func yamlQuote(s string) string {
 }
 
 func (g *gen) policyFile(names []string) (string, map[string]bool) {
-	var b strings.Builder
+	var lines []string
 	defined := map[string]bool{}
 	for _, n := range names {
 		if g.chance(0.3) {
@@ -260,20 +260,52 @@ func (g *gen) policyFile(names []string) (string, map[string]bool) {
 		defined[n] = true
 		switch g.r.IntN(20) {
 		case 0:
-			fmt.Fprintf(&b, "%q:\n", n) // null: always allowed
+			lines = append(lines, fmt.Sprintf("%q:\n", n)) // null: always allowed
 		case 1:
-			fmt.Fprintf(&b, "%q: [[%s, %s], [%s]]\n", n, yamlQuote(g.atom()), yamlQuote(g.atom()), yamlQuote(g.atom()))
+			lines = append(lines, fmt.Sprintf("%q: [[%s, %s], [%s]]\n", n, yamlQuote(g.atom()), yamlQuote(g.atom()), yamlQuote(g.atom())))
 		case 2:
-			fmt.Fprintf(&b, "%q: [%s, []]\n", n, yamlQuote(g.atom()))
+			lines = append(lines, fmt.Sprintf("%q: [%s, []]\n", n, yamlQuote(g.atom())))
 		case 3:
-			fmt.Fprintf(&b, "%q: []\n", n)
+			lines = append(lines, fmt.Sprintf("%q: []\n", n))
 		case 4:
-			fmt.Fprintf(&b, "%q: '%s'\n", n, strings.ReplaceAll(g.render(g.expr(2), ""), "'", "''"))
+			lines = append(lines, fmt.Sprintf("%q: '%s'\n", n, strings.ReplaceAll(g.render(g.expr(2), ""), "'", "''")))
 		default:
-			fmt.Fprintf(&b, "%q: %s\n", n, yamlQuote(g.ruleString()))
+			lines = append(lines, fmt.Sprintf("%q: %s\n", n, yamlQuote(g.ruleString())))
 		}
 	}
-	return b.String(), defined
+	return g.fileShape(lines), defined
+}
+
+// fileShape lays the rule lines out in one of the file shapes where PyYAML (and so
+// oslo.policy, which then denies everything) and libyaml disagree, or in a harmless
+// variant of them.
+func (g *gen) fileShape(lines []string) string {
+	tabAt := func(old, repl string) {
+		if len(lines) > 0 {
+			i := g.r.IntN(len(lines))
+			lines[i] = strings.Replace(lines[i], old, repl, 1)
+		}
+	}
+	switch g.r.IntN(16) {
+	case 0: // a tab after a key's colon: PyYAML refuses the file
+		tabAt(": ", g.pick(":\t", ": \t", "\t: "))
+	case 1: // a tab after a value, or before a comment: refused too
+		tabAt("\n", g.pick("\t\n", " \t# note\n"))
+	case 2: // tabs in a comment, a quoted scalar or a block scalar: accepted
+		lines = append(lines, g.pick("# a\tcomment\n", "\"tabbed\": 'role:a\tb'\n", "\"tabbed\": |\n  role:a\tb\n", "\"tabbed\": \"@\" # x\ty\n"))
+	case 3: // several documents: PyYAML's safe_load refuses the stream
+		at := g.r.IntN(len(lines) + 1)
+		lines = slices.Insert(lines, at, g.pick("---\n", "...\n---\n", "--- # next\n"))
+		if at == 0 {
+			lines = append(lines, "---\n\"r0\": \"!\"\n")
+		}
+	case 4: // explicit document start and end markers around one document: accepted
+		lines = append([]string{"---\n"}, lines...)
+		if g.chance(0.5) {
+			lines = append(lines, "...\n")
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 func (g *gen) defaults() []diffDefault {

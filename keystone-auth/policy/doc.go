@@ -17,6 +17,9 @@
 //   - "and" binds tighter than "or"; "not", "and", "or" are case-insensitive;
 //   - an undefined rule name falls back to [oslo_policy] policy_default_rule when that rule
 //     exists and fails otherwise; a rule: reference to an undefined rule fails;
+//   - a policy file is YAML as PyYAML 6 reads it: several documents, or a tab outside
+//     quoted scalars, block scalars and comments, make the whole file invalid (every
+//     Enforce denies), where libyaml-based parsers would read it;
 //   - a registered default with a deprecated rule is OR'ed with the deprecated check
 //     string unless enforce_new_defaults is set; scope_types are only enforced with
 //     enforce_scope.

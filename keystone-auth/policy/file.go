@@ -13,7 +13,10 @@ import (
 
 // ParseFile parses the contents of a policy file the way oslo.policy's
 // parse_file_contents and Rules.load do: JSON first, YAML otherwise; an empty document
-// means no rules. Each value is a rule string, null (which oslo.policy, like "", treats
+// means no rules. YAML is read as PyYAML's safe_load reads it: a stream of several
+// documents, or a tab where PyYAML allows only spaces (after a key's colon, before or
+// after a value, as indentation), is refused with ErrInvalidFile, as oslo.policy refuses
+// it (and then denies every rule). Each value is a rule string, null (which oslo.policy, like "", treats
 // as "always allow") or the legacy list-of-lists form.
 //
 // Where oslo.policy would crash or silently change a rule's meaning this is stricter and
@@ -84,6 +87,14 @@ func decodePolicyDocument(data []byte) (map[any]any, error) {
 	if err := yaml.Unmarshal(data, &y); err != nil {
 		return nil, fmt.Errorf("parse policy file as YAML: %w: %w", ErrInvalidFile, err)
 	}
+	// yaml.Unmarshal reads the first document only; PyYAML's safe_load refuses a stream
+	// of several ("expected a single document in the stream").
+	if yamlDocuments(data) > 1 {
+		return nil, fmt.Errorf("parse policy file as YAML: %w: expected a single document, found more than one", ErrInvalidFile)
+	}
+	if err := checkYAMLTabs(string(data)); err != nil {
+		return nil, fmt.Errorf("parse policy file as YAML: %w", err)
+	}
 	if m, ok := y.(map[any]any); ok {
 		for k, v := range m {
 			m[k] = normalizeYAML(v)
@@ -94,6 +105,24 @@ func decodePolicyDocument(data []byte) (map[any]any, error) {
 		return map[any]any{}, nil // oslo.policy: `parsed or {}`
 	}
 	return nil, fmt.Errorf("policy file is a YAML %T, not a mapping: %w", y, ErrInvalidFile)
+}
+
+// yamlDocuments counts the documents in a YAML stream that yaml.Unmarshal accepted
+// (stopping at two, which is enough to refuse it).
+func yamlDocuments(data []byte) int {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	n := 0
+	for n < 2 {
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return n + 1 // a later document that does not parse: not a single document either
+		}
+		n++
+	}
+	return n
 }
 
 func jsonAtEOF(dec *json.Decoder) bool {

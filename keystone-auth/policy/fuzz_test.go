@@ -65,6 +65,9 @@ func FuzzParseFile(f *testing.F) {
 	f.Add([]byte("a: [[\"role:admin\"], [\"role:member\", \"project_id:%(project_id)s\"]]\n"))
 	f.Add([]byte("a: false\n"))
 	f.Add([]byte("- x\n"))
+	for _, s := range policyFileShapes {
+		f.Add([]byte(s.data))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rules, _, err := ParseFile(data)
 		if err != nil {

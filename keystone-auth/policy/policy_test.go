@@ -404,6 +404,32 @@ func TestParseFile(t *testing.T) {
 	}
 }
 
+// TestParseFileYAMLShapes holds the loader to the outcomes oslo.policy has for
+// policyFileShapes (TestDifferentialPolicyFileShapes checks the table against it): a
+// refused file is an ErrInvalidFile, and an Enforcer on it denies every rule.
+func TestParseFileYAMLShapes(t *testing.T) {
+	for _, s := range policyFileShapes {
+		_, _, err := ParseFile([]byte(s.data))
+		if s.refuse != (err != nil) || (err != nil && !errors.Is(err, ErrInvalidFile)) {
+			t.Errorf("ParseFile(%q) error = %v, want refused=%v with ErrInvalidFile", s.data, err, s.refuse)
+		}
+	}
+	dir := t.TempDir()
+	opts := DefaultOptions()
+	opts.PolicyFile = filepath.Join(dir, "policy.yaml")
+	e, err := New(Config{Options: opts, Defaults: testDefaults})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, data := range []string{"\"hosts:list\": \"@\"\n---\n\"hosts:list\": \"!\"\n", "\"hosts:list\":\t\"@\"\n"} {
+		bump(t, opts.PolicyFile, data, i+1)
+		ok, err := e.Enforce("hosts:list", nil, map[string]any{"roles": []string{"admin", "reader"}})
+		if ok || !errors.Is(err, ErrInvalidFile) {
+			t.Errorf("policy file %q: Enforce = %v, %v; want a denial with ErrInvalidFile", data, ok, err)
+		}
+	}
+}
+
 // bump rewrites the policy file with a modification time that differs from the last one.
 func bump(t *testing.T, path, content string, step int) {
 	t.Helper()

@@ -49,8 +49,19 @@ func buildShim(t *testing.T) string {
 	return bin
 }
 
-// runPython runs `python3 -m unittest -v <modules>` in tests/ with env.
-func runPython(t *testing.T, env []string, args ...string) {
+// runUnittest runs `python3 -m unittest -v <module>` in tests/ with env and
+// requires a successful run of at least one test with none skipped: the
+// runner exits 0 when nothing ran or everything was skipped.
+func runUnittest(t *testing.T, env []string, module string) {
+	t.Helper()
+	out := runPython(t, env, "-m", "unittest", "-v", module)
+	if err := servicetest.CheckUnittest(out, 0); err != nil {
+		t.Fatalf("python tests of %s: %v", module, err)
+	}
+}
+
+// runPython runs python3 with args in tests/ with env and returns its output.
+func runPython(t *testing.T, env []string, args ...string) []byte {
 	t.Helper()
 	py := servicetest.Python(t)
 	pkgDir, err := filepath.Abs(".")
@@ -65,29 +76,30 @@ func runPython(t *testing.T, env []string, args ...string) {
 	if err != nil {
 		t.Fatalf("python tests failed: %v", err)
 	}
+	return out
 }
 
 func TestFilterInNova(t *testing.T) {
-	runPython(t, nil, "-m", "unittest", "-v", "test_filter")
+	runUnittest(t, nil, "test_filter")
 }
 
 // TestExtraSpecValidators runs in a process of its own: importing nova's
 // API validation code monkey-patches the process with eventlet, which the
 // threaded fake shim of test_filter must not meet.
 func TestExtraSpecValidators(t *testing.T) {
-	runPython(t, nil, "-m", "unittest", "-v", "test_extra_specs")
+	runUnittest(t, nil, "test_extra_specs")
 }
 
 func TestFilterInNovaWithRealShim(t *testing.T) {
 	rabbit := servicetest.RabbitMQ(t)
 	bin := buildShim(t)
-	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "-m", "unittest", "-v", "test_nova_shim")
+	runUnittest(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "test_nova_shim")
 }
 
 // TestSampleNovaConf loads etc/nova.conf.d/trustpool-filter.conf.sample as
 // nova-scheduler would (own process: it initialises nova's global CONF).
 func TestSampleNovaConf(t *testing.T) {
-	runPython(t, nil, "-m", "unittest", "-v", "test_sample_conf")
+	runUnittest(t, nil, "test_sample_conf")
 }
 
 // TestNovaFunctional boots servers through Nova's real control plane
@@ -96,8 +108,7 @@ func TestSampleNovaConf(t *testing.T) {
 func TestNovaFunctional(t *testing.T) {
 	rabbit := servicetest.RabbitMQ(t)
 	bin := buildShim(t)
-	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL},
-		"-m", "unittest", "-v", "functional.test_functional")
+	runUnittest(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "functional.test_functional")
 }
 
 func TestBenchmark(t *testing.T) {

@@ -18,8 +18,9 @@ import (
 )
 
 // TestDemoStory: three agents enroll (auto mode, EK certificates checked
-// against the swtpm CAs); with no profile they are untrusted; a member cannot
-// learn a profile (403) while the admin can, from the first host; all three
+// against the swtpm CAs); with no profile they are untrusted; a project member
+// can neither see the hosts nor learn a profile (403) while the admin can,
+// from the first host; all three
 // become trusted; extending a PCR on one host's TPM turns it untrusted with a
 // replay reason; stopping an agent makes its host unknown (unreachable); a
 // service restart keeps enrollments, profiles and history and resumes
@@ -42,9 +43,12 @@ func TestDemoStory(t *testing.T) {
 		}
 	}
 
-	// Member may read hosts but not change profiles.
-	if code, body := e.api("GET", "/v1/hosts", e.member, nil); code != http.StatusOK || len(body["hosts"].([]any)) != 3 {
-		t.Fatalf("member GET /v1/hosts = %d %v", code, body)
+	// Hosts are operator data: a project member neither sees nor changes them.
+	if code, body := e.api("GET", "/v1/hosts", e.member, nil); code != http.StatusForbidden {
+		t.Fatalf("member GET /v1/hosts = %d %v, want 403", code, body)
+	}
+	if code, body := e.api("GET", "/v1/hosts", e.admin, nil); code != http.StatusOK || len(body["hosts"].([]any)) != 3 {
+		t.Fatalf("admin GET /v1/hosts = %d %v", code, body)
 	}
 	learn := map[string]any{"host": "compute-1", "name": "golden"}
 	code, body := e.api("POST", "/v1/profiles/learn", e.member, learn)
@@ -60,6 +64,11 @@ func TestDemoStory(t *testing.T) {
 	code, body = e.api("POST", "/v1/profiles/learn", e.admin, learn)
 	if code != http.StatusCreated {
 		t.Fatalf("admin learn = %d %v", code, body)
+	}
+	// Learn pins the PCRs the kernel and command line facts are read from,
+	// and says so.
+	if added := fmt.Sprint(body["added_pcrs"]); added != "[8 9]" || fmt.Sprint(body["fact_pcrs"].(map[string]any)["9"]) != "[kernel initrd]" {
+		t.Errorf("learn answer: added_pcrs %s, fact_pcrs %v", added, body["fact_pcrs"])
 	}
 	for _, h := range hosts {
 		v := e.verdicts.wait(t, h.name, 0, 30*time.Second, "trusted", status(verdict.Trusted))
@@ -77,7 +86,7 @@ func TestDemoStory(t *testing.T) {
 	if !slices.ContainsFunc(v.Reasons, func(r string) bool { return strings.Contains(r, "replay") }) {
 		t.Errorf("compute-2 untrusted for %v, want a replay reason", v.Reasons)
 	}
-	code, body = e.api("GET", "/v1/hosts/compute-2", e.member, nil)
+	code, body = e.api("GET", "/v1/hosts/compute-2", e.admin, nil)
 	if code != http.StatusOK || !strings.Contains(fmt.Sprint(body), "replay") {
 		t.Errorf("GET /v1/hosts/compute-2 = %d %v, want the replay reason", code, body)
 	}

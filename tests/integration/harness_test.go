@@ -81,6 +81,7 @@ func newEnv(t *testing.T, interval time.Duration) *env {
 	cfg.Default.Host = "controller"
 	cfg.Database.Connection = "sqlite:///" + filepath.Join(e.dir, "attestation.db")
 	cfg.Keys.VerdictSigningKey = filepath.Join(e.dir, "keys", "verdict.key")
+	cfg.Keys.CreateVerdictSigningKey = true // as DevStack sets it; restarts reuse the key
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Keystone.AuthURL, cfg.Keystone.WWWAuthenticateURI = e.ks.URL, e.ks.URL
 	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomainName = svcUser, svcPW, "Default"

@@ -1,12 +1,34 @@
 // Package api is the attestation service's REST API (docs/ARCHITECTURE.md, "REST API"):
-// hosts, profiles, public keys, health and metrics. Every /v1 route except
-// /v1/keys sits behind Keystone token authentication (keystone-auth's
-// authtoken middleware, passed in as Config.Auth) and an oslo.policy rule
-// (Rules, overridable in policy.yaml). Admin changes are written to the
-// audit log whatever their outcome (denied ones too). Errors are a JSON
-// envelope {"error": {"code", "title", "message", "request_id"}}; the request
-// id is also in the X-Openstack-Request-Id header. 5xx answers carry a generic
-// message; the detail is logged once with the request id.
+// hosts, profiles, public keys, health and metrics.
+//
+// Every /v1 route except /v1/keys sits behind Keystone token authentication
+// (keystone-auth's authtoken middleware, passed in as Config.Auth) and an
+// oslo.policy rule (Rules, overridable in policy.yaml). The defaults follow
+// OpenStack's secure-RBAC personas as Nova (2023.1+) and Placement ship them:
+// hosts, profiles, EK approvals and the audit log are operator data, for the
+// admin role (from any project: in OpenStack admin is cloud-wide); the
+// service role may read hosts' trust state and ask for an attestation;
+// project members and readers see none of it. project_member_api and
+// project_reader_api (project_id:%(project_id)s) are defined for
+// tenant-owned resources.
+//
+// GET /v1/keys, like /healthz and /metrics, needs no token: it serves public
+// keys only (the verdict key's kid and PEM), which shims pin and which
+// tenants will need to seal launch requests; trust comes from pinning the key
+// out of band, not from how it was fetched. Managing keys is not an API
+// operation.
+//
+// Admin changes are written to the audit log whatever their outcome (denied
+// ones too). Changes that would turn hosts untrusted (deleting a profile
+// hosts rely on, assigning profiles a trusted host does not satisfy) answer
+// 409 naming the hosts unless the request says force=true.
+//
+// Errors are a JSON envelope {"error": {"code", "title", "message",
+// "request_id"}}; the request id is also in the X-Openstack-Request-Id
+// header. Messages say what was wrong in the request's terms and never name
+// Go types; 5xx answers carry a generic message, the detail is logged once
+// with the request id. A wrong method answers 405 with Allow; unknown query
+// parameters are refused.
 package api
 
 import (
@@ -19,17 +41,21 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
 
-// Rule names.
+// Rule names of the operations.
 const (
 	RuleHostsList     = "trustpool:hosts:list"
 	RuleHostsGet      = "trustpool:hosts:get"
@@ -37,32 +63,98 @@ const (
 	RuleHostsAttest   = "trustpool:hosts:attest"
 	RuleHostsDelete   = "trustpool:hosts:delete"
 	RuleHostsApprove  = "trustpool:hosts:approve"
+	RuleHostsReject   = "trustpool:hosts:reject"
 	RuleHostsProfiles = "trustpool:hosts:update_profiles"
 	RuleProfilesRead  = "trustpool:profiles:read"
 	RuleProfilesWrite = "trustpool:profiles:write"
 	RuleAuditRead     = "trustpool:audit:read"
 )
 
-// Rules are the policy defaults: admin manages hosts and profiles; readers
-// (and admins) see hosts and profiles.
+// Base rules: the secure-RBAC personas under the names Nova (2023.1 and
+// later) and Placement give them, so that operators' policy files and habits
+// carry over.
+const (
+	RuleAdmin                = "context_is_admin"
+	RuleService              = "service_api"
+	RuleServiceOrAdmin       = "service_or_admin"
+	RuleProjectMember        = "project_member_api"
+	RuleProjectReader        = "project_reader_api"
+	RuleProjectMemberOrAdmin = "project_member_or_admin"
+	RuleProjectReaderOrAdmin = "project_reader_or_admin"
+)
+
+// The rules before the personas, kept registered (deprecated) so that policy
+// files and enforce_new_defaults = false still find them.
+const (
+	legacyAdmin       = "admin_required"
+	legacyReader      = "reader_or_admin"
+	deprecatedSince   = "0.2.0"
+	personasReason    = "Trustpool's policies follow OpenStack's secure-RBAC personas: host, profile, EK and audit data are operator data, and the old default let every project member (who has the reader role through Keystone's implied roles) see every compute host. With [oslo_policy] enforce_new_defaults = false the old default is OR'ed back in; copy it into policy.yaml to keep it."
+	legacyRuleRemoval = "Use the persona rules (context_is_admin, service_api, project_*_api) instead."
+)
+
+// Rules are the policy defaults (the sample is etc/policy.yaml.sample):
+//
+//   - admin (role admin, from any project: cloud-wide) manages hosts,
+//     profiles, EK approvals and reads the audit log;
+//   - service (role service) reads hosts' trust state and asks for an
+//     attestation, for services acting on their own behalf;
+//   - project members and readers see no operator data; the
+//     project_member_api / project_reader_api rules (matched on
+//     project_id:%(project_id)s) are there for tenant-owned resources.
+//
+// Every operation rule is meant for project-scoped tokens (scope_types
+// project); the previous defaults are listed as deprecated rules.
 func Rules() []kpolicy.RuleDefault {
 	op := func(m, p string) []kpolicy.Operation { return []kpolicy.Operation{{Method: m, Path: p}} }
+	project := []string{"project"}
+	was := func(name, check string) *kpolicy.DeprecatedRule {
+		return &kpolicy.DeprecatedRule{Name: name, CheckStr: check, DeprecatedReason: personasReason, DeprecatedSince: deprecatedSince}
+	}
+	admin, serviceOrAdmin := "rule:"+RuleAdmin, "rule:"+RuleServiceOrAdmin
+	oldAdmin, oldReader := "rule:"+legacyAdmin, "rule:"+legacyReader
 	return []kpolicy.RuleDefault{
-		{Name: "admin_required", CheckStr: "role:admin", Description: "Administrators of the attestation service."},
-		{Name: "reader_or_admin", CheckStr: "role:reader or role:admin", Description: "Read-only users and administrators."},
-		{Name: RuleHostsList, CheckStr: "rule:reader_or_admin", Description: "List hosts and their verdicts.", Operations: op("GET", "/v1/hosts")},
-		{Name: RuleHostsGet, CheckStr: "rule:reader_or_admin", Description: "Show a host, its verdict and last evidence summary.", Operations: op("GET", "/v1/hosts/{host}")},
-		{Name: RuleHostsHistory, CheckStr: "rule:reader_or_admin", Description: "Show a host's verdict history.", Operations: op("GET", "/v1/hosts/{host}/history")},
-		{Name: RuleHostsAttest, CheckStr: "rule:admin_required", Description: "Attest a host now.", Operations: op("POST", "/v1/hosts/{host}/attest")},
-		{Name: RuleHostsDelete, CheckStr: "rule:admin_required", Description: "Delete a host.", Operations: op("DELETE", "/v1/hosts/{host}")},
-		{Name: RuleHostsApprove, CheckStr: "rule:admin_required", Description: "Approve a host's pending EK.", Operations: op("POST", "/v1/hosts/{host}/approve")},
-		{Name: RuleHostsProfiles, CheckStr: "rule:admin_required", Description: "Assign required profiles to a host.", Operations: op("PUT", "/v1/hosts/{host}/profiles")},
-		{Name: RuleProfilesRead, CheckStr: "rule:reader_or_admin", Description: "List, show and export profiles.", Operations: []kpolicy.Operation{
-			{Method: "GET", Path: "/v1/profiles"}, {Method: "GET", Path: "/v1/profiles/{name}"}, {Method: "GET", Path: "/v1/profiles/export"}}},
-		{Name: RuleProfilesWrite, CheckStr: "rule:admin_required", Description: "Create, update, delete, import and learn profiles.", Operations: []kpolicy.Operation{
+		{Name: RuleAdmin, CheckStr: "role:admin", Description: "Administrators: they manage hosts, profiles and EK approvals and read the audit log. " +
+			"In OpenStack the admin role is cloud-wide: a project-scoped token with the admin role on any project, not only the admin project, " +
+			"passes this rule. Give it only to cloud operators."},
+		{Name: RuleService, CheckStr: "role:service", Description: "Services calling on their own behalf (service users with the service role). " +
+			"By default they read hosts' trust state and ask for attestations, nothing else."},
+		{Name: RuleServiceOrAdmin, CheckStr: "rule:" + RuleService + " or rule:" + RuleAdmin, Description: "Services or administrators."},
+		{Name: RuleProjectMember, CheckStr: "role:member and project_id:%(project_id)s", Description: "Members of the project that owns the resource, for tenant-owned resources."},
+		{Name: RuleProjectReader, CheckStr: "role:reader and project_id:%(project_id)s", Description: "Readers of the project that owns the resource, for tenant-owned resources."},
+		{Name: RuleProjectMemberOrAdmin, CheckStr: "rule:" + RuleProjectMember + " or rule:" + RuleAdmin, Description: "Members of the owning project, or administrators."},
+		{Name: RuleProjectReaderOrAdmin, CheckStr: "rule:" + RuleProjectReader + " or rule:" + RuleAdmin, Description: "Readers of the owning project, or administrators."},
+		{Name: legacyAdmin, CheckStr: "role:admin", Description: "Administrators (the rule before context_is_admin).",
+			DeprecatedForRemoval: true, DeprecatedReason: legacyRuleRemoval, DeprecatedSince: deprecatedSince},
+		{Name: legacyReader, CheckStr: "role:reader or role:admin", Description: "Any user with the reader or admin role on any project (the old read rule).",
+			DeprecatedForRemoval: true, DeprecatedReason: legacyRuleRemoval, DeprecatedSince: deprecatedSince},
+		{Name: RuleHostsList, CheckStr: serviceOrAdmin, Description: "List hosts and their verdicts.", Operations: op("GET", "/v1/hosts"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsList, oldReader)},
+		{Name: RuleHostsGet, CheckStr: serviceOrAdmin, Description: "Show a host, its verdict and last evidence summary.", Operations: op("GET", "/v1/hosts/{host}"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsGet, oldReader)},
+		{Name: RuleHostsHistory, CheckStr: serviceOrAdmin, Description: "Show a host's verdict history.", Operations: op("GET", "/v1/hosts/{host}/history"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsHistory, oldReader)},
+		{Name: RuleHostsAttest, CheckStr: serviceOrAdmin, Description: "Attest a host now.", Operations: op("POST", "/v1/hosts/{host}/attest"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsAttest, oldAdmin)},
+		{Name: RuleHostsDelete, CheckStr: admin, Description: "Delete a host.", Operations: op("DELETE", "/v1/hosts/{host}"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsDelete, oldAdmin)},
+		{Name: RuleHostsApprove, CheckStr: admin, Description: "Approve a host's pending EK (with force: move an EK bound to another host).", Operations: op("POST", "/v1/hosts/{host}/approve"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsApprove, oldAdmin)},
+		{Name: RuleHostsReject, CheckStr: admin, Description: "Reject a host's pending EK.", Operations: op("POST", "/v1/hosts/{host}/reject"),
+			ScopeTypes: project},
+		{Name: RuleHostsProfiles, CheckStr: admin, Description: "Assign required profiles to a host. An assignment that would turn a trusted host " +
+			"untrusted needs force=true.", Operations: op("PUT", "/v1/hosts/{host}/profiles"),
+			ScopeTypes: project, DeprecatedRule: was(RuleHostsProfiles, oldAdmin)},
+		{Name: RuleProfilesRead, CheckStr: admin, Description: "List, show and export profiles.", Operations: []kpolicy.Operation{
+			{Method: "GET", Path: "/v1/profiles"}, {Method: "GET", Path: "/v1/profiles/{name}"}, {Method: "GET", Path: "/v1/profiles/export"}},
+			ScopeTypes: project, DeprecatedRule: was(RuleProfilesRead, oldReader)},
+		{Name: RuleProfilesWrite, CheckStr: admin, Description: "Create, update, delete, import and learn profiles. Deleting a profile that hosts " +
+			"rely on needs force=true.", Operations: []kpolicy.Operation{
 			{Method: "POST", Path: "/v1/profiles"}, {Method: "PUT", Path: "/v1/profiles/{name}"}, {Method: "DELETE", Path: "/v1/profiles/{name}"},
-			{Method: "POST", Path: "/v1/profiles/import"}, {Method: "POST", Path: "/v1/profiles/learn"}}},
-		{Name: RuleAuditRead, CheckStr: "rule:admin_required", Description: "Read the audit log.", Operations: op("GET", "/v1/audit")},
+			{Method: "POST", Path: "/v1/profiles/import"}, {Method: "POST", Path: "/v1/profiles/learn"}},
+			ScopeTypes: project, DeprecatedRule: was(RuleProfilesWrite, oldAdmin)},
+		{Name: RuleAuditRead, CheckStr: admin, Description: "Read the audit log.", Operations: op("GET", "/v1/audit"),
+			ScopeTypes: project, DeprecatedRule: was(RuleAuditRead, oldAdmin)},
 	}
 }
 
@@ -112,6 +204,7 @@ func New(cfg Config) http.Handler {
 	authed.Handle("POST /v1/hosts/{host}/attest", s.handle("hosts.attest", s.attestNow))
 	authed.Handle("DELETE /v1/hosts/{host}", s.handle("hosts.delete", s.deleteHost))
 	authed.Handle("POST /v1/hosts/{host}/approve", s.handle("hosts.approve", s.approve))
+	authed.Handle("POST /v1/hosts/{host}/reject", s.handle("hosts.reject", s.reject))
 	authed.Handle("PUT /v1/hosts/{host}/profiles", s.handle("hosts.profiles", s.setHostProfiles))
 	authed.Handle("GET /v1/profiles", s.handle("profiles.list", s.listProfiles))
 	authed.Handle("POST /v1/profiles", s.handle("profiles.create", s.createProfile))
@@ -123,14 +216,52 @@ func New(cfg Config) http.Handler {
 	authed.Handle("DELETE /v1/profiles/{name}", s.handle("profiles.delete", s.deleteProfile))
 	authed.Handle("GET /v1/audit", s.handle("audit", s.audit))
 	authed.Handle("/", s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
-		return httpErr(http.StatusNotFound, "no such resource", nil)
+		return routeError(w, r, authed)
 	}))
 	var protected http.Handler = authed
 	if cfg.Auth != nil {
 		protected = cfg.Auth(authed)
 	}
-	open.Handle("/", protected)
+	// The open routes answer a wrong method with 405 without a token; every
+	// other path needs one first, as behind keystonemiddleware.
+	open.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(open, r); len(allow) > 0 {
+			s.handle("method_not_allowed", func(w http.ResponseWriter, r *http.Request) error {
+				return routeError(w, r, open)
+			}).ServeHTTP(w, r)
+			return
+		}
+		protected.ServeHTTP(w, r)
+	}))
 	return withRequestID(open)
+}
+
+// methods are those the API routes use; HEAD is served wherever GET is.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// allowedMethods returns the methods for which mux has a route (other than
+// its catch-all "/") matching r's path.
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range methods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
+}
+
+// routeError answers a request no route of mux takes: 405 with Allow when
+// the path exists for other methods, 404 otherwise.
+func routeError(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) error {
+	if allow := allowedMethods(mux, r); len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		return httpErr(http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; allowed: %s",
+			r.Method, r.URL.Path, strings.Join(allow, ", ")), nil)
+	}
+	return httpErr(http.StatusNotFound, "no such resource", nil)
 }
 
 // HTTPError is an error with an HTTP status.
@@ -214,6 +345,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, store.ErrExists):
 		code, msg = http.StatusConflict, err.Error()
+	case errors.Is(err, engine.ErrNothingPending):
+		code, msg = http.StatusConflict, "no EK awaits approval for this host"
+	case errors.Is(err, engine.ErrPendingMismatch):
+		code, msg = http.StatusConflict, err.Error()
 	}
 	if code >= 500 {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)
@@ -246,12 +381,50 @@ func decodeJSON(r *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return httpErr(http.StatusBadRequest, "malformed JSON body", err)
+	return decodeJSONBytes(b, v)
+}
+
+// decodeJSONBytes decodes a request body; its errors never name Go types.
+func decodeJSONBytes(b []byte, v any) error {
+	if err := jsondecode.Strict(b, v); err != nil {
+		return httpErr(http.StatusBadRequest, "bad request body", err)
 	}
 	return nil
+}
+
+// queryParams returns r's query parameters after checking that each is one of
+// allowed and given at most once: nothing a client sends is silently ignored.
+func queryParams(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, httpErr(http.StatusBadRequest, "malformed query string", err)
+	}
+	for k, vs := range q {
+		switch {
+		case !slices.Contains(allowed, k):
+			if len(allowed) == 0 {
+				return nil, httpErr(http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q: this request takes none", k), nil)
+			}
+			return nil, httpErr(http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q (accepted: %s)", k, strings.Join(allowed, ", ")), nil)
+		case len(vs) > 1:
+			return nil, httpErr(http.StatusBadRequest, fmt.Sprintf("query parameter %q given %d times", k, len(vs)), nil)
+		}
+	}
+	return q, nil
+}
+
+// limitParam reads the optional "limit" query parameter: 1 to maxLimit, def
+// when absent.
+func limitParam(q url.Values, def, maxLimit int) (int, error) {
+	if !q.Has("limit") {
+		return def, nil
+	}
+	v := q.Get("limit")
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, httpErr(http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d, not %q", maxLimit, v), nil)
+	}
+	return n, nil
 }
 
 // authorize enforces rule; for admin changes (audit non-empty) a denial is
@@ -327,10 +500,4 @@ func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
 		"kid": s.cfg.KID, "algorithm": "Ed25519", "public_key_pem": string(s.cfg.PublicKeyPEM),
 	}}})
 	return nil
-}
-
-func jsonDecoder(b []byte) *json.Decoder {
-	dec := json.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	return dec
 }

@@ -2,9 +2,12 @@ package api
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,13 +22,12 @@ func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsList, nil); err != nil {
 		return err
 	}
-	hosts, err := s.cfg.Store.ListHosts(r.Context())
-	if err != nil {
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
-	out := []engine.HostView{}
-	for _, h := range hosts {
-		out = append(out, s.cfg.Engine.View(h, false))
+	out, err := s.cfg.Engine.HostViews(r.Context())
+	if err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hosts": out})
 	return nil
@@ -36,11 +38,14 @@ func (s *server) getHost(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsGet, map[string]any{"target": host}); err != nil {
 		return err
 	}
-	h, err := s.cfg.Store.GetHost(r.Context(), host)
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
+	hv, err := s.cfg.Engine.HostView(r.Context(), host)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"host": s.cfg.Engine.View(h, true)})
+	writeJSON(w, http.StatusOK, map[string]any{"host": hv})
 	return nil
 }
 
@@ -49,13 +54,13 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleHostsHistory, map[string]any{"target": host}); err != nil {
 		return err
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return httpErr(http.StatusBadRequest, "limit must be 1-1000", nil)
-		}
-		limit = n
+	q, err := queryParams(r, "limit")
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q, 100, 1000)
+	if err != nil {
+		return err
 	}
 	hist, err := s.cfg.Store.History(r.Context(), host, limit)
 	if err != nil {
@@ -68,11 +73,14 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsAttest, "host.attest", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		h, err := s.cfg.Store.GetHost(r.Context(), host)
 		if err != nil {
 			return "", err
 		}
-		if !h.Activated || h.PendingEKPublic != nil {
+		if !h.Activated {
 			return "", httpErr(http.StatusConflict, "host is not enrolled", nil)
 		}
 		s.cfg.Trigger(host)
@@ -84,6 +92,9 @@ func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsDelete, "host.delete", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := s.cfg.Engine.DeleteHost(r.Context(), host); err != nil {
 			return "", err
 		}
@@ -92,22 +103,86 @@ func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
+// ekDecision is the optional body of approve and reject.
+type ekDecision struct {
+	// EKFingerprint, when set, must name the pending EK (what the
+	// administrator reviewed).
+	EKFingerprint string `json:"ek_fingerprint"`
+	// Force (approve only) moves an EK bound to another host.
+	Force bool `json:"force"`
+}
+
+func decodeEKDecision(r *http.Request, allowForce bool) (ekDecision, error) {
+	var d ekDecision
+	b, err := readBody(r)
+	if err != nil {
+		return d, err
+	}
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := decodeJSONBytes(b, &d); err != nil {
+			return d, err
+		}
+	}
+	if d.Force && !allowForce {
+		return d, httpErr(http.StatusBadRequest, "force applies to approve only", nil)
+	}
+	if d.EKFingerprint != "" {
+		d.EKFingerprint = strings.ToLower(d.EKFingerprint)
+		if _, err := hex.DecodeString(d.EKFingerprint); err != nil || len(d.EKFingerprint) != 64 {
+			return d, httpErr(http.StatusBadRequest, "ek_fingerprint must be 64 hexadecimal digits (the SHA-256 shown as pending_ek_fingerprint)", nil)
+		}
+	}
+	return d, nil
+}
+
+// approve binds a host's pending EK (engine.ApproveEK).
 func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
 	return s.admin(r, RuleHostsApprove, "host.approve_ek", host, func() (string, error) {
-		h, err := s.cfg.Store.GetHost(r.Context(), host)
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
+		d, err := decodeEKDecision(r, true)
 		if err != nil {
 			return "", err
 		}
-		detail := "pending EK " + s.cfg.Engine.View(h, false).PendingEKFingerprint
-		if err := s.cfg.Engine.ApproveEK(r.Context(), host); err != nil {
-			if errors.Is(err, engine.ErrNothingPending) {
-				return "", httpErr(http.StatusConflict, "no EK awaits approval for this host", nil)
-			}
+		res, err := s.cfg.Engine.ApproveEK(r.Context(), host, engine.Approval{Fingerprint: d.EKFingerprint, Force: d.Force})
+		if inUse := (*store.EKInUseError)(nil); errors.As(err, &inUse) {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
+				inUse.Host, inUse.Host), nil)
+		}
+		if err != nil {
 			return "", err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"host": host, "approved": true})
+		out := map[string]any{"host": host, "approved": true, "ek_fingerprint": res.Fingerprint}
+		detail := "approved EK " + res.Fingerprint
+		if res.MovedFrom != "" {
+			out["moved_from"] = res.MovedFrom
+			detail += " moved from host " + res.MovedFrom
+		}
+		writeJSON(w, http.StatusOK, out)
 		return detail, nil
+	})
+}
+
+// reject drops a host's pending EK and refuses it from then on
+// (engine.RejectEK).
+func (s *server) reject(w http.ResponseWriter, r *http.Request) error {
+	host := r.PathValue("host")
+	return s.admin(r, RuleHostsReject, "host.reject_ek", host, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
+		d, err := decodeEKDecision(r, false)
+		if err != nil {
+			return "", err
+		}
+		fp, err := s.cfg.Engine.RejectEK(r.Context(), host, d.EKFingerprint)
+		if err != nil {
+			return "", err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"host": host, "rejected": true, "ek_fingerprint": fp})
+		return "rejected EK " + fp, nil
 	})
 }
 
@@ -117,6 +192,14 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		Profiles *[]string `json:"profiles"`
 	}
 	return s.admin(r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
+		q, err := queryParams(r, "force")
+		if err != nil {
+			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
+			return "", err
+		}
 		if err := decodeJSON(r, &body); err != nil {
 			return "", err
 		}
@@ -127,11 +210,41 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 				profiles = []string{}
 			}
 		}
+		// A host required to satisfy a profile that does not exist can never
+		// be trusted: refuse the assignment instead.
+		for i, name := range profiles {
+			if slices.Contains(profiles[:i], name) {
+				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("profile %q is listed twice", name), nil)
+			}
+			if _, err := s.cfg.Store.GetProfile(r.Context(), name); errors.Is(err, store.ErrNotFound) {
+				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("profile %q does not exist", name), nil)
+			} else if err != nil {
+				return "", err
+			}
+		}
+		unmet, err := s.cfg.Engine.AssignmentLosesTrust(r.Context(), host, profiles)
+		if err != nil {
+			return "", err
+		}
+		if len(unmet) > 0 && !force {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("host %q is trusted, but its latest evidence does not satisfy %s: "+
+				"this assignment makes it untrusted; repeat with force=true to assign anyway", host, quoteList("profile", unmet)), nil)
+		}
 		if err := s.cfg.Engine.SetHostProfiles(r.Context(), host, profiles); err != nil {
 			return "", err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"host": host, "profiles": profiles})
-		return fmt.Sprintf("profiles=%v", profiles), nil
+		detail := "profiles=" + strings.Join(profiles, ",")
+		switch {
+		case profiles == nil:
+			detail = "profiles=default"
+		case len(profiles) == 0:
+			detail = "profiles=any"
+		}
+		if len(unmet) > 0 {
+			detail += "; forced: the host no longer satisfies " + strings.Join(unmet, ",")
+		}
+		return detail, nil
 	})
 }
 
@@ -164,7 +277,7 @@ func fromDoc(d profileDoc) (*policy.Profile, error) {
 		p.IMA = &policy.IMARules{AllowViolations: d.IMA.AllowViolations, Exclude: d.IMA.Exclude, Allowlist: d.IMA.Allowlist}
 	}
 	if err := p.Validate(); err != nil {
-		return nil, httpErr(http.StatusBadRequest, "invalid profile", err)
+		return nil, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return p, nil
 }
@@ -172,7 +285,7 @@ func fromDoc(d profileDoc) (*policy.Profile, error) {
 func storeProfile(p *policy.Profile) (store.Profile, error) {
 	b, err := policy.Marshal([]*policy.Profile{p})
 	if err != nil {
-		return store.Profile{}, httpErr(http.StatusBadRequest, "invalid profile", err)
+		return store.Profile{}, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return store.Profile{Name: p.Name, Body: string(b)}, nil
 }
@@ -187,6 +300,9 @@ func parseStored(sp store.Profile) (*policy.Profile, error) {
 
 func (s *server) listProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	sps, err := s.cfg.Store.ListProfiles(r.Context())
@@ -209,6 +325,9 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
 		return err
 	}
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
 	sp, err := s.cfg.Store.GetProfile(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
@@ -223,6 +342,9 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name string, mode store.PutMode) error {
 	return s.admin(r, RuleProfilesWrite, action, name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		var d profileDoc
 		if err := decodeJSON(r, &d); err != nil {
 			return "", err
@@ -265,17 +387,42 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	return s.admin(r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
+		q, err := queryParams(r, "force")
+		if err != nil {
+			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
+			return "", err
+		}
+		if _, err := s.cfg.Store.GetProfile(r.Context(), name); err != nil {
+			return "", err
+		}
+		relying, err := s.cfg.Engine.ProfileReliance(r.Context(), name)
+		if err != nil {
+			return "", err
+		}
+		if len(relying) > 0 && !force {
+			return "", httpErr(http.StatusConflict, fmt.Sprintf("profile %q is relied on by %s: deleting it makes them untrusted "+
+				"(or keeps them from being trusted); repeat with force=true to delete it anyway", name, quoteList("host", relying)), nil)
+		}
 		if err := s.cfg.Store.DeleteProfile(r.Context(), name); err != nil {
 			return "", err
 		}
 		s.cfg.Engine.TriggerAll(r.Context())
 		w.WriteHeader(http.StatusNoContent)
+		if len(relying) > 0 {
+			return "forced; hosts relying on it: " + strings.Join(relying, ","), nil
+		}
 		return "", nil
 	})
 }
 
 func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleProfilesRead, nil); err != nil {
+		return err
+	}
+	if _, err := queryParams(r); err != nil {
 		return err
 	}
 	sps, err := s.cfg.Store.ListProfiles(r.Context())
@@ -305,13 +452,16 @@ func (s *server) exportProfiles(w http.ResponseWriter, r *http.Request) error {
 // stored.
 func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 	return s.admin(r, RuleProfilesWrite, "profile.import", "*", func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		b, err := readBody(r)
 		if err != nil {
 			return "", err
 		}
 		ps, err := policy.Parse(b)
 		if err != nil {
-			return "", httpErr(http.StatusBadRequest, "invalid profile file", err)
+			return "", httpErr(http.StatusBadRequest, "profile file rejected", err)
 		}
 		var names []string
 		for _, p := range ps {
@@ -332,15 +482,18 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 
 // learnProfile builds a profile from a host's last verified evidence
 // (policy.Learn). With merge, the learned values are added to an existing
-// profile of that name (rollouts).
+// profile of that name (rollouts). Learn also pins the PCRs the learned
+// facts are read from unless skip_fact_pcrs is set; the answer lists them
+// ("fact_pcrs", "added_pcrs") and any fact left untrustworthy ("warnings").
 func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
-		Host        string   `json:"host"`
-		Name        string   `json:"name"`
-		Description string   `json:"description"`
-		PCRs        []int    `json:"pcrs"`
-		Facts       []string `json:"facts"`
-		Merge       bool     `json:"merge"`
+		Host         string   `json:"host"`
+		Name         string   `json:"name"`
+		Description  string   `json:"description"`
+		PCRs         []int    `json:"pcrs"`
+		Facts        []string `json:"facts"`
+		SkipFactPCRs bool     `json:"skip_fact_pcrs"`
+		Merge        bool     `json:"merge"`
 	}
 	b, err := readBody(r)
 	if err != nil {
@@ -349,6 +502,9 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	r.Body = readCloser{bytesReader(b)}
 	_ = decodeJSONBytes(b, &body)
 	return s.admin(r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
+		if _, err := queryParams(r); err != nil {
+			return "", err
+		}
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
 		}
@@ -362,10 +518,11 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		p, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts})
+		learned, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts, SkipFactPCRs: body.SkipFactPCRs})
 		if err != nil {
 			return "", httpErr(http.StatusBadRequest, "cannot learn profile", err)
 		}
+		p := learned.Profile
 		p.Description = body.Description
 		if p.Description == "" {
 			p.Description = "learned from host " + body.Host
@@ -393,7 +550,11 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if mode == store.Replace {
 			code = http.StatusOK
 		}
-		writeJSON(w, code, map[string]any{"profile": toDoc(p)})
+		out := map[string]any{"profile": toDoc(p), "fact_pcrs": learned.FactPCRs, "added_pcrs": learned.AddedPCRs}
+		if len(learned.Warnings) > 0 {
+			out["warnings"] = learned.Warnings
+		}
+		writeJSON(w, code, out)
 		return "learned from " + body.Host, nil
 	})
 }
@@ -402,22 +563,53 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
-func decodeJSONBytes(b []byte, v any) error {
-	dec := jsonDecoder(b)
-	if err := dec.Decode(v); err != nil {
-		return httpErr(http.StatusBadRequest, "malformed JSON body", err)
-	}
-	return nil
-}
-
 func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorize(r, RuleAuditRead, nil); err != nil {
 		return err
 	}
-	recs, err := s.cfg.Store.Audit(r.Context(), 500)
+	q, err := queryParams(r, "limit")
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q, 500, 1000)
+	if err != nil {
+		return err
+	}
+	recs, err := s.cfg.Store.Audit(r.Context(), limit)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"audit": recs})
 	return nil
+}
+
+// forceParam reads the optional "force" query parameter.
+func forceParam(q url.Values) (bool, error) {
+	if !q.Has("force") {
+		return false, nil
+	}
+	v := q.Get("force")
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, httpErr(http.StatusBadRequest, fmt.Sprintf("force must be true or false, not %q", v), nil)
+	}
+	return b, nil
+}
+
+// quoteList renders names for an error message: "host \"a\"", "3 hosts
+// (\"a\", \"b\", \"c\")", with at most 10 names.
+func quoteList(noun string, names []string) string {
+	shown := names[:min(len(names), 10)]
+	quoted := make([]string, len(shown))
+	for i, n := range shown {
+		quoted[i] = strconv.Quote(n)
+	}
+	list := strings.Join(quoted, ", ")
+	if len(names) > len(shown) {
+		list += fmt.Sprintf(" and %d more", len(names)-len(shown))
+	}
+	if len(names) == 1 {
+		return noun + " " + list
+	}
+	return fmt.Sprintf("%d %ss (%s)", len(names), noun, list)
 }

@@ -12,14 +12,52 @@
 //     must pass — a host is never trusted without reference values).
 //   - untrusted: the evidence was invalid (any evidence.Verify error) or a
 //     profile failed; reasons name each failure.
-//   - unknown: no usable evidence: not enrolled, EK change awaiting approval,
-//     agent unreachable or past its deadline, or an internal error.
+//   - unknown: no usable evidence: not enrolled (no activated binding, e.g.
+//     an EK awaiting approval), agent unreachable or past its deadline, or
+//     an internal error.
 //
 // expires_at is verified_at + validity for verdicts from fresh evidence and
 // equal to verified_at for unknown verdicts; it is never extended: the
 // heartbeat republishes the stored signed bytes. Each new verdict takes the
 // next persisted per-host sequence number before it is signed. IMA appraisal
 // failures stick to a host until it reboots.
+//
+// # Enrollment: one TPM, one host
+//
+// register_host checks the EK (and its certificate when required) and the
+// AK and always answers with a TPM2_MakeCredential challenge: nothing is
+// recorded until activate_credential proves that the AK and the EK live in
+// one TPM. Then, under the host's lock:
+//
+//   - the host's bound EK: the AK is (re-)bound, the host attested at once;
+//   - no binding, auto mode, an EK no other host holds: bound;
+//   - no binding, an EK bound to another host name (either mode): a
+//     pending request; the host's verdict is unknown with reason
+//     ek_bound_to_other_host, naming the holder;
+//   - no binding, approve mode: a pending request (approval_required);
+//   - an enrolled host proving a different EK: a pending request
+//     (ek_changed). The host keeps its binding, its rounds and its verdict:
+//     its bound AK answers for it until an administrator decides, so a
+//     peer with broker credentials cannot knock it out this way.
+//
+// An EK is bound to one host name at most: the store's unique index decides,
+// so concurrent activations of one EK under several names bind it once.
+// Each new request is audited (host.ek_change_requested) and notified
+// (trustpool.host.ek_change_requested); an agent retrying the same request
+// changes nothing. ApproveEK binds the pending EK (the agent then activates
+// it; until then the host is unknown, ek_approved); an EK bound elsewhere
+// moves only with Approval.Force and its former holder turns unknown
+// (ek_moved_to_other_host). RejectEK drops the request and refuses that EK
+// for the host until the host is deleted (ek_rejected for hosts without a
+// binding). Deleting a host frees its EK.
+//
+// The Reason* codes are stable prefixes of these verdict reasons and of the
+// API's pending_reason. What enrollment cannot check: that a host name
+// belongs to the machine presenting it. A TPM proves only itself, so anyone
+// with broker credentials and a TPM (swtpm will do) can file requests under
+// any name; approving one hands the name to that TPM. Administrators
+// approve fingerprints they know (Approval.Fingerprint guards against a
+// request replaced after review).
 //
 // Nonces are 32 random bytes from evidence.Ledger, single use, with a
 // lifetime of at most 2 × interval. The ledger is in memory: one service
@@ -56,6 +94,9 @@ var (
 	ErrNotEnrolled = errors.New("host not enrolled")
 	// ErrNothingPending: no EK awaits approval for the host.
 	ErrNothingPending = errors.New("no EK awaiting approval")
+	// ErrPendingMismatch: the pending EK is not the one the administrator
+	// named.
+	ErrPendingMismatch = errors.New("pending EK differs from the one named")
 	// ErrNoEvidence: the host has no verified evidence to learn from.
 	ErrNoEvidence = errors.New("host has no verified evidence")
 )
@@ -226,7 +267,9 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
-	if !rec.Activated || rec.PendingEKPublic != nil {
+	// A pending EK request does not stop the rounds: the bound AK answers
+	// for the host until an administrator decides.
+	if !rec.Activated {
 		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
 	}
 	st, err := decodeState(rec.State)
@@ -271,7 +314,7 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 	}
 	binding := evidence.Binding{EK: ek, AK: ak, Activated: rec.Activated}
 
-	ch, err := e.ledger.Issue(e.cfg.Rand, now, e.cfg.PCRs)
+	ch, err := e.ledger.Issue(e.cfg.Rand, now, rec.Name, e.cfg.PCRs)
 	if err != nil {
 		return unknown("internal: cannot draw a nonce")
 	}
@@ -306,7 +349,7 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 		}
 		return v, sum, false
 	}
-	used, err := e.ledger.Consume(ch.Nonce, now)
+	used, err := e.ledger.Consume(rec.Name, ch.Nonce, now)
 	if err != nil {
 		return untrusted(evidence.Reason(err) + ": " + err.Error())
 	}
@@ -514,12 +557,10 @@ func nonNil(l []string) []string {
 }
 
 // markUnknown records an unknown verdict for host (caller holds its lock).
-func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string, st *hostState) error {
+// The verification state starts over.
+func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string) error {
 	now := e.cfg.Now()
-	if st == nil {
-		st = &hostState{}
-	}
-	st.Last = &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}
+	st := &hostState{Last: &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}}
 	_, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
 		VerifiedAt: now, ExpiresAt: now}, st)
 	return err
@@ -582,7 +623,7 @@ func (e *Engine) EnrolledHosts(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, h := range hosts {
-		if h.Activated && h.PendingEKPublic == nil {
+		if h.Activated {
 			out = append(out, h.Name)
 		}
 	}
@@ -591,17 +632,24 @@ func (e *Engine) EnrolledHosts(ctx context.Context) ([]string, error) {
 
 // HostView is a host as the API shows it.
 type HostView struct {
-	Name                 string       `json:"name"`
-	Enrollment           string       `json:"enrollment"`
-	Profiles             []string     `json:"required_profiles"`
-	ProfilesSet          bool         `json:"profiles_assigned"`
-	AgentVersion         string       `json:"agent_version,omitempty"`
-	EKFingerprint        string       `json:"ek_fingerprint,omitempty"`
-	PendingEKFingerprint string       `json:"pending_ek_fingerprint,omitempty"`
-	PendingSince         *time.Time   `json:"pending_since,omitempty"`
-	CreatedAt            time.Time    `json:"created_at"`
-	Verdict              *VerdictView `json:"verdict,omitempty"`
-	Last                 *Summary     `json:"last_attestation,omitempty"`
+	Name         string   `json:"name"`
+	Enrollment   string   `json:"enrollment"`
+	Profiles     []string `json:"required_profiles"`
+	ProfilesSet  bool     `json:"profiles_assigned"`
+	AgentVersion string   `json:"agent_version,omitempty"`
+	// EKFingerprint is the bound EK's (store.EKFingerprint).
+	EKFingerprint string `json:"ek_fingerprint,omitempty"`
+	// PendingEKFingerprint is an EK awaiting approval, PendingReason why
+	// (a Reason* code), PendingEKBoundTo the host that holds it.
+	PendingEKFingerprint string     `json:"pending_ek_fingerprint,omitempty"`
+	PendingReason        string     `json:"pending_reason,omitempty"`
+	PendingEKBoundTo     string     `json:"pending_ek_bound_to,omitempty"`
+	PendingSince         *time.Time `json:"pending_since,omitempty"`
+	// RejectedEKFingerprint is the EK an administrator last rejected.
+	RejectedEKFingerprint string       `json:"rejected_ek_fingerprint,omitempty"`
+	CreatedAt             time.Time    `json:"created_at"`
+	Verdict               *VerdictView `json:"verdict,omitempty"`
+	Last                  *Summary     `json:"last_attestation,omitempty"`
 }
 
 // VerdictView is the decoded latest verdict plus its signed form.
@@ -616,28 +664,71 @@ type VerdictView struct {
 	Signed          verdict.Signed `json:"signed"`
 }
 
-func fingerprint(b []byte) string {
-	if b == nil {
-		return ""
+// HostView returns a host as the API shows it, with its last attestation
+// summary.
+func (e *Engine) HostView(ctx context.Context, name string) (HostView, error) {
+	h, err := e.cfg.Store.GetHost(ctx, name)
+	if err != nil {
+		return HostView{}, err
 	}
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:])
+	var holder string
+	if h.PendingEKPublic != nil {
+		if holder, err = e.holder(ctx, store.EKFingerprint(h.PendingEKPublic), name); err != nil {
+			return HostView{}, err
+		}
+	}
+	return e.view(h, true, holder), nil
 }
 
-// View renders a stored host for the API.
-func (e *Engine) View(h *store.HostRecord, withLast bool) HostView {
+// HostViews returns every host as the API lists them, sorted by name.
+func (e *Engine) HostViews(ctx context.Context) ([]HostView, error) {
+	hosts, err := e.cfg.Store.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	holders := map[string]string{}
+	for _, h := range hosts {
+		if h.EKPublic != nil {
+			holders[store.EKFingerprint(h.EKPublic)] = h.Name
+		}
+	}
+	out := make([]HostView, 0, len(hosts))
+	for _, h := range hosts {
+		holder := holders[store.EKFingerprint(h.PendingEKPublic)]
+		if holder == h.Name {
+			holder = ""
+		}
+		out = append(out, e.view(h, false, holder))
+	}
+	return out, nil
+}
+
+// view renders a stored host; holder is the host its pending EK is bound
+// to ("" if none).
+func (e *Engine) view(h *store.HostRecord, withLast bool, holder string) HostView {
 	hv := HostView{Name: h.Name, Profiles: h.Profiles, ProfilesSet: h.Profiles != nil, AgentVersion: h.AgentVersion,
-		EKFingerprint: fingerprint(h.EKPublic), PendingEKFingerprint: fingerprint(h.PendingEKPublic), CreatedAt: h.CreatedAt}
+		EKFingerprint: store.EKFingerprint(h.EKPublic), PendingEKFingerprint: store.EKFingerprint(h.PendingEKPublic),
+		RejectedEKFingerprint: h.RejectedEKFingerprint, CreatedAt: h.CreatedAt}
 	if hv.Profiles == nil {
 		hv.Profiles = nonNil(e.cfg.RequiredProfiles)
 	}
-	switch {
-	case h.PendingEKPublic != nil:
-		hv.Enrollment = attestrpc.StatePendingApproval
+	if h.PendingEKPublic != nil {
 		t := h.PendingSince
 		hv.PendingSince = &t
+		switch {
+		case h.EKPublic != nil:
+			hv.PendingReason = ReasonEKChanged
+		case holder != "":
+			hv.PendingReason, hv.PendingEKBoundTo = ReasonEKBoundToOtherHost, holder
+		default:
+			hv.PendingReason = ReasonApprovalRequired
+		}
+	}
+	switch {
 	case h.Activated:
 		hv.Enrollment = attestrpc.StateEnrolled
+	case h.PendingEKPublic != nil:
+		hv.Enrollment = attestrpc.StatePendingApproval
 	default:
 		hv.Enrollment = "registered"
 	}
@@ -657,28 +748,6 @@ func (e *Engine) View(h *store.HostRecord, withLast bool) HostView {
 	return hv
 }
 
-// ApproveEK makes a host's pending EK its approved EK; the agent then
-// enrolls with it (credential activation) on its next registration.
-func (e *Engine) ApproveEK(ctx context.Context, host string) error {
-	l := e.hostLock(host)
-	l.Lock()
-	defer l.Unlock()
-	rec, err := e.cfg.Store.GetHost(ctx, host)
-	if err != nil {
-		return err
-	}
-	if rec.PendingEKPublic == nil {
-		return fmt.Errorf("approve EK of %s: %w", host, ErrNothingPending)
-	}
-	h := rec.Host
-	h.EKPublic, h.EKCert, h.AKPublic, h.Activated = h.PendingEKPublic, h.PendingEKCert, nil, false
-	h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic, h.PendingSince = nil, nil, nil, time.Time{}
-	if err := e.cfg.Store.PutHost(ctx, &h); err != nil {
-		return err
-	}
-	return e.cfg.Store.SaveState(ctx, host, nil)
-}
-
 // DeleteHost publishes a final unknown verdict for host and removes it.
 func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	l := e.hostLock(host)
@@ -688,7 +757,7 @@ func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
-	if err := e.markUnknown(ctx, rec, "host deleted by an administrator", nil); err != nil {
+	if err := e.markUnknown(ctx, rec, "host deleted by an administrator"); err != nil {
 		return err
 	}
 	return e.cfg.Store.DeleteHost(ctx, host)

@@ -60,6 +60,7 @@ type recPublisher struct {
 	mu       sync.Mutex
 	verdicts []verdict.Verdict
 	events   []string
+	payloads []any
 	vf       *verdict.Verifier
 }
 
@@ -76,11 +77,27 @@ func (p *recPublisher) PublishVerdicts(_ context.Context, vs []verdict.Signed) e
 	return nil
 }
 
-func (p *recPublisher) Notify(_ context.Context, ev string, _ any) error {
+func (p *recPublisher) Notify(_ context.Context, ev string, payload any) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.events = append(p.events, ev)
+	p.payloads = append(p.payloads, payload)
 	return nil
+}
+
+// ekRequests returns the payloads of the ek_change_requested
+// notifications.
+func (p *recPublisher) ekRequests() []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []map[string]any
+	for i, e := range p.events {
+		if e == attestrpc.EventHostEKChangeRequested {
+			m, _ := p.payloads[i].(map[string]any)
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // seededSim is a simulator booted with bootseed's build-a; the event log
@@ -121,36 +138,11 @@ func newTestEngine(t *testing.T, dir string, cfg engine.Config) (*engine.Engine,
 	return engine.New(cfg), st, pub
 }
 
-// enroll registers host "c1" with tp's EK and AK and, when challenged,
-// answers with tp's credential activation; it returns the final state.
+// enroll enrolls host "c1" with tp (enrollAs) and returns the final state.
 func enroll(t *testing.T, eng *engine.Engine, tp *tpm.TPM) string {
 	t.Helper()
-	const host = "c1"
-	ctx := t.Context()
-	ek, err := tp.EK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ak, err := tp.AK(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: host, EKPublic: ek.Public, AKPublic: ak.Public})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.State != attestrpc.StateChallenge {
-		return res.State
-	}
-	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ar, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: host, ChallengeID: res.ChallengeID, Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ar.State
+	s, _ := enrollAs(t, eng, tp, "c1")
+	return s
 }
 
 func TestEnrollAttestAndEKChange(t *testing.T) {
@@ -216,37 +208,52 @@ func TestEnrollAttestAndEKChange(t *testing.T) {
 	}
 	ag.fail = nil
 
-	// Same host, different EK: never re-bound silently.
+	// Same host, different EK: never re-bound silently, and the host keeps
+	// its binding: the bound AK still answers.
 	if s := enroll(t, eng, tpECC); s != attestrpc.StatePendingApproval {
 		t.Fatalf("re-registration with another EK: state %s, want pending_approval", s)
 	}
-	last := pub.verdicts[len(pub.verdicts)-1]
-	if last.Status != verdict.Unknown || !strings.Contains(last.Reasons[0], "ek_changed") {
-		t.Errorf("verdict after EK change %+v, want unknown ek_changed", last)
+	v5, err := eng.Attest(ctx, "c1")
+	if err != nil || v5.Status != verdict.Trusted {
+		t.Fatalf("Attest while a new EK is pending = %+v, %v; want trusted", v5, err)
 	}
-	if _, err := eng.Attest(ctx, "c1"); !errors.Is(err, engine.ErrNotEnrolled) {
-		t.Errorf("Attest while EK pending = %v, want ErrNotEnrolled", err)
-	}
-	if hs, _ := eng.EnrolledHosts(ctx); len(hs) != 0 {
+	if hs, _ := eng.EnrolledHosts(ctx); len(hs) != 1 {
 		t.Errorf("EnrolledHosts while pending = %v", hs)
 	}
-	// An admin approves; the agent enrolls with the new EK.
-	if err := eng.ApproveEK(ctx, "c1"); err != nil {
+	// An admin approves the EK they reviewed; evidence from the old binding
+	// no longer speaks for the host.
+	eccEK, err := tpECC.EK(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := eng.ApproveEK(ctx, "c1"); !errors.Is(err, engine.ErrNothingPending) {
+	if _, err := eng.ApproveEK(ctx, "c1", engine.Approval{Fingerprint: strings.Repeat("0", 64)}); !errors.Is(err, engine.ErrPendingMismatch) {
+		t.Errorf("ApproveEK naming another EK = %v, want ErrPendingMismatch", err)
+	}
+	res, err := eng.ApproveEK(ctx, "c1", engine.Approval{Fingerprint: store.EKFingerprint(eccEK.Public)})
+	if err != nil || res.Fingerprint != store.EKFingerprint(eccEK.Public) || res.MovedFrom != "" {
+		t.Fatalf("ApproveEK = %+v, %v", res, err)
+	}
+	last := pub.verdicts[len(pub.verdicts)-1]
+	if last.Status != verdict.Unknown || !strings.HasPrefix(last.Reasons[0], engine.ReasonEKApproved+":") || last.Seq <= v5.Seq {
+		t.Errorf("verdict after approval %+v, want unknown %s", last, engine.ReasonEKApproved)
+	}
+	if _, err := eng.Attest(ctx, "c1"); !errors.Is(err, engine.ErrNotEnrolled) {
+		t.Errorf("Attest before activating the approved EK = %v, want ErrNotEnrolled", err)
+	}
+	if _, err := eng.ApproveEK(ctx, "c1", engine.Approval{}); !errors.Is(err, engine.ErrNothingPending) {
 		t.Errorf("second ApproveEK = %v", err)
 	}
 	ag.tp = tpECC
 	if s := enroll(t, eng, tpECC); s != attestrpc.StateEnrolled {
 		t.Fatalf("enrollment after approval: %s", s)
 	}
-	v5, err := eng.Attest(ctx, "c1")
-	if err != nil || v5.Status != verdict.Trusted || v5.Seq <= last.Seq {
-		t.Errorf("Attest after approval = %+v, %v", v5, err)
+	v6, err := eng.Attest(ctx, "c1")
+	if err != nil || v6.Status != verdict.Trusted || v6.Seq <= last.Seq {
+		t.Errorf("Attest after approval = %+v, %v", v6, err)
 	}
 	wantEvents := []string{attestrpc.EventHostEnrolled, attestrpc.EventHostUntrusted, attestrpc.EventHostTrusted,
-		attestrpc.EventHostUntrusted /* unreachable; ek_changed keeps the status */, attestrpc.EventHostEnrolled, attestrpc.EventHostTrusted}
+		attestrpc.EventHostUntrusted /* unreachable */, attestrpc.EventHostEKChangeRequested, attestrpc.EventHostTrusted, /* agent back */
+		attestrpc.EventHostUntrusted /* approved, not yet activated */, attestrpc.EventHostEnrolled, attestrpc.EventHostTrusted}
 	if !slices.Equal(pub.events, wantEvents) {
 		t.Errorf("notifications %v, want %v", pub.events, wantEvents)
 	}
@@ -266,19 +273,44 @@ func TestApproveModeAndBadActivation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, st, _ := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: time.Second,
+	eng, st, pub := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: time.Second,
 		PCRs: []int{0}, EnrollmentMode: engine.ModeApprove, Agents: &simAgent{tp: tp}})
 	ek, _ := tp.EK(ctx)
 	ak, _ := tp.AK(ctx)
+	// A registration that never proves possession of the TPM records
+	// nothing.
 	args := &attestrpc.RegisterHostArgs{Host: "new", EKPublic: ek.Public, AKPublic: ak.Public}
-	res, err := eng.RegisterHost(ctx, args)
-	if err != nil || res.State != attestrpc.StatePendingApproval {
-		t.Fatalf("register in approve mode = %+v, %v", res, err)
+	if res, err := eng.RegisterHost(ctx, args); err != nil || res.State != attestrpc.StateChallenge {
+		t.Fatalf("register in approve mode = %+v, %v; want a challenge", res, err)
 	}
-	if err := eng.ApproveEK(ctx, "new"); err != nil {
+	if _, err := st.GetHost(ctx, "new"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unproven registration stored a host: %v", err)
+	}
+	if _, err := eng.ApproveEK(ctx, "new", engine.Approval{}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ApproveEK of an unproven host = %v, want ErrNotFound", err)
+	}
+	// After activation the EK awaits approval; the host is unknown.
+	if s, reason := enrollAs(t, eng, tp, "new"); s != attestrpc.StatePendingApproval || !strings.HasPrefix(reason, engine.ReasonApprovalRequired) {
+		t.Fatalf("enrollment in approve mode = %s %q, want pending_approval %s", s, reason, engine.ReasonApprovalRequired)
+	}
+	hv, err := eng.HostView(ctx, "new")
+	if err != nil || hv.Enrollment != attestrpc.StatePendingApproval || hv.PendingReason != engine.ReasonApprovalRequired ||
+		hv.PendingEKFingerprint != store.EKFingerprint(ek.Public) {
+		t.Errorf("HostView = %+v, %v", hv, err)
+	}
+	if v := storedVerdict(t, st, "new"); v.Status != verdict.Unknown || !hasReason(v, engine.ReasonApprovalRequired) {
+		t.Errorf("verdict while pending %+v", v)
+	}
+	// Retries of the same agent change nothing.
+	n, events := len(pub.verdicts), len(pub.events)
+	enrollAs(t, eng, tp, "new")
+	if len(pub.verdicts) != n || len(pub.events) != events {
+		t.Errorf("a repeated request published %v %v", pub.verdicts[n:], pub.events[events:])
+	}
+	if _, err := eng.ApproveEK(ctx, "new", engine.Approval{}); err != nil {
 		t.Fatal(err)
 	}
-	res, err = eng.RegisterHost(ctx, args)
+	res, err := eng.RegisterHost(ctx, args)
 	if err != nil || res.State != attestrpc.StateChallenge {
 		t.Fatalf("register after approval = %+v, %v", res, err)
 	}
@@ -288,6 +320,9 @@ func TestApproveModeAndBadActivation(t *testing.T) {
 	}
 	if h, _ := st.GetHost(ctx, "new"); h.Activated {
 		t.Error("host activated despite a wrong secret")
+	}
+	if s, _ := enrollAs(t, eng, tp, "new"); s != attestrpc.StateEnrolled {
+		t.Errorf("enrollment after approval: %s", s)
 	}
 	// Malformed keys are refused before anything is stored.
 	if _, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: "x", EKPublic: []byte{1, 2, 3}, AKPublic: ak.Public}); !errors.Is(err, engine.ErrEnrollment) {

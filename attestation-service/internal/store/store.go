@@ -15,17 +15,28 @@
 // host deletion: a re-enrolled host never reuses a sequence number, so relying
 // parties that drop older-seq verdicts keep working.
 //
+// One TPM, one host: a bound EK (Host.EKPublic) is indexed by its fingerprint
+// (EKFingerprint) under a unique index, so no two host names hold the same
+// EK, whatever the callers race. PutHost and PutHosts refuse such a write
+// with an *EKInUseError naming the holder. Pending EKs are not bindings and
+// are not unique. Deleting a host frees its EK.
+//
 // The package does not log.
 package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/mattn/go-sqlite3"
 )
 
 // Errors.
@@ -37,6 +48,28 @@ var (
 	// ErrSchemaTooNew: the database was migrated by newer code.
 	ErrSchemaTooNew = errors.New("database schema is newer than this service")
 )
+
+// EKInUseError says the EK a write would bind is bound to another host.
+type EKInUseError struct {
+	// Fingerprint is the EK's fingerprint (EKFingerprint).
+	Fingerprint string
+	// Host holds the EK.
+	Host string
+}
+
+func (e *EKInUseError) Error() string {
+	return fmt.Sprintf("EK %s is bound to host %q", e.Fingerprint, e.Host)
+}
+
+// EKFingerprint is the hex SHA-256 of an EK's public area as the agent sent
+// it (TPM2B_PUBLIC contents); "" for nil.
+func EKFingerprint(ekPublic []byte) string {
+	if ekPublic == nil {
+		return ""
+	}
+	d := sha256.Sum256(ekPublic)
+	return hex.EncodeToString(d[:])
+}
 
 // Host is a host's enrollment record.
 type Host struct {
@@ -53,6 +86,9 @@ type Host struct {
 	// host presenting a different EK). Nil when nothing is pending.
 	PendingEKPublic, PendingEKCert, PendingAKPublic []byte
 	PendingSince                                    time.Time
+	// RejectedEKFingerprint is the last EK an administrator rejected for
+	// this host ("" when none): registrations with it are refused.
+	RejectedEKFingerprint string
 	// Profiles are the host's required profiles; nil means the configured
 	// default.
 	Profiles     []string
@@ -177,7 +213,7 @@ func decList(s sql.NullString) ([]string, error) {
 	return l, nil
 }
 
-const hostCols = "name, ek_public, ek_cert, ak_public, activated, pending_ek_public, pending_ek_cert, pending_ak_public, pending_since, profiles, agent_version, created_at, updated_at, state, verdict"
+const hostCols = "name, ek_public, ek_cert, ak_public, activated, pending_ek_public, pending_ek_cert, pending_ak_public, pending_since, profiles, agent_version, created_at, updated_at, state, verdict, rejected_ek_fingerprint"
 
 func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
 	var (
@@ -187,7 +223,7 @@ func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
 		profiles                   sql.NullString
 	)
 	err := row.Scan(&h.Name, &h.EKPublic, &h.EKCert, &h.AKPublic, &activated, &h.PendingEKPublic, &h.PendingEKCert,
-		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict)
+		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict, &h.RejectedEKFingerprint)
 	if err != nil {
 		return nil, err
 	}
@@ -233,33 +269,106 @@ func (s *Store) ListHosts(ctx context.Context) ([]*HostRecord, error) {
 }
 
 // PutHost creates or updates a host's enrollment record (not its state or
-// verdict). CreatedAt is kept from the first write.
+// verdict). CreatedAt is kept from the first write. Binding an EK that
+// another host holds fails with an *EKInUseError.
 func (s *Store) PutHost(ctx context.Context, h *Host) error {
+	return s.PutHosts(ctx, h)
+}
+
+// PutHosts writes several enrollment records in one transaction, in order:
+// either all are written or none. Moving an EK from one host to another is
+// PutHosts(holder without it, new holder with it).
+func (s *Store) PutHosts(ctx context.Context, hs ...*Host) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for _, h := range hs {
+			if err := putHost(ctx, tx, h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || !isUniqueViolation(err) {
+		return err
+	}
+	// A concurrent writer bound one of the EKs between our check and our
+	// write; the unique index refused it. Name the holder.
+	for _, h := range hs {
+		fp := EKFingerprint(h.EKPublic)
+		if fp == "" {
+			continue
+		}
+		if holder, herr := s.HostByEK(ctx, fp); herr == nil && holder != h.Name {
+			return fmt.Errorf("put host %q: %w", h.Name, &EKInUseError{Fingerprint: fp, Host: holder})
+		}
+	}
+	return err
+}
+
+func putHost(ctx context.Context, tx *sql.Tx, h *Host) error {
 	profiles, err := encList(h.Profiles)
 	if err != nil {
 		return fmt.Errorf("put host %q: %w", h.Name, err)
 	}
+	fp := sql.NullString{String: EKFingerprint(h.EKPublic), Valid: h.EKPublic != nil}
+	if fp.Valid {
+		var holder string
+		err := tx.QueryRowContext(ctx, "SELECT name FROM hosts WHERE ek_fingerprint = ? AND name <> ?", fp.String, h.Name).Scan(&holder)
+		switch {
+		case err == nil:
+			return fmt.Errorf("put host %q: %w", h.Name, &EKInUseError{Fingerprint: fp.String, Host: holder})
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("put host %q: %w", h.Name, err)
+		}
+	}
 	now := micros(time.Now())
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE hosts SET ek_public = ?, ek_cert = ?, ak_public = ?, activated = ?,
-			pending_ek_public = ?, pending_ek_cert = ?, pending_ak_public = ?, pending_since = ?, profiles = ?,
-			agent_version = ?, updated_at = ? WHERE name = ?`,
-			h.EKPublic, h.EKCert, h.AKPublic, h.Activated, h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic,
-			micros(h.PendingSince), profiles, h.AgentVersion, now, h.Name)
-		if err != nil {
-			return fmt.Errorf("put host %q: %w", h.Name, err)
-		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			return nil
-		}
-		_, err = tx.ExecContext(ctx, "INSERT INTO hosts ("+hostCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-			h.Name, h.EKPublic, h.EKCert, h.AKPublic, h.Activated, h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic,
-			micros(h.PendingSince), profiles, h.AgentVersion, now, now)
-		if err != nil {
-			return fmt.Errorf("put host %q: %w", h.Name, err)
-		}
+	res, err := tx.ExecContext(ctx, `UPDATE hosts SET ek_public = ?, ek_cert = ?, ak_public = ?, activated = ?,
+		pending_ek_public = ?, pending_ek_cert = ?, pending_ak_public = ?, pending_since = ?, profiles = ?,
+		agent_version = ?, updated_at = ?, ek_fingerprint = ?, rejected_ek_fingerprint = ? WHERE name = ?`,
+		h.EKPublic, h.EKCert, h.AKPublic, h.Activated, h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic,
+		micros(h.PendingSince), profiles, h.AgentVersion, now, fp, h.RejectedEKFingerprint, h.Name)
+	if err != nil {
+		return fmt.Errorf("put host %q: %w", h.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
 		return nil
-	})
+	}
+	_, err = tx.ExecContext(ctx, "INSERT INTO hosts ("+hostCols+", ek_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+		h.Name, h.EKPublic, h.EKCert, h.AKPublic, h.Activated, h.PendingEKPublic, h.PendingEKCert, h.PendingAKPublic,
+		micros(h.PendingSince), profiles, h.AgentVersion, now, now, h.RejectedEKFingerprint, fp)
+	if err != nil {
+		return fmt.Errorf("put host %q: %w", h.Name, err)
+	}
+	return nil
+}
+
+// isUniqueViolation reports a unique index refusing a write.
+func isUniqueViolation(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
+	}
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == mysqlErrDupEntry
+}
+
+// MySQL error numbers.
+const (
+	mysqlErrDupEntry     = 1062 // ER_DUP_ENTRY
+	mysqlErrLockDeadlock = 1213 // ER_LOCK_DEADLOCK
+)
+
+// HostByEK returns the name of the host an EK (by EKFingerprint) is bound
+// to, or an error wrapping ErrNotFound.
+func (s *Store) HostByEK(ctx context.Context, fingerprint string) (string, error) {
+	var name string
+	err := s.db.QueryRowContext(ctx, "SELECT name FROM hosts WHERE ek_fingerprint = ?", fingerprint).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("EK %s: %w", fingerprint, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("host by EK %s: %w", fingerprint, err)
+	}
+	return name, nil
 }
 
 // DeleteHost removes a host and its state. History, audit and the host's
@@ -493,7 +602,20 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditRecord, error) {
 	return out, rows.Err()
 }
 
+// tx runs fn in a transaction. InnoDB may abort one of two concurrent
+// transactions as a deadlock (gap locks of concurrent first inserts);
+// such a transaction is run again, a few times: fn must be re-runnable.
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	var err error
+	for range 5 {
+		if err = s.tx1(ctx, fn); !isDeadlock(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *Store) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -508,6 +630,13 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// isDeadlock reports MySQL's ER_LOCK_DEADLOCK (the transaction was rolled
+// back).
+func isDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == mysqlErrLockDeadlock
 }
 
 // SchemaVersion returns the highest applied migration.
@@ -528,27 +657,56 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	return s.migrateTo(ctx, cur, len(migrations))
+}
+
+// migrateTo applies migrations from version cur up to version to. Each runs
+// in a transaction: atomic on SQLite; MySQL commits each DDL statement on
+// its own.
+func (s *Store) migrateTo(ctx context.Context, cur, to int) error {
 	if cur > len(migrations) {
 		return fmt.Errorf("migrate: schema version %d, code knows %d: %w", cur, len(migrations), ErrSchemaTooNew)
 	}
-	for i := cur; i < len(migrations); i++ {
-		for _, stmt := range migrations[i] {
-			if _, err := s.db.ExecContext(ctx, s.dialect.expand(stmt)); err != nil {
-				return fmt.Errorf("migrate to version %d: %w", i+1, err)
+	for i := cur; i < to; i++ {
+		m := migrations[i]
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			for _, stmt := range m.sql {
+				if _, err := tx.ExecContext(ctx, s.dialect.expand(stmt)); err != nil {
+					return err
+				}
 			}
-		}
-		if _, err := s.db.ExecContext(ctx, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-			i+1, micros(time.Now())); err != nil {
+			if m.fill != nil {
+				if err := m.fill(ctx, tx); err != nil {
+					return err
+				}
+			}
+			for _, stmt := range m.post {
+				if _, err := tx.ExecContext(ctx, s.dialect.expand(stmt)); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", i+1, micros(time.Now()))
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("migrate to version %d: %w", i+1, err)
 		}
 	}
 	return nil
 }
 
+// migration upgrades the schema by one version: its sql statements, then
+// fill (for data SQL cannot compute portably), then its post statements.
+type migration struct {
+	sql  []string
+	fill func(ctx context.Context, tx *sql.Tx) error
+	post []string
+}
+
 // migrations[i] upgrades the schema from version i to i+1. Never edit a
 // released migration; append a new one.
-var migrations = [][]string{
-	{
+var migrations = []migration{
+	{sql: []string{
 		`CREATE TABLE hosts (
 			name {name} PRIMARY KEY,
 			ek_public {blob}, ek_cert {blob}, ak_public {blob},
@@ -567,7 +725,65 @@ var migrations = [][]string{
 		`CREATE TABLE audit (id {autoid}, at {int} NOT NULL, request_id {name} NOT NULL, user_id {name} NOT NULL,
 			project_id {name} NOT NULL, action {name} NOT NULL, target {name} NOT NULL, outcome {name} NOT NULL,
 			detail {text} NOT NULL){engine}`,
+	}},
+	// 2: one TPM, one host: bound EKs are unique by fingerprint; rejected
+	// EK requests are remembered per host.
+	{
+		sql: []string{
+			`ALTER TABLE hosts ADD COLUMN ek_fingerprint {name}`,
+			`ALTER TABLE hosts ADD COLUMN rejected_ek_fingerprint {name} NOT NULL DEFAULT ''`,
+		},
+		fill: fillEKFingerprints,
+		post: []string{`CREATE UNIQUE INDEX hosts_ek_fingerprint ON hosts (ek_fingerprint)`},
 	},
+}
+
+// fillEKFingerprints indexes every bound EK. Where earlier code bound one EK
+// to several host names, the host that has existed longest keeps it; the
+// others lose the binding (they are no longer attested) and keep the EK as
+// a pending request for an administrator, replacing any request they had.
+func fillEKFingerprints(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "SELECT name, ek_public FROM hosts WHERE ek_public IS NOT NULL ORDER BY created_at, name")
+	if err != nil {
+		return err
+	}
+	type bound struct {
+		name string
+		fp   string
+	}
+	var all []bound
+	for rows.Next() {
+		var (
+			name string
+			ek   []byte
+		)
+		if err := rows.Scan(&name, &ek); err != nil {
+			rows.Close()
+			return err
+		}
+		all = append(all, bound{name, EKFingerprint(ek)})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	now := micros(time.Now())
+	for _, b := range all {
+		if seen[b.fp] {
+			// MySQL assigns left to right: copy before clearing.
+			_, err = tx.ExecContext(ctx, `UPDATE hosts SET pending_ek_public = ek_public, pending_ek_cert = ek_cert,
+				pending_ak_public = ak_public, pending_since = ?, ek_public = NULL, ek_cert = NULL, ak_public = NULL,
+				activated = 0 WHERE name = ?`, now, b.name)
+		} else {
+			seen[b.fp] = true
+			_, err = tx.ExecContext(ctx, "UPDATE hosts SET ek_fingerprint = ? WHERE name = ?", b.fp, b.name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type dialect int

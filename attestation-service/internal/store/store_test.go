@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -177,7 +179,7 @@ func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
 		}
 		s.Close()
 		s2 := open(t, url)
-		if v, err := s2.SchemaVersion(ctx); err != nil || v != 1 {
+		if v, err := s2.SchemaVersion(ctx); err != nil || v != 2 {
 			t.Errorf("SchemaVersion = %d, %v", v, err)
 		}
 		if _, err := s2.GetProfile(ctx, "keep"); err != nil {
@@ -238,4 +240,156 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("ParseURL(%q) = %q, %q; want %q, %q...", tc.url, driver, dsn, tc.driver, tc.dsnPrefix)
 		}
 	}
+}
+
+// TestOneEKOneHost: a bound EK belongs to one host name; pending EKs are
+// not bindings; deleting the holder frees the EK; PutHosts moves an EK
+// atomically; concurrent binds of one EK leave exactly one holder.
+func TestOneEKOneHost(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s := open(t, url)
+		ek := []byte("ek-1")
+		fp := store.EKFingerprint(ek)
+		a := store.Host{Name: "a", EKPublic: ek, AKPublic: []byte("ak-a"), Activated: true}
+		if err := s.PutHost(ctx, &a); err != nil {
+			t.Fatal(err)
+		}
+		if holder, err := s.HostByEK(ctx, fp); err != nil || holder != "a" {
+			t.Fatalf("HostByEK = %q, %v; want a", holder, err)
+		}
+		if _, err := s.HostByEK(ctx, store.EKFingerprint([]byte("other"))); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("HostByEK(unbound) = %v, want ErrNotFound", err)
+		}
+		// Rewriting the holder is fine; a second name is refused and nothing
+		// of it is written.
+		a.AgentVersion = "2"
+		if err := s.PutHost(ctx, &a); err != nil {
+			t.Errorf("rewriting the holder: %v", err)
+		}
+		b := store.Host{Name: "b", EKPublic: ek, Activated: true}
+		err := s.PutHost(ctx, &b)
+		var inUse *store.EKInUseError
+		if !errors.As(err, &inUse) || inUse.Host != "a" || inUse.Fingerprint != fp {
+			t.Fatalf("PutHost(b with a's EK) = %v, want EKInUseError naming a", err)
+		}
+		if _, err := s.GetHost(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("refused host written: %v", err)
+		}
+		// A pending EK is not a binding, for any number of hosts.
+		for _, n := range []string{"b", "c"} {
+			h := store.Host{Name: n, PendingEKPublic: ek, PendingAKPublic: []byte("ak-" + n), RejectedEKFingerprint: "r-" + n}
+			if err := s.PutHost(ctx, &h); err != nil {
+				t.Fatalf("pending %s: %v", n, err)
+			}
+		}
+		if got, _ := s.GetHost(ctx, "c"); got.RejectedEKFingerprint != "r-c" {
+			t.Errorf("RejectedEKFingerprint = %q, want r-c", got.RejectedEKFingerprint)
+		}
+		// A move in the wrong order fails as a whole.
+		b = store.Host{Name: "b", EKPublic: ek, Activated: true}
+		a0 := a
+		a0.EKPublic, a0.AKPublic, a0.Activated = nil, nil, false
+		if err := s.PutHosts(ctx, &b, &a0); !errors.As(err, &inUse) {
+			t.Fatalf("PutHosts(bind b, then free a) = %v, want EKInUseError", err)
+		}
+		if got, _ := s.GetHost(ctx, "a"); !got.Activated || got.EKPublic == nil {
+			t.Errorf("failed move changed a: %+v", got.Host)
+		}
+		if err := s.PutHosts(ctx, &a0, &b); err != nil {
+			t.Fatalf("PutHosts(free a, bind b) = %v", err)
+		}
+		if holder, _ := s.HostByEK(ctx, fp); holder != "b" {
+			t.Errorf("holder after the move = %q, want b", holder)
+		}
+		// Deleting the holder frees the EK.
+		if err := s.DeleteHost(ctx, "b"); err != nil {
+			t.Fatal(err)
+		}
+		c := store.Host{Name: "c", EKPublic: ek, Activated: true}
+		if err := s.PutHost(ctx, &c); err != nil {
+			t.Errorf("binding a freed EK: %v", err)
+		}
+
+		// Concurrent binds of a fresh EK under different names.
+		race := []byte("ek-race")
+		var (
+			wg            sync.WaitGroup
+			mu            sync.Mutex
+			bound, inUses int
+		)
+		for i := range 8 {
+			wg.Go(func() {
+				err := s.PutHost(ctx, &store.Host{Name: fmt.Sprintf("r%d", i), EKPublic: race, Activated: true})
+				mu.Lock()
+				defer mu.Unlock()
+				var iu *store.EKInUseError
+				switch {
+				case err == nil:
+					bound++
+				case errors.As(err, &iu):
+					inUses++
+				default:
+					t.Errorf("concurrent PutHost: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if bound != 1 || inUses != 7 {
+			t.Errorf("concurrent binds: %d bound, %d refused; want 1 and 7", bound, inUses)
+		}
+	})
+}
+
+// TestMigrationSplitsSharedEKs: a database written by code that allowed one
+// EK under several names keeps the oldest binding; the other names lose it
+// and keep the EK as a pending request.
+func TestMigrationSplitsSharedEKs(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		old, err := store.OpenAtVersion(ctx, url, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins := `INSERT INTO hosts (name, ek_public, ek_cert, ak_public, activated, agent_version, created_at, updated_at)
+			VALUES (?, ?, ?, ?, 1, '', ?, ?)`
+		for _, r := range []struct {
+			name    string
+			ek      string
+			created int64
+		}{{"b-later", "shared", 200}, {"a-first", "shared", 100}, {"c-later", "shared", 300}, {"d-own", "own", 50}} {
+			if err := old.Exec(ctx, ins, r.name, []byte(r.ek), []byte("cert-"+r.name), []byte("ak-"+r.name), r.created, r.created); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old.Close()
+		s := open(t, url)
+		if v, err := s.SchemaVersion(ctx); err != nil || v != 2 {
+			t.Fatalf("SchemaVersion = %d, %v", v, err)
+		}
+		for name, ek := range map[string]string{"a-first": "shared", "d-own": "own"} {
+			if holder, err := s.HostByEK(ctx, store.EKFingerprint([]byte(ek))); err != nil || holder != name {
+				t.Errorf("holder of %s = %q, %v; want %s", ek, holder, err, name)
+			}
+			if h, _ := s.GetHost(ctx, name); !h.Activated || string(h.AKPublic) != "ak-"+name || h.PendingEKPublic != nil {
+				t.Errorf("%s after migration: %+v", name, h.Host)
+			}
+		}
+		// The database itself refuses a second binding, whatever code writes.
+		if err := s.Exec(ctx, "UPDATE hosts SET ek_fingerprint = ? WHERE name = ?", store.EKFingerprint([]byte("shared")), "d-own"); err == nil {
+			t.Error("the schema accepted one EK fingerprint for two hosts")
+		}
+		for _, name := range []string{"b-later", "c-later"} {
+			h, err := s.GetHost(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Activated || h.EKPublic != nil || h.AKPublic != nil || string(h.PendingEKPublic) != "shared" ||
+				string(h.PendingEKCert) != "cert-"+name || string(h.PendingAKPublic) != "ak-"+name || h.PendingSince.IsZero() {
+				t.Errorf("%s after migration: %+v, want unbound with the shared EK pending", name, h.Host)
+			}
+		}
+	})
 }

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/tpm"
 )
@@ -176,9 +177,7 @@ func DecodeArgs(args map[string]json.RawMessage, dst any) error {
 	if err != nil {
 		return oslo.NewValueError(fmt.Sprintf("arguments: %v", err))
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
+	if err := jsondecode.Strict(b, dst); err != nil {
 		return oslo.NewValueError(fmt.Sprintf("arguments: %v", err))
 	}
 	return nil

@@ -170,7 +170,7 @@ func TestQuoteVerifies(t *testing.T) {
 	h := newHost(t)
 	a := attester.New(attester.Config{TPM: h.tpm, Host: "compute-1", IMA: true})
 	now := time.Now()
-	ch, err := evidence.NewChallenge(rand.Reader, now, quotePCRs)
+	ch, err := evidence.NewChallenge(rand.Reader, now, "compute-1", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestQuoteVerifies(t *testing.T) {
 	// and IMA offset.
 	h.measure(false, bootseed.IMAFile{Path: "/usr/bin/python3", Content: []byte("py")})
 	now = now.Add(time.Second)
-	ch2, err := evidence.NewChallenge(rand.Reader, now, quotePCRs)
+	ch2, err := evidence.NewChallenge(rand.Reader, now, "compute-1", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestQuoteVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("steady-state Verify: %v", err)
 	}
-	if len(res2.IMA.New) != 1 || res2.IMA.New[0].Path != "/usr/bin/python3" {
+	if len(res2.IMA.New) != 1 || res2.IMA.New[0].Path() != "/usr/bin/python3" {
 		t.Errorf("incremental IMA: %+v", res2.IMA.New)
 	}
 }
@@ -269,14 +269,16 @@ func TestQuoteRejectsBadArguments(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args any
+		msg  string
 	}{
-		{"short nonce", map[string]any{"nonce": []byte("short"), "pcr_selection": []int{0}}},
-		{"no pcrs", map[string]any{"nonce": nonce}},
-		{"pcr out of range", map[string]any{"nonce": nonce, "pcr_selection": []int{24}}},
-		{"repeated pcr", map[string]any{"nonce": nonce, "pcr_selection": []int{1, 1}}},
-		{"negative ima offset", map[string]any{"nonce": nonce, "pcr_selection": []int{1}, "log_offsets": map[string]any{"ima": -1}}},
-		{"unknown argument", map[string]any{"nonce": nonce, "pcr_selection": []int{1}, "pcrs": []int{1}}},
-		{"wrong type", map[string]any{"nonce": 42, "pcr_selection": []int{1}}},
+		{"short nonce", map[string]any{"nonce": []byte("short"), "pcr_selection": []int{0}}, "nonce"},
+		{"no pcrs", map[string]any{"nonce": nonce}, "pcr"},
+		{"pcr out of range", map[string]any{"nonce": nonce, "pcr_selection": []int{24}}, "24"},
+		{"repeated pcr", map[string]any{"nonce": nonce, "pcr_selection": []int{1, 1}}, "1"},
+		{"negative ima offset", map[string]any{"nonce": nonce, "pcr_selection": []int{1}, "log_offsets": map[string]any{"ima": -1}}, "ima"},
+		{"unknown argument", map[string]any{"nonce": nonce, "pcr_selection": []int{1}, "pcrs": []int{1}}, `unknown field "pcrs"`},
+		{"wrong type", map[string]any{"nonce": 42, "pcr_selection": []int{1}}, "nonce: want a base64 string, got a number"},
+		{"wrong element type", map[string]any{"nonce": nonce, "pcr_selection": []string{"1"}}, "pcr_selection: want an integer, got a string"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var r attestrpc.QuoteResult
@@ -284,6 +286,11 @@ func TestQuoteRejectsBadArguments(t *testing.T) {
 			var re *oslo.RemoteError
 			if !errors.As(err, &re) || re.Class != "ValueError" {
 				t.Fatalf("quote(%v) = %v, want a ValueError", tc.args, err)
+			}
+			// The message goes back to the caller: it says what was wrong and
+			// names no Go type.
+			if !strings.Contains(re.Message, tc.msg) || strings.Contains(re.Message, "Go ") || strings.Contains(re.Message, "[]") {
+				t.Errorf("quote(%v) message %q, want it to contain %q and no Go type", tc.args, re.Message, tc.msg)
 			}
 		})
 	}

@@ -15,7 +15,6 @@
 package localapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +28,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/nova-filter-shim/internal/trustcache"
 )
@@ -160,15 +160,11 @@ func ParseFilterRequest(body []byte, maxHosts int) (trustcache.Request, error) {
 
 // decodeFilterRequest is the strict encoding/json decoding of a request,
 // for every body fastFilterRequest does not take.
+// Its errors name the field and JSON type, never Go types.
 func decodeFilterRequest(body []byte) (filterRequest, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var fr filterRequest
-	if err := dec.Decode(&fr); err != nil {
+	if err := jsondecode.Strict(body, &fr); err != nil {
 		return filterRequest{}, fmt.Errorf("%w: body is not a filter request: %w", ErrBadRequest, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return filterRequest{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
 	}
 	return fr, nil
 }

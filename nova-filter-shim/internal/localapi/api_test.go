@@ -128,11 +128,12 @@ func TestFilterRejectsBadInput(t *testing.T) {
 		{"not JSON", http.MethodPost, `hosts=a`, 400, "not a filter request"},
 		{"empty body", http.MethodPost, ``, 400, "not a filter request"},
 		{"unknown field", http.MethodPost, `{"hosts":["a"],"trusted_host":"trusted","level":1}`, 400, `unknown field "level"`},
-		{"trailing data", http.MethodPost, `{"hosts":["a"],"trusted_host":"trusted"} {}`, 400, "trailing data"},
+		{"trailing data", http.MethodPost, `{"hosts":["a"],"trusted_host":"trusted"} {}`, 400, "unexpected data after the JSON value"},
 		{"hosts missing", http.MethodPost, `{"trusted_host":"trusted"}`, 400, "hosts is required"},
 		{"hosts null", http.MethodPost, `{"hosts":null,"trusted_host":"trusted"}`, 400, "hosts is required"},
-		{"hosts not a list", http.MethodPost, `{"hosts":"a","trusted_host":"trusted"}`, 400, "not a filter request"},
-		{"host not a string", http.MethodPost, `{"hosts":[1],"trusted_host":"trusted"}`, 400, "not a filter request"},
+		{"hosts not a list", http.MethodPost, `{"hosts":"a","trusted_host":"trusted"}`, 400, "not a filter request: invalid JSON: hosts: want an array of strings, got a string"},
+		{"host not a string", http.MethodPost, `{"hosts":[1],"trusted_host":"trusted"}`, 400, "not a filter request: invalid JSON: hosts: want a string, got a number"},
+		{"level not a string", http.MethodPost, `{"hosts":["a"],"trusted_host":true}`, 400, "trusted_host: want a string, got a boolean"},
 		{"empty host", http.MethodPost, `{"hosts":["a",""],"trusted_host":"trusted"}`, 400, "hosts[1]: empty host name"},
 		{"null host", http.MethodPost, `{"hosts":[null],"trusted_host":"trusted"}`, 400, "hosts[0]: empty host name"},
 		{"host with space", http.MethodPost, `{"hosts":["a b"],"trusted_host":"trusted"}`, 400, "space or control"},
@@ -157,6 +158,9 @@ func TestFilterRejectsBadInput(t *testing.T) {
 			}
 			if !strings.Contains(e.Error, tc.want) {
 				t.Errorf("error = %q, want it to contain %q", e.Error, tc.want)
+			}
+			if strings.Contains(e.Error, "Go ") || strings.Contains(e.Error, "of type") {
+				t.Errorf("error = %q names a Go type", e.Error)
 			}
 		})
 	}

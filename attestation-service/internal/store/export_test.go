@@ -1,0 +1,43 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// OpenAtVersion opens a database migrated only up to version (tests of
+// later migrations); Migrate finishes the job.
+func OpenAtVersion(ctx context.Context, connection string, version int) (*Store, error) {
+	u, err := parse(connection)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open(u.driver, u.dsn)
+	if err != nil {
+		return nil, err
+	}
+	if u.dialect == dialectSQLite {
+		db.SetMaxOpenConns(1)
+	}
+	s := &Store{db: db, dialect: u.dialect}
+	if _, err := db.ExecContext(ctx, s.dialect.expand(
+		"CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at {int} NOT NULL){engine}")); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.migrateTo(ctx, 0, version); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Exec runs a statement on the raw database (to write rows in an old
+// schema).
+func (s *Store) Exec(ctx context.Context, stmt string, args ...any) error {
+	if _, err := s.db.ExecContext(ctx, stmt, args...); err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	return nil
+}

@@ -128,26 +128,24 @@ func checkConfigs(t *testing.T, bins string) {
 	}
 }
 
-// checkUnits: the devstack@trustpool-* units (DevStack's run_process unit
-// plus the plugin's drop-in) load in systemd-analyze verify without a single
-// finding, with the ExecStart commands pointing at real binaries.
+// checkUnits: stack extra creates the signing key with the real binary, and
+// the devstack@trustpool-* units (DevStack's run_process unit plus the
+// plugin's drop-in) load in systemd-analyze verify without a single finding,
+// with the ExecStart commands pointing at real binaries.
 func checkUnits(t *testing.T, bins string) {
 	t.Helper()
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Fatal("systemd-analyze is missing (make deps installs systemd)")
 	}
 	root := t.TempDir()
-	key := filepath.Join(root, "opt", "stack", "data", "trustpool", "verdict-signing.key")
-	if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// The key exists, so the plugin does not ask for create-key.
-	if err := os.WriteFile(key, []byte("key"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	driver(t, root, "trustpool-attestation,trustpool-filter-shim,trustpool-agent", []string{
 		"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=False", "SERVE_KEYS=1", "TRUSTPOOL_PROFILE=",
 	}, "stack:post-config", "stack:extra")
+	// The real create-key made the verdict signing key the service needs.
+	key := filepath.Join(root, "opt", "stack", "data", "trustpool", "verdict-signing.key")
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("verdict signing key after stack extra: %v, %v", fi, err)
+	}
 	units := filepath.Join(root, "etc", "systemd", "system")
 	for bin := range binaries {
 		unit := filepath.Join(units, "devstack@"+bin+".service")

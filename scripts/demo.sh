@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo behind `make demo` (issue 5's main job). On one machine, with
+# The demo behind `make demo` (docs/demo.md). On one machine, with
 # nothing but private processes on loopback, it starts:
 #
 #   - a RabbitMQ node (scripts/rabbitmq.sh) and a Keystone (sqlite, a
@@ -433,8 +433,9 @@ full_demo() {
   table
 
   step "learning profile \"build-a\" from compute-1 (its verified boot: firmware, Secure Boot, shim, GRUB, kernel, initrd, command line)"
-  echo "  the command waits until compute-1 has been appraised with the new profile"
-  tp profile learn build-a --host compute-1 -c name -c facts -c host_status -c host_profiles
+  echo "  the command waits until compute-1 has been appraised with the new profile; the PCRs the boot"
+  echo "  facts are read from are pinned too (fact_pcrs)"
+  tp profile learn build-a --host compute-1 -c name -c facts -c fact_pcrs -c host_status -c host_profiles
 
   step "waiting for all three hosts to be trusted under build-a"
   for h in "${HOSTS[@]}"; do wait_status 60 "$h" trusted; done

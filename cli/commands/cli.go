@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +35,7 @@ import (
 	"github.com/trustpool/trustpool/cli/internal/progress"
 	"github.com/trustpool/trustpool/cli/internal/session"
 	"github.com/trustpool/trustpool/internal/attestclient"
+	"github.com/trustpool/trustpool/internal/daemon"
 	"github.com/trustpool/trustpool/keystone-auth/credentials"
 )
 
@@ -67,7 +67,8 @@ type Config struct {
 	StdoutWidth func() int
 	// StderrTerminal reports whether stderr is a terminal (progress lines).
 	StderrTerminal bool
-	// Version is printed by --version (default: the module version).
+	// Version is printed by --version (default: the version release
+	// builds stamp, internal/daemon.Version).
 	Version string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -126,18 +127,11 @@ func New(cfg Config) *CLI {
 		cfg.PollInterval = time.Second
 	}
 	if cfg.Version == "" {
-		cfg.Version = moduleVersion()
+		cfg.Version = daemon.Version()
 	}
 	c := &CLI{cfg: cfg}
 	c.root = c.newRoot()
 	return c
-}
-
-func moduleVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(unknown)"
 }
 
 // Run runs the command line args (without the program name).

@@ -92,6 +92,33 @@ func profileRecord(pb attestapi.ProfileBody) output.Record {
 	return r
 }
 
+// learnedRecord is a learned profile with what was pinned for its facts.
+func learnedRecord(l attestapi.Learned) output.Record {
+	r := profileRecord(attestapi.ProfileBody{Profile: l.Profile, UpdatedAt: l.UpdatedAt})
+	r.Fields = append(r.Fields, output.Column{Name: "fact_pcrs"}, output.Column{Name: "added_pcrs"})
+	r.Values = append(r.Values, l.FactPCRs, output.Formatted{Text: joinInts(l.AddedPCRs), Value: l.AddedPCRs})
+	if len(l.Warnings) > 0 {
+		r.Fields = append(r.Fields, output.Column{Name: "warnings"})
+		r.Values = append(r.Values, l.Warnings)
+	}
+	return r
+}
+
+func joinInts(is []int) string {
+	s := make([]string, len(is))
+	for i, n := range is {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// warn prints the service's warnings on stderr, one per line.
+func (c *CLI) warn(ws []string) {
+	for _, w := range ws {
+		fmt.Fprintf(c.cfg.Stderr, "%s: warning: %s\n", Name, w)
+	}
+}
+
 func (c *CLI) profileShow() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show NAME",
@@ -338,8 +365,9 @@ func (c *CLI) profileLearn() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&l.Host, "host", "", "the golden host (required)")
 	f.StringVar(&l.Description, "description", "", "what the profile is for (default: learned from HOST)")
-	f.IntSliceVar(&pcrs, "pcr", nil, "take only these PCRs (repeatable or comma-separated; default: all quoted)")
-	f.StringArrayVar(&l.Facts, "fact", nil, "take only these boot facts (repeatable; default: all)")
+	f.IntSliceVar(&pcrs, "pcr", nil, "take these PCRs (repeatable or comma-separated; default: 0-7)")
+	f.StringArrayVar(&l.Facts, "fact", nil, "take only these boot facts (repeatable; default: secure_boot, bootloader, kernel, initrd, kernel_cmdline)")
+	f.BoolVar(&l.SkipFactPCRs, "skip-fact-pcrs", false, "do not pin the PCRs the facts are read from (the facts are then not trustworthy)")
 	f.BoolVar(&l.Merge, "merge", false, "add to an existing profile of that name")
 	_ = cmd.MarkFlagRequired("host")
 	w.add(cmd, 2*time.Minute)
@@ -356,20 +384,23 @@ func (c *CLI) profileLearn() *cobra.Command {
 			return err
 		}
 		if w.noWait {
-			pb, err := cl.LearnProfile(ctx, l)
+			learned, err := cl.LearnProfile(ctx, l)
 			if err != nil {
 				return err
 			}
-			return c.writeRecord(of, profileRecord(pb))
+			c.warn(learned.Warnings)
+			return c.writeRecord(of, learnedRecord(learned))
 		}
 		before, err := cl.GetHost(ctx, l.Host)
 		if err != nil {
 			return err
 		}
-		pb, err := cl.LearnProfile(ctx, l)
+		learned, err := cl.LearnProfile(ctx, l)
 		if err != nil {
 			return err
 		}
+		c.warn(learned.Warnings)
+		pb := attestapi.ProfileBody{Profile: learned.Profile, UpdatedAt: learned.UpdatedAt}
 		// The host's next verdict that was appraised after the profile was
 		// stored shows whether it satisfies it.
 		stored := pb.UpdatedAt
@@ -388,7 +419,7 @@ func (c *CLI) profileLearn() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		rec := profileRecord(pb)
+		rec := learnedRecord(learned)
 		rec.Fields = append(rec.Fields, output.Column{Name: "learned_from"}, output.Column{Name: "host_status"},
 			output.Column{Name: "host_profiles"})
 		rec.Values = append(rec.Values, l.Host, string(hostStatus(h)), h.Verdict.Profiles)

@@ -1,7 +1,7 @@
 // Package attestapi is the wire contract of the attestation service's REST
-// API (ARCHITECTURE.md §6): paths, query parameters, and the JSON request and
-// response bodies of every route, including the error envelope and the
-// version discovery document. The service's handlers encode these types, the
+// API (docs/ARCHITECTURE.md, "REST API"): paths, query parameters, and the
+// JSON request and response bodies of every route, including the error
+// envelope and the version discovery document. The service's handlers encode these types, the
 // Go client (package attestclient) and the trustpool CLI decode them, and
 // docs/api/openapi.yaml describes them; tests hold the router, the document
 // and real responses to each other, so the four cannot drift apart.
@@ -367,13 +367,33 @@ type Learn struct {
 	Host        string `json:"host"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
-	// PCRs to take (default: the service's quoted selection).
+	// PCRs to take (default: 0 to 7).
 	PCRs []int `json:"pcrs,omitempty"`
-	// Facts to take (default: every boot fact).
+	// Facts to take (default: secure_boot, bootloader, kernel, initrd and
+	// kernel_cmdline).
 	Facts []string `json:"facts,omitempty"`
+	// SkipFactPCRs stops the service from also pinning the PCRs the learned
+	// facts are read from (the facts are then not trustworthy: Warnings
+	// says so).
+	SkipFactPCRs bool `json:"skip_fact_pcrs,omitempty"`
 	// Merge adds the learned values to an existing profile of that name
 	// (rollouts) instead of failing with 409.
 	Merge bool `json:"merge,omitempty"`
+}
+
+// Learned is the answer to POST /v1/profiles/learn: the profile stored
+// and what was pinned for its facts.
+type Learned struct {
+	Profile   Profile    `json:"profile"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	// FactPCRs lists, by PCR index, the learned facts read from that PCR's
+	// events; those PCRs are pinned too.
+	FactPCRs map[string][]string `json:"fact_pcrs"`
+	// AddedPCRs are the PCRs of FactPCRs that Learn.PCRs did not ask for.
+	AddedPCRs []int `json:"added_pcrs"`
+	// Warnings name learned facts that are not trustworthy because the
+	// PCRs they are read from are not pinned (SkipFactPCRs).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // AuditList is GET /v1/audit: administrative changes, newest first.

@@ -333,8 +333,8 @@ func (c *Client) ImportProfiles(ctx context.Context, toml []byte) ([]string, err
 }
 
 // LearnProfile builds a profile from a host's last verified evidence.
-func (c *Client) LearnProfile(ctx context.Context, l attestapi.Learn) (attestapi.ProfileBody, error) {
-	var out attestapi.ProfileBody
+func (c *Client) LearnProfile(ctx context.Context, l attestapi.Learn) (attestapi.Learned, error) {
+	var out attestapi.Learned
 	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.PathProfilesLearn, body: l, out: &out})
 	return out, err
 }

@@ -270,6 +270,25 @@ func fromDoc(d attestapi.Profile) (*policy.Profile, error) {
 	return p, nil
 }
 
+// writeLearned answers learn: the profile just stored (p: the learned one,
+// or the one it was merged into), when, and what Learn pinned for the
+// facts.
+func (s *server) writeLearned(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile, l *policy.Learned) error {
+	sp, err := s.cfg.Store.GetProfile(r.Context(), p.Name)
+	if err != nil {
+		return err
+	}
+	at := sp.UpdatedAt
+	out := attestapi.Learned{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at, FactPCRs: map[string][]string{},
+		AddedPCRs: []int{}, Warnings: l.Warnings}
+	for pcr, facts := range l.FactPCRs {
+		out.FactPCRs[strconv.Itoa(pcr)] = facts
+	}
+	out.AddedPCRs = append(out.AddedPCRs, l.AddedPCRs...)
+	writeJSON(w, code, out)
+	return nil
+}
+
 // writeStored answers with a profile just stored, and when it was stored.
 func (s *server) writeStored(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile) error {
 	sp, err := s.cfg.Store.GetProfile(r.Context(), p.Name)
@@ -499,7 +518,9 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 
 // learnProfile builds a profile from a host's last verified evidence
 // (policy.Learn). With merge, the learned values are added to an existing
-// profile of that name (rollouts).
+// profile of that name (rollouts). Learn also pins the PCRs the learned
+// facts are read from unless skip_fact_pcrs is set; the answer lists them
+// ("fact_pcrs", "added_pcrs") and any fact left untrustworthy ("warnings").
 func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	var body attestapi.Learn
 	b, err := readBody(r)
@@ -525,10 +546,11 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		p, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts})
+		learned, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts, SkipFactPCRs: body.SkipFactPCRs})
 		if err != nil {
 			return "", httpErr(http.StatusBadRequest, "cannot learn profile", err)
 		}
+		p := learned.Profile
 		p.Description = body.Description
 		if p.Description == "" {
 			p.Description = "learned from host " + body.Host
@@ -556,7 +578,7 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if mode == store.Replace {
 			code = http.StatusOK
 		}
-		return "learned from " + body.Host, s.writeStored(w, r, code, p)
+		return "learned from " + body.Host, s.writeLearned(w, r, code, p, learned)
 	})
 }
 

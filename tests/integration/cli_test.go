@@ -218,7 +218,8 @@ func TestCLI(t *testing.T) {
 	// Learn a profile from compute-1: the command waits until compute-1 is
 	// appraised with it and shows it trusted.
 	learned := jsonOut[map[string]any](t, c.ok(as(admin, "profile", "learn", "golden", "--host", "compute-1", "-f", "json")...))
-	if learned["name"] != "golden" || learned["host_status"] != "trusted" || fmt.Sprint(learned["host_profiles"]) != "[golden]" {
+	if fp, _ := learned["fact_pcrs"].(map[string]any); learned["name"] != "golden" || learned["host_status"] != "trusted" ||
+		fmt.Sprint(learned["host_profiles"]) != "[golden]" || len(fp) == 0 {
 		t.Errorf("profile learn = %v", learned)
 	}
 	// Attest compute-2 now, with the application credential: the command

@@ -30,7 +30,7 @@ DEB_PACKAGES := \
 	python3-pip python3-setuptools \
 	swtpm swtpm-tools tpm2-tools \
 	mariadb-server mariadb-client \
-	bats shellcheck python3-bashate python3-openstackclient \
+	bats shellcheck python3-bashate \
 	systemd lintian debootstrap
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

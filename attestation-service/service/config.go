@@ -18,6 +18,9 @@ import (
 // DefaultConfigFile is where the daemon reads its configuration.
 const DefaultConfigFile = "/etc/trustpool/attestation.toml"
 
+// MinMessageSize is the smallest [DEFAULT] max_message_size accepted.
+const MinMessageSize = 64 << 10
+
 // Config is attestation.toml. Sections and keys use oslo's names where one
 // exists.
 type Config struct {
@@ -50,6 +53,11 @@ type DefaultSection struct {
 	Issuer string `toml:"issuer"`
 	// Debug enables debug logging.
 	Debug bool `toml:"debug"`
+	// MaxMessageSize bounds every message received from the bus, in
+	// bytes; larger ones are dropped before they are decoded
+	// (a quote reply carries the firmware log and the IMA list since boot). A Trustpool
+	// option: oslo.messaging's rabbit driver has none.
+	MaxMessageSize int `toml:"max_message_size"`
 }
 
 // DatabaseSection is [database].
@@ -116,7 +124,7 @@ type KeysSection struct {
 func DefaultConfig() Config {
 	ks := authtoken.DefaultOptions()
 	return Config{
-		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation"},
+		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation", MaxMessageSize: oslo.DefaultMaxMessageSize},
 		Rabbit:   oslo.DefaultRabbitOptions(),
 		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db"},
 		Keystone: ks,
@@ -144,6 +152,9 @@ func (c *Config) Validate() error {
 		bad("DEFAULT.transport_url", "is required (rabbit://user:password@host:5672/vhost)")
 	} else if _, err := oslo.ParseTransportURL(c.Default.TransportURL); err != nil {
 		bad("DEFAULT.transport_url", "%v", err)
+	}
+	if c.Default.MaxMessageSize < MinMessageSize {
+		bad("DEFAULT.max_message_size", "must be at least %d bytes", MinMessageSize)
 	}
 	if c.Default.Issuer == "" {
 		bad("DEFAULT.issuer", "is required")

@@ -24,6 +24,9 @@ func TestSampleConfigLoadsAndValidates(t *testing.T) {
 	if err := config.Load(&cfg, config.LoadOptions{File: filepath.Join(repo, "etc/attestation.toml.sample"), Environ: []string{}}); err != nil {
 		t.Fatalf("sample: %v", err)
 	}
+	if cfg.Default.MaxMessageSize != service.DefaultConfig().Default.MaxMessageSize {
+		t.Errorf("sample max_message_size = %d, want the default", cfg.Default.MaxMessageSize)
+	}
 	if cfg.Attestation.Interval != 10*time.Second || cfg.Enrollment.Mode != "auto" || !cfg.Enrollment.RequireEKCert {
 		t.Errorf("sample values not read: %+v", cfg.Attestation)
 	}
@@ -53,6 +56,7 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"transport", func(c *service.Config) { c.Default.TransportURL = "amqp://x" }, "DEFAULT.transport_url"},
 		{"listen", func(c *service.Config) { c.API.Listen = "nope" }, "api.listen"},
 		{"heartbeat", func(c *service.Config) { c.Attestation.HeartbeatInterval = time.Minute }, "attestation.heartbeat_interval"},
+		{"max message size", func(c *service.Config) { c.Default.MaxMessageSize = 1000 }, "DEFAULT.max_message_size"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -102,7 +102,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	tr, err := oslo.NewTransport(oslo.Config{TransportURL: cfg.Default.TransportURL, ControlExchange: cfg.Default.ControlExchange,
-		Rabbit: &cfg.Rabbit, Logger: s.log})
+		Rabbit: &cfg.Rabbit, Logger: s.log, MaxMessageSize: cfg.Default.MaxMessageSize})
 	if err != nil {
 		return fmt.Errorf("messaging: %w", err)
 	}

@@ -137,7 +137,11 @@ func (c *Client) Call(ctx context.Context, rctx map[string]any, method string, a
 	var last json.RawMessage
 	for {
 		select {
-		case r := <-replies:
+		case m := <-replies:
+			if m.err != nil {
+				return fmt.Errorf("call %s: reply from %s: %w", method, c.describe(), m.err)
+			}
+			r := m.r
 			if r.Failure != nil {
 				return &RemoteError{Failure: *r.Failure}
 			}
@@ -154,7 +158,7 @@ func (c *Client) Call(ctx context.Context, rctx map[string]any, method string, a
 				return nil
 			}
 			if err := json.Unmarshal(last, result); err != nil {
-				return fmt.Errorf("call %s: decode result: %w", method, err)
+				return fmt.Errorf("call %s: decode result: %w: %w", method, ErrInvalidReply, err)
 			}
 			return nil
 		case <-monitor:
@@ -281,8 +285,15 @@ type replyWaiter struct {
 	lost      chan struct{} // closed when the current connection is lost
 	attempted chan struct{} // closed after the first connection attempt
 	lastErr   error
-	waiters   map[string]chan *Reply
+	waiters   map[string]chan replyMsg
 	closed    bool
+}
+
+// replyMsg is a decoded reply, or the reason a reply meant for the call
+// was unusable (wrapping ErrInvalidReply).
+type replyMsg struct {
+	r   *Reply
+	err error
 }
 
 func newReplyWaiter(t *Transport) *replyWaiter {
@@ -292,7 +303,7 @@ func newReplyWaiter(t *Transport) *replyWaiter {
 		done:      make(chan struct{}),
 		attempted: make(chan struct{}),
 		lost:      make(chan struct{}),
-		waiters:   map[string]chan *Reply{},
+		waiters:   map[string]chan replyMsg{},
 	}
 }
 
@@ -377,27 +388,41 @@ func (w *replyWaiter) down(err error) {
 }
 
 func (w *replyWaiter) handle(d amqp.Delivery) {
-	r, err := DecodeReply(d.Body)
+	// The size is checked before anything is decoded.
+	err := w.t.checkSize(d.Body)
+	var r *Reply
+	if err == nil {
+		r, err = DecodeReply(d.Body)
+	}
 	if err != nil {
-		w.t.log.Warn("dropping undecodable reply", "error", err)
+		w.t.log.Warn("dropping unusable reply", "error", err, "bytes", len(d.Body))
+		// Fail the calls the reply names at once: their server answered,
+		// so waiting for the timeout would report the wrong thing.
+		for _, id := range salvageMsgIDs(d.Body) {
+			w.deliver(id, replyMsg{err: fmt.Errorf("%w: %w", ErrInvalidReply, err)})
+		}
 		return
 	}
+	w.deliver(r.MsgID, replyMsg{r: r})
+}
+
+func (w *replyWaiter) deliver(msgID string, m replyMsg) {
 	w.mu.Lock()
-	ch := w.waiters[r.MsgID]
+	ch := w.waiters[msgID]
 	w.mu.Unlock()
 	if ch == nil {
 		// The caller gave up (timeout) or the reply is a stray.
 		return
 	}
 	select {
-	case ch <- r:
+	case ch <- m:
 	default:
-		w.t.log.Warn("dropping reply: caller not keeping up", "msg_id", r.MsgID)
+		w.t.log.Warn("dropping reply: caller not keeping up", "msg_id", msgID)
 	}
 }
 
-func (w *replyWaiter) register(msgID string) <-chan *Reply {
-	ch := make(chan *Reply, 16)
+func (w *replyWaiter) register(msgID string) <-chan replyMsg {
+	ch := make(chan replyMsg, 16)
 	w.mu.Lock()
 	w.waiters[msgID] = ch
 	w.mu.Unlock()

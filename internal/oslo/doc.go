@@ -58,9 +58,20 @@
 //   - A [Listener] binds its own queue (never the publishers' shared
 //     <topic>.<priority> queue) and acknowledges a notification only after
 //     its handler returns; a handler error requeues it.
+//   - Every received body (requests, replies, notifications) is checked
+//     against the transport's maximum message size ([Config.MaxMessageSize],
+//     default [DefaultMaxMessageSize]; oslo's rabbit driver has no such
+//     option) before it is decoded; larger ones are dropped. A call whose
+//     reply is too large or does not decode fails at once with
+//     [ErrInvalidReply] rather than timing out; a request that is too large
+//     or does not decode gets a ValueError reply when its reply address can
+//     be read without decoding it (one attempt, under the executor bound).
 //   - Servers and listeners reconnect by themselves with oslo's backoff
 //     (rabbit_retry_interval, rabbit_retry_backoff, rabbit_interval_max),
 //     failing over across the transport_url's hosts.
+//
+// Work caused by a received message is bounded: a server runs at most 64
+// handlers and failure replies at once, all of which Run waits for.
 //
 // What this package does not do: it does not authenticate or authorise the
 // sender of a message. Anything that can publish to the broker vhost can

@@ -137,10 +137,15 @@ func (l *Listener) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 }
 
 func (l *Listener) handle(ctx context.Context, d amqp.Delivery) {
-	n, err := DecodeNotification(d.Body)
+	// The size is checked before anything is decoded.
+	err := l.t.checkSize(d.Body)
+	var n *Notification
+	if err == nil {
+		n, err = DecodeNotification(d.Body)
+	}
 	if err != nil {
 		// oslo rejects what it cannot decode; requeueing would loop forever.
-		l.log.Warn("dropping undecodable notification", "error", err)
+		l.log.Warn("dropping unusable notification", "error", err, "bytes", len(d.Body))
 		if err := d.Reject(false); err != nil {
 			l.log.Warn("reject failed", "error", err)
 		}

@@ -46,6 +46,10 @@ type Config struct {
 	Rabbit *RabbitOptions
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
+	// MaxMessageSize bounds the body of every message this transport's
+	// servers, listeners and reply consumer receive, in bytes; larger ones
+	// are dropped before they are decoded. 0 means DefaultMaxMessageSize.
+	MaxMessageSize int
 }
 
 // Transport owns the broker connections of one process: a publishing
@@ -58,6 +62,8 @@ type Transport struct {
 	exchange string
 	log      *slog.Logger
 	connName string
+	// maxMessageSize bounds received bodies (see Config.MaxMessageSize).
+	maxMessageSize int
 
 	hostMu   sync.Mutex
 	hosts    []Host // shuffled once, as oslo does
@@ -91,6 +97,13 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("validate rabbit options: %w", err)
 	}
+	maxSize := cfg.MaxMessageSize
+	switch {
+	case maxSize < 0:
+		return nil, fmt.Errorf("max message size %d: %w: must not be negative", maxSize, ErrInvalidOption)
+	case maxSize == 0:
+		maxSize = DefaultMaxMessageSize
+	}
 	exchange := cfg.ControlExchange
 	if exchange == "" {
 		exchange = DefaultControlExchange
@@ -103,13 +116,14 @@ func NewTransport(cfg Config) (*Transport, error) {
 	// Load spreading, as oslo's random.shuffle: no security decision rests on it.
 	rand.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] }) //nolint:gosec // G404: not security-relevant
 	t := &Transport{
-		url:      u,
-		opts:     opts,
-		exchange: exchange,
-		log:      log,
-		hosts:    hosts,
-		declared: map[string]*amqp.Connection{},
-		connName: fmt.Sprintf("%s:%d:%s", filepath.Base(os.Args[0]), os.Getpid(), NewUniqueID()),
+		url:            u,
+		opts:           opts,
+		exchange:       exchange,
+		log:            log,
+		hosts:          hosts,
+		declared:       map[string]*amqp.Connection{},
+		maxMessageSize: maxSize,
+		connName:       fmt.Sprintf("%s:%d:%s", filepath.Base(os.Args[0]), os.Getpid(), NewUniqueID()),
 	}
 	t.replies = newReplyWaiter(t)
 	return t, nil

@@ -145,7 +145,7 @@ func (s *Shim) Run(ctx context.Context) error {
 	defer ln.Close()
 	tr, err := oslo.NewTransport(oslo.Config{
 		TransportURL: s.cfg.Default.TransportURL, ControlExchange: s.cfg.Default.ControlExchange,
-		Rabbit: &s.cfg.Rabbit, Logger: s.log,
+		Rabbit: &s.cfg.Rabbit, Logger: s.log, MaxMessageSize: s.cfg.Default.MaxMessageSize,
 	})
 	if err != nil {
 		return fmt.Errorf("message transport: %w", err)

@@ -65,7 +65,16 @@ type DatabaseSection struct {
 	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db or
 	// mysql+pymysql://user:pw@host/db).
 	Connection string `toml:"connection"`
+	// HistoryRetention is how long verdict history is kept; 0 keeps it
+	// forever. A Trustpool option.
+	HistoryRetention time.Duration `toml:"history_retention"`
+	// AuditRetention is how long the audit log is kept; 0 keeps it
+	// forever. A Trustpool option.
+	AuditRetention time.Duration `toml:"audit_retention"`
 }
+
+// DefaultRetention keeps history and audit records for 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
 
 // APISection is [api].
 type APISection struct {
@@ -124,9 +133,10 @@ type KeysSection struct {
 func DefaultConfig() Config {
 	ks := authtoken.DefaultOptions()
 	return Config{
-		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation", MaxMessageSize: oslo.DefaultMaxMessageSize},
-		Rabbit:   oslo.DefaultRabbitOptions(),
-		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db"},
+		Default: DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation", MaxMessageSize: oslo.DefaultMaxMessageSize},
+		Rabbit:  oslo.DefaultRabbitOptions(),
+		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db",
+			HistoryRetention: DefaultRetention, AuditRetention: DefaultRetention},
 		Keystone: ks,
 		Policy:   kpolicy.DefaultOptions(),
 		API:      APISection{Listen: "127.0.0.1:9780"},
@@ -162,6 +172,11 @@ func (c *Config) Validate() error {
 	if _, _, err := store.ParseURL(c.Database.Connection); err != nil {
 		bad("database.connection", "%v", err)
 	}
+	for key, d := range map[string]time.Duration{"database.history_retention": c.Database.HistoryRetention, "database.audit_retention": c.Database.AuditRetention} {
+		if d < 0 || d > 0 && d < time.Hour {
+			bad(key, "must be 0 (keep forever) or at least 1h")
+		}
+	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		bad("api.listen", "%q is not host:port", c.API.Listen)
 	}
@@ -180,6 +195,10 @@ func (c *Config) Validate() error {
 		}
 		if a.VerdictValidity < a.Interval || a.VerdictValidity > 3*a.Interval {
 			bad("attestation.verdict_validity", "must be between attestation.interval and 3 × attestation.interval (%v)", 3*a.Interval)
+		} else if gap := a.Interval + a.Jitter + a.QuoteTimeout; a.VerdictValidity <= gap && a.Jitter >= 0 && a.Jitter < a.Interval && a.QuoteTimeout > 0 {
+			// Otherwise a host that stays trusted is unknown at the shims
+			// between two rounds.
+			bad("attestation.verdict_validity", "must be longer than attestation.interval + jitter + quote_timeout (%v), the longest gap between two rounds", gap)
 		}
 		if a.HeartbeatInterval <= 0 || a.HeartbeatInterval >= a.VerdictValidity {
 			bad("attestation.heartbeat_interval", "must be positive and less than attestation.verdict_validity")

@@ -10,13 +10,26 @@ import (
 
 // Ledger is an in-memory, concurrency-safe record of issued challenges that
 // enforces single use: [Ledger.Consume] returns a challenge at most once.
-// Expired entries are dropped lazily. A service with several instances
-// needs a shared store with the same semantics instead.
+// Each entry may name an owner (the host it was issued to), so that
+// everything of a deleted host can be dropped at once ([Ledger.Forget]).
+// Expired entries are dropped on every Issue and by [Ledger.Prune]. A
+// service with several instances needs a shared store with the same
+// semantics instead.
 type Ledger struct {
 	mu       sync.Mutex
 	lifetime time.Duration
-	issued   map[string]Challenge
-	used     map[string]time.Time
+	issued   map[string]issuedEntry
+	used     map[string]usedEntry
+}
+
+type issuedEntry struct {
+	ch    Challenge
+	owner string
+}
+
+type usedEntry struct {
+	issuedAt time.Time
+	owner    string
 }
 
 // NewLedger returns a ledger whose challenges expire after lifetime (zero:
@@ -25,11 +38,16 @@ func NewLedger(lifetime time.Duration) *Ledger {
 	if lifetime <= 0 {
 		lifetime = DefaultNonceLifetime
 	}
-	return &Ledger{lifetime: lifetime, issued: map[string]Challenge{}, used: map[string]time.Time{}}
+	return &Ledger{lifetime: lifetime, issued: map[string]issuedEntry{}, used: map[string]usedEntry{}}
 }
 
-// Issue creates and records a fresh challenge.
+// Issue creates and records a fresh challenge with no owner.
 func (l *Ledger) Issue(rand io.Reader, now time.Time, pcrs []int) (Challenge, error) {
+	return l.IssueTo("", rand, now, pcrs)
+}
+
+// IssueTo creates and records a fresh challenge for owner.
+func (l *Ledger) IssueTo(owner string, rand io.Reader, now time.Time, pcrs []int) (Challenge, error) {
 	ch, err := NewChallenge(rand, now, pcrs)
 	if err != nil {
 		return Challenge{}, err
@@ -37,7 +55,7 @@ func (l *Ledger) Issue(rand io.Reader, now time.Time, pcrs []int) (Challenge, er
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.gc(now)
-	l.issued[hex.EncodeToString(ch.Nonce)] = ch
+	l.issued[hex.EncodeToString(ch.Nonce)] = issuedEntry{ch: ch, owner: owner}
 	return ch, nil
 }
 
@@ -52,29 +70,79 @@ func (l *Ledger) Consume(nonce []byte, now time.Time) (Challenge, error) {
 	if _, ok := l.used[k]; ok {
 		return Challenge{Nonce: nonce, Used: true}, fmt.Errorf("consume nonce: %w", ErrNonceReused)
 	}
-	ch, ok := l.issued[k]
+	e, ok := l.issued[k]
 	if !ok {
 		return Challenge{}, fmt.Errorf("consume nonce: %w", ErrNonceUnknown)
 	}
+	ch := e.ch
 	delete(l.issued, k)
-	l.used[k] = ch.IssuedAt
+	l.used[k] = usedEntry{issuedAt: ch.IssuedAt, owner: e.owner}
 	if now.Sub(ch.IssuedAt) > l.lifetime || now.Before(ch.IssuedAt) {
 		return Challenge{}, fmt.Errorf("consume nonce: %w", ErrNonceExpired)
 	}
 	return ch, nil
 }
 
+// Discard drops an issued nonce that will never be consumed (its round
+// ended without an answer). Evidence for it is refused afterwards as
+// unknown, exactly as after expiry.
+func (l *Ledger) Discard(nonce []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.issued, hex.EncodeToString(nonce))
+}
+
+// Forget drops every entry, issued or used, of owner and returns how many
+// it dropped. A forgotten nonce is refused as unknown, so forgetting never
+// accepts anything that was refused before.
+func (l *Ledger) Forget(owner string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for k, e := range l.issued {
+		if e.owner == owner {
+			delete(l.issued, k)
+			n++
+		}
+	}
+	for k, e := range l.used {
+		if e.owner == owner {
+			delete(l.used, k)
+			n++
+		}
+	}
+	return n
+}
+
+// Prune drops expired entries and returns how many it dropped.
+func (l *Ledger) Prune(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gc(now)
+}
+
+// Len is the number of entries held, issued and used.
+func (l *Ledger) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.issued) + len(l.used)
+}
+
 // gc drops entries older than twice the lifetime; a nonce that old is
 // refused as expired by Verify anyway.
-func (l *Ledger) gc(now time.Time) {
-	for k, ch := range l.issued {
-		if now.Sub(ch.IssuedAt) > 2*l.lifetime {
+func (l *Ledger) gc(now time.Time) int {
+	n := 0
+	for k, e := range l.issued {
+		if now.Sub(e.ch.IssuedAt) > 2*l.lifetime {
 			delete(l.issued, k)
+			n++
 		}
 	}
-	for k, t := range l.used {
-		if now.Sub(t) > 2*l.lifetime {
+	for k, e := range l.used {
+		if now.Sub(e.issuedAt) > 2*l.lifetime {
 			delete(l.used, k)
+			n++
 		}
 	}
+	return n
 }

@@ -112,7 +112,8 @@ func (s *Service) Run(ctx context.Context) error {
 	var sc *sched.Scheduler
 	eng := engine.New(engine.Config{
 		Issuer: cfg.Default.Issuer, Interval: a.Interval, Jitter: a.Jitter, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
-		NonceLifetime: a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
+		HeartbeatInterval: a.HeartbeatInterval,
+		NonceLifetime:     a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
 		EnrollmentMode: cfg.Enrollment.Mode, RequireEKCert: cfg.Enrollment.RequireEKCert, EKRoots: roots, EKIntermediates: inter,
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,

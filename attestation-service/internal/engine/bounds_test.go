@@ -48,7 +48,7 @@ type trustedHost struct {
 	cfg   engine.Config
 }
 
-func newTrustedHost(t *testing.T) *trustedHost {
+func newTrustedHost(t *testing.T, edit ...func(*engine.Config)) *trustedHost {
 	t.Helper()
 	dir := t.TempDir()
 	sim, logPath := seededSim(t, dir)
@@ -68,6 +68,9 @@ func newTrustedHost(t *testing.T) *trustedHost {
 	h.cfg = engine.Config{Issuer: "test", Interval: 10 * time.Second, Jitter: 2 * time.Second, Validity: 30 * time.Second,
 		QuoteTimeout: time.Second, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto,
 		Agents: h.agent, Now: h.clock.Now, Trigger: func(string) {}, Store: st, Signer: signer, Publisher: h.pub}
+	for _, fn := range edit {
+		fn(&h.cfg)
+	}
 	h.eng = engine.New(h.cfg)
 	if s := enroll(t, h.eng, tp); s != attestrpc.StateEnrolled {
 		t.Fatalf("enrollment state %s", s)
@@ -241,5 +244,40 @@ func TestFirstVerdictAfterRestartIsPublished(t *testing.T) {
 	}
 	if got := h.lastPublished(t); got.Seq != v2.Seq {
 		t.Errorf("last published seq %d, want the first verdict after the restart (%d)", got.Seq, v2.Seq)
+	}
+}
+
+// With the service's heartbeat running, the heartbeat keeps the shims'
+// copy fresh and unchanged rounds are not published on their own; the
+// copy still never expires, second by second.
+func TestHeartbeatSparesRoundPublications(t *testing.T) {
+	h := newTrustedHost(t, func(c *engine.Config) { c.HeartbeatInterval, c.QuoteTimeout = 10*time.Second, 5*time.Second })
+	start := h.clock.Now()
+	nextRound := start
+	roundPublished := 0
+	for sec := range 150 {
+		now := start.Add(time.Duration(sec) * time.Second)
+		h.clock.Add(now.Sub(h.clock.Now()))
+		if sec%10 == 5 {
+			if err := h.eng.Heartbeat(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !now.Before(nextRound) {
+			n := len(h.pub.verdicts)
+			if v := h.attest(t); v.Status != verdict.Trusted {
+				t.Fatalf("round at %ds: %+v", sec, v)
+			}
+			if sec > 0 && len(h.pub.verdicts) > n {
+				roundPublished++
+			}
+			nextRound = now.Add(12 * time.Second) // interval + jitter
+		}
+		if cp := h.lastPublished(t); !now.Add(time.Second).Before(cp.ExpiresAt) {
+			t.Fatalf("at %ds the shims' copy (seq %d) expires at %v", sec, cp.Seq, cp.ExpiresAt.Sub(start))
+		}
+	}
+	if roundPublished != 0 {
+		t.Errorf("%d unchanged rounds published although the heartbeat covered them", roundPublished)
 	}
 }

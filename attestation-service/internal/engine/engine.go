@@ -25,12 +25,12 @@
 //
 // Publication: a verdict is cast on the fanout when its status, profiles or
 // reasons change, and also when the copy the shims hold (the last one
-// published) would expire before the next round could publish: interval +
-// jitter + two quote timeouts + a margin. So a host that stays trusted and
-// keeps answering never expires at a shim while the service runs. After a
-// restart the engine does not know what the shims hold, so every host's
-// first verdict is published. The heartbeat republishes stored verdicts in
-// addition.
+// published) would expire before the next publication: the next heartbeat
+// (which republishes the stored verdicts) or the next round (interval +
+// jitter + two quote timeouts), plus a margin. So a host that stays trusted
+// and keeps answering never expires at a shim while the service runs.
+// After a restart the engine does not know what the shims hold, so every
+// host's first verdict is published.
 //
 // Nonces are 32 random bytes from evidence.Ledger, single use, with a
 // lifetime of at most 2 × interval. The ledger is in memory: one service
@@ -103,11 +103,15 @@ type Config struct {
 	Interval time.Duration
 	// Jitter is the scheduler's jitter: a host's rounds are at most
 	// Interval + Jitter apart (plus the round itself).
-	Jitter        time.Duration
-	Validity      time.Duration
-	QuoteTimeout  time.Duration
-	NonceLifetime time.Duration
-	PCRs          []int
+	Jitter       time.Duration
+	Validity     time.Duration
+	QuoteTimeout time.Duration
+	// HeartbeatInterval is how often the service calls Heartbeat (0: it
+	// does not); a heartbeat due before the shims' copy expires spares
+	// publishing an unchanged verdict.
+	HeartbeatInterval time.Duration
+	NonceLifetime     time.Duration
+	PCRs              []int
 	// RequiredProfiles apply to hosts without their own assignment.
 	RequiredProfiles     []string
 	EnrollmentMode       string
@@ -140,6 +144,8 @@ type Engine struct {
 	// published is the expires_at of the newest verdict of each host cast
 	// on the fanout, i.e. how long the shims' copy lasts.
 	published map[string]time.Time
+	// lastHeartbeat is when Heartbeat last started.
+	lastHeartbeat time.Time
 
 	m engineMetrics
 }
@@ -635,6 +641,9 @@ func (e *Engine) Snapshot(ctx context.Context) ([]verdict.Signed, error) {
 // Heartbeat republishes every current verdict (the stored signed bytes:
 // nothing is extended) on the fanout, in batches.
 func (e *Engine) Heartbeat(ctx context.Context) error {
+	e.mu.Lock()
+	e.lastHeartbeat = e.cfg.Now()
+	e.mu.Unlock()
 	vs, err := e.Snapshot(ctx)
 	if err != nil {
 		return err
@@ -659,18 +668,27 @@ func (e *Engine) Heartbeat(ctx context.Context) error {
 // valid for the round to leave it alone: room for publishing and clocks.
 const publishMargin = time.Second
 
-// refreshHorizon is the longest time until a host's next verdict is
-// recorded: the scheduler's interval and jitter plus a round that asks
-// twice (quote, then again for the full event log).
-func (e *Engine) refreshHorizon() time.Duration {
-	return e.cfg.Interval + e.cfg.Jitter + 2*e.cfg.QuoteTimeout + publishMargin
+// nextPublication is the latest time by which something will publish a
+// host's newest verdict again without this round doing it: the next round
+// (the scheduler's interval and jitter, plus a round that asks twice:
+// quote, then again for the full event log) or, sooner, the next
+// heartbeat, which republishes the verdict this round stored.
+func (e *Engine) nextPublication(now time.Time) time.Time {
+	next := now.Add(e.cfg.Interval + e.cfg.Jitter + 2*e.cfg.QuoteTimeout)
+	e.mu.Lock()
+	last := e.lastHeartbeat
+	e.mu.Unlock()
+	if hb := last.Add(e.cfg.HeartbeatInterval); e.cfg.HeartbeatInterval > 0 && !last.IsZero() && hb.After(now) && hb.Before(next) {
+		next = hb
+	}
+	return next
 }
 
 // needsRefresh reports whether v must be published although it did not
 // change: nothing was published for the host since this engine started
 // (after a restart shims may hold only expired copies), or the copy they
-// hold expires before the next round. Unknown verdicts carry no validity,
-// so refreshing them changes nothing at the shims.
+// hold expires before the next publication. Unknown verdicts carry no
+// validity, so refreshing them changes nothing at the shims.
 func (e *Engine) needsRefresh(host string, v verdict.Verdict) bool {
 	e.mu.Lock()
 	exp, ok := e.published[host]
@@ -681,7 +699,8 @@ func (e *Engine) needsRefresh(host string, v verdict.Verdict) bool {
 	if !v.ExpiresAt.After(v.VerifiedAt) {
 		return false
 	}
-	return exp.Before(e.cfg.Now().Add(e.refreshHorizon()))
+	now := e.cfg.Now()
+	return exp.Before(e.nextPublication(now).Add(publishMargin))
 }
 
 // notePublished records that the shims hold a verdict of host valid until

@@ -109,6 +109,7 @@ func seedIMA(t *testing.T, h *host, path string) {
 func build(t *testing.T, dir, name, pkg string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}

@@ -235,3 +235,113 @@ func TestUnusableCallsStayBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestReplyQueueIsExclusive: servers learn the caller's reply queue name
+// from every request, but no other connection can consume from it (or
+// purge or delete it): the replies to a service's calls cannot be stolen
+// by a peer it calls.
+func TestReplyQueueIsExclusive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs RabbitMQ")
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	replyQ := make(chan string, 1)
+	s := oslo.NewServer(newTransport(t, rabbit.URL, nil), oslo.Target{Topic: "curious", Server: "h"}, oslo.Endpoint{
+		Methods: map[string]oslo.Handler{"echo": func(_ context.Context, req *oslo.Request) (any, error) {
+			select {
+			case replyQ <- req.ReplyQ:
+			default:
+			}
+			return "x", nil
+		}},
+	})
+	startServer(t, s.Run, s.Ready())
+	client := newTransport(t, rabbit.URL, nil).Client(oslo.Target{Topic: "curious"}).WithTimeout(30 * time.Second)
+	if err := client.Call(t.Context(), nil, "echo", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	q := <-replyQ
+	conn, err := amqp.Dial(rabbit.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	for name, op := range map[string]func(ch *amqp.Channel) error{
+		"consume": func(ch *amqp.Channel) error { _, err := ch.Consume(q, "", true, false, false, false, nil); return err },
+		"purge":   func(ch *amqp.Channel) error { _, err := ch.QueuePurge(q, false); return err },
+		"delete":  func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err },
+	} {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var amqpErr *amqp.Error
+		if err := op(ch); !errors.As(err, &amqpErr) || amqpErr.Code != amqp.ResourceLocked {
+			t.Errorf("%s %s from another connection = %v, want RESOURCE_LOCKED", name, q, err)
+		}
+	}
+	// The caller still gets its replies.
+	if err := client.Call(t.Context(), nil, "echo", nil, nil); err != nil {
+		t.Errorf("call after the attempts: %v", err)
+	}
+}
+
+// TestServerDropsRequestsViaDefaultExchange: the default exchange reaches
+// any queue by its name, past RabbitMQ's topic permissions on the topic
+// exchange; oslo clients never send requests that way, so servers drop
+// them.
+func TestServerDropsRequestsViaDefaultExchange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs RabbitMQ")
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	rec := newRecorder()
+	s := oslo.NewServer(newTransport(t, rabbit.URL, nil), oslo.Target{Topic: "direct", Server: "h"}, testEndpoint(rec))
+	startServer(t, s.Run, s.Ready())
+	conn, err := amqp.Dial(rabbit.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cast := func(exchange, key, v string) {
+		t.Helper()
+		body, err := oslo.EncodeRequest(&oslo.Request{Method: "record", Args: map[string]json.RawMessage{"value": json.RawMessage(`"` + v + `"`)}, UniqueID: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.PublishWithContext(t.Context(), exchange, key, false, false, amqp.Publishing{ContentType: "application/json", Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cast("", "direct.h", "via-default")
+	cast("", "direct", "via-default-topic-queue")
+	cast("trustpool-test", "direct.h", "via-topic")
+	cast("trustpool-test", "direct", "via-topic-shared")
+	// Each queue is consumed in order: once both requests sent the right
+	// way are handled, the others have been seen (and must have been
+	// dropped); handlers run concurrently, so allow a moment for a late one.
+	got := map[string]bool{}
+	deadline := time.After(30 * time.Second)
+	for !got["via-topic"] || !got["via-topic-shared"] {
+		select {
+		case v := <-rec.got:
+			got[v] = true
+		case <-deadline:
+			t.Fatalf("recorded only %v", got)
+		}
+	}
+	select {
+	case v := <-rec.got:
+		got[v] = true
+	case <-time.After(500 * time.Millisecond):
+	}
+	for _, v := range []string{"via-default", "via-default-topic-queue"} {
+		if got[v] {
+			t.Errorf("request %q through the default exchange was dispatched", v)
+		}
+	}
+}

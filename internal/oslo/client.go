@@ -349,7 +349,12 @@ func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, error) {
 }
 
 func (w *replyWaiter) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
-	if _, err := cc.ch.QueueDeclare(w.queue, false, false, false, false, w.t.opts.TransientQueueArguments()); err != nil {
+	// Exclusive, unlike oslo's: no other connection, whatever its
+	// permissions, can consume, purge or delete the replies to our calls,
+	// although every server we call learns the queue's name. Calls in
+	// flight fail when the connection goes anyway, and servers publish to
+	// it as to any queue.
+	if _, err := cc.ch.QueueDeclare(w.queue, false, false, true, false, w.t.opts.TransientQueueArguments()); err != nil {
 		return nil, fmt.Errorf("declare reply queue: %w", err)
 	}
 	d, err := cc.ch.Consume(w.queue, "", true, false, false, false, w.t.opts.ConsumerArguments())

@@ -46,12 +46,16 @@
 //   - A [Server] consumes <topic>, <topic>.<server> and a private
 //     <topic>_fanout_<uuid> queue on its own connection, acknowledges each
 //     request before dispatching it (at-most-once), drops repeated
-//     _unique_id values and messages without a JSON content type, checks
+//     _unique_id values, messages without a JSON content type and requests
+//     published to the default exchange (oslo clients never do; it would
+//     bypass RabbitMQ's topic permissions), checks
 //     namespace and version as oslo's dispatcher does, and replies once with
 //     ending=true to the caller's queue on the default exchange (mandatory,
 //     retried while the queue is missing). It sends ending=false keep-alives
 //     only when the caller asked for call monitoring (_timeout).
-//   - A [Client] call waits on the transport's single reply_<uuid> queue. A
+//   - A [Client] call waits on the transport's single reply_<uuid> queue,
+//     declared exclusive (oslo's is not), so no other connection can read,
+//     purge or delete it. A
 //     lost broker connection fails calls in flight with [ErrConnection] at
 //     once; no reply by the deadline gives [ErrTimeout]; a remote failure
 //     gives *[RemoteError].

@@ -202,6 +202,13 @@ func (s *Server) accept(d amqp.Delivery) (*Request, *rejection) {
 		s.log.Warn("dropping message without application/json content type", "content_type", d.ContentType)
 		return nil, nil
 	}
+	if d.Exchange == "" {
+		// oslo clients send requests through the topic and fanout
+		// exchanges; the default exchange reaches any queue by name, past
+		// the broker's per-user topic permissions.
+		s.log.Warn("dropping request sent through the default exchange", "routing_key", d.RoutingKey)
+		return nil, nil
+	}
 	// The size is checked before anything is decoded.
 	err := s.t.checkSize(d.Body)
 	var req *Request

@@ -345,3 +345,61 @@ func TestServerDropsRequestsViaDefaultExchange(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumersRedeclareDeletedExchange: every oslo client of an exchange
+// may declare it, so it may also delete it, and with it every binding. A
+// server and a listener declare and bind again periodically, so traffic
+// comes back without a reconnect.
+func TestConsumersRedeclareDeletedExchange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs RabbitMQ")
+	}
+	defer oslo.SetDeclarationRefresh(300 * time.Millisecond)()
+	rabbit := servicetest.RabbitMQ(t)
+	s := oslo.NewServer(newTransport(t, rabbit.URL, nil), oslo.Target{Topic: "deleted", Server: "h"}, testEndpoint(newRecorder()))
+	startServer(t, s.Run, s.Ready())
+	got := make(chan string, 100)
+	l := oslo.NewListener(newTransport(t, rabbit.URL, nil), oslo.ListenerConfig{Topic: "deleted_notifications", Queue: "deleted-listener"},
+		func(_ context.Context, n *oslo.Notification) error { got <- n.EventType; return nil })
+	startServer(t, l.Run, l.Ready())
+	tr := newTransport(t, rabbit.URL, nil)
+	client := tr.Client(oslo.Target{Topic: "deleted"})
+	notifier := oslo.NewNotifier(tr, "test", "deleted_notifications")
+	works := func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		if err := client.Call(ctx, nil, "echo", map[string]any{"value": 1}, nil); err != nil {
+			return false
+		}
+		if err := notifier.Notify(ctx, nil, "info", "probe", map[string]any{}); err != nil {
+			return false
+		}
+		select {
+		case <-got:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !works() {
+		t.Fatal("calls or notifications fail before the exchange is deleted")
+	}
+	conn, err := amqp.Dial(rabbit.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDelete("trustpool-test", false, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !works() {
+		if time.Now().After(deadline) {
+			t.Fatal("calls and notifications still fail 30 s after the exchange was deleted")
+		}
+	}
+}

@@ -70,6 +70,9 @@
 //     [ErrInvalidReply] rather than timing out; a request that is too large
 //     or does not decode gets a ValueError reply when its reply address can
 //     be read without decoding it (one attempt, under the executor bound).
+//   - Servers and listeners declare their exchanges, queues and bindings
+//     again every 30 s: permission to declare an exchange (which every oslo
+//     client of it needs) is also permission to delete it, bindings and all.
 //   - Servers and listeners reconnect by themselves with oslo's backoff
 //     (rabbit_retry_interval, rabbit_retry_backoff, rabbit_interval_max),
 //     failing over across the transport_url's hosts.

@@ -114,6 +114,10 @@ func (s *Server) Run(ctx context.Context) error {
 			}()
 		},
 		up: func() { s.readyOnce.Do(func() { close(s.ready) }) },
+		refresh: func(cc *consumeConn) error {
+			_, err := s.declare(cc.ch)
+			return err
+		},
 		teardown: func(cc *consumeConn) {
 			// oslo deletes its own fanout queue when it stops.
 			if _, err := cc.ch.QueueDelete(s.fanoutQ, false, false, false); err != nil {
@@ -125,8 +129,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
-	ch, o := cc.ch, &s.t.opts
+// declare declares the server's exchanges and queues and binds them; it
+// returns the queues to consume. It is idempotent: refresh runs it again.
+func (s *Server) declare(ch *amqp.Channel) ([]string, error) {
+	o := &s.t.opts
 	exchange := s.target.Exchange
 	if exchange == "" {
 		exchange = s.t.exchange
@@ -156,7 +162,15 @@ func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 	if err := ch.QueueBind(s.fanoutQ, s.target.Topic, fanoutEx, false, nil); err != nil {
 		return nil, fmt.Errorf("bind queue %q: %w", s.fanoutQ, err)
 	}
-	queues = append(queues, s.fanoutQ)
+	return append(queues, s.fanoutQ), nil
+}
+
+func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
+	ch, o := cc.ch, &s.t.opts
+	queues, err := s.declare(ch)
+	if err != nil {
+		return nil, err
+	}
 	consumerArgs := o.ConsumerArguments()
 	merged := make(chan amqp.Delivery)
 	var wg sync.WaitGroup

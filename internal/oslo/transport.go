@@ -499,7 +499,17 @@ type consumer struct {
 	down func(error)
 	// teardown runs on a graceful stop, before the connection closes.
 	teardown func(*consumeConn)
+	// refresh, when set, runs every declarationRefresh while connected:
+	// it declares and binds again what setup did, so exchanges and
+	// bindings another client deleted come back. An error reconnects.
+	refresh func(*consumeConn) error
 }
+
+// declarationRefresh is how often consumers re-declare their exchanges,
+// queues and bindings. Anyone allowed to declare an exchange (which every
+// oslo client of it must be) may also delete it, taking every binding with
+// it; the server would otherwise never receive another message.
+var declarationRefresh = 30 * time.Second
 
 // consumeLoop keeps a consuming connection up until ctx is done: it
 // connects with oslo's backoff, declares and consumes, then hands
@@ -536,11 +546,23 @@ func (t *Transport) consumeLoop(ctx context.Context, c consumer) {
 			c.up()
 		}
 		lost := false
+		var refresh <-chan time.Time
+		var tk *time.Ticker
+		if c.refresh != nil {
+			tk = time.NewTicker(declarationRefresh)
+			refresh = tk.C
+		}
 	loop:
 		for {
 			select {
 			case <-ctx.Done():
 				break loop
+			case <-refresh:
+				if err := c.refresh(cc); err != nil {
+					lost = true
+					t.log.Warn("re-declaring exchanges and bindings failed, reconnecting", "purpose", c.purpose, "error", err)
+					break loop
+				}
 			case d, ok := <-deliveries:
 				if !ok {
 					lost = true
@@ -554,6 +576,9 @@ func (t *Transport) consumeLoop(ctx context.Context, c consumer) {
 				}
 				break loop
 			}
+		}
+		if tk != nil {
+			tk.Stop()
 		}
 		if !lost {
 			if c.teardown != nil {

@@ -99,13 +99,13 @@ func (c *Client) Call(ctx context.Context, rctx map[string]any, method string, a
 	if err != nil {
 		return err
 	}
-	lost, err := c.t.replies.ensure(ctx)
+	lost, replyQ, err := c.t.replies.ensure(ctx)
 	if err != nil {
 		return fmt.Errorf("call %s: %w", method, err)
 	}
 	req.IsCall = true
 	req.MsgID = NewUniqueID()
-	req.ReplyQ = c.t.replies.queue
+	req.ReplyQ = replyQ
 	if c.monitorTimeout > 0 {
 		s := c.monitorTimeout.Seconds()
 		req.Timeout = &s
@@ -270,14 +270,14 @@ func encodeArgs(args any) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
-// replyWaiter is the transport's one reply queue (reply_<uuid>) and the
-// table of calls waiting on it.
+// replyWaiter is the transport's one reply queue (reply_<uuid>, a new
+// name on every connection) and the table of calls waiting on it.
 type replyWaiter struct {
-	t     *Transport
-	queue string
-	done  chan struct{} // closed by close
+	t    *Transport
+	done chan struct{} // closed by close
 
 	mu        sync.Mutex
+	queue     string // the current connection's reply queue
 	started   bool
 	stop      context.CancelFunc
 	stopped   chan struct{}
@@ -299,7 +299,6 @@ type replyMsg struct {
 func newReplyWaiter(t *Transport) *replyWaiter {
 	return &replyWaiter{
 		t:         t,
-		queue:     "reply_" + NewUniqueID(),
 		done:      make(chan struct{}),
 		attempted: make(chan struct{}),
 		lost:      make(chan struct{}),
@@ -308,13 +307,13 @@ func newReplyWaiter(t *Transport) *replyWaiter {
 }
 
 // ensure starts the reply consumer if needed and returns a channel closed
-// when its current connection is lost. It fails fast when the broker is
-// unreachable.
-func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, error) {
+// when its current connection is lost, and the reply queue of that
+// connection. It fails fast when the broker is unreachable.
+func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, string, error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		return nil, ErrClosed
+		return nil, "", ErrClosed
 	}
 	if !w.started {
 		w.started = true
@@ -338,14 +337,14 @@ func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, error) {
 	select {
 	case <-attempted:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for reply queue: %w", ctx.Err())
+		return nil, "", fmt.Errorf("wait for reply queue: %w", ctx.Err())
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.connected {
-		return nil, fmt.Errorf("reply queue unavailable: %w", w.lastErr)
+		return nil, "", fmt.Errorf("reply queue unavailable: %w", w.lastErr)
 	}
-	return w.lost, nil
+	return w.lost, w.queue, nil
 }
 
 func (w *replyWaiter) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
@@ -353,14 +352,19 @@ func (w *replyWaiter) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 	// permissions, can consume, purge or delete the replies to our calls,
 	// although every server we call learns the queue's name. Calls in
 	// flight fail when the connection goes anyway, and servers publish to
-	// it as to any queue.
-	if _, err := cc.ch.QueueDeclare(w.queue, false, false, true, false, w.t.opts.TransientQueueArguments()); err != nil {
+	// it as to any queue. A new name per connection: the broker may hold
+	// the old one for a dead connection until its heartbeat times out.
+	q := "reply_" + NewUniqueID()
+	if _, err := cc.ch.QueueDeclare(q, false, false, true, false, w.t.opts.TransientQueueArguments()); err != nil {
 		return nil, fmt.Errorf("declare reply queue: %w", err)
 	}
-	d, err := cc.ch.Consume(w.queue, "", true, false, false, false, w.t.opts.ConsumerArguments())
+	d, err := cc.ch.Consume(q, "", true, false, false, false, w.t.opts.ConsumerArguments())
 	if err != nil {
 		return nil, fmt.Errorf("consume reply queue: %w", err)
 	}
+	w.mu.Lock()
+	w.queue = q
+	w.mu.Unlock()
 	return d, nil
 }
 

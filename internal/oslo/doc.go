@@ -55,7 +55,7 @@
 //     only when the caller asked for call monitoring (_timeout).
 //   - A [Client] call waits on the transport's single reply_<uuid> queue,
 //     declared exclusive (oslo's is not), so no other connection can read,
-//     purge or delete it. A
+//     purge or delete it, and named anew on every connection. A
 //     lost broker connection fails calls in flight with [ErrConnection] at
 //     once; no reply by the deadline gives [ErrTimeout]; a remote failure
 //     gives *[RemoteError].

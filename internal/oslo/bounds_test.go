@@ -33,6 +33,22 @@ func limitedTransport(t *testing.T, url string, maxSize int) *oslo.Transport {
 
 const testLimit = 64 << 10
 
+// rawChannel is a plain amqp091 channel on rabbit (as guest), closed when
+// the test ends: for messages no oslo client would send.
+func rawChannel(t *testing.T, rabbit *servicetest.Rabbit) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(rabbit.AMQPURL)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
 // TestServerRefusesOversizedRequest: a request larger than the server's
 // max_message_size never reaches a handler; a caller whose reply address
 // is readable gets a ValueError instead of waiting for its timeout.
@@ -98,15 +114,7 @@ func TestUndecodableReplyIsInvalidReply(t *testing.T) {
 		t.Skip("needs RabbitMQ")
 	}
 	rabbit := servicetest.RabbitMQ(t)
-	conn, err := amqp.Dial(rabbit.AMQPURL)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := rawChannel(t, rabbit)
 	if err := ch.ExchangeDeclare("trustpool-test", "topic", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -196,15 +204,7 @@ func TestUnusableCallsStayBounded(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("server not ready")
 	}
-	conn, err := amqp.Dial(rabbit.AMQPURL)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := rawChannel(t, rabbit)
 	for i := range 200 {
 		inner := `{"method": "echo", "args": {"value": NaN}, "_msg_id": "m` + string(rune('a'+i%26)) + `", "_reply_q": "reply_nobody_` + string(rune('a'+i%26)) + `"}`
 		body, _ := json.Marshal(map[string]string{"oslo.version": "2.0", "oslo.message": inner})
@@ -298,15 +298,7 @@ func TestServerDropsRequestsViaDefaultExchange(t *testing.T) {
 	rec := newRecorder()
 	s := oslo.NewServer(newTransport(t, rabbit.URL, nil), oslo.Target{Topic: "direct", Server: "h"}, testEndpoint(rec))
 	startServer(t, s.Run, s.Ready())
-	conn, err := amqp.Dial(rabbit.AMQPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := rawChannel(t, rabbit)
 	cast := func(exchange, key, v string) {
 		t.Helper()
 		body, err := oslo.EncodeRequest(&oslo.Request{Method: "record", Args: map[string]json.RawMessage{"value": json.RawMessage(`"` + v + `"`)}, UniqueID: v})
@@ -384,15 +376,7 @@ func TestConsumersRedeclareDeletedExchange(t *testing.T) {
 	if !works() {
 		t.Fatal("calls or notifications fail before the exchange is deleted")
 	}
-	conn, err := amqp.Dial(rabbit.AMQPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := rawChannel(t, rabbit)
 	if err := ch.ExchangeDelete("trustpool-test", false, false); err != nil {
 		t.Fatal(err)
 	}

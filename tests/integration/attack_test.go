@@ -54,6 +54,57 @@ func (r *rogue) register(ctx context.Context, ekTPM, akTPM *tpm.TPM) (*attestrpc
 	return &res, err
 }
 
+// enroll registers r's host with tp's EK and AK and activates the
+// credential in tp, as a genuine agent would.
+func (r *rogue) enroll(ctx context.Context, tp *tpm.TPM) {
+	r.t.Helper()
+	res, err := r.register(ctx, tp, tp)
+	if err != nil || res.State != attestrpc.StateChallenge {
+		r.t.Fatalf("register_host = %+v, %v", res, err)
+	}
+	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if ar, err := r.activate(ctx, res.ChallengeID, secret); err != nil || ar.State != attestrpc.StateEnrolled {
+		r.t.Fatalf("activate_credential = %+v, %v", ar, err)
+	}
+}
+
+// serveQuotes answers quote calls to r's host with fn until the test ends.
+func (r *rogue) serveQuotes(fn func(ctx context.Context, a *attestrpc.QuoteArgs) (any, error)) {
+	r.t.Helper()
+	srv := oslo.NewServer(r.tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: r.name}, oslo.Endpoint{
+		Version: attestrpc.APIVersion,
+		Methods: map[string]oslo.Handler{attestrpc.MethodQuote: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.QuoteArgs
+			b, _ := json.Marshal(req.Args)
+			if err := json.Unmarshal(b, &a); err != nil {
+				return nil, err
+			}
+			return fn(ctx, &a)
+		}},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	r.t.Cleanup(func() { cancel(); <-done })
+	<-srv.Ready()
+}
+
+// genuineQuote answers a with tp, as trustpool-agent would (without IMA).
+func genuineQuote(ctx context.Context, tp *tpm.TPM, a *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error) {
+	q, err := tp.Quote(ctx, a.Nonce, a.PCRSelection)
+	if err != nil {
+		return nil, err
+	}
+	log, err := tp.EventLog()
+	if err != nil {
+		return nil, err
+	}
+	return &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}, nil
+}
+
 func (r *rogue) activate(ctx context.Context, id string, secret []byte) (*attestrpc.ActivateCredentialResult, error) {
 	var res attestrpc.ActivateCredentialResult
 	err := r.client.Call(ctx, nil, attestrpc.MethodActivateCredential, attestrpc.ActivateCredentialArgs{Host: r.name, ChallengeID: id, Secret: secret}, &res)
@@ -133,39 +184,17 @@ func TestReplayedQuoteRejected(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		recorded *attestrpc.QuoteResult
-		calls    int
 	)
-	srv := oslo.NewServer(r.tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: "replayer"}, oslo.Endpoint{
-		Version: attestrpc.APIVersion,
-		Methods: map[string]oslo.Handler{attestrpc.MethodQuote: func(ctx context.Context, req *oslo.Request) (any, error) {
-			var a attestrpc.QuoteArgs
-			b, _ := json.Marshal(req.Args)
-			if err := json.Unmarshal(b, &a); err != nil {
-				return nil, err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			if recorded != nil {
-				return recorded, nil // replay
-			}
-			q, err := tp.Quote(ctx, a.Nonce, a.PCRSelection)
-			if err != nil {
-				return nil, err
-			}
-			log, err := tp.EventLog()
-			if err != nil {
-				return nil, err
-			}
-			recorded = &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}
-			return recorded, nil
-		}},
+	r.serveQuotes(func(ctx context.Context, a *attestrpc.QuoteArgs) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if recorded != nil {
+			return recorded, nil // replay
+		}
+		q, err := genuineQuote(ctx, tp, a)
+		recorded = q
+		return q, err
 	})
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Run(sctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-srv.Ready()
 
 	// A profile so that genuine evidence is trusted.
 	imp := `[[profile]]
@@ -176,17 +205,7 @@ secure_boot = ["enabled"]
 	if code, body := e.api("POST", "/v1/profiles/import", e.admin, imp); code != http.StatusOK {
 		t.Fatalf("import = %d %v", code, body)
 	}
-	res, err := r.register(ctx, tp, tp)
-	if err != nil || res.State != attestrpc.StateChallenge {
-		t.Fatalf("register_host = %+v, %v", res, err)
-	}
-	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ar, err := r.activate(ctx, res.ChallengeID, secret); err != nil || ar.State != attestrpc.StateEnrolled {
-		t.Fatalf("activate_credential = %+v, %v", ar, err)
-	}
+	r.enroll(ctx, tp)
 	first := e.verdicts.wait(t, "replayer", 0, 30*time.Second, "trusted from the genuine quote", status(verdict.Trusted))
 	v := e.verdicts.wait(t, "replayer", first.Seq, 30*time.Second, "untrusted from the replayed quote", status(verdict.Untrusted))
 	if !slices.ContainsFunc(v.Reasons, func(r string) bool { return strings.Contains(r, "nonce") }) {
@@ -215,47 +234,16 @@ func TestHostileQuoteReplies(t *testing.T) {
 	r := newRogue(t, e, "hostile")
 	var mode atomic.Value // "genuine", "huge" or "garbled"
 	mode.Store("genuine")
-	srv := oslo.NewServer(r.tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: "hostile"}, oslo.Endpoint{
-		Version: attestrpc.APIVersion,
-		Methods: map[string]oslo.Handler{attestrpc.MethodQuote: func(ctx context.Context, req *oslo.Request) (any, error) {
-			switch mode.Load() {
-			case "huge":
-				return map[string]any{"attest": make([]byte, 2<<20)}, nil
-			case "garbled":
-				return map[string]any{"attest": "not base64 !"}, nil
-			}
-			var a attestrpc.QuoteArgs
-			b, _ := json.Marshal(req.Args)
-			if err := json.Unmarshal(b, &a); err != nil {
-				return nil, err
-			}
-			q, err := tp.Quote(ctx, a.Nonce, a.PCRSelection)
-			if err != nil {
-				return nil, err
-			}
-			log, err := tp.EventLog()
-			if err != nil {
-				return nil, err
-			}
-			return &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}, nil
-		}},
+	r.serveQuotes(func(ctx context.Context, a *attestrpc.QuoteArgs) (any, error) {
+		switch mode.Load() {
+		case "huge":
+			return map[string]any{"attest": make([]byte, 2<<20)}, nil
+		case "garbled":
+			return map[string]any{"attest": "not base64 !"}, nil
+		}
+		return genuineQuote(ctx, tp, a)
 	})
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Run(sctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-srv.Ready()
-	res, err := r.register(ctx, tp, tp)
-	if err != nil || res.State != attestrpc.StateChallenge {
-		t.Fatalf("register_host = %+v, %v", res, err)
-	}
-	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ar, err := r.activate(ctx, res.ChallengeID, secret); err != nil || ar.State != attestrpc.StateEnrolled {
-		t.Fatalf("activate_credential = %+v, %v", ar, err)
-	}
+	r.enroll(ctx, tp)
 	last := e.verdicts.wait(t, "hostile", 0, 30*time.Second, "attested from a genuine quote", status(verdict.Untrusted))
 	for _, m := range []string{"huge", "garbled"} {
 		mode.Store(m)

@@ -514,9 +514,9 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 
 // record assigns the next sequence number, signs, stores and, when needed,
 // publishes v: on a change of status, profiles or reasons, and whenever the
-// copy the shims hold would expire before the next round could publish
-// (so a host that stays trusted is never rejected for an expired verdict),
-// which after a restart is every host's first verdict.
+// copy the shims hold would expire before the next publication (heartbeat
+// or round), so a host that stays trusted is never rejected for an expired
+// verdict; after a restart that is every host's first verdict.
 func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, error) {
 	v.Issuer = e.cfg.Issuer
 	if v.Profiles == nil {

@@ -26,6 +26,10 @@ func TestSampleConfigLoadsAndValidates(t *testing.T) {
 	if err := config.Load(&cfg, config.LoadOptions{File: filepath.Join(repo, "etc/attestation.toml.sample"), Environ: []string{}}); err != nil {
 		t.Fatalf("sample: %v", err)
 	}
+	if def := service.DefaultConfig(); cfg.Default.MaxMessageSize != def.Default.MaxMessageSize || cfg.Database.HistoryRetention != def.Database.HistoryRetention ||
+		cfg.Database.AuditRetention != service.DefaultRetention {
+		t.Errorf("sample max_message_size %d, retention %v/%v: want the defaults", cfg.Default.MaxMessageSize, cfg.Database.HistoryRetention, cfg.Database.AuditRetention)
+	}
 	if cfg.Attestation.Interval != 10*time.Second || cfg.Enrollment.Mode != "auto" || !cfg.Enrollment.RequireEKCert {
 		t.Errorf("sample values not read: %+v", cfg.Attestation)
 	}
@@ -70,6 +74,10 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"brake window", func(c *service.Config) { c.Revocation.BrakeWindow = 0 }, "revocation.brake_window"},
 		{"brake min hosts", func(c *service.Config) { c.Revocation.BrakeMinHosts = 0 }, "revocation.brake_min_hosts"},
 		{"unknown without disable", func(c *service.Config) { c.Revocation.DisableOnUnknown = true }, "revocation.disable_on_unknown"},
+		{"max message size", func(c *service.Config) { c.Default.MaxMessageSize = 1000 }, "DEFAULT.max_message_size"},
+		{"validity shorter than a round gap", func(c *service.Config) { c.Attestation.VerdictValidity = 17 * time.Second }, "attestation.verdict_validity"},
+		{"negative retention", func(c *service.Config) { c.Database.HistoryRetention = -time.Hour }, "database.history_retention"},
+		{"tiny retention", func(c *service.Config) { c.Database.AuditRetention = time.Minute }, "database.audit_retention"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package verdict owns the signed-verdict contract between the attestation
-// service and the filter shims (ARCHITECTURE.md §4.2): the verdict JSON, its
+// service and the filter shims (docs/ARCHITECTURE.md, "Verdicts"): the verdict JSON, its
 // Ed25519 signature, key ids and the PEM form of the public key.
 //
 // What Verify checks: the envelope has a verdict string, a kid and a
@@ -263,6 +263,18 @@ func (vf *Verifier) Verify(s Signed) (Verdict, error) {
 		return Verdict{}, ErrBadSignature
 	}
 	return Unmarshal([]byte(s.Verdict))
+}
+
+// VerifyJSON decodes one signed verdict as it travels (the JSON envelope)
+// strictly and verifies it: the check every relying party runs, the filter
+// shim's trust cache and the trustpool CLI alike. Errors wrap ErrMalformed,
+// ErrUnsigned, ErrUnknownKey or ErrBadSignature.
+func (vf *Verifier) VerifyJSON(raw []byte) (Verdict, error) {
+	s, err := ParseSigned(raw)
+	if err != nil {
+		return Verdict{}, err
+	}
+	return vf.Verify(s)
 }
 
 // ParseSigned decodes one signed verdict from JSON (e.g. an element of

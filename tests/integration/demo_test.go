@@ -1,4 +1,4 @@
-// Package integration runs the demo story of issue 5 end to end with real
+// Package integration runs the demo story (scripts/demo.sh) end to end with real
 // components: RabbitMQ, Keystone, one swtpm per host (seeded with a realistic
 // boot), the attestation service (in-process, sqlite) and trustpool-agent.
 package integration

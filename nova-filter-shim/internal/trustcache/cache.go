@@ -1,6 +1,6 @@
 // Package trustcache keeps the filter shim's view of host trust: the newest
 // signed verdict per host, verified with the attestation service's pinned
-// public key, and the filter decision of ARCHITECTURE.md §4.3 over it.
+// public key, and the filter decision over it ([Cache.Filter]).
 //
 // What it checks before a verdict is kept: the envelope is a signed verdict
 // (kid, sig and verdict string present), the kid names a pinned key, the
@@ -119,6 +119,16 @@ type Drop struct {
 type Result struct {
 	Accepted int
 	Drops    []Drop
+	// Authentic counts the verdicts whose signature verified with a pinned
+	// key, kept or not (duplicates and older seqs are authentic too).
+	Authentic int
+	// NewestVerifiedAt is the latest verified_at among the authentic
+	// verdicts (zero when there is none): how recently the service signed
+	// something in this batch. A replayed verdict is as old as it was.
+	NewestVerifiedAt time.Time
+	// MaxValidity is the longest expires_at − verified_at among the
+	// authentic verdicts: the service's verdict validity.
+	MaxValidity time.Duration
 }
 
 // Apply verifies each raw signed verdict (one JSON object per element, as in
@@ -133,6 +143,11 @@ func (c *Cache) Apply(raw []json.RawMessage) Result {
 			c.dropped[dropIndex[drop.Reason]].Add(1)
 			continue
 		}
+		res.Authentic++
+		if v.VerifiedAt.After(res.NewestVerifiedAt) {
+			res.NewestVerifiedAt = v.VerifiedAt
+		}
+		res.MaxValidity = max(res.MaxValidity, v.ExpiresAt.Sub(v.VerifiedAt))
 		if reason, ok := c.store(v); !ok {
 			d := Drop{Host: v.Host, Reason: reason, Err: fmt.Errorf("seq %d is not newer than the seq held", v.Seq)}
 			res.Drops = append(res.Drops, d)
@@ -146,11 +161,7 @@ func (c *Cache) Apply(raw []json.RawMessage) Result {
 }
 
 func (c *Cache) verify(raw json.RawMessage) (verdict.Verdict, *Drop) {
-	s, err := verdict.ParseSigned(raw)
-	if err != nil {
-		return verdict.Verdict{}, &Drop{Reason: DropMalformed, Err: err}
-	}
-	v, err := c.vf.Verify(s)
+	v, err := c.vf.VerifyJSON(raw)
 	switch {
 	case err == nil:
 		return v, nil
@@ -278,8 +289,7 @@ func newCauses(req Request) causes {
 
 var seenPool = sync.Pool{New: func() any { return map[string]struct{}{} }}
 
-// Filter applies the truth table of ARCHITECTURE.md §4.3 at the current
-// time:
+// Filter applies the filter's truth table at the current time:
 //
 //   - trust:trusted_host=V passes when the host's current, unexpired
 //     verdict status equals V; a host with no verdict or an expired one is

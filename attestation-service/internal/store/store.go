@@ -694,7 +694,7 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		if err = s.tx1(ctx, fn); !isDeadlock(err) {
 			return err
 		}
-		t := time.NewTimer(pause/2 + rand.N(pause))
+		t := time.NewTimer(pause/2 + rand.N(pause)) //nolint:gosec // G404: jitter of a retry pause, not a secret
 		select {
 		case <-ctx.Done():
 			t.Stop()

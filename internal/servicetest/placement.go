@@ -16,9 +16,10 @@ import (
 
 // PlacementServer is a Placement API (python3-placement, Zed: microversions
 // up to 1.39) on 127.0.0.1 with its own sqlite database, private to one test
-// and stopped by t.Cleanup. It runs with auth_strategy noauth2: a request
-// needs an X-Auth-Token, and the token "admin" ([PlacementServer.Token]) is
-// an administrator.
+// and stopped by t.Cleanup. [Placement] runs it with auth_strategy noauth2:
+// a request needs an X-Auth-Token, and the token "admin"
+// ([PlacementServer.Token]) is an administrator. [PlacementWithKeystone]
+// validates real Keystone tokens.
 type PlacementServer struct {
 	// URL is the endpoint, http://127.0.0.1:PORT (no path).
 	URL string
@@ -47,13 +48,35 @@ make_server('127.0.0.1', port, app, server_class=Server, handler_class=Quiet).se
 // Placement starts a private Placement server (about 1.5 s).
 func Placement(t testing.TB) *PlacementServer {
 	t.Helper()
+	return startPlacement(t, nil)
+}
+
+// PlacementWithKeystone starts a private Placement server that validates
+// tokens with k (auth_strategy keystone, keystonemiddleware with k's
+// admin), as a deployed Placement does; Token is then an admin token of k.
+func PlacementWithKeystone(t testing.TB, k *KeystoneServer) *PlacementServer {
+	t.Helper()
+	return startPlacement(t, k)
+}
+
+func startPlacement(t testing.TB, k *KeystoneServer) *PlacementServer {
+	t.Helper()
 	integration(t, "Placement")
 	if err := need(PythonPath, "python3"); err != nil {
 		t.Fatalf("servicetest: %v", err)
 	}
 	dir := t.TempDir()
-	conf := fmt.Sprintf("[DEFAULT]\nuse_stderr = true\n[placement_database]\nconnection = sqlite:///%s\nsync_on_startup = true\n"+
-		"[api]\nauth_strategy = noauth2\n", filepath.Join(dir, "placement.db"))
+	conf := fmt.Sprintf("[DEFAULT]\nuse_stderr = true\n[placement_database]\nconnection = sqlite:///%s\nsync_on_startup = true\n",
+		filepath.Join(dir, "placement.db"))
+	token := "admin"
+	if k == nil {
+		conf += "[api]\nauth_strategy = noauth2\n"
+	} else {
+		token = k.AdminToken(t)
+		conf += fmt.Sprintf("[api]\nauth_strategy = keystone\n[keystone_authtoken]\nwww_authenticate_uri = %[1]s\nauth_url = %[1]s\n"+
+			"auth_type = password\nusername = %[2]s\npassword = %[3]s\nproject_name = %[4]s\nuser_domain_name = Default\n"+
+			"project_domain_name = Default\n", k.URL, k.AdminUser, k.AdminPassword, k.AdminProject)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "placement.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +89,7 @@ func Placement(t testing.TB) *PlacementServer {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &PlacementServer{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Token: "admin", Dir: dir}
+		p := &PlacementServer{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Token: token, Dir: dir}
 		d, err := startDaemon("placement", filepath.Join(dir, "placement.log"), dir,
 			[]string{"OS_PLACEMENT_CONFIG_DIR=" + dir}, PythonPath, filepath.Join(dir, "serve.py"), strconv.Itoa(port))
 		if err != nil {
@@ -86,9 +109,15 @@ func Placement(t testing.TB) *PlacementServer {
 	return nil
 }
 
-// Do sends one request (microversion 1.23, the admin token) and returns the
-// status; a JSON answer is decoded into out when out is not nil.
+// Do sends one request (microversion 1.23, Token) and returns the status;
+// a JSON answer is decoded into out when out is not nil.
 func (p *PlacementServer) Do(t testing.TB, method, path string, in, out any) int {
+	t.Helper()
+	return p.DoWith(t, p.Token, method, path, in, out)
+}
+
+// DoWith is Do with the given token.
+func (p *PlacementServer) DoWith(t testing.TB, token, method, path string, in, out any) int {
 	t.Helper()
 	var body io.Reader
 	if in != nil {
@@ -102,7 +131,7 @@ func (p *PlacementServer) Do(t testing.TB, method, path string, in, out any) int
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-Auth-Token", p.Token)
+	req.Header.Set("X-Auth-Token", token)
 	req.Header.Set("OpenStack-API-Version", "placement 1.23")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -121,3 +121,19 @@ func TestBenchmark(t *testing.T) {
 	bin := buildShim(t)
 	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "bench.py")
 }
+
+// TestBenchmarkPlacement (only with TRUSTPOOL_PLACEMENT_BENCH=1) runs
+// bench_placement.py: select_destinations through Nova's real scheduler at
+// 1,000 and 5,000 hosts, TrustedFilter alone against the trait prefilter
+// plus TrustedFilter (make bench-placement).
+func TestBenchmarkPlacement(t *testing.T) {
+	if os.Getenv("TRUSTPOOL_PLACEMENT_BENCH") == "" {
+		t.Skip("set TRUSTPOOL_PLACEMENT_BENCH=1 to run the Placement scheduling benchmark (make bench-placement)")
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	bin := buildShim(t)
+	out := runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "-m", "unittest", "-v", "bench_placement")
+	if err := servicetest.CheckUnittest(out, 0); err != nil {
+		t.Fatal(err)
+	}
+}

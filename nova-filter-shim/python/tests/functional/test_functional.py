@@ -69,6 +69,7 @@ class TrustedBootTest(integrated_helpers._IntegratedTestBase):
         self.addCleanup(log.setLevel, log.level)
         log.setLevel(logging.INFO)
         super().setUp()
+        self.assertFalse(log.isEnabledFor(logging.DEBUG))
 
     def _setup_services(self):
         self.flags(api_paste_config=os.path.join(HERE, 'api-paste.ini'),

@@ -21,7 +21,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 class FakeShim(object):
     """mode: 'ok' (answer from self.trusted), 'slow', 'error', 'garbage',
-    'nolist', 'badmask' (a mask one host short), 'close', 'close_once'
+    'nolist', 'badmask' (a mask one host short), 'oddmask' (a mask with a
+    "2"), 'close', 'close_once'
     (close, then 'ok'). keepalive: answer HTTP/1.1 and keep connections
     open; connections counts them. legacy: refuse the mask answer as a shim
     from before it does."""
@@ -78,6 +79,8 @@ class FakeShim(object):
                                    for h in req['hosts'])
                     if mode == 'badmask':
                         mask = mask[:-1]
+                    if mode == 'oddmask':
+                        mask = '2' + mask[1:]
                     return self._send(200, json.dumps({'mask': mask}).encode())
                 passes = [h for h in req['hosts'] if h in fake.trusted]
                 rejected = {h: 'not trusted' for h in req['hosts']

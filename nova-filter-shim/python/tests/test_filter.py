@@ -205,6 +205,12 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(self.ask(), ['h1', 'h3'])
         self.assertEqual(self.shim.connections, 4)
 
+    def test_bad_mask_refused(self):
+        for mode in ('badmask', 'oddmask'):
+            self.shim.mode = mode
+            with self.assertRaises(client.ShimError, msg=mode):
+                self.client.mask(self.hosts, 'trusted')
+
     def test_slow_bounded_and_not_reused(self):
         self.ask()
         self.shim.mode, self.shim.delay = 'slow', 1.0

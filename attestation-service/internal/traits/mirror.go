@@ -332,6 +332,14 @@ func (m *Mirror) applyHost(ctx context.Context, host string) error {
 		rps = m.nodes[host]
 		m.mu.Unlock()
 	}
+	if len(rps) == 0 {
+		// No compute node (yet): nothing to write, and nothing recorded,
+		// so that the host's next verdict looks for its nodes again.
+		m.mu.Lock()
+		delete(m.applied, host)
+		m.mu.Unlock()
+		return nil
+	}
 	if !force && wasApplied && sameSet(applied, want) {
 		m.noteExpiry(host, v, want)
 		return nil

@@ -376,3 +376,22 @@ func TestMirrorPlacementDown(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestMirrorFindsNewNodes: a host whose compute node appears after its
+// first verdicts gets its traits with a later verdict, once the node
+// lookup has aged (no need to wait for the periodic reconcile).
+func TestMirrorFindsNewNodes(t *testing.T) {
+	f := newFixture(t)
+	f.node(t, "other")
+	v := vd("late", verdict.Trusted, time.Hour)
+	f.store(v)
+	m := f.mirror(t, func(c *traits.Config) { c.NodesMaxAge = 200 * time.Millisecond })
+	run(t, m)
+	time.Sleep(300 * time.Millisecond)
+	rp := f.node(t, "late")[0]
+	time.Sleep(250 * time.Millisecond)
+	v2 := vd("late", verdict.Trusted, time.Hour)
+	f.store(v2)
+	m.VerdictStored(&v, v2)
+	f.waitTraits(t, rp, "CUSTOM_TRUSTPOOL_TRUSTED")
+}

@@ -387,6 +387,7 @@ func TestMirrorFindsNewNodes(t *testing.T) {
 	f.store(v)
 	m := f.mirror(t, func(c *traits.Config) { c.NodesMaxAge = 200 * time.Millisecond })
 	run(t, m)
+	m.VerdictStored(nil, v)
 	time.Sleep(300 * time.Millisecond)
 	rp := f.node(t, "late")[0]
 	time.Sleep(250 * time.Millisecond)

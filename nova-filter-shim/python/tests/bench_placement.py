@@ -26,8 +26,9 @@ host states, filters, weighers, the allocation claim), alternating:
 Placement answers at most [scheduler] max_placement_results candidates
 (Nova's default 1,000). Reported per size and variant: p50/p99 of the whole
 select_destinations, of the Placement query, of reading the candidates'
-host states and filtering them (all filters, TrustedFilter included), of
-the allocation claim, how many candidates reached the filters and how many
+compute node and service rows, of building their host states and filtering
+them (all filters, TrustedFilter included), of the weighers, of the
+allocation claim, how many candidates reached the filters and how many
 passed. The scheduler logs at INFO (the filter asks for reasons only when
 debug logging is on) and the host manager has every host's instance list
 from its compute (track_instance_changes), as in a running cloud.
@@ -241,6 +242,11 @@ class SchedulingBenchmark(test.TestCase):
         hm.get_filtered_hosts = filtering
         claim = Timed(scheduler_utils.claim_resources)
         self.stub_out('nova.scheduler.utils.claim_resources', claim)
+        states = Timed(hm.get_host_states_by_uuids)
+        hm.get_host_states_by_uuids = states
+        weighing = Timed(hm.get_weighed_hosts)
+        hm.get_weighed_hosts = weighing
+        timers = (placement_q, filtering, claim, states, weighing)
         requests = int(os.environ.get('BENCH_REQUESTS', '50'))
         variants = [
             ('a', 'TrustedFilter only', {'trust:profile': 'baseline'}),
@@ -254,14 +260,14 @@ class SchedulingBenchmark(test.TestCase):
         for n in sizes():
             self.add_hosts(n)
             stats = {v[0]: {'total': [], 'placement': [], 'filters': [],
-                            'claim': [], 'candidates': [], 'passed': []}
+                            'claim': [], 'states': [], 'weighing': [],
+                            'candidates': [], 'passed': []}
                      for v in variants}
             for i in range(requests + 5):
                 order = variants if i % 2 == 0 else variants[::-1]
                 for key, _, extra in order:
-                    placement_q.reset()
-                    filtering.reset()
-                    claim.reset()
+                    for tm in timers:
+                        tm.reset()
                     spec = self.spec(extra)
                     t = time.perf_counter()
                     sel = mgr.select_destinations(
@@ -279,24 +285,27 @@ class SchedulingBenchmark(test.TestCase):
                     s['placement'].append(sum(placement_q.times))
                     s['filters'].append(sum(filtering.times))
                     s['claim'].append(sum(claim.times))
+                    s['states'].append(sum(states.times))
+                    s['weighing'].append(sum(weighing.times))
                     s['candidates'].append(filtering.counts[0][0])
                     s['passed'].append(filtering.counts[0][1])
             for key, label, _ in variants:
                 s = stats[key]
                 r = {k: {'p50': round(pct(s[k], 50) * 1000, 3),
                          'p99': round(pct(s[k], 99) * 1000, 3)}
-                     for k in ('total', 'placement', 'filters', 'claim')}
+                     for k in ('total', 'placement', 'states', 'filters',
+                               'weighing', 'claim')}
                 r['candidates'] = pct(s['candidates'], 50)
                 r['passed'] = pct(s['passed'], 50)
                 results['%d/%s' % (n, key)] = r
-                print('  %5d hosts (%s) %-31s select_destinations p50 %8.2f '
-                      'p99 %8.2f ms | placement query p50 %7.2f p99 %7.2f | '
-                      'host states + filters p50 %6.2f p99 %6.2f | claim '
-                      'p50 %6.2f p99 %6.2f | candidates %d, passing %d'
-                      % (n, key, label, r['total']['p50'], r['total']['p99'],
-                         r['placement']['p50'], r['placement']['p99'],
-                         r['filters']['p50'], r['filters']['p99'],
-                         r['claim']['p50'], r['claim']['p99'],
-                         r['candidates'], r['passed']), flush=True)
+                print('  %5d hosts (%s) %-31s candidates %4d, passing %4d'
+                      % (n, key, label, r['candidates'], r['passed']))
+                print('      ms p50/p99: select_destinations %.1f/%.1f | '
+                      'placement query %.1f/%.1f | compute node rows '
+                      '%.1f/%.1f | host states + filters %.1f/%.1f | '
+                      'weighers %.1f/%.1f | claim %.1f/%.1f' % tuple(
+                          r[k][p] for k in ('total', 'placement', 'states',
+                                            'filters', 'weighing', 'claim')
+                          for p in ('p50', 'p99')), flush=True)
         print('BENCH_JSON ' + json.dumps(results, sort_keys=True), flush=True)
 

@@ -44,8 +44,8 @@
 //     ReconcileInterval to repair drift (a trait removed or added by hand, a
 //     node added to a host, a lost write).
 //   - VerdictStored (the engine calls it after storing each verdict) only
-//     records the verdict and queues the host; workers apply it, one host at
-//     a time per host, always from the newest verdict held. A host whose
+//     records the verdict and queues the host; workers apply it (each host
+//     by one worker at a time), always from the newest verdict held. A host whose
 //     trusted verdict expires without a successor is queued at its
 //     expires_at, which removes its traits.
 //   - Profiles whose names have the same NameKey (refused at creation, but

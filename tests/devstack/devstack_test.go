@@ -101,6 +101,7 @@ const nastyURL = `rabbit://stackrabbit:p%22w%5C%23$&'()*+=@192.0.2.10:5672/`
 func TestWithTheBinaries(t *testing.T) {
 	bins := buildBinaries(t)
 	t.Run("configs", func(t *testing.T) { checkConfigs(t, bins) })
+	t.Run("intervals", func(t *testing.T) { checkIntervals(t, bins) })
 	t.Run("units", func(t *testing.T) { checkUnits(t, bins) })
 }
 
@@ -145,6 +146,34 @@ func checkConfigs(t *testing.T, bins string) {
 			}
 			if !strings.HasPrefix(cfg.Database.Connection, tc.wantDB) {
 				t.Errorf("database.connection = %q, want prefix %q", cfg.Database.Connection, tc.wantDB)
+			}
+		})
+	}
+}
+
+// checkIntervals: the attestation timing the plugin derives from
+// TRUSTPOOL_ATTESTATION_INTERVAL passes the service's -check-config for
+// short, default and long intervals, and the service reads the interval
+// asked for.
+func checkIntervals(t *testing.T, bins string) {
+	t.Helper()
+	for _, interval := range []string{"2s", "10s", "60s", "1m30s", "1500ms"} {
+		t.Run(interval, func(t *testing.T) {
+			root := t.TempDir()
+			driver(t, root, "trustpool-attestation", []string{
+				"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=False", "TRUSTPOOL_ATTESTATION_INTERVAL=" + interval,
+			}, "stack:post-config")
+			path := filepath.Join(root, "etc", "trustpool", "attestation.toml")
+			out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "-check-config", "-config-file", path).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "is valid") {
+				t.Errorf("trustpool-attestation -check-config with interval %s: %v\n%s", interval, err, out)
+			}
+			cfg := service.DefaultConfig()
+			if err := config.Load(&cfg, config.LoadOptions{File: path, Environ: []string{}}); err != nil {
+				t.Fatal(err)
+			}
+			if want, _ := time.ParseDuration(interval); cfg.Attestation.Interval != want {
+				t.Errorf("attestation.interval = %v, want %v", cfg.Attestation.Interval, want)
 			}
 		})
 	}

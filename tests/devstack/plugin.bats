@@ -344,6 +344,38 @@ true" ]
     [ ! -e "$NOVA_CONF" ]
 }
 
+@test "post-config, attestation: the timing follows TRUSTPOOL_ATTESTATION_INTERVAL" {
+    local keys="attestation.interval attestation.jitter attestation.quote_timeout attestation.nonce_lifetime attestation.verdict_validity attestation.heartbeat_interval"
+    declare -A want=(
+        [2s]="2s 400ms 1s 2s 6s 2s"
+        [10s]="10s 2s 5s 10s 30s 10s"
+        [60s]="60s 12s 5s 10s 180s 60s"
+        [1m30s]="90s 18s 5s 10s 270s 90s"
+        [1500ms]="1500ms 300ms 750ms 1500ms 4500ms 1500ms"
+    )
+    local interval got
+    for interval in "${!want[@]}"; do
+        TRUSTPOOL_ATTESTATION_INTERVAL=$interval
+        load_plugin trustpool-attestation
+        phase stack post-config
+        # shellcheck disable=SC2086 # one key per word
+        got=$(toml "$TRUSTPOOL_ATTESTATION_CONF" $keys | tr '\n' ' ')
+        [ "$got" = "${want[$interval]} " ] || { echo "$interval: got $got, want ${want[$interval]}"; return 1; }
+    done
+}
+
+@test "post-config, attestation: an interval the plugin cannot read, or under 1s, stops stack.sh" {
+    local interval
+    for interval in 10 1.5s 10S ten -1s 500ms 0s; do
+        TRUSTPOOL_ATTESTATION_INTERVAL=$interval
+        load_plugin trustpool-attestation
+        run phase stack post-config
+        [ "$status" -ne 0 ] || { echo "$interval accepted"; return 1; }
+        [[ $output == *"TRUSTPOOL_ATTESTATION_INTERVAL=$interval is "* ]] || { echo "$interval: $output"; return 1; }
+        [ ! -e "$TRUSTPOOL_ATTESTATION_CONF" ]
+    done
+}
+
 @test "post-config, attestation with MySQL: the database, without DevStack's query options" {
     load_plugin trustpool-attestation,mysql
     phase stack post-config

@@ -289,3 +289,63 @@ func TestAuthOptionErrors(t *testing.T) {
 		t.Errorf("missing clouds.yaml: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// asAdmin points the CLI at a Keystone with an admin user, through OS_*.
+func asAdmin(t *testing.T) {
+	t.Helper()
+	clearOS(t)
+	ks := keystonetest.New(t)
+	ks.AddUser(keystonetest.User{Name: "boss", Password: "pw", ProjectName: "admin", ProjectID: "admin-id", Roles: []string{"admin"}})
+	for k, v := range map[string]string{"OS_AUTH_URL": ks.URL, "OS_USERNAME": "boss", "OS_PASSWORD": "pw", "OS_PROJECT_NAME": "admin",
+		"OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default"} {
+		t.Setenv(k, v)
+	}
+}
+
+// TestLearnFacts: profile learn sends "facts": [] for --no-facts (a
+// profile of PCRs alone), the facts named with --fact, and no facts key
+// without either (the service's defaults); the two flags exclude each
+// other.
+func TestLearnFacts(t *testing.T) {
+	asAdmin(t)
+	var body atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != attestapi.PathProfilesLearn {
+			http.NotFound(w, r)
+			return
+		}
+		var got map[string]json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Error(err)
+		}
+		body.Store(got)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(attestapi.Learned{Profile: attestapi.Profile{Name: "p", PCRs: map[string][]string{"0": {"00"}}},
+			FactPCRs: map[string][]string{}, AddedPCRs: []int{}})
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		flags []string
+		facts string // "" means absent
+	}{
+		{[]string{"--no-facts"}, "[]"},
+		{nil, ""},
+		{[]string{"--fact", "secure_boot", "--fact", "kernel"}, `["secure_boot","kernel"]`},
+	} {
+		body.Store(map[string]json.RawMessage(nil))
+		args := append([]string{"--os-attestation-url", srv.URL, "profile", "learn", "p", "--host", "compute-1", "--no-wait"}, tc.flags...)
+		if r := runCLI(t, commands.Config{}, args...); r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", tc.flags, r.code, r.stderr)
+		}
+		got := body.Load().(map[string]json.RawMessage)
+		facts, ok := got["facts"]
+		if (tc.facts == "") == ok || ok && string(facts) != tc.facts {
+			t.Errorf("%v: request body %v, want facts %q", tc.flags, got, tc.facts)
+		}
+	}
+	r := runCLI(t, commands.Config{}, "--os-attestation-url", srv.URL, "profile", "learn", "p", "--host", "h", "--no-facts", "--fact", "kernel")
+	if r.code != commands.ExitUsage || !strings.Contains(r.stderr, "no-facts") {
+		t.Errorf("--no-facts with --fact: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -363,15 +363,19 @@ type Imported struct {
 
 // Learn is the body of POST /v1/profiles/learn: build profile Name from
 // Host's last verified evidence.
+//
+// PCRs and Facts tell nil (absent: the defaults) from empty (an explicit
+// [], none): omitzero leaves out only nil.
 type Learn struct {
 	Host        string `json:"host"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
-	// PCRs to take (default: 0 to 7).
-	PCRs []int `json:"pcrs,omitempty"`
-	// Facts to take (default: secure_boot, bootloader, kernel, initrd and
-	// kernel_cmdline).
-	Facts []string `json:"facts,omitempty"`
+	// PCRs to take (nil: 0 to 7; empty: only the PCRs the facts are read
+	// from).
+	PCRs []int `json:"pcrs,omitzero"`
+	// Facts to take (nil: secure_boot, bootloader, kernel, initrd and
+	// kernel_cmdline; empty: no boot facts, a profile of PCRs alone).
+	Facts []string `json:"facts,omitzero"`
 	// SkipFactPCRs stops the service from also pinning the PCRs the learned
 	// facts are read from (the facts are then not trustworthy: Warnings
 	// says so).

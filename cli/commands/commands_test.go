@@ -349,3 +349,52 @@ func TestLearnFacts(t *testing.T) {
 		t.Errorf("--no-facts with --fact: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestApproveForceHint: when approving would move an EK another host holds
+// (the service's 409 with reason ek_bound_to_other_host, whose message
+// speaks the API's "force": true), approve-ek names its --force flag and
+// the holder, keeping the status and request id; other conflicts pass
+// through as the service worded them.
+func TestApproveForceHint(t *testing.T) {
+	asAdmin(t)
+	const apiMsg = `the pending EK is bound to host compute-1: approve with "force": true to move it here (compute-1 then loses its binding)`
+	var hostLookup atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "POST /v1/hosts/compute-2/approve", "POST /v1/hosts/compute-3/approve":
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(attestapi.HeaderRequestID, "req-00000000-0000-0000-0000-000000000002")
+			w.WriteHeader(http.StatusConflict)
+			_ = json.NewEncoder(w).Encode(attestapi.ErrorEnvelope{Error: attestapi.Error{Code: 409, Title: "Conflict", Message: apiMsg,
+				Reason: attestapi.ReasonEKBoundToOtherHost, RequestID: "req-00000000-0000-0000-0000-000000000002"}})
+		case "GET /v1/hosts/compute-2":
+			hostLookup.Store(true)
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(attestapi.HostBody{Host: attestapi.Host{Name: "compute-2", Enrollment: attestapi.EnrollmentPendingApproval,
+				PendingReason: "ek_bound_to_other_host", PendingEKBoundTo: "compute-1", RequiredProfiles: []string{}}})
+		case "POST /v1/hosts/compute-4/approve":
+			envelope(w, http.StatusConflict, "no EK awaits approval for this host")
+		default:
+			envelope(w, http.StatusNotFound, "no such resource")
+		}
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		host, want string
+	}{
+		{"compute-2", "trustpool: the pending EK of compute-2 is bound to host compute-1: repeat with --force to move it to compute-2 " +
+			"(compute-1 then loses its binding) (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000002)\n"},
+		// host show fails: the holder goes unnamed, the hint stays.
+		{"compute-3", "trustpool: the pending EK of compute-3 is bound to another host: repeat with --force to move it to compute-3 " +
+			"(that host then loses its binding) (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000002)\n"},
+		{"compute-4", "trustpool: no EK awaits approval for this host (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000001)\n"},
+	} {
+		r := runCLI(t, commands.Config{}, "--os-attestation-url", srv.URL, "host", "approve-ek", tc.host)
+		if r.code != commands.ExitError || r.stderr != tc.want || r.stdout != "" {
+			t.Errorf("approve-ek %s: exit %d, stderr %q, stdout %q; want exit %d, stderr %q", tc.host, r.code, r.stderr, r.stdout, commands.ExitError, tc.want)
+		}
+	}
+	if !hostLookup.Load() {
+		t.Error("the holder was not looked up")
+	}
+}

@@ -101,11 +101,23 @@ type ErrorEnvelope struct {
 // caller's terms; for 5xx it is generic and the detail is in the service log
 // under RequestID.
 type Error struct {
-	Code      int    `json:"code"`
-	Title     string `json:"title"`
-	Message   string `json:"message"`
+	Code    int    `json:"code"`
+	Title   string `json:"title"`
+	Message string `json:"message"`
+	// Reason names, for some errors, the condition in a stable form (one of
+	// the Reason* constants) that clients can act on; Message is for
+	// people and may change.
+	Reason    string `json:"reason,omitempty"`
 	RequestID string `json:"request_id"`
 }
+
+// Reasons of errors (Error.Reason).
+const (
+	// ReasonEKBoundToOtherHost (409 on approve): the pending EK is bound
+	// to another host, which the host's pending_ek_bound_to names;
+	// approving with force moves it.
+	ReasonEKBoundToOtherHost = "ek_bound_to_other_host"
+)
 
 // Versions is the version discovery document at GET / (the shape Nova and
 // Placement use: one entry per major version).

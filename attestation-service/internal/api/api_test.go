@@ -522,6 +522,7 @@ func TestApproveRejectEK(t *testing.T) {
 		{"reject again", "POST", "/v1/hosts/c/reject", f.admin, "", http.StatusConflict, "no EK awaits approval"},
 		{"reject on a missing host", "POST", "/v1/hosts/nope/reject", f.admin, "", http.StatusNotFound, "nope"},
 		{"approve without force", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "bound to host a"},
+		{"approve without force: the reason for clients", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, `"reason":"ek_bound_to_other_host"`},
 		{"approve with force", "POST", "/v1/hosts/b/approve", f.admin, `{"force": true, "ek_fingerprint": "` + fp1 + `"}`, http.StatusOK, `"moved_from":"a"`},
 		{"approve again", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "no EK awaits approval"},
 	}

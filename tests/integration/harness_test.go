@@ -343,12 +343,20 @@ func (c *collector) wait(t testing.TB, host string, afterSeq uint64, timeout tim
 	return last
 }
 
+// waitSlack stretches every waitFor timeout.
+const waitSlack = 3
+
 func status(s verdict.Status) func(verdict.Verdict) bool {
 	return func(v verdict.Verdict) bool { return v.Status == s }
 }
 
+// waitFor polls cond until it holds. timeout is only a bound against a hang
+// (it never decides a pass): it is stretched by waitSlack, because a loaded
+// 2-core CI machine running the race detector can be several times slower
+// than the run the timeout was written for.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout *= waitSlack
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -159,7 +159,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("serving", "topic", attestrpc.AgentTopic, "server", a.cfg.Default.Host)
 	a.notify("READY=1", "STATUS=serving; registering with the attestation service")
 
-	service := tr.Client(oslo.Target{Topic: a.cfg.Agent.ServiceTopic, Version: attestrpc.APIVersion})
+	service := tr.Client(oslo.Target{Topic: a.cfg.Agent.ServiceTopic, Version: attestrpc.BaseVersion})
 	a.setState("registering")
 	err = enroll.Run(ctx, enroll.Config{
 		Host: a.cfg.Default.Host, Version: Version, TPM: a.tpm, Service: service,

@@ -21,6 +21,13 @@
 // with an *EKInUseError naming the holder. Pending EKs are not bindings and
 // are not unique. Deleting a host frees its EK.
 //
+// Trusted launches (launch.go) are records of sealed tenant requests and
+// their progress: the sealed request itself (cleared once the launch ends),
+// the state with its history, and the latest signed receipt. A request's
+// nonce digest is unique, so a sealed request is accepted once. Changes of
+// state are compare-and-set on the current state, so two workers cannot
+// both take a launch forward.
+//
 // The package does not log.
 package store
 
@@ -639,6 +646,9 @@ func isDeadlock(err error) bool {
 	return errors.As(err, &me) && me.Number == mysqlErrLockDeadlock
 }
 
+// LatestSchemaVersion is the schema version this code migrates to.
+func LatestSchemaVersion() int { return len(migrations) }
+
 // SchemaVersion returns the highest applied migration.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	var v sql.NullInt64
@@ -736,6 +746,8 @@ var migrations = []migration{
 		fill: fillEKFingerprints,
 		post: []string{`CREATE UNIQUE INDEX hosts_ek_fingerprint ON hosts (ek_fingerprint)`},
 	},
+	// 3: trusted launches and their state history (launch.go).
+	{sql: launchMigration},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

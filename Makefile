@@ -9,6 +9,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 GO            ?= go
+# The version stamped into the binaries (-version) and the .deb packages.
+VERSION       ?= 0.1.0
 # Tools built from source land here, outside the repository.
 TOOLS         ?= $(HOME)/.cache/trustpool-tools
 GOLANGCI_VERSION := v2.15.0
@@ -28,13 +30,16 @@ DEB_PACKAGES := \
 	python3-pip python3-setuptools \
 	swtpm swtpm-tools tpm2-tools \
 	mariadb-server mariadb-client \
-	bats shellcheck
+	bats shellcheck python3-bashate python3-openstackclient \
+	systemd lintian debootstrap
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Deployables: binary name = directory; built only when the directory exists.
-# The main package is either the directory itself or cmd/<binary> below it.
-BINARIES := trustpool-agent=compute-agent trustpool-attestation=attestation-service trustpool-filter-shim=nova-filter-shim
+# Deployables: binary name = directory; built (and packaged by make deb, with
+# packaging/deb/<binary>.yaml) only when the directory exists. The main
+# package is either the directory itself or cmd/<binary> below it.
+BINARIES := trustpool-agent=compute-agent trustpool-attestation=attestation-service trustpool-filter-shim=nova-filter-shim trustpool=cli
+LDFLAGS  := -X github.com/trustpool/trustpool/internal/daemon.version=$(VERSION)
 
 .PHONY: help
 help: ## list the targets
@@ -87,14 +92,40 @@ vet: ## go vet
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: deps-tools ## golangci-lint (.golangci.yml) and shellcheck
+lint: deps-tools lint-devstack ## golangci-lint (.golangci.yml), shellcheck, the DevStack plugin's shellcheck and bashate, references in docs
 	"$(GOLANGCI_LINT)" run ./...
-	@scripts=$$(find . -path ./.git -prune -o -name '*.sh' -print | sort; [ -f .ci/run ] && echo .ci/run); \
+	scripts/check-doc-refs.sh
+	@scripts=$$(find . -path ./.git -prune -o -path ./devstack -prune -o -name '*.sh' -print | sort; \
+	  [ -f .ci/run ] && echo .ci/run; echo packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm); \
 	echo shellcheck $$scripts; shellcheck $$scripts
 
+# DevStack's own style flags (its tox bashate environment), over every shell
+# file of the plugin; shellcheck follows the files the plugin sources.
+.PHONY: lint-devstack
+lint-devstack: ## shellcheck -x and bashate over devstack/
+	@files=$$(find devstack -type f \( -name '*.sh' -o -name settings -o -path 'devstack/lib/*' \) | sort); \
+	echo shellcheck -x $$files tests/devstack/*.bash tests/devstack/*.bats; \
+	shellcheck -x -s bash $$files tests/devstack/*.bash tests/devstack/*.bats; \
+	echo bashate -iE006 -eE005,E042,E043 $$files; bashate -iE006 -eE005,E042,E043 $$files
+
 .PHONY: test
-test: deps fmt-check vet lint ## everything CI runs: deps, gofmt, vet, lint, then unit and integration tests with -race
+test: deps fmt-check vet lint test-units test-devstack test-deb ## everything CI runs: deps, gofmt, vet, lint, unit files, DevStack plugin, packages, then Go unit and integration tests with -race
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-units
+test-units: ## systemd units: systemd-analyze security (exposure at most 2.0) and verify
+	tests/systemd/check-units.sh
+
+.PHONY: test-devstack
+test-devstack: ## the DevStack plugin's bats suite (our fakes of DevStack's functions); go test ./tests/devstack adds the real binaries, systemd and Keystone
+	tests/devstack/run.sh
+
+# Two builds of the packages at two versions, for the upgrade check.
+.PHONY: test-deb
+test-deb: ## lintian, then install/upgrade/remove/purge of the .debs in a throwaway Debian 12 root (cached in ~/.cache/trustpool-deb)
+	BINARIES="$(BINARIES)" DEB_VERSION=$(VERSION) scripts/deb.sh build/deb-test/v1 > /dev/null
+	BINARIES="$(BINARIES)" DEB_VERSION=$(VERSION)+upgradetest scripts/deb.sh build/deb-test/v2 > /dev/null
+	$(SUDO) tests/packaging/check.sh build/deb-test/v1 build/deb-test/v2
 
 .PHONY: test-short
 test-short: ## unit tests only (integration tests skip with -short)
@@ -109,8 +140,12 @@ build: ## build the deployables that exist into bin/
 	  elif [ -d "$$dir" ]; then pkg=./$$dir; \
 	  else continue; fi; \
 	  echo "$(GO) build -o bin/$$bin $$pkg"; \
-	  $(GO) build -o "bin/$$bin" "$$pkg"; \
+	  $(GO) build -ldflags "$(LDFLAGS)" -o "bin/$$bin" "$$pkg"; \
 	done
+
+.PHONY: deb
+deb: ## Debian packages of the deployables that exist, into build/deb (nfpm, a go.mod tool); VERSION=x.y.z
+	BINARIES="$(BINARIES)" DEB_VERSION=$(VERSION) scripts/deb.sh build/deb
 
 .PHONY: demo
 demo: deps ## the whole system on loopback: RabbitMQ, Keystone, attestation service, three agents on swtpms (scripts/demo.sh; `scripts/demo.sh echo` for the messaging demo)
@@ -134,4 +169,4 @@ fuzz: ## run every fuzz target for FUZZ_TIME each (default 30s)
 
 .PHONY: clean
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin build

@@ -1,5 +1,6 @@
 // Command trustpool-attestation is the attestation service (verifier, trust
-// registry and REST API). See package service.
+// registry and REST API). See package service; the command line is package
+// daemon's.
 //
 //	trustpool-attestation [-config-file FILE] [-set section.key=value ...]
 //	trustpool-attestation create-key PATH
@@ -8,52 +9,40 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/trustpool/trustpool/attestation-service/service"
-	"github.com/trustpool/trustpool/internal/config"
+	"github.com/trustpool/trustpool/internal/daemon"
 	"github.com/trustpool/trustpool/internal/eventlog/inspect"
 )
 
-func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "inspect-eventlog":
-			os.Exit(inspect.Main(os.Args[2:], os.Stdout, os.Stderr))
-		case "create-key":
-			os.Exit(service.CreateKeyMain(os.Args[2:], os.Stdout, os.Stderr))
+var program = daemon.Program[service.Config]{
+	Name: "trustpool-attestation",
+	Summary: "the Trustpool attestation service. It enrolls compute hosts' TPMs, verifies their quotes and\n" +
+		"measured-boot logs against profiles, publishes signed per-host verdicts on the message bus and\n" +
+		"serves a Keystone-protected REST API.",
+	ConfigFile:    service.DefaultConfigFile,
+	Sample:        "/etc/trustpool/attestation.toml as the packages install it, etc/attestation.toml.sample in the source",
+	DefaultConfig: service.DefaultConfig,
+	Debug:         func(c *service.Config) bool { return c.Default.Debug },
+	Run: func(ctx context.Context, cfg service.Config, env daemon.Env) error {
+		cfg.Logger, cfg.NotifySocket = env.Logger, env.NotifySocket
+		cfg.ConfigDir = filepath.Dir(env.ConfigFile)
+		s, err := service.New(cfg)
+		if err != nil {
+			return err
 		}
-	}
-	var flags config.Flags
-	flags.Register(flag.CommandLine, service.DefaultConfigFile)
-	flag.Parse()
-	cfg := service.DefaultConfig()
-	opts := flags.LoadOptions()
-	if err := config.Load(&cfg, opts); err != nil {
-		fmt.Fprintf(os.Stderr, "trustpool-attestation: configuration: %v\n", err)
-		os.Exit(2)
-	}
-	cfg.ConfigDir = filepath.Dir(opts.File)
-	level := slog.LevelInfo
-	if cfg.Default.Debug {
-		level = slog.LevelDebug
-	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	s, err := service.New(cfg)
-	if err == nil {
-		err = s.Run(ctx)
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		cfg.Logger.Error("trustpool-attestation failed", "error", err)
-		os.Exit(1)
-	}
+		return s.Run(ctx)
+	},
+	Commands: []daemon.Command{{
+		Name: "create-key", Usage: "PATH",
+		Summary: "create the verdict signing key ([keys] verdict_signing_key) once, as the service's user; prints the public key shims pin",
+		Run:     service.CreateKeyMain,
+	}, {
+		Name: "inspect-eventlog", Usage: "FILE",
+		Summary: "print a TCG firmware event log's replayed PCRs and boot facts as JSON (offline, not verified)",
+		Run:     inspect.Main,
+	}},
 }
+
+func main() { daemon.Main(program) }

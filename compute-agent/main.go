@@ -1,45 +1,31 @@
 // Command trustpool-agent is the attester on every compute node: it enrolls
 // the host's TPM with the attestation service and answers its quote calls
-// over RabbitMQ. See package agent.
+// over RabbitMQ. See package agent; the command line is package daemon's.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/trustpool/trustpool/compute-agent/agent"
-	"github.com/trustpool/trustpool/internal/config"
+	"github.com/trustpool/trustpool/internal/daemon"
 )
 
-func main() {
-	var flags config.Flags
-	flags.Register(flag.CommandLine, agent.DefaultConfigFile)
-	flag.Parse()
-	cfg := agent.DefaultConfig()
-	if err := config.Load(&cfg, flags.LoadOptions()); err != nil {
-		fmt.Fprintf(os.Stderr, "trustpool-agent: configuration: %v\n", err)
-		os.Exit(2)
-	}
-	level := slog.LevelInfo
-	if cfg.Default.Debug {
-		level = slog.LevelDebug
-	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	cfg.NotifySocket = os.Getenv("NOTIFY_SOCKET")
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	a, err := agent.New(cfg)
-	if err == nil {
-		err = a.Run(ctx)
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		cfg.Logger.Error("trustpool-agent failed", "error", err)
-		os.Exit(1)
-	}
+var program = daemon.Program[agent.Config]{
+	Name: "trustpool-agent",
+	Summary: "the Trustpool attestation agent on a compute node. It enrolls this host's TPM 2.0 with the\n" +
+		"attestation service and answers its quote calls over the message bus (RabbitMQ); it opens no port.",
+	ConfigFile:    agent.DefaultConfigFile,
+	Sample:        "/etc/trustpool/agent.toml as the packages install it, etc/agent.toml.sample in the source",
+	DefaultConfig: agent.DefaultConfig,
+	Debug:         func(c *agent.Config) bool { return c.Default.Debug },
+	Run: func(ctx context.Context, cfg agent.Config, env daemon.Env) error {
+		cfg.Logger, cfg.NotifySocket = env.Logger, env.NotifySocket
+		a, err := agent.New(cfg)
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	},
 }
+
+func main() { daemon.Main(program) }

@@ -1,45 +1,32 @@
 // Command trustpool-filter-shim is the trust cache next to nova-scheduler:
 // it follows the attestation service's signed verdicts over RabbitMQ and
-// answers the Nova TrustedFilter on a unix socket. See package shim.
+// answers the Nova TrustedFilter on a unix socket. See package shim; the
+// command line is package daemon's.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/trustpool/trustpool/internal/config"
+	"github.com/trustpool/trustpool/internal/daemon"
 	"github.com/trustpool/trustpool/nova-filter-shim/shim"
 )
 
-func main() {
-	var flags config.Flags
-	flags.Register(flag.CommandLine, shim.DefaultConfigFile)
-	flag.Parse()
-	cfg := shim.DefaultConfig()
-	if err := config.Load(&cfg, flags.LoadOptions()); err != nil {
-		fmt.Fprintf(os.Stderr, "trustpool-filter-shim: configuration: %v\n", err)
-		os.Exit(2)
-	}
-	level := slog.LevelInfo
-	if cfg.Default.Debug {
-		level = slog.LevelDebug
-	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	cfg.NotifySocket = os.Getenv("NOTIFY_SOCKET")
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	s, err := shim.New(cfg)
-	if err == nil {
-		err = s.Run(ctx)
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		cfg.Logger.Error("trustpool-filter-shim failed", "error", err)
-		os.Exit(1)
-	}
+var program = daemon.Program[shim.Config]{
+	Name: "trustpool-filter-shim",
+	Summary: "the Trustpool filter shim next to nova-scheduler. It keeps the attestation service's signed\n" +
+		"per-host verdicts (from the message bus) and answers the Nova TrustedFilter on a unix socket.",
+	ConfigFile:    shim.DefaultConfigFile,
+	Sample:        "/etc/trustpool/filter-shim.toml as the packages install it, etc/filter-shim.toml.sample in the source",
+	DefaultConfig: shim.DefaultConfig,
+	Debug:         func(c *shim.Config) bool { return c.Default.Debug },
+	Run: func(ctx context.Context, cfg shim.Config, env daemon.Env) error {
+		cfg.Logger, cfg.NotifySocket = env.Logger, env.NotifySocket
+		s, err := shim.New(cfg)
+		if err != nil {
+			return err
+		}
+		return s.Run(ctx)
+	},
 }
+
+func main() { daemon.Main(program) }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo behind `make demo` (issue 5's main job). On one machine, with
+# The demo behind `make demo` (docs/demo.md). On one machine, with
 # nothing but private processes on loopback, it starts:
 #
 #   - a RabbitMQ node (scripts/rabbitmq.sh) and a Keystone (sqlite, a
@@ -402,7 +402,7 @@ full_demo() {
 
   step "learning profile \"build-a\" from compute-1 (its verified boot: firmware, Secure Boot, shim, GRUB, kernel, initrd, command line)"
   api POST /v1/profiles/learn '{"host": "compute-1", "name": "build-a"}' |
-    jq -r 'if .profile then .profile | "  profile \(.name): SHA-256 PCRs \(.pcrs | keys | join(",")) and boot facts \(.facts | keys | join(", "))" else error("learn failed: \(.)") end'
+    jq -r 'if .profile then (.profile | "  profile \(.name): SHA-256 PCRs \(.pcrs | keys | join(",")) and boot facts \(.facts | keys | join(", "))"), "  PCRs pinned because facts are read from them: \([.fact_pcrs | to_entries[] | "\(.key) (\(.value | join(", ")))"] | join("; "))" else error("learn failed: \(.)") end'
 
   step "waiting for all three hosts to be trusted under build-a"
   for h in "${HOSTS[@]}"; do wait_status 60 "$h" trusted; done

@@ -35,6 +35,8 @@ type Config struct {
 	ConfigDir string `toml:"-"`
 	// Logger receives the service's logs; nil discards them.
 	Logger *slog.Logger `toml:"-"`
+	// NotifySocket is $NOTIFY_SOCKET for systemd readiness; "" sends nothing.
+	NotifySocket string `toml:"-"`
 }
 
 // DefaultSection is [DEFAULT].

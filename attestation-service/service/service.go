@@ -218,13 +218,13 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-rpc.Ready():
 		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", len(hosts), "kid", signer.KID())
 		close(s.ready)
-		if _, err := sdnotify.Notify(os.Getenv("NOTIFY_SOCKET"), sdnotify.Ready); err != nil {
+		if _, err := sdnotify.Notify(cfg.NotifySocket, sdnotify.Ready); err != nil {
 			s.log.Warn("cannot notify systemd", "error", err)
 		}
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
-	_, _ = sdnotify.Notify(os.Getenv("NOTIFY_SOCKET"), sdnotify.Stopping)
+	_, _ = sdnotify.Notify(cfg.NotifySocket, sdnotify.Stopping)
 	s.log.Info("attestation service stopping")
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	_ = srv.Shutdown(sctx)

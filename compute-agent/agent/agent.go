@@ -1,7 +1,7 @@
 // Package agent is trustpool-agent, the attester on every compute node
-// (ARCHITECTURE.md §3.1–3.2): it opens the host's TPM, loads or creates its
-// attestation key, enrolls with the attestation service over the message bus
-// and then answers the service's quote and ping calls on topic
+// (docs/ARCHITECTURE.md, "Enrollment" and "Attestation"): it opens the
+// host's TPM, loads or creates its attestation key, enrolls with the
+// attestation service over the message bus and then answers the service's quote and ping calls on topic
 // trustpool-agent with server = the host name. It watches for measurement
 // changes and casts measurements_changed so the service re-attests at once.
 //

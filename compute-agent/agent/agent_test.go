@@ -149,7 +149,7 @@ func (v *verifier) quote(ch evidence.Challenge, ask []int, offsets attestrpc.Log
 func (v *verifier) attest() (*evidence.Evidence, *evidence.Result) {
 	v.t.Helper()
 	now := time.Now()
-	ch, err := v.ledger.Issue(rand.Reader, now, quotePCRs)
+	ch, err := v.ledger.Issue(rand.Reader, now, "compute-a", quotePCRs)
 	if err != nil {
 		v.t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func (v *verifier) verify(nonce []byte, ev *evidence.Evidence, now time.Time) *e
 }
 
 func (v *verifier) tryVerify(nonce []byte, ev *evidence.Evidence, now time.Time) (*evidence.Result, error) {
-	ch, err := v.ledger.Consume(nonce, now)
+	ch, err := v.ledger.Consume("compute-a", nonce, now)
 	if err != nil && !errors.Is(err, evidence.ErrNonceReused) {
 		return nil, err
 	}
@@ -363,7 +363,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	// A replayed quote: the same nonce answered twice is refused the
 	// second time.
 	now := time.Now()
-	ch, err := v.ledger.Issue(rand.Reader, now, quotePCRs)
+	ch, err := v.ledger.Issue(rand.Reader, now, "compute-a", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	}
 	// A quote over another selection than the one challenged (as a
 	// partial-selection attack would produce) is refused.
-	ch, err = v.ledger.Issue(rand.Reader, now, quotePCRs)
+	ch, err = v.ledger.Issue(rand.Reader, now, "compute-a", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	measure(t, sw, dir, false, bootseed.IMAFile{Path: "/usr/bin/python3", Content: []byte("py")})
 	v.waitChanged(t, "ima_log_grew")
 	_, res = v.attest()
-	if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Path != "/usr/bin/python3" {
+	if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Path() != "/usr/bin/python3" {
 		t.Errorf("IMA after growth: %+v", res.IMA)
 	}
 
@@ -405,7 +405,7 @@ func TestAgentOnSWTPM(t *testing.T) {
 	sw.Tool(t, "tpm2_pcrextend", "7:sha256="+hex.EncodeToString(digest[:]))
 	v.waitChanged(t, "pcr_changed")
 	now = time.Now()
-	ch, err = v.ledger.Issue(rand.Reader, now, quotePCRs)
+	ch, err = v.ledger.Issue(rand.Reader, now, "compute-a", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}

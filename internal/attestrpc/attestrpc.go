@@ -1,6 +1,6 @@
 // Package attestrpc is the wire contract between the compute agent, the
 // attestation service and the filter shims on the message bus
-// (ARCHITECTURE.md §3–4): topic and method names, the RPC API version and
+// (docs/ARCHITECTURE.md, "Components and how they talk"): topic and method names, the RPC API version and
 // the JSON argument and result types of every method. It imports only the
 // standard library and package verdict and holds no logic beyond shape
 // checks, so both sides (and tests in other languages) build against one

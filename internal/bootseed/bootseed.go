@@ -6,6 +6,11 @@
 // match in every active bank it can hash. It can also append IMA entries
 // (ima-ng / ima-sig) and extend PCR 10 accordingly.
 //
+// [Events] exposes a boot as an event list and [EncodeLog] / [SeedEvents]
+// turn an edited list into a log and matching PCRs, so attack tests can
+// build the boots a compromised host would produce (edited GRUB
+// configurations, retyped or renamed events, extends after boot).
+//
 // swtpm and the go-tpm-tools simulator start with PCRs 0-9 empty and no
 // log, which a strict verifier rejects; seeding gives them a boot the
 // verifier can replay. The verifier's checks stay exactly as strict for
@@ -106,49 +111,76 @@ type Extend struct {
 	Digests map[eventlog.Alg][]byte
 }
 
-type builder struct {
-	algs    []eventlog.Alg
-	log     bytes.Buffer
-	extends []Extend
+// Event is one firmware event log record: Measured is what the firmware
+// hashed (its digest goes into every bank), Data is the event data the log
+// carries. For most types Data describes Measured without being covered by
+// its digest, which is what lets tests edit a log without changing the PCRs.
+type Event struct {
+	PCR      int
+	Type     eventlog.EventType
+	Measured []byte
+	Data     []byte
 }
 
 func le32(b *bytes.Buffer, v uint32) { binary.Write(b, binary.LittleEndian, v) } //nolint:errcheck // bytes.Buffer
 func le16(b *bytes.Buffer, v uint16) { binary.Write(b, binary.LittleEndian, v) } //nolint:errcheck // bytes.Buffer
 func le64(b *bytes.Buffer, v uint64) { binary.Write(b, binary.LittleEndian, v) } //nolint:errcheck // bytes.Buffer
 
-func (b *builder) header() {
+func header(log *bytes.Buffer, algs []eventlog.Alg) {
 	var spec bytes.Buffer
 	spec.WriteString("Spec ID Event03\x00")
 	le32(&spec, 0)                 // platformClass: client
 	spec.Write([]byte{0, 2, 0, 2}) // version 2.0, errata 0, uintnSize 2 (64-bit)
-	le32(&spec, uint32(len(b.algs)))
-	for _, a := range b.algs {
+	le32(&spec, uint32(len(algs)))
+	for _, a := range algs {
 		le16(&spec, uint16(a))
 		le16(&spec, uint16(a.Size()))
 	}
 	spec.WriteByte(0)
-	le32(&b.log, 0)
-	le32(&b.log, uint32(eventlog.EvNoAction))
-	b.log.Write(make([]byte, 20))
-	le32(&b.log, uint32(spec.Len()))
-	b.log.Write(spec.Bytes())
+	le32(log, 0)
+	le32(log, uint32(eventlog.EvNoAction))
+	log.Write(make([]byte, 20))
+	le32(log, uint32(spec.Len()))
+	log.Write(spec.Bytes())
 }
 
-// event appends an event whose digests are H(measured) in every bank.
-func (b *builder) event(pcr int, typ eventlog.EventType, measured, data []byte) {
-	ds := make(map[eventlog.Alg][]byte, len(b.algs))
-	le32(&b.log, uint32(pcr))
-	le32(&b.log, uint32(typ))
-	le32(&b.log, uint32(len(b.algs)))
-	for _, a := range b.algs {
-		d := a.Sum(measured)
-		ds[a] = d
-		le16(&b.log, uint16(a))
-		b.log.Write(d)
+// EncodeLog writes events as a TCG crypto-agile log with digests in banks
+// algs (SHA-1, SHA-256, SHA-384, SHA-512 only), and returns the PCR
+// extensions a firmware writing it would have made (none for EV_NO_ACTION,
+// whose digests are zero).
+func EncodeLog(events []Event, algs []eventlog.Alg) ([]byte, []Extend, error) {
+	if len(algs) == 0 {
+		return nil, nil, fmt.Errorf("encode event log: no banks")
 	}
-	le32(&b.log, uint32(len(data)))
-	b.log.Write(data)
-	b.extends = append(b.extends, Extend{PCR: pcr, Digests: ds})
+	for _, a := range algs {
+		if _, ok := a.Hash(); !ok {
+			return nil, nil, fmt.Errorf("encode event log: cannot hash bank %s", a)
+		}
+	}
+	var log bytes.Buffer
+	header(&log, algs)
+	var exts []Extend
+	for _, e := range events {
+		ds := make(map[eventlog.Alg][]byte, len(algs))
+		le32(&log, uint32(e.PCR))
+		le32(&log, uint32(e.Type))
+		le32(&log, uint32(len(algs)))
+		for _, a := range algs {
+			d := a.Sum(e.Measured)
+			if e.Type == eventlog.EvNoAction {
+				d = make([]byte, a.Size())
+			}
+			ds[a] = d
+			le16(&log, uint16(a))
+			log.Write(d)
+		}
+		le32(&log, uint32(len(e.Data)))
+		log.Write(e.Data)
+		if e.Type != eventlog.EvNoAction {
+			exts = append(exts, Extend{PCR: e.PCR, Digests: ds})
+		}
+	}
+	return log.Bytes(), exts, nil
 }
 
 func ucs2(s string) []byte {
@@ -159,12 +191,15 @@ func ucs2(s string) []byte {
 	return b.Bytes()
 }
 
+// GUIDs of the UEFI global variables (SecureBoot, PK, KEK, Boot####) and
+// of the image security database (db, dbx).
 var (
-	efiGlobal = []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c}
-	efiImgSec = []byte{0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f}
+	EFIGlobalVariable        = []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c}
+	EFIImageSecurityDatabase = []byte{0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f}
 )
 
-func variableData(guid []byte, name string, data []byte) []byte {
+// VariableData is a UEFI_VARIABLE_DATA structure.
+func VariableData(guid []byte, name string, data []byte) []byte {
 	var b bytes.Buffer
 	b.Write(guid)
 	le64(&b, uint64(len([]rune(name))))
@@ -174,7 +209,8 @@ func variableData(guid []byte, name string, data []byte) []byte {
 	return b.Bytes()
 }
 
-func imageLoadEvent(path string) []byte {
+// ImageLoadEvent is a UEFI_IMAGE_LOAD_EVENT for a file path.
+func ImageLoadEvent(path string) []byte {
 	var dp bytes.Buffer
 	p := append(ucs2(path), 0, 0)
 	dp.Write([]byte{0x04, 0x04})
@@ -193,23 +229,20 @@ func imageLoadEvent(path string) []byte {
 // BuildLog returns the event log of v with digests in banks algs (SHA-1,
 // SHA-256, SHA-384, SHA-512 only), and the PCR extensions it records.
 func BuildLog(v Variant, algs []eventlog.Alg) ([]byte, []Extend, error) {
-	if len(algs) == 0 {
-		return nil, nil, fmt.Errorf("build event log: no banks")
+	return EncodeLog(Events(v), algs)
+}
+
+// Events returns the firmware events of a boot of v, in log order: what a
+// UEFI firmware, shim and GRUB 2 measure up to ExitBootServices.
+func Events(v Variant) []Event {
+	var evs []Event
+	ev := func(pcr int, typ eventlog.EventType, measured, data []byte) {
+		evs = append(evs, Event{PCR: pcr, Type: typ, Measured: measured, Data: data})
 	}
-	for _, a := range algs {
-		if _, ok := a.Hash(); !ok {
-			return nil, nil, fmt.Errorf("build event log: cannot hash bank %s", a)
-		}
-	}
-	b := &builder{algs: algs}
-	b.header()
 	crtm := append(ucs2(v.CRTMVersion), 0, 0)
-	b.event(0, eventlog.EvSCRTMVersion, crtm, crtm)
+	ev(0, eventlog.EvSCRTMVersion, crtm, crtm)
 	for i, fw := range v.Firmware {
-		var d bytes.Buffer
-		le64(&d, 0xffc00000+uint64(i)*0x100000)
-		le64(&d, uint64(len(fw)))
-		b.event(0, eventlog.EvEFIPlatformFirmware, fw, d.Bytes())
+		ev(0, eventlog.EvEFIPlatformFirmware, fw, FirmwareBlobData(i, fw))
 	}
 	sb := byte(0)
 	if v.SecureBoot {
@@ -219,45 +252,67 @@ func BuildLog(v Variant, algs []eventlog.Alg) ([]byte, []Extend, error) {
 		guid []byte
 		name string
 		data []byte
-	}{{efiGlobal, "SecureBoot", []byte{sb}}, {efiGlobal, "PK", v.PK}, {efiGlobal, "KEK", v.KEK}, {efiImgSec, "db", v.DB}, {efiImgSec, "dbx", v.DBX}} {
-		d := variableData(vv.guid, vv.name, vv.data)
-		b.event(7, eventlog.EvEFIVariableDriverConf, d, d)
+	}{{EFIGlobalVariable, "SecureBoot", []byte{sb}}, {EFIGlobalVariable, "PK", v.PK}, {EFIGlobalVariable, "KEK", v.KEK}, {EFIImageSecurityDatabase, "db", v.DB}, {EFIImageSecurityDatabase, "dbx", v.DBX}} {
+		d := VariableData(vv.guid, vv.name, vv.data)
+		ev(7, eventlog.EvEFIVariableDriverConf, d, d)
 	}
 	sep := []byte{0, 0, 0, 0}
-	b.event(7, eventlog.EvSeparator, sep, sep)
-	bootOrder := variableData(efiGlobal, "BootOrder", []byte{1, 0})
-	b.event(1, eventlog.EvEFIVariableBoot, bootOrder, bootOrder)
-	boot0001 := variableData(efiGlobal, "Boot0001", append([]byte{1, 0, 0, 0, 0x2c, 0}, ucs2("debian\x00")...))
-	b.event(1, eventlog.EvEFIVariableBoot, boot0001, boot0001)
+	ev(7, eventlog.EvSeparator, sep, sep)
+	bootOrder := VariableData(EFIGlobalVariable, "BootOrder", []byte{1, 0})
+	ev(1, eventlog.EvEFIVariableBoot, bootOrder, bootOrder)
+	boot0001 := VariableData(EFIGlobalVariable, "Boot0001", append([]byte{1, 0, 0, 0, 0x2c, 0}, ucs2("debian\x00")...))
+	ev(1, eventlog.EvEFIVariableBoot, boot0001, boot0001)
 	act := []byte("Calling EFI Application from Boot Option")
-	b.event(4, eventlog.EvEFIAction, act, act)
+	ev(4, eventlog.EvEFIAction, act, act)
 	for pcr := 0; pcr <= 6; pcr++ {
-		b.event(pcr, eventlog.EvSeparator, sep, sep)
+		ev(pcr, eventlog.EvSeparator, sep, sep)
 	}
 	gpt := gptData()
-	b.event(5, eventlog.EvEFIGPTEvent, gpt, gpt)
-	b.event(4, eventlog.EvEFIBootServicesApp, v.Shim, imageLoadEvent(`\EFI\debian\shimx64.efi`))
+	ev(5, eventlog.EvEFIGPTEvent, gpt, gpt)
+	ev(4, eventlog.EvEFIBootServicesApp, v.Shim, ImageLoadEvent(`\EFI\debian\shimx64.efi`))
 	if v.SecureBoot {
-		auth := variableData(efiImgSec, "db", v.DB)
-		b.event(7, eventlog.EvEFIVariableAuthority, auth, auth)
+		auth := VariableData(EFIImageSecurityDatabase, "db", v.DB)
+		ev(7, eventlog.EvEFIVariableAuthority, auth, auth)
 	}
-	b.event(4, eventlog.EvEFIBootServicesApp, v.Grub, imageLoadEvent(`\EFI\debian\grubx64.efi`))
-	grub := func(s string) {
-		b.event(8, eventlog.EvIPL, []byte(s[indexAfterPrefix(s):]), append([]byte(s), 0))
-	}
-	cfg := []byte("grub.cfg contents")
-	b.event(9, eventlog.EvIPL, cfg, []byte("(hd0,gpt2)/boot/grub/grub.cfg\x00"))
-	grub("grub_cmd: set root=hd0,gpt2")
-	grub("grub_cmd: linux " + v.KernelPath + " " + v.Cmdline)
-	b.event(9, eventlog.EvIPL, v.Kernel, append([]byte(v.KernelPath), 0))
-	grub("kernel_cmdline: " + v.KernelPath + " " + v.Cmdline)
-	grub("grub_cmd: initrd " + v.InitrdPath)
-	b.event(9, eventlog.EvIPL, v.Initrd, append([]byte(v.InitrdPath), 0))
+	ev(4, eventlog.EvEFIBootServicesApp, v.Grub, ImageLoadEvent(`\EFI\debian\grubx64.efi`))
+	ev(9, eventlog.EvIPL, []byte("grub.cfg contents"), []byte("(hd0,gpt2)/boot/grub/grub.cfg\x00"))
+	evs = append(evs, GrubCommand("set root=hd0,gpt2"), GrubCommand("linux "+v.KernelPath+" "+v.Cmdline))
+	evs = append(evs, GrubFile(v.KernelPath, v.Kernel), GrubString("kernel_cmdline: "+v.KernelPath+" "+v.Cmdline))
+	evs = append(evs, GrubCommand("initrd "+v.InitrdPath), GrubFile(v.InitrdPath, v.Initrd))
+	evs = append(evs, ExitBootServices()...)
+	return evs
+}
+
+// FirmwareBlobData is the UEFI_PLATFORM_FIRMWARE_BLOB (base, length) of
+// the i-th firmware volume.
+func FirmwareBlobData(i int, fw []byte) []byte {
+	var d bytes.Buffer
+	le64(&d, 0xffc00000+uint64(i)*0x100000)
+	le64(&d, uint64(len(fw)))
+	return d.Bytes()
+}
+
+// GrubString is a PCR 8 string as GRUB measures it ("grub_cmd: ...",
+// "kernel_cmdline: ..."): the digest covers the text after the prefix, the
+// data is the whole string with its NUL.
+func GrubString(s string) Event {
+	return Event{PCR: 8, Type: eventlog.EvIPL, Measured: []byte(s[indexAfterPrefix(s):]), Data: append([]byte(s), 0)}
+}
+
+// GrubCommand is the PCR 8 event of a GRUB command line.
+func GrubCommand(cmd string) Event { return GrubString("grub_cmd: " + cmd) }
+
+// GrubFile is the PCR 9 event of a file GRUB read: the digest covers the
+// content, the data (the file name) is not covered by anything.
+func GrubFile(name string, content []byte) Event {
+	return Event{PCR: 9, Type: eventlog.EvIPL, Measured: content, Data: append([]byte(name), 0)}
+}
+
+// ExitBootServices are the two PCR 5 events of ExitBootServices.
+func ExitBootServices() []Event {
 	ebs := []byte("Exit Boot Services Invocation")
-	b.event(5, eventlog.EvEFIAction, ebs, ebs)
-	ebsOK := []byte("Exit Boot Services Returned with Success")
-	b.event(5, eventlog.EvEFIAction, ebsOK, ebsOK)
-	return b.log.Bytes(), b.extends, nil
+	ok := []byte("Exit Boot Services Returned with Success")
+	return []Event{{PCR: 5, Type: eventlog.EvEFIAction, Measured: ebs, Data: ebs}, {PCR: 5, Type: eventlog.EvEFIAction, Measured: ok, Data: ok}}
 }
 
 // gptData is a UEFI_GPT_DATA: the GPT header and two partition entries
@@ -359,6 +414,13 @@ func Apply(t transport.TPM, exts []Extend) error {
 // and returns the log. PCRs 0-9 must be in their reset state (a fresh or
 // restarted TPM) for the log to replay.
 func Seed(ctx context.Context, t transport.TPM, v Variant) ([]byte, error) {
+	return SeedEvents(ctx, t, Events(v))
+}
+
+// SeedEvents is [Seed] for an arbitrary event list (tests build edited
+// boots from [Events]): it extends the PCRs with every event and returns
+// the log, encoded for the TPM's active banks.
+func SeedEvents(ctx context.Context, t transport.TPM, events []Event) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -366,7 +428,7 @@ func Seed(ctx context.Context, t transport.TPM, v Variant) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, exts, err := BuildLog(v, algs)
+	log, exts, err := EncodeLog(events, algs)
 	if err != nil {
 		return nil, err
 	}

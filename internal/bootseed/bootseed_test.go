@@ -118,3 +118,45 @@ func readPCR(t *testing.T, s *servicetest.SWTPMServer, bank string, pcr int) []b
 	}
 	return b
 }
+
+// TestEncodeLogEditedEvents: edits of event data or type keep the digests
+// (what a log-editing attacker relies on), and EV_NO_ACTION events extend
+// nothing and carry zero digests.
+func TestEncodeLogEditedEvents(t *testing.T) {
+	algs := []eventlog.Alg{eventlog.SHA1, eventlog.SHA256}
+	evs := Events(BuildA())
+	_, exts, err := EncodeLog(evs, algs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := append([]Event(nil), evs...)
+	for i := range edited {
+		if edited[i].PCR == 9 {
+			edited[i].Data = []byte("renamed\x00")
+		}
+	}
+	edited = append(edited, Event{PCR: 0, Type: eventlog.EvNoAction, Measured: []byte("x"), Data: []byte("StartupLocality\x00\x03")})
+	log, exts2, err := EncodeLog(edited, algs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exts2) != len(exts) {
+		t.Fatalf("%d extensions after the edit, want %d", len(exts2), len(exts))
+	}
+	for i := range exts {
+		if exts[i].PCR != exts2[i].PCR || !bytes.Equal(exts[i].Digests[eventlog.SHA256], exts2[i].Digests[eventlog.SHA256]) {
+			t.Errorf("extension %d changed", i)
+		}
+	}
+	l, err := eventlog.Parse(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := l.Events[len(l.Events)-1]
+	if d, _ := last.Digest(eventlog.SHA256); last.Type != eventlog.EvNoAction || !bytes.Equal(d, make([]byte, 32)) {
+		t.Errorf("EV_NO_ACTION encoded as %s with digest %x", last.Type, d)
+	}
+	if _, _, err := EncodeLog(evs, nil); err == nil {
+		t.Error("EncodeLog without banks succeeded")
+	}
+}

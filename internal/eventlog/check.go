@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Sentinel errors returned (wrapped in an [*EventError]) by [CheckEvents].
@@ -20,6 +21,11 @@ var (
 	// ErrSeparator: a PCR in 0-7 has no EV_SEPARATOR, more than one, or a
 	// malformed one.
 	ErrSeparator = errors.New("bad separator events")
+	// ErrEventOrder: an event a boot fact is read from comes after the end
+	// of the boot phase that produces it (its PCR's separator, or
+	// ExitBootServices): firmware does not log such events, a later extend
+	// by the running OS does.
+	ErrEventOrder = errors.New("event after the end of its boot phase")
 )
 
 // EventError describes the event that broke a rule.
@@ -45,10 +51,56 @@ const BootPCRs = 10
 // of the text after the prefix, without the terminating NUL.
 var grubPrefixes = [][]byte{[]byte("grub_cmd: "), []byte("kernel_cmdline: "), []byte("module_cmdline: ")}
 
+// pcrEventTypes are the event types allowed in the PCRs boot facts are read
+// from (TCG PC Client Platform Firmware Profile, PCR usage and events, plus
+// what shim, GRUB and the Linux EFI stub log). Event types are not covered
+// by the PCRs, so a retyped event could otherwise hide from a fact (an EFI
+// application logged as a driver) or feed another one. PCRs 1, 2, 3, 5
+// and 6 feed no fact and accept every known type except EV_UNUSED.
+var pcrEventTypes = map[uint32][]EventType{
+	// S-CRTM, host platform firmware and its embedded drivers.
+	0: {EvNoAction, EvSeparator, EvPostCode, EvPostCode2, EvSCRTMContents, EvSCRTMVersion, EvCPUMicrocode,
+		EvNonhostCode, EvNonhostConfig, EvNonhostInfo, EvEFIPlatformFirmware, EvEFIPlatformFirmware2, EvEFIHCRTMEvent,
+		EvEFISPDMFirmwareBlob, EvEFISPDMFirmwareConfig, EvEFIBootServicesDriver, EvEFIRuntimeServicesDrv,
+		EvEFIHandoffTables, EvEFIHandoffTables2, EvTableOfDevices, EvPlatformConfigFlags, EvEventTag, EvCompactHash,
+		EvEFIAction, EvAction},
+	// Boot manager code: UEFI applications (legacy: the MBR as EV_IPL).
+	4: {EvNoAction, EvSeparator, EvEFIBootServicesApp, EvEFIAction, EvAction, EvIPL, EvCompactHash, EvEventTag, EvOmitBootDeviceEvents},
+	// Secure Boot policy.
+	7: {EvNoAction, EvSeparator, EvEFIVariableDriverConf, EvEFIVariableAuthority, EvEFIAction, EvAction,
+		EvEFISPDMDevicePolicy, EvEFISPDMDeviceAuthority},
+	// The OS loader's own measurements (GRUB: commands in 8, files in 9;
+	// the Linux EFI stub: initrd and load options in 9).
+	8: {EvNoAction, EvIPL, EvEventTag},
+	9: {EvNoAction, EvIPL, EvEventTag},
+}
+
+// typeAllowed reports whether t may appear in pcr (0-9).
+func typeAllowed(pcr uint32, t EventType) bool {
+	if !t.Known() || t == EvUnused {
+		return false
+	}
+	allowed, ok := pcrEventTypes[pcr]
+	return !ok || slices.Contains(allowed, t)
+}
+
+// exitBootServices returns the index in l.Events of the first
+// "Exit Boot Services Invocation" EV_EFI_ACTION in PCR 5, or len(l.Events)
+// when the log has none (some firmware does not log it).
+func exitBootServices(l *Log) int {
+	for i := range l.Events {
+		e := &l.Events[i]
+		if e.PCR == 5 && e.Type == EvEFIAction && bytes.Equal(bytes.TrimRight(e.Data, "\x00"), []byte("Exit Boot Services Invocation")) {
+			return i
+		}
+	}
+	return len(l.Events)
+}
+
 // CheckEvents applies the consistency rules (see the package doc) to the
 // events of PCRs 0-9, using the digests of bank alg. It returns the first
-// violation as an [*EventError] wrapping [ErrEventType], [ErrEventData] or
-// [ErrSeparator].
+// violation as an [*EventError] wrapping [ErrEventType], [ErrEventData],
+// [ErrSeparator] or [ErrEventOrder].
 func CheckEvents(l *Log, alg Alg) error {
 	if !l.HasBank(alg) {
 		return fmt.Errorf("check events: %w: no %s bank", ErrMalformed, alg)
@@ -58,6 +110,7 @@ func CheckEvents(l *Log, alg Alg) error {
 	}
 	var separators [8]int
 	var touched [8]bool
+	ebs := exitBootServices(l)
 	for i := range l.Events {
 		e := &l.Events[i]
 		if e.PCR >= BootPCRs {
@@ -72,6 +125,21 @@ func CheckEvents(l *Log, alg Alg) error {
 		}
 		if !e.Type.Known() || e.Type == EvUnused {
 			return fail(ErrEventType, "unknown or unused event type in boot PCR")
+		}
+		if !typeAllowed(e.PCR, e.Type) {
+			return fail(ErrEventType, "%s is not an event type of PCR %d", e.Type, e.PCR)
+		}
+		// Boot phases. Within one PCR the log order is the extend order
+		// the PCR value proves; the firmware logs nothing in PCRs 0-9
+		// after ExitBootServices but ExitBootServices' own PCR 5 actions.
+		switch {
+		case e.Type == EvNoAction:
+		case i > ebs && (e.PCR != 5 || e.Type != EvEFIAction):
+			return fail(ErrEventOrder, "measured after ExitBootServices")
+		case e.PCR == 0 && e.Type != EvSeparator && separators[0] > 0:
+			return fail(ErrEventOrder, "firmware measurement after PCR 0's separator")
+		case e.PCR == 7 && e.Type == EvEFIVariableDriverConf && separators[7] > 0:
+			return fail(ErrEventOrder, "Secure Boot configuration after PCR 7's separator")
 		}
 		if e.PCR < 8 && e.Type != EvNoAction {
 			touched[e.PCR] = true

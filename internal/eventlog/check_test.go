@@ -84,6 +84,19 @@ func TestCheckEventsRules(t *testing.T) {
 	sep := func(pcr uint32, data []byte) eventlogtest.Rec {
 		return eventlogtest.Measure(banks, pcr, eventlog.EvSeparator, data, data)
 	}
+	isEBS := func(r eventlogtest.Rec) bool {
+		return r.PCR == 5 && r.Type == eventlog.EvEFIAction && string(r.Data) == "Exit Boot Services Invocation"
+	}
+	grubCmd := func(s string) eventlogtest.Rec {
+		return eventlogtest.Measure(banks, 8, eventlog.EvIPL, []byte(s), []byte("grub_cmd: "+s+"\x00"))
+	}
+	secureBootOn := eventlogtest.Measure(banks, 7, eventlog.EvEFIVariableDriverConf, nil, nil)
+	for _, r := range base {
+		if r.Type == eventlog.EvEFIVariableDriverConf && r.PCR == 7 {
+			secureBootOn = r // SecureBoot=1 is the first variable
+			break
+		}
+	}
 	cases := []struct {
 		name string
 		edit func(recs []eventlogtest.Rec) []eventlogtest.Rec
@@ -124,7 +137,7 @@ func TestCheckEventsRules(t *testing.T) {
 			return r
 		}, eventlog.ErrEventData},
 		{"separator_duplicated", func(r []eventlogtest.Rec) []eventlogtest.Rec {
-			return append(r, sep(4, []byte{0, 0, 0, 0}))
+			return slices.Insert(r, first(r, isEBS), sep(4, []byte{0, 0, 0, 0}))
 		}, eventlog.ErrSeparator},
 		{"separator_missing", func(r []eventlogtest.Rec) []eventlogtest.Rec {
 			return slices.Delete(r, first(r, ofType(eventlog.EvSeparator, 5)), first(r, ofType(eventlog.EvSeparator, 5))+1)
@@ -158,6 +171,48 @@ func TestCheckEventsRules(t *testing.T) {
 			r[first(r, ofType(eventlog.EvEFIGPTEvent, 5))].Data[0] ^= 1
 			return r
 		}, eventlog.ErrEventData},
+		{"app_retyped_as_driver", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvEFIBootServicesApp, 4))].Type = eventlog.EvEFIBootServicesDriver
+			return r
+		}, eventlog.ErrEventType},
+		{"firmware_blob_in_pcr4", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			r[first(r, ofType(eventlog.EvEFIBootServicesApp, 4))].Type = eventlog.EvEFIPlatformFirmware
+			return r
+		}, eventlog.ErrEventType},
+		{"action_in_pcr8", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			a := []byte("grub_cmd: linux /evil")
+			return slices.Insert(r, first(r, isEBS), eventlogtest.Measure(banks, 8, eventlog.EvEFIAction, a, a))
+		}, eventlog.ErrEventType},
+		{"variable_in_pcr0", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			v := secureBootOn
+			v.PCR = 0
+			return slices.Insert(r, 1, v)
+		}, eventlog.ErrEventType},
+		{"accepted_nonhost_info_in_pcr0", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return slices.Insert(r, 1, eventlogtest.Measure(banks, 0, eventlog.EvNonhostInfo, []byte("FV"), []byte("GCE NonHostInfo\x00")))
+		}, nil},
+		{"firmware_blob_after_pcr0_separator", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return slices.Insert(r, first(r, isEBS), eventlogtest.Measure(banks, 0, eventlog.EvEFIPlatformFirmware, []byte("late FV"), make([]byte, 16)))
+		}, eventlog.ErrEventOrder},
+		{"secure_boot_after_pcr7_separator", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return slices.Insert(r, first(r, isEBS), secureBootOn)
+		}, eventlog.ErrEventOrder},
+		{"accepted_authority_after_pcr7_separator", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			a := r[first(r, ofType(eventlog.EvEFIVariableAuthority, 7))]
+			return slices.Insert(r, first(r, isEBS), a)
+		}, nil},
+		{"grub_command_after_exit_boot_services", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return append(r, grubCmd("linux /boot/vmlinuz quiet"))
+		}, eventlog.ErrEventOrder},
+		{"grub_file_after_exit_boot_services", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return append(r, eventlogtest.Measure(banks, 9, eventlog.EvIPL, []byte("kernel"), []byte("/boot/vmlinuz\x00")))
+		}, eventlog.ErrEventOrder},
+		{"application_after_exit_boot_services", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return append(r, r[first(r, ofType(eventlog.EvEFIBootServicesApp, 4))])
+		}, eventlog.ErrEventOrder},
+		{"accepted_exit_boot_services_retried", func(r []eventlogtest.Rec) []eventlogtest.Rec {
+			return append(r, r[first(r, isEBS)])
+		}, nil},
 		{"grub_command_line", func(r []eventlogtest.Rec) []eventlogtest.Rec {
 			i := first(r, func(r eventlogtest.Rec) bool {
 				return r.PCR == 8 && bytes.HasPrefix(r.Data, []byte("kernel_cmdline: "))

@@ -3,8 +3,10 @@ package eventlog_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"slices"
 	"testing"
 
+	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
 	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
@@ -16,6 +18,22 @@ import (
 func FuzzParse(f *testing.F) {
 	for _, c := range eventlogtest.Generated(f) {
 		f.Add(c.Log)
+	}
+	// Logs with the shapes the fact rules look at: GRUB strings measured
+	// twice, RHEL's encodings, late and retyped events.
+	a := bootseed.BuildA()
+	base := bootseed.Events(a)
+	for _, evs := range [][]bootseed.Event{
+		insertAt(base, isEBS, bootseed.GrubString("kernel_cmdline: /boot/vmlinuz quiet"), bootseed.GrubCommand("linux (hd0,gpt3)/boot/vmlinuz quiet")),
+		rhelGrub(base),
+		append(slices.Clone(base), bootseed.GrubFile(a.KernelPath, []byte("late"))),
+		retype(base, string(a.Shim), eventlog.EvEFIBootServicesDriver),
+	} {
+		log, _, err := bootseed.EncodeLog(evs, []eventlog.Alg{eventlog.SHA1, eventlog.SHA256})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(log)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		l, err := eventlog.Parse(b)
@@ -30,7 +48,16 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Replay(%s) failed on a parsed log: %v", alg, err)
 			}
 			_ = eventlog.CheckEvents(l, alg)
-			_, _ = eventlog.ExtractBootFacts(l, alg, nil)
+			facts, err := eventlog.ExtractBootFacts(l, alg, nil)
+			if err != nil {
+				continue
+			}
+			m := facts.Map()
+			for k := range facts.Withheld {
+				if _, ok := m[k]; ok {
+					t.Fatalf("withheld fact %s reported", k)
+				}
+			}
 		}
 	})
 }
@@ -66,8 +93,17 @@ func FuzzParseIMA(f *testing.F) {
 			t.Fatalf("consumed %d of %d bytes", n, len(b))
 		}
 		total := 0
-		for _, e := range entries {
-			total += e.Size
+		for i := range entries {
+			e := &entries[i]
+			total += e.Size()
+			if e.Seq() != int64(i) {
+				t.Fatalf("entry %d numbered %d", i, e.Seq())
+			}
+			// Every accessor stays within the entry.
+			_, _, _ = e.Path(), e.FileDigestHex(), e.Template()
+			if len(e.TemplateHash())+len(e.TemplateData()) > e.Size() || len(e.Signature()) > e.Size() || e.PCR() >= eventlog.NumPCRs {
+				t.Fatalf("entry %d: fields larger than the entry", i)
+			}
 		}
 		if total != n {
 			t.Fatalf("entry sizes sum to %d, consumed %d", total, n)

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,7 +14,13 @@ import (
 const (
 	// MaxIMAChunk caps one incremental IMA read.
 	MaxIMAChunk = 16 << 20
-	// MaxIMAField caps the template name and template data of one entry.
+	// MaxIMAEntries caps the entries of one chunk. Real entries are at
+	// least ~75 bytes (a SHA-1 digest and a one-character path), so a full
+	// chunk of real entries holds fewer than 230,000; the cap bounds what
+	// a chunk of artificially tiny entries costs (one [IMAEntry] each).
+	MaxIMAEntries = 1 << 18
+	// maxIMAName and maxIMAData cap the template name and template data of
+	// one entry.
 	maxIMAName = 255
 	maxIMAData = 1 << 20
 )
@@ -29,39 +36,121 @@ var (
 	ErrIMATemplateHash = errors.New("IMA template hash does not match template data")
 )
 
-// IMAEntry is one IMA measurement.
-type IMAEntry struct {
-	PCR uint32
-	// TemplateHash is the log's template-hash column (SHA-1 in the classic
-	// list, SHA-256 in binary_runtime_measurements_sha256); all zero for a
-	// violation (ToMToU / open-writers).
-	TemplateHash []byte
-	Template     string
-	// TemplateData is the raw template data that the kernel hashed.
-	TemplateData []byte
-	// Violation is true when the entry records a measurement violation.
-	Violation bool
-	// FileHashAlg and FileDigest come from the d-ng field ("sha256").
-	FileHashAlg string
-	FileDigest  []byte
-	// Path comes from the n-ng field.
-	Path string
-	// Signature is the sig field of ima-sig (may be empty).
-	Signature []byte
-	// Size is the entry's size in bytes in the log.
-	Size int
+// Templates this package parses, with their fields in order.
+var imaTemplates = []struct {
+	name   string
+	fields []string
+}{
+	{"ima-ng", []string{"d-ng", "n-ng"}},
+	{"ima-sig", []string{"d-ng", "n-ng", "sig"}},
+	{"ima-buf", []string{"d-ng", "n-ng", "buf"}},
+	{"ima-modsig", []string{"d-ng", "n-ng", "sig", "d-modsig", "modsig"}},
 }
+
+// IMAEntry is one IMA measurement. It is a compact view into the bytes it
+// was parsed from (which it keeps alive and never copies): offsets instead
+// of slices and strings, 64 bytes per entry whatever its size, so
+// the entries of a chunk cost about the chunk again in the worst case
+// (tiny entries) and much less for real ones. Accessors return sub-slices
+// of those bytes; callers must not modify them.
+type IMAEntry struct {
+	raw              []byte
+	seq              int64
+	digOff, digLen   uint32
+	pathOff, pathLen uint32
+	sigOff, sigLen   uint32
+	pcr              uint8
+	hashSize         uint8
+	nameLen          uint8 // the template data follows the name and its length
+	algLen           uint8 // 0: the d-ng field has no "alg:" prefix (SHA-1)
+	tmpl             uint8 // index in imaTemplates
+	hasSig           bool
+	violation        bool
+}
+
+func (e *IMAEntry) dataOff() int { return 4 + int(e.hashSize) + 4 + int(e.nameLen) + 4 }
+
+func (e *IMAEntry) sub(off, n uint32) []byte {
+	if e.raw == nil {
+		return nil
+	}
+	return e.raw[off : off+n : off+n]
+}
+
+// PCR is the PCR the entry extended.
+func (e *IMAEntry) PCR() uint32 { return uint32(e.pcr) }
+
+// Seq is the entry's position in the host's measurement list since boot
+// (0 is the first entry, boot_aggregate). [ParseIMA] numbers entries from
+// 0 within its input; [ReplayIMA] renumbers the entries it verifies from
+// the number already verified.
+func (e *IMAEntry) Seq() int64 { return e.seq }
+
+// TemplateHash is the log's template-hash column (SHA-1 in the classic
+// list, SHA-256 in binary_runtime_measurements_sha256); all zero for a
+// violation (ToMToU / open-writers).
+func (e *IMAEntry) TemplateHash() []byte { return e.sub(4, uint32(e.hashSize)) }
+
+// Template is the template name ("ima-ng").
+func (e *IMAEntry) Template() string { return imaTemplates[e.tmpl].name }
+
+// TemplateData is the raw template data that the kernel hashed.
+func (e *IMAEntry) TemplateData() []byte {
+	if e.raw == nil {
+		return nil
+	}
+	return e.raw[e.dataOff():len(e.raw):len(e.raw)]
+}
+
+// Violation is true when the entry records a measurement violation.
+func (e *IMAEntry) Violation() bool { return e.violation }
+
+// FileHashAlg is the file digest algorithm of the d-ng field ("sha256";
+// "sha1" when the field has no algorithm prefix).
+func (e *IMAEntry) FileHashAlg() string {
+	if e.algLen == 0 {
+		return "sha1"
+	}
+	b := e.raw[e.digOff-2-uint32(e.algLen) : e.digOff-2]
+	// Known names without allocating.
+	for _, a := range []string{"sha256", "sha1", "sha384", "sha512", "sha224", "md5", "sm3-256"} {
+		if string(b) == a {
+			return a
+		}
+	}
+	return string(b)
+}
+
+// FileDigest is the file digest of the d-ng field.
+func (e *IMAEntry) FileDigest() []byte { return e.sub(e.digOff, e.digLen) }
 
 // FileDigestHex returns "alg:hex" of the file digest ("sha256:ab12...").
 func (e *IMAEntry) FileDigestHex() string {
-	return e.FileHashAlg + ":" + hex.EncodeToString(e.FileDigest)
+	return e.FileHashAlg() + ":" + hex.EncodeToString(e.FileDigest())
 }
+
+// Path is the file name of the n-ng field, without its NUL.
+func (e *IMAEntry) Path() string { return string(e.sub(e.pathOff, e.pathLen)) }
+
+// Signature is the sig field of ima-sig and ima-modsig (may be empty);
+// nil for templates without one.
+func (e *IMAEntry) Signature() []byte {
+	if !e.hasSig {
+		return nil
+	}
+	return e.sub(e.sigOff, e.sigLen)
+}
+
+// Size is the entry's size in bytes in the log.
+func (e *IMAEntry) Size() int { return len(e.raw) }
 
 // ParseIMA parses complete entries of a binary IMA measurement list. hashSize
 // is the size of the template-hash column: 20 for the classic list, 32 for
 // binary_runtime_measurements_sha256. It returns the entries and the number
 // of bytes they occupy; a truncated final entry is not an error (the log was
-// read while the kernel appended), its bytes are simply not consumed.
+// read while the kernel appended), its bytes are simply not consumed. More
+// than [MaxIMAEntries] complete entries wrap [ErrTooLarge]. The entries
+// point into b.
 func ParseIMA(b []byte, hashSize int) ([]IMAEntry, int, error) {
 	if hashSize != 20 && hashSize != 32 {
 		return nil, 0, fmt.Errorf("parse IMA log: template hash size %d", hashSize)
@@ -69,27 +158,59 @@ func ParseIMA(b []byte, hashSize int) ([]IMAEntry, int, error) {
 	if len(b) > MaxIMAChunk {
 		return nil, 0, fmt.Errorf("parse IMA log: %w: %d bytes (max %d)", ErrTooLarge, len(b), MaxIMAChunk)
 	}
-	var out []IMAEntry
+	// Count first so that the entries are allocated once, at their size.
+	n := 0
+	for off := 0; off < len(b); n++ {
+		size, ok := imaEntrySize(b[off:], hashSize)
+		if !ok {
+			break
+		}
+		if n == MaxIMAEntries {
+			return nil, 0, fmt.Errorf("parse IMA log: %w: more than %d entries", ErrTooLarge, MaxIMAEntries)
+		}
+		off += size
+	}
+	out := make([]IMAEntry, 0, n)
 	off := 0
 	for off < len(b) {
-		e, n, err := parseIMAEntry(b[off:], hashSize)
+		e, err := parseIMAEntry(b[off:], hashSize)
 		if errors.Is(err, errShort) {
 			break
 		}
 		if err != nil {
 			return nil, 0, fmt.Errorf("parse IMA log: entry %d at offset %d: %w", len(out), off, err)
 		}
-		e.Size = n
+		e.seq = int64(len(out))
 		out = append(out, e)
-		off += n
+		off += len(e.raw)
 	}
 	return out, off, nil
 }
 
 var errShort = errors.New("short entry")
 
-func parseIMAEntry(b []byte, hashSize int) (IMAEntry, int, error) {
-	var e IMAEntry
+// imaEntrySize returns the size of the entry at the start of b from its
+// length fields only; ok is false when they are truncated or out of range
+// (parseIMAEntry then says which).
+func imaEntrySize(b []byte, hashSize int) (int, bool) {
+	off := 4 + hashSize
+	if len(b) < off+4 {
+		return 0, false
+	}
+	nl := binary.LittleEndian.Uint32(b[off:])
+	if nl == 0 || nl > maxIMAName || uint64(len(b)) < uint64(off)+4+uint64(nl)+4 {
+		return 0, false
+	}
+	off += 4 + int(nl)
+	dl := binary.LittleEndian.Uint32(b[off:])
+	if dl > maxIMAData || uint64(len(b)) < uint64(off)+4+uint64(dl) {
+		return 0, false
+	}
+	return off + 4 + int(dl), true
+}
+
+func parseIMAEntry(b []byte, hashSize int) (IMAEntry, error) {
+	e := IMAEntry{hashSize: uint8(hashSize)}
 	r := &reader{b: b}
 	u32 := func() (uint32, error) {
 		v, err := r.u32()
@@ -105,88 +226,91 @@ func parseIMAEntry(b []byte, hashSize int) (IMAEntry, int, error) {
 		}
 		return v, nil
 	}
-	var err error
-	if e.PCR, err = u32(); err != nil {
-		return e, 0, err
+	pcr, err := u32()
+	if err != nil {
+		return e, err
 	}
-	if e.PCR >= NumPCRs {
-		return e, 0, fmt.Errorf("%w: PCR %d", ErrIMAMalformed, e.PCR)
+	if pcr >= NumPCRs {
+		return e, fmt.Errorf("%w: PCR %d", ErrIMAMalformed, pcr)
 	}
-	if e.TemplateHash, err = take(hashSize); err != nil {
-		return e, 0, err
+	e.pcr = uint8(pcr)
+	th, err := take(hashSize)
+	if err != nil {
+		return e, err
 	}
 	nl, err := u32()
 	if err != nil {
-		return e, 0, err
+		return e, err
 	}
 	if nl == 0 || nl > maxIMAName {
-		return e, 0, fmt.Errorf("%w: template name length %d", ErrIMAMalformed, nl)
+		return e, fmt.Errorf("%w: template name length %d", ErrIMAMalformed, nl)
 	}
 	name, err := take(int(nl))
 	if err != nil {
-		return e, 0, err
+		return e, err
 	}
-	e.Template = string(name)
-	if e.Template == "ima" {
-		return e, 0, fmt.Errorf("%w: %q (SHA-1 only, no template data length)", ErrIMATemplate, e.Template)
+	if string(name) == "ima" {
+		return e, fmt.Errorf("%w: %q (SHA-1 only, no template data length)", ErrIMATemplate, name)
+	}
+	tmpl := -1
+	for i, t := range imaTemplates {
+		if string(name) == t.name {
+			tmpl = i
+		}
 	}
 	dl, err := u32()
 	if err != nil {
-		return e, 0, err
+		return e, err
 	}
 	if dl > maxIMAData {
-		return e, 0, fmt.Errorf("%w: template data length %d", ErrIMAMalformed, dl)
+		return e, fmt.Errorf("%w: template data length %d", ErrIMAMalformed, dl)
 	}
-	if e.TemplateData, err = take(int(dl)); err != nil {
-		return e, 0, err
+	e.nameLen = uint8(nl)
+	if _, err := take(int(dl)); err != nil {
+		return e, err
 	}
-	e.Violation = allBytes(e.TemplateHash, 0)
+	if tmpl < 0 {
+		return e, fmt.Errorf("%w: %q", ErrIMATemplate, name)
+	}
+	e.tmpl = uint8(tmpl)
+	e.raw = b[:r.off:r.off]
+	e.violation = allBytes(th, 0)
 	if err := e.parseFields(); err != nil {
-		return e, 0, err
+		return e, err
 	}
-	return e, r.off, nil
+	return e, nil
 }
 
-// parseFields decodes the template fields of the templates we know. Fields
-// are (u32 length, bytes) pairs.
+// parseFields decodes the template fields of the entry's template. Fields
+// are (u32 length, bytes) pairs and must fill the template data exactly.
 func (e *IMAEntry) parseFields() error {
-	var fields []string
-	switch e.Template {
-	case "ima-ng":
-		fields = []string{"d-ng", "n-ng"}
-	case "ima-sig":
-		fields = []string{"d-ng", "n-ng", "sig"}
-	case "ima-buf":
-		fields = []string{"d-ng", "n-ng", "buf"}
-	case "ima-modsig":
-		fields = []string{"d-ng", "n-ng", "sig", "d-modsig", "modsig"}
-	default:
-		return fmt.Errorf("%w: %q", ErrIMATemplate, e.Template)
-	}
-	r := &reader{b: e.TemplateData}
-	for _, f := range fields {
+	r := &reader{b: e.raw, off: e.dataOff()}
+	for _, f := range imaTemplates[e.tmpl].fields {
 		n, err := r.u32()
 		if err != nil {
 			return fmt.Errorf("%w: field %s: %w", ErrIMAMalformed, f, err)
 		}
+		start := uint32(r.off)
 		v, err := r.bytes(int(n))
 		if err != nil {
 			return fmt.Errorf("%w: field %s: %w", ErrIMAMalformed, f, err)
 		}
 		switch f {
 		case "d-ng":
-			alg, dig, ok := bytes.Cut(v, []byte{':', 0})
-			if !ok {
-				// Kernels write "sha1:\0" ... except for md5/sha1 legacy
-				// digests without the prefix.
-				e.FileHashAlg, e.FileDigest = "sha1", v
-			} else {
-				e.FileHashAlg, e.FileDigest = string(alg), dig
+			// Kernels write "alg:\0digest", except for md5/sha1 legacy
+			// digests without the prefix.
+			e.digOff, e.digLen = start, n
+			if alg, _, ok := bytes.Cut(v, []byte{':', 0}); ok {
+				if len(alg) > 64 {
+					return fmt.Errorf("%w: d-ng algorithm name of %d bytes", ErrIMAMalformed, len(alg))
+				}
+				e.algLen = uint8(len(alg))
+				e.digOff, e.digLen = start+uint32(len(alg))+2, n-uint32(len(alg))-2
 			}
 		case "n-ng":
-			e.Path = string(bytes.TrimSuffix(v, []byte{0}))
+			e.pathOff, e.pathLen = start, uint32(len(bytes.TrimSuffix(v, []byte{0})))
 		case "sig":
-			e.Signature = v
+			e.hasSig, e.sigOff, e.sigLen = true, start, n
 		}
 	}
 	if r.remaining() != 0 {
@@ -229,32 +353,57 @@ var ErrIMAReplay = errors.New("IMA log does not replay to the quoted PCR")
 // bytes starting at prev.Offset) into the SHA-256 bank, recomputing each
 // template hash as SHA-256 of the template data; a violation extends
 // 0xFF..FF, as the kernel does. It returns the shortest prefix of entries
-// after which PCR target equals want, and the state after that prefix.
-// Entries after the prefix were appended after the quote; they are left for
-// the next round. If no prefix (including the empty one) matches, the error
-// wraps [ErrIMAReplay]. When the template-hash column is SHA-256 (32 bytes)
-// it must equal the recomputed hash ([ErrIMATemplateHash]).
+// after which PCR target equals want, and the state after that prefix; the
+// entries of the prefix are renumbered ([IMAEntry.Seq]) from prev.Entries.
+// Entries after the prefix were appended after the quote; they are left
+// for the next round. If no prefix (including the empty one) matches, the
+// error wraps [ErrIMAReplay]. When the template-hash column is SHA-256 (32
+// bytes) it must equal the recomputed hash ([ErrIMATemplateHash]). It does
+// not allocate per entry.
 func ReplayIMA(prev IMAState, entries []IMAEntry, target uint32, want []byte) ([]IMAEntry, IMAState, error) {
 	st := prev.clone()
 	if subtle.ConstantTimeCompare(st.PCR(target), want) == 1 {
 		return nil, st, nil
 	}
-	ff := bytes.Repeat([]byte{0xff}, 32)
+	var pcrs [NumPCRs]*[sha256.Size]byte
+	cur := func(pcr uint32) *[sha256.Size]byte {
+		if pcrs[pcr] == nil {
+			pcrs[pcr] = new([sha256.Size]byte)
+			copy(pcrs[pcr][:], st.PCR(pcr))
+		}
+		return pcrs[pcr]
+	}
+	var buf [2 * sha256.Size]byte
+	ff := [sha256.Size]byte{}
+	for i := range ff {
+		ff[i] = 0xff
+	}
 	for i := range entries {
 		e := &entries[i]
-		var th []byte
-		if e.Violation {
-			th = ff
-		} else {
-			th = SHA256.Sum(e.TemplateData)
-			if len(e.TemplateHash) == 32 && subtle.ConstantTimeCompare(th, e.TemplateHash) != 1 {
+		th := ff
+		if !e.violation {
+			th = sha256.Sum256(e.TemplateData())
+			if e.hashSize == sha256.Size && subtle.ConstantTimeCompare(th[:], e.TemplateHash()) != 1 {
 				return nil, prev, fmt.Errorf("replay IMA: entry %d: %w", prev.Entries+int64(i), ErrIMATemplateHash)
 			}
 		}
-		st.PCRs[e.PCR] = SHA256.Sum(st.PCR(e.PCR), th)
-		st.Entries++
-		st.Offset += int64(e.Size)
-		if e.PCR == target && subtle.ConstantTimeCompare(st.PCRs[target], want) == 1 {
+		p := cur(uint32(e.pcr))
+		copy(buf[:], p[:])
+		copy(buf[sha256.Size:], th[:])
+		*p = sha256.Sum256(buf[:])
+		if uint32(e.pcr) == target && subtle.ConstantTimeCompare(p[:], want) == 1 {
+			for j := range i + 1 {
+				entries[j].seq = prev.Entries + int64(j)
+			}
+			for k, v := range pcrs {
+				if v != nil {
+					st.PCRs[uint32(k)] = bytes.Clone(v[:])
+				}
+			}
+			st.Entries += int64(i + 1)
+			for j := range i + 1 {
+				st.Offset += int64(len(entries[j].raw))
+			}
 			return entries[:i+1], st, nil
 		}
 	}

@@ -81,9 +81,9 @@ func TestIMALists(t *testing.T) {
 			}
 			var got []eventlogtest.IMAWant
 			for _, e := range entries {
-				got = append(got, eventlogtest.IMAWant{Template: e.Template, Path: e.Path, TemplateHash: e.TemplateHash, Violation: e.Violation,
-					FileAlg: e.FileHashAlg, FileDigest: e.FileDigest, Signature: e.Signature, Size: e.Size})
-				if e.Violation {
+				got = append(got, eventlogtest.IMAWant{Template: e.Template(), Path: e.Path(), TemplateHash: e.TemplateHash(), Violation: e.Violation(),
+					FileAlg: e.FileHashAlg(), FileDigest: e.FileDigest(), Signature: e.Signature(), Size: e.Size()})
+				if e.Violation() {
 					continue
 				}
 				// The column is the hash of exactly the template data we
@@ -91,14 +91,14 @@ func TestIMALists(t *testing.T) {
 				// kernel hashed.
 				var th []byte
 				if l.HashSize == 20 {
-					s := sha1.Sum(e.TemplateData) //nolint:gosec // SHA-1 column
+					s := sha1.Sum(e.TemplateData()) //nolint:gosec // SHA-1 column
 					th = s[:]
 				} else {
-					s := sha256.Sum256(e.TemplateData)
+					s := sha256.Sum256(e.TemplateData())
 					th = s[:]
 				}
-				if !bytes.Equal(th, e.TemplateHash) {
-					t.Errorf("%s: H(template data) != template hash", e.Path)
+				if !bytes.Equal(th, e.TemplateHash()) {
+					t.Errorf("%s: H(template data) != template hash", e.Path())
 				}
 			}
 			if diff := cmp.Diff(l.Entries, got, cmpopts.EquateEmpty()); diff != "" {
@@ -135,19 +135,19 @@ func TestIMAViolations(t *testing.T) {
 	l.AddViolation("ima-ng", "/var/log/app.log")
 	l.Add("ima-ng", "/usr/bin/app", []byte("app"), nil)
 	entries, _, err := eventlog.ParseIMA(l.Bytes(), 20)
-	if err != nil || len(entries) != 3 || !entries[1].Violation || entries[0].Violation || entries[2].Violation {
+	if err != nil || len(entries) != 3 || !entries[1].Violation() || entries[0].Violation() || entries[2].Violation() {
 		t.Fatalf("ParseIMA: %+v, %v", entries, err)
 	}
 	if _, _, err := eventlog.ReplayIMA(eventlog.IMAState{}, entries, 10, l.PCR10(3)); err != nil {
 		t.Fatalf("replay with the violation as 0xFF..FF: %v", err)
 	}
 	for name, ext := range map[string][]byte{
-		"template_hash": sha256Sum(entries[1].TemplateData),
+		"template_hash": sha256Sum(entries[1].TemplateData()),
 		"zero_column":   make([]byte, 32),
 	} {
 		pcr := make([]byte, 32)
 		for i, e := range entries {
-			th := sha256Sum(e.TemplateData)
+			th := sha256Sum(e.TemplateData())
 			if i == 1 {
 				th = ext
 			}
@@ -253,5 +253,51 @@ func TestIMAEntryBytes(t *testing.T) {
 				t.Errorf("column %d, %s: SHA-256 template hash differs", hs, tmpl)
 			}
 		}
+	}
+}
+
+// TestIMAEntryNumberingAndCap: ParseIMA numbers entries within its input,
+// ReplayIMA renumbers the verified ones from the state, and more than
+// MaxIMAEntries entries in one chunk are refused as too large.
+func TestIMAEntryNumberingAndCap(t *testing.T) {
+	l := eventlogtest.NewIMAList(20, "sha256")
+	for _, f := range imaFiles {
+		l.Add("ima-ng", f, []byte(f), nil)
+	}
+	entries, _, err := eventlog.ParseIMA(l.Bytes()[l.Offset(2):], 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries[0].Seq() != 0 || entries[1].Seq() != 1 {
+		t.Errorf("ParseIMA numbered %d, %d", entries[0].Seq(), entries[1].Seq())
+	}
+	prev := eventlog.IMAState{Offset: int64(l.Offset(2)), Entries: 2, PCRs: map[uint32][]byte{10: l.PCR10(2)}}
+	done, st, err := eventlog.ReplayIMA(prev, entries, 10, l.PCR10(5))
+	if err != nil || len(done) != 3 || st.Entries != 5 {
+		t.Fatalf("ReplayIMA: %d entries, %+v, %v", len(done), st, err)
+	}
+	for i, e := range done {
+		if e.Seq() != int64(2+i) || e.Path() != imaFiles[2+i] {
+			t.Errorf("verified entry %d: seq %d path %s", i, e.Seq(), e.Path())
+		}
+	}
+
+	// The smallest entries fit the cap into MaxIMAChunk.
+	one, _ := eventlogtest.TinyIMAEntry()
+	full := bytes.Repeat(one, eventlog.MaxIMAEntries)
+	if got, _, err := eventlog.ParseIMA(full, 20); err != nil || len(got) != eventlog.MaxIMAEntries {
+		t.Fatalf("ParseIMA at the cap: %d entries, %v", len(got), err)
+	}
+	if _, _, err := eventlog.ParseIMA(append(full, one...), 20); !errors.Is(err, eventlog.ErrTooLarge) {
+		t.Errorf("ParseIMA over the cap: %v, want %v", err, eventlog.ErrTooLarge)
+	}
+	// A truncated entry after the cap is not counted.
+	if got, _, err := eventlog.ParseIMA(append(full, one[:10]...), 20); err != nil || len(got) != eventlog.MaxIMAEntries {
+		t.Errorf("ParseIMA at the cap with a partial entry: %d entries, %v", len(got), err)
+	}
+
+	var zero eventlog.IMAEntry
+	if zero.Path() != "" || zero.TemplateHash() != nil || zero.TemplateData() != nil || zero.Signature() != nil || zero.Size() != 0 {
+		t.Error("zero IMAEntry is not empty")
 	}
 }

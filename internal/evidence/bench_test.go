@@ -1,7 +1,10 @@
 package evidence
 
 import (
+	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -148,7 +151,7 @@ func BenchmarkIMAPerEntry(b *testing.B) {
 	s.pcrs[10] = pcr10b
 	s.ima, s.imaOff = rest, int64(consumed)
 	prevPCRs := clonePCRs(s.pcrs)
-	ch, _ := NewChallenge(rand.Reader, t0, testPCRs)
+	ch, _ := NewChallenge(rand.Reader, t0, testHost, testPCRs)
 	s.nonce = ch.Nonce
 	l, _ := eventlog.Parse(log)
 	facts, _ := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)
@@ -168,4 +171,85 @@ func BenchmarkIMAPerEntry(b *testing.B) {
 	per := float64(time.Since(start).Nanoseconds()) / float64(b.N)
 	b.ReportMetric((per-fl)/n, "ns/entry")
 	b.ReportMetric(per/fl, "x-floor")
+}
+
+// tinyIMAChunk returns n of the smallest well-formed ima-ng entries (58
+// bytes each: a 3-byte SHA-1 "digest" and the path "/x"; n = 0 fills
+// MaxIMAChunk), and the SHA-256 PCR 10 they extend to from start. It is the
+// worst case for memory per byte of evidence.
+func tinyIMAChunk(t testing.TB, start []byte, n int) ([]byte, []byte) {
+	t.Helper()
+	e, th := eventlogtest.TinyIMAEntry()
+	if n == 0 {
+		n = eventlog.MaxIMAChunk / len(e)
+	}
+	chunk := bytes.Repeat(e, n)
+	pcr := [32]byte(start)
+	for range n {
+		pcr = sha256.Sum256(append(pcr[:], th...))
+	}
+	return chunk, pcr[:]
+}
+
+// imaChunkRound is a steady-state round whose evidence carries chunk (IMA
+// entries after boot_aggregate) extending PCR 10 to pcr10.
+func imaChunkRound(t testing.TB, n int) (*fakeAK, Challenge, *Evidence, *Previous, []byte) {
+	t.Helper()
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	s, ch := baseScenario(t)
+	log, pcrs, _ := goodBoot(t)
+	first, pcr10 := imaLog(t, []string{"boot_aggregate"}, nil, bootAggregate(pcrs))
+	chunk, pcr10b := tinyIMAChunk(t, pcr10, n)
+	l, _ := eventlog.Parse(log)
+	facts, _ := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)
+	s.log, s.pcrs = nil, clonePCRs(pcrs)
+	prevPCRs := clonePCRs(s.pcrs)
+	s.pcrs[10] = pcr10b
+	s.ima, s.imaOff = chunk, int64(len(first))
+	prev := &Previous{Clock: ClockInfo{Clock: 1, ResetCount: 5}, PCRs: prevPCRs, Boot: facts,
+		IMA: eventlog.IMAState{Offset: int64(len(first)), Entries: 1, PCRs: map[uint32][]byte{10: pcr10}}}
+	return k, ch, k.evidence(t, s), prev, chunk
+}
+
+// verifyMemory runs Verify once and returns its result, the bytes it
+// allocated, the bytes still reachable from the result after a GC, and its
+// error.
+func verifyMemory(k *fakeAK, ch Challenge, ev *Evidence, prev *Previous) (res *Result, alloc, retained uint64, err error) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before, total := ms.HeapAlloc, ms.TotalAlloc
+	res, err = Verify(k.bind, ch, ev, prev, Options{Now: t0.Add(time.Second)})
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	alloc = ms.TotalAlloc - total
+	if ms.HeapAlloc > before {
+		retained = ms.HeapAlloc - before
+	}
+	runtime.KeepAlive(res)
+	return res, alloc, retained, err
+}
+
+// BenchmarkIMAChunkMemory: one round that receives MaxIMAEntries tiny IMA
+// entries, the most a chunk may carry, in 15 MiB (the worst case for
+// memory per byte). B/op (-benchmem) is everything Verify allocates;
+// retained-B is what stays reachable from the result after a GC; both are
+// also reported per byte of the chunk.
+func BenchmarkIMAChunkMemory(b *testing.B) {
+	k, ch, ev, prev, chunk := imaChunkRound(b, maxIMAEntries)
+	var retained, alloc uint64
+	b.ReportAllocs()
+	for b.Loop() {
+		res, a, r, err := verifyMemory(k, ch, ev, prev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.IMA.New) != maxIMAEntries {
+			b.Fatalf("%d entries verified, want %d", len(res.IMA.New), maxIMAEntries)
+		}
+		alloc, retained = max(alloc, a), max(retained, r)
+	}
+	b.ReportMetric(float64(retained), "retained-B")
+	b.ReportMetric(float64(retained)/float64(len(chunk)), "retained/chunk")
+	b.ReportMetric(float64(alloc)/float64(len(chunk)), "alloc/chunk")
 }

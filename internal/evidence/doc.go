@@ -42,7 +42,8 @@
 //  3. the challenge is usable: nonce of at least 16 bytes ([ErrNonceTooShort]),
 //     not already consumed ([ErrNonceReused]), issued no later than Now and
 //     not older than the nonce lifetime ([ErrNonceExpired]);
-//  4. evidence sizes are within limits ([ErrTooLarge]);
+//  4. evidence sizes are within limits ([ErrTooLarge]; an IMA chunk of
+//     more than eventlog.MaxIMAEntries entries too, see check 15);
 //  5. the signature is a well-formed TPMT_SIGNATURE with the AK's scheme and
 //     SHA-256 ([ErrMalformed], [ErrSignature]) and verifies over the exact
 //     attest bytes with the AK ([ErrSignature]); nothing in the attest
@@ -68,30 +69,43 @@
 //  12. an event log is present unless explicitly allowed ([ErrEventLogMissing]),
 //     parses ([ErrEventLog]), declares a SHA-256 bank ([ErrEventLogBank]);
 //  13. event types and data are consistent with digests in PCRs 0-9: known
-//     types only, one separator per PCR 0-7, digest == H(data) where
-//     defined ([ErrEventData], wrapping eventlog.ErrEventType,
-//     eventlog.ErrEventData or eventlog.ErrSeparator);
+//     types only, and only the types of their PCR in PCRs 0, 4, 7, 8 and 9;
+//     one separator per PCR 0-7; digest == H(data) where defined; no event
+//     after the end of the boot phase that produces it (PCR 0 after its
+//     separator, Secure Boot configuration after PCR 7's separator,
+//     anything but PCR 5 after ExitBootServices) ([ErrEventData], wrapping
+//     eventlog.ErrEventType, eventlog.ErrEventData, eventlog.ErrSeparator
+//     or eventlog.ErrEventOrder; see package eventlog);
 //  14. the SHA-256 replay of the log equals every quoted PCR in 0-9 (a
 //     quoted PCR the log never extends must then be zero, which check 10
 //     already refuses for 0-7) ([ErrReplay], detail in [*ReplayError]);
 //  15. the IMA log, when sent or when an IMA state exists: PCR 10 must be
 //     quoted ([ErrPCRSelection]), the log must continue exactly where the
 //     last verified round stopped, or start at 0 after a reboot
-//     ([ErrIMAOffset]), parse ([ErrIMA]) and a prefix of it must replay
+//     ([ErrIMAOffset]), parse ([ErrIMA]; more than eventlog.MaxIMAEntries
+//     entries: [ErrTooLarge]) and a prefix of it must replay
 //     (SHA-256 template hashes recomputed from template data) to the
 //     quoted PCR 10 ([ErrIMAReplay]); entries appended after the quote are
 //     left for the next round; a SHA-256 template-hash column must match
 //     the recomputed hash ([ErrIMAReplay]); the first entry after boot must
 //     be boot_aggregate and, when SHA-256 and PCRs 0-7 are quoted, equal
-//     SHA-256 of the quoted PCRs 0-7 or 0-9 ([ErrIMA]).
+//     SHA-256 of the quoted PCRs 0-7 or 0-9 ([ErrIMA]). Only that entry is
+//     boot_aggregate: IMAEntry.Seq numbers the verified entries since boot,
+//     and package policy appraises a later entry of that name as a file.
 //
 // Boot facts are then read only from events of quoted PCRs whose replay
-// matched ([eventlog.ExtractBootFacts]).
+// matched ([eventlog.ExtractBootFacts]), by the rules package eventlog
+// documents: each from the boot phase that produced it, withheld
+// (BootFacts.Withheld) when the events do not establish it. Which facts are
+// trustworthy on their own and which only under pinned PCRs (the kernel
+// and command line facts need PCRs 8 and 9) is documented there too;
+// pinning is the profile's job (package policy).
 //
 // Steady state: with a [Previous] of the same boot (counters unchanged)
 // whose replayed PCRs equal the quoted ones, the event log may be omitted
 // (or be byte-identical, compared by digest) and the previous boot facts
-// are reused; everything else is checked as above. This keeps a routine
+// are reused, unless older rules derived them (eventlog.FactsVersion);
+// everything else is checked as above. This keeps a routine
 // re-attestation within ~1.1x of the bare signature check (see
 // BenchmarkSteadyState).
 //
@@ -105,7 +119,10 @@
 //   - Absolute resetCount/restartCount values: for an AK outside the
 //     endorsement hierarchy they carry a per-key offset; only changes are
 //     meaningful.
-//   - Nonce single use across processes: the caller's nonce store must mark
-//     a nonce consumed (Challenge.Used) atomically before Verify; [Ledger]
-//     does this in memory.
+//   - Nonce single use and host binding across processes: the caller's
+//     nonce store must hand out a challenge only for the host it was issued
+//     to and mark it consumed (Challenge.Used) atomically before Verify;
+//     [Ledger] does this in memory: [Ledger.Issue] and [Ledger.Consume]
+//     take the host, and a nonce presented for another host is refused
+//     ([ErrNonceHost]) and used up.
 package evidence

@@ -23,6 +23,7 @@ var (
 	ErrNonceReused      = errors.New("nonce reused")
 	ErrNonceExpired     = errors.New("nonce expired")
 	ErrNonceUnknown     = errors.New("nonce not issued")
+	ErrNonceHost        = errors.New("nonce issued to another host")
 	ErrNonceMismatch    = errors.New("quote nonce does not match the issued nonce")
 	ErrSignature        = errors.New("bad AK signature")
 	ErrMagic            = errors.New("attest magic is not TPM_GENERATED_VALUE")
@@ -57,6 +58,7 @@ var reasons = map[error]string{
 	ErrNonceReused:      "nonce_reused",
 	ErrNonceExpired:     "nonce_expired",
 	ErrNonceUnknown:     "nonce_unknown",
+	ErrNonceHost:        "nonce_wrong_host",
 	ErrNonceMismatch:    "nonce_mismatch",
 	ErrSignature:        "bad_signature",
 	ErrMagic:            "bad_magic",

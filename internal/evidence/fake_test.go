@@ -161,6 +161,9 @@ func (k *fakeAK) evidence(t testing.TB, s scenario) *Evidence {
 
 var testPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 
+// testHost is the host the tests' challenges are issued to.
+const testHost = "compute-1"
+
 // goodBoot returns a seeded log and the SHA-256 PCR values it replays to,
 // with PCR 10 holding an IMA log of two entries.
 func goodBoot(t testing.TB) (log []byte, pcrs map[int][]byte, ima []byte) {
@@ -230,7 +233,7 @@ var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 func baseScenario(t testing.TB) (scenario, Challenge) {
 	t.Helper()
 	log, pcrs, ima := goodBoot(t)
-	ch, err := NewChallenge(rand.Reader, t0, testPCRs)
+	ch, err := NewChallenge(rand.Reader, t0, testHost, testPCRs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,10 @@ import (
 )
 
 // Ledger is an in-memory, concurrency-safe record of issued challenges that
-// enforces single use: [Ledger.Consume] returns a challenge at most once.
-// Expired entries are dropped lazily. A service with several instances
-// needs a shared store with the same semantics instead.
+// enforces single use and the host binding: [Ledger.Consume] returns a
+// challenge at most once, and only for the host it was issued to. Expired
+// entries are dropped lazily. A service with several instances needs a
+// shared store with the same semantics instead.
 type Ledger struct {
 	mu       sync.Mutex
 	lifetime time.Duration
@@ -28,9 +29,9 @@ func NewLedger(lifetime time.Duration) *Ledger {
 	return &Ledger{lifetime: lifetime, issued: map[string]Challenge{}, used: map[string]time.Time{}}
 }
 
-// Issue creates and records a fresh challenge.
-func (l *Ledger) Issue(rand io.Reader, now time.Time, pcrs []int) (Challenge, error) {
-	ch, err := NewChallenge(rand, now, pcrs)
+// Issue creates and records a fresh challenge for host.
+func (l *Ledger) Issue(rand io.Reader, now time.Time, host string, pcrs []int) (Challenge, error) {
+	ch, err := NewChallenge(rand, now, host, pcrs)
 	if err != nil {
 		return Challenge{}, err
 	}
@@ -41,16 +42,18 @@ func (l *Ledger) Issue(rand io.Reader, now time.Time, pcrs []int) (Challenge, er
 	return ch, nil
 }
 
-// Consume marks nonce used and returns its challenge. A nonce never issued
-// (or already forgotten) wraps [ErrNonceUnknown]; a second Consume returns
-// the challenge with Used set and an error wrapping [ErrNonceReused]; an
-// expired one wraps [ErrNonceExpired].
-func (l *Ledger) Consume(nonce []byte, now time.Time) (Challenge, error) {
+// Consume marks nonce used and returns its challenge, when it was issued to
+// host. A nonce never issued (or already forgotten) wraps
+// [ErrNonceUnknown]; a second Consume returns the challenge with Used set
+// and an error wrapping [ErrNonceReused]; a nonce issued to another host
+// wraps [ErrNonceHost] and is used up (evidence relayed from another host
+// is refused for both); an expired one wraps [ErrNonceExpired].
+func (l *Ledger) Consume(host string, nonce []byte, now time.Time) (Challenge, error) {
 	k := hex.EncodeToString(nonce)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.used[k]; ok {
-		return Challenge{Nonce: nonce, Used: true}, fmt.Errorf("consume nonce: %w", ErrNonceReused)
+		return Challenge{Nonce: nonce, Host: host, Used: true}, fmt.Errorf("consume nonce: %w", ErrNonceReused)
 	}
 	ch, ok := l.issued[k]
 	if !ok {
@@ -58,6 +61,9 @@ func (l *Ledger) Consume(nonce []byte, now time.Time) (Challenge, error) {
 	}
 	delete(l.issued, k)
 	l.used[k] = ch.IssuedAt
+	if ch.Host != host {
+		return Challenge{}, fmt.Errorf("consume nonce: %w: issued to %q, presented for %q", ErrNonceHost, ch.Host, host)
+	}
 	if now.Sub(ch.IssuedAt) > l.lifetime || now.Before(ch.IssuedAt) {
 		return Challenge{}, fmt.Errorf("consume nonce: %w", ErrNonceExpired)
 	}

@@ -34,7 +34,7 @@ func realScenario(t testing.TB, log []byte) (scenario, Challenge, bool) {
 		}
 		pcrs[i] = v
 	}
-	ch, err := NewChallenge(rand.Reader, t0, sel)
+	ch, err := NewChallenge(rand.Reader, t0, testHost, sel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestVerifyRealLogs(t *testing.T) {
 			for tn, tc := range tampered {
 				s2 := s
 				s2.log = tc.log
-				ch2, _ := NewChallenge(rand.Reader, t0, ch.PCRs)
+				ch2, _ := NewChallenge(rand.Reader, t0, testHost, ch.PCRs)
 				s2.nonce = ch2.Nonce
 				if _, err := Verify(k.bind, ch2, k.evidence(t, s2), nil, Options{Now: now}); !errors.Is(err, tc.want) {
 					t.Errorf("%s: Verify() = %v, want %v", tn, err, tc.want)

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -38,24 +39,30 @@ const (
 	numPCRs           = 24
 )
 
-// Challenge is what the verifier asked for: a fresh nonce and a SHA-256
-// PCR selection.
+// Challenge is what the verifier asked a host for: a fresh nonce and a
+// SHA-256 PCR selection.
 type Challenge struct {
 	Nonce    []byte
 	IssuedAt time.Time
+	// Host is the host the nonce was issued to; [Ledger.Consume] returns
+	// the challenge only for that host.
+	Host string
 	// PCRs is the requested SHA-256 selection (indices 0-23).
 	PCRs []int
 	// Used is true when the nonce store says the nonce was already consumed.
 	Used bool
 }
 
-// NewChallenge draws a 32-byte nonce from rand.
-func NewChallenge(rand io.Reader, now time.Time, pcrs []int) (Challenge, error) {
+// NewChallenge draws a 32-byte nonce from rand for host (not empty).
+func NewChallenge(rand io.Reader, now time.Time, host string, pcrs []int) (Challenge, error) {
+	if host == "" {
+		return Challenge{}, fmt.Errorf("new challenge: %w: no host", ErrNonceHost)
+	}
 	n := make([]byte, MaxNonceSize)
 	if _, err := io.ReadFull(rand, n); err != nil {
 		return Challenge{}, fmt.Errorf("new challenge: read random: %w", err)
 	}
-	return Challenge{Nonce: n, IssuedAt: now, PCRs: slices.Clone(pcrs)}, nil
+	return Challenge{Nonce: n, IssuedAt: now, Host: host, PCRs: slices.Clone(pcrs)}, nil
 }
 
 // Evidence is what the agent returns for a challenge. Only the fields the
@@ -289,8 +296,9 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 			quotedReplay = append(quotedReplay, i)
 		}
 	}
-	// Steady state: no reboot and the replayed PCRs did not move.
-	if prev != nil && !res.Rebooted && prev.Boot != nil && len(quotedReplay) > 0 {
+	// Steady state: no reboot and the replayed PCRs did not move (facts
+	// derived by older rules are derived again).
+	if prev != nil && !res.Rebooted && prev.Boot != nil && prev.Boot.Version == eventlog.FactsVersion && len(quotedReplay) > 0 {
 		same := true
 		for _, i := range quotedReplay {
 			if !bytes.Equal(prev.PCRs[i], res.PCRs[i]) {
@@ -380,6 +388,9 @@ func verifyIMA(ev *Evidence, prev *Previous, res *Result) error {
 		hs = 20
 	}
 	entries, _, err := eventlog.ParseIMA(ev.IMALog, hs)
+	if errors.Is(err, eventlog.ErrTooLarge) {
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrIMA, err)
 	}
@@ -401,10 +412,10 @@ func verifyIMA(ev *Evidence, prev *Previous, res *Result) error {
 // SHA-256 over the quoted PCRs 0-9 (kernels >= 5.8) or 0-7 (older ones):
 // this ties the runtime log to the verified boot.
 func checkBootAggregate(e *eventlog.IMAEntry, pcrs map[int][]byte) error {
-	if e.Path != "boot_aggregate" {
-		return fmt.Errorf("%w: first entry is %q, want boot_aggregate", ErrIMA, e.Path)
+	if e.Path() != "boot_aggregate" {
+		return fmt.Errorf("%w: first entry is %q, want boot_aggregate", ErrIMA, e.Path())
 	}
-	if e.FileHashAlg != "sha256" {
+	if e.FileHashAlg() != "sha256" {
 		return nil
 	}
 	aggregate := func(n int) ([]byte, bool) {
@@ -422,10 +433,10 @@ func checkBootAggregate(e *eventlog.IMAEntry, pcrs map[int][]byte) error {
 	if !ok {
 		return nil // boot PCRs not quoted: nothing to compare with
 	}
-	if subtle.ConstantTimeCompare(a8, e.FileDigest) == 1 {
+	if subtle.ConstantTimeCompare(a8, e.FileDigest()) == 1 {
 		return nil
 	}
-	if a10, ok := aggregate(10); ok && subtle.ConstantTimeCompare(a10, e.FileDigest) == 1 {
+	if a10, ok := aggregate(10); ok && subtle.ConstantTimeCompare(a10, e.FileDigest()) == 1 {
 		return nil
 	}
 	return fmt.Errorf("%w: boot_aggregate does not match the quoted boot PCRs", ErrIMA)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -314,9 +315,10 @@ func TestVerifyRejects(t *testing.T) {
 		}, ErrReplay},
 		{"replay_mismatch_log_event_added", func(t *testing.T, s *scenario, _ *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
 			t.Helper()
-			s.log = appendEvent(s.log, 9, eventlog.EvIPL, []byte("/boot/evil\x00"))
+			s.log = appendEvent(s.log, 5, eventlog.EvEFIAction, []byte("Exit Boot Services Returned with Success"))
 			return ev(s)
 		}, ErrReplay},
+
 		{"ima_pcr10_not_quoted", func(t *testing.T, s *scenario, ch *Challenge, _ *Binding, _ **Previous, _ *Options) *Evidence {
 			t.Helper()
 			ch.PCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
@@ -358,7 +360,7 @@ func TestVerifyRejects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.ima = s.ima[:e[0].Size]
+			s.ima = s.ima[:e[0].Size()]
 			return ev(s)
 		}, ErrIMAReplay},
 	}
@@ -387,6 +389,46 @@ func TestVerifyRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyBootPhaseRules: the event rules behind the boot facts reject,
+// as ErrEventData with the eventlog reason, events the firmware cannot
+// have logged (after their boot phase, or of a type their PCR never holds).
+func TestVerifyBootPhaseRules(t *testing.T) {
+	k := newFakeAK(t, tpm2.TPMAlgECC)
+	for _, c := range []struct {
+		name string
+		edit func(log []byte) []byte
+		want error
+	}{
+		{"command_line_after_exit_boot_services", func(log []byte) []byte {
+			return appendEvent(log, 8, eventlog.EvIPL, []byte("kernel_cmdline: /boot/vmlinuz ro\x00"))
+		}, eventlog.ErrEventOrder},
+		{"secure_boot_variable_after_separator", func(log []byte) []byte {
+			off := eventOffset(t, log, func(e *eventlog.Event) bool { return e.PCR == 5 && e.Type == eventlog.EvEFIAction })
+			sb := bootseed.VariableData(bootseed.EFIGlobalVariable, "SecureBoot", []byte{1})
+			return append(appendEvent(bytes.Clone(log[:off]), 7, eventlog.EvEFIVariableDriverConf, sb), log[off:]...)
+		}, eventlog.ErrEventOrder},
+		{"application_retyped_as_driver", func(log []byte) []byte {
+			off := eventOffset(t, log, func(e *eventlog.Event) bool { return e.Type == eventlog.EvEFIBootServicesApp })
+			return putLE32(log, off+4, uint32(eventlog.EvEFIBootServicesDriver))
+		}, eventlog.ErrEventType},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, ch := baseScenario(t)
+			withReplayOf(t, &s, c.edit(s.log))
+			_, err := Verify(k.bind, ch, k.evidence(t, s), nil, Options{Now: t0.Add(time.Second)})
+			if !errors.Is(err, ErrEventData) || !errors.Is(err, c.want) || Reason(err) != "event_data" {
+				t.Errorf("Verify() = %v, want %v and %v", err, ErrEventData, c.want)
+			}
+		})
+	}
+}
+
+func putLE32(b []byte, off int, v uint32) []byte {
+	c := bytes.Clone(b)
+	binary.LittleEndian.PutUint32(c[off:], v)
+	return c
 }
 
 func TestVerifyRebootAndSteadyState(t *testing.T) {
@@ -437,6 +479,25 @@ func TestVerifyRebootAndSteadyState(t *testing.T) {
 	if _, err := Verify(k.bind, ch5, k.evidence(t, s5), prev, Options{Now: now}); !errors.Is(err, ErrEventData) {
 		t.Errorf("steady state with altered log: %v, want %v", err, ErrEventData)
 	}
+	// Facts derived by older rules are not reused: the log is required
+	// and the facts derived again.
+	old := *prev
+	oldBoot := *prev.Boot
+	oldBoot.Version = 0
+	old.Boot = &oldBoot
+	s6, ch6 := baseScenario(t)
+	s6.pcrs, s6.log, s6.ima, s6.imaOff = s.pcrs, nil, nil, prev.IMA.Offset
+	s6.clock.Clock = 2000
+	if _, err := Verify(k.bind, ch6, k.evidence(t, s6), &old, Options{Now: now}); !errors.Is(err, ErrEventLogMissing) {
+		t.Errorf("steady state with old facts and no log: %v, want %v", err, ErrEventLogMissing)
+	}
+	s6.log = s.log
+	ch6, _ = NewChallenge(rand.Reader, t0, testHost, testPCRs)
+	s6.nonce = ch6.Nonce
+	res6, err := Verify(k.bind, ch6, k.evidence(t, s6), &old, Options{Now: now})
+	if err != nil || res6.Boot == old.Boot || res6.Boot.Version != eventlog.FactsVersion {
+		t.Errorf("steady state with old facts and the same log: %+v, %v", res6, err)
+	}
 }
 
 func TestParseAKPublicRejects(t *testing.T) {
@@ -484,22 +545,54 @@ func TestCheckActivation(t *testing.T) {
 
 func TestLedger(t *testing.T) {
 	l := NewLedger(time.Minute)
-	ch, err := l.Issue(rand.Reader, t0, testPCRs)
+	ch, err := l.Issue(rand.Reader, t0, testHost, testPCRs)
+	if err != nil || ch.Host != testHost {
+		t.Fatalf("Issue: %+v, %v", ch, err)
+	}
+	if _, err := l.Consume(testHost, []byte("never issued never issued"), t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Errorf("unknown nonce: %v", err)
+	}
+	got, err := l.Consume(testHost, ch.Nonce, t0.Add(time.Second))
+	if err != nil || got.Used || !bytes.Equal(got.Nonce, ch.Nonce) || got.Host != testHost {
+		t.Fatalf("first consume: %+v, %v", got, err)
+	}
+	if got, err := l.Consume(testHost, ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) || !got.Used {
+		t.Errorf("second consume: %+v, %v", got, err)
+	}
+	ch2, _ := l.Issue(rand.Reader, t0, testHost, testPCRs)
+	if _, err := l.Consume(testHost, ch2.Nonce, t0.Add(2*time.Minute)); !errors.Is(err, ErrNonceExpired) {
+		t.Errorf("expired: %v", err)
+	}
+}
+
+// TestLedgerHostBinding: a nonce is consumed only for the host it was
+// issued to; presented for another host (evidence relayed from it) it is
+// refused and used up, so the issuing host cannot use it either.
+func TestLedgerHostBinding(t *testing.T) {
+	l := NewLedger(time.Minute)
+	ch, err := l.Issue(rand.Reader, t0, "compute-a", testPCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Consume([]byte("never issued never issued"), t0); !errors.Is(err, ErrNonceUnknown) {
-		t.Errorf("unknown nonce: %v", err)
+	for _, host := range []string{"compute-b", "", "compute-a "} {
+		got, err := l.Consume(host, ch.Nonce, t0.Add(time.Second))
+		if host == "compute-b" && (!errors.Is(err, ErrNonceHost) || got.Nonce != nil) {
+			t.Errorf("consume for %q: %+v, %v, want %v", host, got, err, ErrNonceHost)
+		}
+		if host != "compute-b" && !errors.Is(err, ErrNonceReused) {
+			t.Errorf("consume for %q after the refusal: %v, want %v", host, err, ErrNonceReused)
+		}
 	}
-	got, err := l.Consume(ch.Nonce, t0.Add(time.Second))
-	if err != nil || got.Used || !bytes.Equal(got.Nonce, ch.Nonce) {
-		t.Fatalf("first consume: %+v, %v", got, err)
+	if _, err := l.Consume("compute-a", ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) {
+		t.Errorf("issuing host after a relay attempt: %v, want %v", err, ErrNonceReused)
 	}
-	if got, err := l.Consume(ch.Nonce, t0.Add(time.Second)); !errors.Is(err, ErrNonceReused) || !got.Used {
-		t.Errorf("second consume: %+v, %v", got, err)
+	if Reason(fmt.Errorf("x: %w", ErrNonceHost)) != "nonce_wrong_host" {
+		t.Error("no reason name for ErrNonceHost")
 	}
-	ch2, _ := l.Issue(rand.Reader, t0, testPCRs)
-	if _, err := l.Consume(ch2.Nonce, t0.Add(2*time.Minute)); !errors.Is(err, ErrNonceExpired) {
-		t.Errorf("expired: %v", err)
+	if _, err := l.Issue(rand.Reader, t0, "", testPCRs); !errors.Is(err, ErrNonceHost) {
+		t.Errorf("Issue without a host: %v", err)
+	}
+	if _, err := NewChallenge(rand.Reader, t0, "", testPCRs); !errors.Is(err, ErrNonceHost) {
+		t.Errorf("NewChallenge without a host: %v", err)
 	}
 }

@@ -10,9 +10,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// capture is one message of testdata/captures (copied from
-// shared/reference/oslo-wire-examples): the exact AMQP body and oslo's
-// own decoding of it.
+// capture is one message of testdata/captures (recorded from the real
+// Python oslo.messaging on RabbitMQ; each file's "note" says how): the
+// exact AMQP body and oslo's own decoding of it.
 type capture struct {
 	Note        string          `json:"note"`
 	BodyRaw     string          `json:"body_raw"`

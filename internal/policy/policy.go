@@ -8,6 +8,22 @@
 // not just the first. [Learn] builds a profile from one verified host (the
 // golden-host workflow) and [Profile.Merge] adds another host's values.
 //
+// # Facts and the PCRs behind them
+//
+// A boot fact is only as trustworthy as the PCRs its events are read from
+// make it; package eventlog documents, fact by fact, which facts hold on
+// their own once their PCR replays (secure_boot and secure_boot_var.* from
+// PCR 7, firmware_blobs and crtm_version from PCR 0, bootloader and
+// boot_applications from PCR 4) and which only when the profile also pins
+// PCRs: kernel_cmdline, kernel_path and initrd_path need PCR 8; kernel and
+// initrd need PCRs 8 and 9. [Learn] therefore pins, by default, every PCR
+// a learned fact is read from (eventlog.FactPCRs), and its result lists
+// the PCRs it added for which facts. A fact the log does not establish
+// (eventlog.BootFacts.Withheld, for instance a command line measured
+// twice) fails every profile that checks it, with the reason, and cannot
+// be learned. A hand-written profile that checks GRUB facts without
+// pinning PCRs 8 and 9 trusts data no PCR covers.
+//
 // # File format (TOML)
 //
 //	# Any number of profiles per file.
@@ -23,15 +39,22 @@
 //	kernel_cmdline = ["/boot/vmlinuz-6.1.0-13-amd64 root=UUID=... ro quiet"]
 //
 //	# SHA-256 PCR values (lowercase hex) by PCR index. Every listed PCR
-//	# must have been quoted and equal one of its values.
+//	# must have been quoted and equal one of its values. The kernel and
+//	# command line facts above are trustworthy only with PCRs 8 and 9
+//	# pinned (one value per build).
 //	[profile.pcrs]
 //	0 = ["<hex>"]
 //	7 = ["<hex>", "<hex>"]
+//	8 = ["<hex of build A>", "<hex of build B>"]
+//	9 = ["<hex of build A>", "<hex of build B>"]
 //
 //	# IMA appraisal of the entries verified in a round (absent: IMA not
 //	# appraised). Every entry whose path is not excluded must be in the
 //	# allowlist with one of its digests ("alg:hex", as in the ima-ng d-ng
-//	# field). Violations (ToMToU / open-writers) fail unless allowed.
+//	# field). Violations (ToMToU / open-writers) fail unless allowed. The
+//	# first entry since boot, boot_aggregate, is checked by
+//	# evidence.Verify against the quoted PCRs and skipped here; any later
+//	# entry named boot_aggregate is an ordinary file.
 //	[profile.ima]
 //	allow_violations = false
 //	exclude = ["/tmp/", "/var/log/*"]  # "dir/" = prefix, else path.Match glob
@@ -249,6 +272,10 @@ func (p *Profile) Evaluate(in Input) Result {
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.Facts)) {
 		v, ok := facts[k]
+		if why, withheld := withheld(in.Boot, k); withheld {
+			fail("fact %s: not established: %s", k, why)
+			continue
+		}
 		if !ok {
 			fail("fact %s: missing", k)
 			continue
@@ -260,27 +287,44 @@ func (p *Profile) Evaluate(in Input) Result {
 	if p.IMA != nil {
 		for i := range in.IMA {
 			e := &in.IMA[i]
-			if e.Violation {
+			path := e.Path()
+			if e.Violation() {
 				if !p.IMA.AllowViolations {
-					imaFail("ima: measurement violation on %s", e.Path)
+					imaFail("ima: measurement violation on %s", path)
 				}
 				continue
 			}
-			if e.Path == "boot_aggregate" || p.IMA.excluded(e.Path) {
+			if isBootAggregate(e) || p.IMA.excluded(path) {
 				continue
 			}
-			ds, ok := p.IMA.Allowlist[e.Path]
+			ds, ok := p.IMA.Allowlist[path]
 			if !ok {
-				imaFail("ima: %s not in allowlist", e.Path)
+				imaFail("ima: %s not in allowlist", path)
 				continue
 			}
-			if !slices.Contains(ds, e.FileDigestHex()) {
-				imaFail("ima: %s digest %s not accepted", e.Path, short(e.FileDigestHex()))
+			if d := e.FileDigestHex(); !slices.Contains(ds, d) {
+				imaFail("ima: %s digest %s not accepted", path, short(d))
 			}
 		}
 	}
 	r.Pass = len(r.Reasons) == 0
 	return r
+}
+
+// withheld returns why boot fact k is not established, if the facts say so.
+func withheld(b *eventlog.BootFacts, k string) (string, bool) {
+	if b == nil {
+		return "", false
+	}
+	why, ok := b.Withheld[k]
+	return why, ok
+}
+
+// isBootAggregate reports whether e is the list's boot_aggregate: only the
+// first entry since boot can be (evidence.Verify checked it against the
+// quoted boot PCRs); a later entry of that name is an ordinary file.
+func isBootAggregate(e *eventlog.IMAEntry) bool {
+	return e.Seq() == 0 && e.Path() == "boot_aggregate"
 }
 
 func (r *IMARules) excluded(p string) bool {
@@ -303,16 +347,39 @@ type LearnOptions struct {
 	// Facts to pin; nil means secure_boot, bootloader, kernel, initrd and
 	// kernel_cmdline.
 	Facts []string
+	// SkipFactPCRs stops Learn from also pinning the PCRs the learned
+	// facts are read from. GRUB's facts (kernel, initrd, their paths and
+	// the command line) are then not trustworthy (see package eventlog);
+	// Learned.Warnings says so.
+	SkipFactPCRs bool
 	// IMA builds an allowlist from the IMA entries.
 	IMA bool
 	// IMAExclude is copied into the learned IMA rules.
 	IMAExclude []string
 }
 
+// Learned is what [Learn] built and why.
+type Learned struct {
+	Profile *Profile `json:"profile"`
+	// FactPCRs lists, for each PCR pinned because learned facts are read
+	// from its events, those facts (eventlog.FactPCRs).
+	FactPCRs map[int][]string `json:"fact_pcrs,omitempty"`
+	// AddedPCRs are the PCRs of FactPCRs that LearnOptions.PCRs did not
+	// ask for: Learn pinned them for the facts.
+	AddedPCRs []int `json:"added_pcrs,omitempty"`
+	// Warnings name learned facts that are not trustworthy because the
+	// PCRs they need are not pinned (SkipFactPCRs).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
 // Learn builds a profile from one verified host: its current values become
-// the only accepted ones. A fact or PCR the host does not have is an error
-// (a profile must not silently pin less than asked).
-func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
+// the only accepted ones. By default it also pins every PCR whose events a
+// learned fact is read from (PCRs 8 and 9 for the kernel and command line
+// facts): facts are only as trustworthy as those PCRs make them (see
+// package eventlog), and the result says which PCRs it added for which
+// facts. A fact or PCR the host does not have is an error (a profile must
+// not silently pin less than asked).
+func Learn(name string, in Input, o LearnOptions) (*Learned, error) {
 	pcrs := o.PCRs
 	if pcrs == nil {
 		pcrs = []int{0, 1, 2, 3, 4, 5, 6, 7}
@@ -321,9 +388,34 @@ func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
 	if factNames == nil {
 		factNames = []string{eventlog.FactSecureBoot, eventlog.FactBootloader, eventlog.FactKernel, eventlog.FactInitrd, eventlog.FactKernelCmdline}
 	}
+	res := &Learned{FactPCRs: map[int][]string{}}
+	needPin := map[int][]string{}
+	for _, f := range factNames {
+		fp, mustPin := eventlog.FactPCRs(f)
+		for _, i := range fp {
+			res.FactPCRs[i] = append(res.FactPCRs[i], f)
+			if mustPin {
+				needPin[i] = append(needPin[i], f)
+			}
+		}
+	}
+	pinned := slices.Clone(pcrs)
+	for _, i := range slices.Sorted(maps.Keys(res.FactPCRs)) {
+		switch {
+		case slices.Contains(pinned, i):
+		case o.SkipFactPCRs:
+			delete(res.FactPCRs, i)
+			if fs := needPin[i]; len(fs) > 0 {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("PCR %d not pinned: facts %s are not trustworthy without it", i, strings.Join(fs, ", ")))
+			}
+		default:
+			pinned = append(pinned, i)
+			res.AddedPCRs = append(res.AddedPCRs, i)
+		}
+	}
 	p := &Profile{Name: name, PCRs: map[string][]string{}, Facts: map[string][]string{}}
 	var errs []error
-	for _, i := range pcrs {
+	for _, i := range pinned {
 		v, ok := in.PCRs[i]
 		if !ok {
 			errs = append(errs, fmt.Errorf("%w: learn %q: PCR %d not quoted", ErrInvalid, name, i))
@@ -337,6 +429,10 @@ func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
 	}
 	for _, f := range factNames {
 		v, ok := facts[f]
+		if why, withheld := withheld(in.Boot, f); withheld {
+			errs = append(errs, fmt.Errorf("%w: learn %q: host's fact %s is not established: %s", ErrInvalid, name, f, why))
+			continue
+		}
 		if !ok {
 			errs = append(errs, fmt.Errorf("%w: learn %q: host has no fact %s", ErrInvalid, name, f))
 			continue
@@ -347,11 +443,12 @@ func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
 		p.IMA = &IMARules{Exclude: slices.Clone(o.IMAExclude), Allowlist: map[string][]string{}}
 		for i := range in.IMA {
 			e := &in.IMA[i]
-			if e.Violation || e.Path == "boot_aggregate" || p.IMA.excluded(e.Path) {
+			path := e.Path()
+			if e.Violation() || isBootAggregate(e) || p.IMA.excluded(path) {
 				continue
 			}
-			if d := e.FileDigestHex(); !slices.Contains(p.IMA.Allowlist[e.Path], d) {
-				p.IMA.Allowlist[e.Path] = append(p.IMA.Allowlist[e.Path], d)
+			if d := e.FileDigestHex(); !slices.Contains(p.IMA.Allowlist[path], d) {
+				p.IMA.Allowlist[path] = append(p.IMA.Allowlist[path], d)
 			}
 		}
 	}
@@ -367,7 +464,11 @@ func Learn(name string, in Input, o LearnOptions) (*Profile, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return p, nil
+	if len(res.FactPCRs) == 0 {
+		res.FactPCRs = nil
+	}
+	res.Profile = p
+	return res, nil
 }
 
 // Merge adds other's accepted values to p (rollouts: learn the new build

@@ -1,11 +1,11 @@
 package policy
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,10 +13,11 @@ import (
 
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/eventlog/eventlogtest"
 )
 
 // hostInput builds the verified input a host booted with v would produce.
-func hostInput(t *testing.T, v bootseed.Variant, files map[string]string) Input {
+func hostInput(t *testing.T, v bootseed.Variant) Input {
 	t.Helper()
 	log, _, err := bootseed.BuildLog(v, []eventlog.Alg{eventlog.SHA256})
 	if err != nil {
@@ -38,21 +39,22 @@ func hostInput(t *testing.T, v bootseed.Variant, files map[string]string) Input 
 	for i, v := range rep {
 		in.PCRs[int(i)] = v
 	}
-	var ima []byte
+	ima := eventlogtest.NewIMAList(20, "sha256")
 	for _, p := range []string{"boot_aggregate", "/usr/bin/bash", "/tmp/x", "/usr/bin/python3"} {
-		c, ok := files[p]
-		if !ok {
-			c = "content of " + p
-		}
-		d := sha256.Sum256([]byte(c))
-		e, _ := eventlog.IMAEntryBytes(10, d[:], p, nil, false, 20)
-		ima = append(ima, e...)
+		ima.Add("ima-ng", p, []byte("content of "+p), nil)
 	}
-	in.IMA, _, err = eventlog.ParseIMA(ima, 20)
+	in.IMA = imaEntries(t, ima)
+	return in
+}
+
+// imaEntries parses an IMA list written by eventlogtest.
+func imaEntries(t *testing.T, l *eventlogtest.IMAList) []eventlog.IMAEntry {
+	t.Helper()
+	es, _, err := eventlog.ParseIMA(l.Bytes(), l.HashSize)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return in
+	return es
 }
 
 func TestParseExample(t *testing.T) {
@@ -126,17 +128,18 @@ func TestParseTypeErrorsInTOMLTerms(t *testing.T) {
 }
 
 func TestLearnEvaluateRollout(t *testing.T) {
-	a := hostInput(t, bootseed.BuildA(), nil)
-	p, err := Learn("compute", a, LearnOptions{IMA: true, IMAExclude: []string{"/tmp/"}})
+	a := hostInput(t, bootseed.BuildA())
+	learned, err := Learn("compute", a, LearnOptions{IMA: true, IMAExclude: []string{"/tmp/"}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := learned.Profile
 	if r := p.Evaluate(a); !r.Pass {
 		t.Fatalf("golden host fails its own profile: %v", r.Reasons)
 	}
-	b := hostInput(t, bootseed.BuildB(), nil)
+	b := hostInput(t, bootseed.BuildB())
 	r := p.Evaluate(b)
-	want := []string{"fact initrd:", "fact kernel:", "fact kernel_cmdline:"}
+	want := []string{"pcr 8:", "pcr 9:", "fact initrd:", "fact kernel:", "fact kernel_cmdline:"}
 	if r.Pass || len(r.Reasons) != len(want) {
 		t.Fatalf("build B before merge: %+v", r)
 	}
@@ -149,25 +152,30 @@ func TestLearnEvaluateRollout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Merge(pb)
+	p.Merge(pb.Profile)
 	for name, in := range map[string]Input{"a": a, "b": b} {
 		if r := p.Evaluate(in); !r.Pass {
 			t.Errorf("build %s after merge: %v", name, r.Reasons)
 		}
 	}
 	// Secure Boot off and a drifted command line still fail, with reasons.
-	off := p.Evaluate(hostInput(t, bootseed.SecureBootOff(), nil))
+	off := p.Evaluate(hostInput(t, bootseed.SecureBootOff()))
 	if off.Pass || !containsPrefix(off.Reasons, "fact secure_boot:") || !containsPrefix(off.Reasons, "pcr 7:") {
 		t.Errorf("secure boot off: %+v", off)
 	}
-	drift := p.Evaluate(hostInput(t, bootseed.Drifted(), nil))
+	drift := p.Evaluate(hostInput(t, bootseed.Drifted()))
 	if drift.Pass || !containsPrefix(drift.Reasons, "fact kernel_cmdline:") {
 		t.Errorf("drifted: %+v", drift)
 	}
 	// IMA: an unknown binary and a changed one fail; /tmp is excluded.
-	bad := hostInput(t, bootseed.BuildA(), map[string]string{"/usr/bin/bash": "trojan", "/tmp/x": "anything"})
-	bad.IMA = append(bad.IMA, eventlog.IMAEntry{Path: "/usr/bin/nc", FileHashAlg: "sha256", FileDigest: bytes.Repeat([]byte{1}, 32)})
-	bad.IMA = append(bad.IMA, eventlog.IMAEntry{Path: "/etc/shadow", Violation: true})
+	bad := hostInput(t, bootseed.BuildA())
+	l := eventlogtest.NewIMAList(20, "sha256")
+	l.Add("ima-ng", "boot_aggregate", []byte("content of boot_aggregate"), nil)
+	l.Add("ima-ng", "/usr/bin/bash", []byte("trojan"), nil)
+	l.Add("ima-ng", "/tmp/x", []byte("anything"), nil)
+	l.Add("ima-ng", "/usr/bin/nc", []byte("netcat"), nil)
+	l.AddViolation("ima-ng", "/etc/shadow")
+	bad.IMA = imaEntries(t, l)
 	r = p.Evaluate(bad)
 	wantIMA := []string{"ima: /usr/bin/bash digest", "ima: /usr/bin/nc not in allowlist", "ima: measurement violation on /etc/shadow"}
 	if r.Pass || len(r.Reasons) != len(wantIMA) {
@@ -197,6 +205,113 @@ func TestEvaluateMissingInputs(t *testing.T) {
 	empty := &Profile{Name: "e"}
 	if r := empty.Evaluate(Input{}); r.Pass {
 		t.Error("an empty profile passed")
+	}
+}
+
+// TestIMABootAggregateOnlyFirst: only the first entry of the list is
+// boot_aggregate (evidence.Verify checks it); a later entry of that name is
+// an ordinary file, appraised and learned as such.
+func TestIMABootAggregateOnlyFirst(t *testing.T) {
+	in := hostInput(t, bootseed.BuildA())
+	learned, err := Learn("p", in, LearnOptions{IMA: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := learned.Profile.IMA.Allowlist["boot_aggregate"]; ok {
+		t.Error("the first entry, boot_aggregate, was learned as a file")
+	}
+	l := eventlogtest.NewIMAList(20, "sha256")
+	l.Add("ima-ng", "boot_aggregate", []byte("PCRs 0-9"), nil)
+	l.Add("ima-ng", "/usr/bin/bash", []byte("content of /usr/bin/bash"), nil)
+	l.Add("ima-ng", "boot_aggregate", []byte("an implant"), nil)
+	in.IMA = imaEntries(t, l)
+	r := learned.Profile.Evaluate(in)
+	if r.Pass || !containsPrefix(r.Reasons, "ima: boot_aggregate not in allowlist") {
+		t.Errorf("a later boot_aggregate entry: %+v", r)
+	}
+	relearned, err := Learn("p", in, LearnOptions{IMA: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := relearned.Profile.IMA.Allowlist["boot_aggregate"]; len(got) != 1 {
+		t.Errorf("a later boot_aggregate entry learned as %v, want its digest", got)
+	}
+}
+
+// TestLearnPinsFactPCRs: Learn pins the PCRs the learned facts are read
+// from and says which it added; SkipFactPCRs leaves them out with a
+// warning for the facts that need them.
+func TestLearnPinsFactPCRs(t *testing.T) {
+	in := hostInput(t, bootseed.BuildA())
+	def, err := Learn("p", in, LearnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFactPCRs := map[int][]string{
+		4: {"bootloader"}, 7: {"secure_boot"},
+		8: {"kernel", "initrd", "kernel_cmdline"}, 9: {"kernel", "initrd"},
+	}
+	if diff := cmp.Diff(wantFactPCRs, def.FactPCRs); diff != "" {
+		t.Errorf("FactPCRs (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{8, 9}, def.AddedPCRs); diff != "" || len(def.Warnings) != 0 {
+		t.Errorf("AddedPCRs (-want +got):\n%s, warnings %v", diff, def.Warnings)
+	}
+	if len(def.Profile.PCRs) != 10 {
+		t.Errorf("default profile pins PCRs %v, want 0-9", slices.Sorted(maps.Keys(def.Profile.PCRs)))
+	}
+
+	sb, err := Learn("p", in, LearnOptions{PCRs: []int{}, Facts: []string{"secure_boot", "kernel_cmdline"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"7", "8"}, slices.Sorted(maps.Keys(sb.Profile.PCRs))); diff != "" {
+		t.Errorf("facts only: pinned (-want +got):\n%s", diff)
+	}
+
+	skip, err := Learn("p", in, LearnOptions{SkipFactPCRs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := skip.Profile.PCRs["8"]; ok || len(skip.AddedPCRs) != 0 || len(skip.Warnings) != 2 ||
+		!strings.Contains(skip.Warnings[0], "kernel_cmdline") {
+		t.Errorf("SkipFactPCRs: PCRs %v, added %v, warnings %v", slices.Sorted(maps.Keys(skip.Profile.PCRs)), skip.AddedPCRs, skip.Warnings)
+	}
+
+	// A PCR a fact needs must have been quoted.
+	delete(in.PCRs, 9)
+	if _, err := Learn("p", in, LearnOptions{}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "PCR 9 not quoted") {
+		t.Errorf("Learn without PCR 9: %v", err)
+	}
+}
+
+// TestWithheldFacts: a fact the log does not establish fails a profile
+// that checks it, with the reason, and cannot be learned.
+func TestWithheldFacts(t *testing.T) {
+	in := hostInput(t, bootseed.BuildA())
+	learned, err := Learn("p", in, LearnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := bootseed.Events(bootseed.BuildA())
+	evs = slices.Insert(evs, len(evs)-2, bootseed.GrubString("kernel_cmdline: /boot/vmlinuz-6.1.0-13-amd64 quiet"))
+	log, _, err := bootseed.EncodeLog(evs, []eventlog.Alg{eventlog.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Parse(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Boot, err = eventlog.ExtractBootFacts(l, eventlog.SHA256, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := learned.Profile.Evaluate(in)
+	if r.Pass || !containsPrefix(r.Reasons, "fact kernel_cmdline: not established: 2 kernel command lines") {
+		t.Errorf("withheld command line: %+v", r)
+	}
+	if _, err := Learn("p", in, LearnOptions{}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "kernel_cmdline is not established") {
+		t.Errorf("Learn from a withheld fact: %v", err)
 	}
 }
 

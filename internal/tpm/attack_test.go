@@ -79,10 +79,11 @@ func golden(t *testing.T, b backend, akAlg string) (*host, *policy.Profile, time
 	if err != nil {
 		t.Fatalf("golden attestation: %v", err)
 	}
-	p, err := policy.Learn("golden", policy.Input{PCRs: res.PCRs, Boot: res.Boot, IMA: res.IMA.New}, policy.LearnOptions{IMA: true})
+	learned, err := policy.Learn("golden", policy.Input{PCRs: res.PCRs, Boot: res.Boot, IMA: res.IMA.New}, policy.LearnOptions{IMA: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := learned.Profile
 	if r := p.Evaluate(policy.Input{PCRs: res.PCRs, Boot: res.Boot, IMA: res.IMA.New}); !r.Pass {
 		t.Fatalf("golden host fails its own profile: %v", r.Reasons)
 	}
@@ -180,19 +181,19 @@ func runAttacks(t *testing.T, factory backendFactory, akAlg string) {
 		b := factory(t)
 		h, _, now := golden(t, b, akAlg)
 		ledger := evidence.NewLedger(time.Minute)
-		issued, err := ledger.Issue(rand.Reader, now, bootPCRs)
+		issued, err := ledger.Issue(rand.Reader, now, "compute-1", bootPCRs)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ev := h.collect(ctx, issued)
-		ch, err := ledger.Consume(issued.Nonce, now)
+		ch, err := ledger.Consume("compute-1", issued.Nonce, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := evidence.Verify(h.binding, ch, ev, h.prev, evidence.Options{Now: now}); err != nil {
 			t.Fatalf("first use: %v", err)
 		}
-		ch, err = ledger.Consume(issued.Nonce, now)
+		ch, err = ledger.Consume("compute-1", issued.Nonce, now)
 		wantErr(t, err, evidence.ErrNonceReused)
 		_, err = evidence.Verify(h.binding, ch, ev, h.prev, evidence.Options{Now: now})
 		wantErr(t, err, evidence.ErrNonceReused)

@@ -169,7 +169,7 @@ func (h *host) collect(ctx context.Context, ch evidence.Challenge) *evidence.Evi
 
 func challenge(t testing.TB, now time.Time, pcrs []int) evidence.Challenge {
 	t.Helper()
-	ch, err := evidence.NewChallenge(rand.Reader, now, pcrs)
+	ch, err := evidence.NewChallenge(rand.Reader, now, "compute-1", pcrs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestSimulatorEndToEnd(t *testing.T) {
 			if res.Boot == nil || res.Boot.SecureBoot != eventlog.SecureBootEnabled || res.Boot.KernelPath != bootseed.BuildA().KernelPath {
 				t.Fatalf("boot facts: %+v", res.Boot)
 			}
-			if res.IMA == nil || len(res.IMA.New) != 2 || res.IMA.New[1].Path != "/usr/bin/bash" {
+			if res.IMA == nil || len(res.IMA.New) != 2 || res.IMA.New[1].Path() != "/usr/bin/bash" {
 				t.Fatalf("IMA: %+v", res.IMA)
 			}
 			// Incremental IMA: one more file, only it is new.
@@ -224,7 +224,7 @@ func TestSimulatorEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatalf("second Verify: %v", err)
 			}
-			if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Template != "ima-sig" {
+			if res.IMA == nil || len(res.IMA.New) != 1 || res.IMA.New[0].Template() != "ima-sig" {
 				t.Fatalf("incremental IMA: %+v", res.IMA)
 			}
 		})

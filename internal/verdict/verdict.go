@@ -1,5 +1,5 @@
 // Package verdict owns the signed-verdict contract between the attestation
-// service and the filter shims (ARCHITECTURE.md §4.2): the verdict JSON, its
+// service and the filter shims (docs/ARCHITECTURE.md, "Verdicts"): the verdict JSON, its
 // Ed25519 signature, key ids and the PEM form of the public key.
 //
 // What Verify checks: the envelope has a verdict string, a kid and a

@@ -122,7 +122,7 @@ func buildVectors(t *testing.T) vectorFile {
 		{"unsigned", unsigned},
 	}
 	vf := vectorFile{
-		Comment:      "Golden signed verdicts (ARCHITECTURE.md §4.2). Key: Ed25519 from the 32-byte seed 'trustpool-verdict-golden-vector!' (tests only). Regenerate: go test ./internal/verdict -run TestGoldenVectors -update",
+		Comment:      "Golden signed verdicts (package verdict's format). Key: Ed25519 from the 32-byte seed 'trustpool-verdict-golden-vector!' (tests only). Regenerate: go test ./internal/verdict -run TestGoldenVectors -update",
 		PublicKeyPEM: string(pem), KID: s.KID(),
 	}
 	vr := NewVerifier(s.Public())

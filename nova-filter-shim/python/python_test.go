@@ -13,7 +13,7 @@
 //     control plane in-process (Nova's functional-test base) land only on
 //     hosts the real shim reports as attested (shim fed by a test feeder).
 //
-// The all-real end to end of issue 6 (attestation service, agents on swtpm,
+// The all-real end to end (attestation service, agents on swtpm,
 // RabbitMQ, Keystone, the shim binary, Nova's functional base running
 // tests/functional/test_e2e_attested.py in phases) is TestNovaE2E in
 // tests/integration/nova_e2e_test.go.

@@ -1,5 +1,5 @@
 // Package shim is the entry package of trustpool-filter-shim, the relying
-// party next to nova-scheduler (ARCHITECTURE.md §3.3, §4.2, §4.3).
+// party next to nova-scheduler (docs/ARCHITECTURE.md, "Verdicts" and "Scheduling").
 //
 // A Shim serves the Nova filter's unix-socket API at once, with every host
 // unknown (fail closed). It then follows the attestation service's verdict

@@ -1,4 +1,4 @@
-// Package integration runs the demo story of issue 5 end to end with real
+// Package integration runs the demo story (scripts/demo.sh) end to end with real
 // components: RabbitMQ, Keystone, one swtpm per host (seeded with a realistic
 // boot), the attestation service (in-process, sqlite) and trustpool-agent.
 package integration
@@ -64,6 +64,11 @@ func TestDemoStory(t *testing.T) {
 	code, body = e.api("POST", "/v1/profiles/learn", e.admin, learn)
 	if code != http.StatusCreated {
 		t.Fatalf("admin learn = %d %v", code, body)
+	}
+	// Learn pins the PCRs the kernel and command line facts are read from,
+	// and says so.
+	if added := fmt.Sprint(body["added_pcrs"]); added != "[8 9]" || fmt.Sprint(body["fact_pcrs"].(map[string]any)["9"]) != "[kernel initrd]" {
+		t.Errorf("learn answer: added_pcrs %s, fact_pcrs %v", added, body["fact_pcrs"])
 	}
 	for _, h := range hosts {
 		v := e.verdicts.wait(t, h.name, 0, 30*time.Second, "trusted", status(verdict.Trusted))

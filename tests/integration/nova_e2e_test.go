@@ -23,7 +23,7 @@ import (
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
-// TestNovaE2E is issue 6's end-to-end proof with every component real:
+// TestNovaE2E is the end-to-end proof with every component real:
 // RabbitMQ, Keystone, the attestation service, one trustpool-agent per Nova
 // compute host on its own swtpm (seeded with a realistic boot), the
 // trustpool-filter-shim binary following the service's signed verdicts, and

@@ -1,4 +1,4 @@
-// Package api is the attestation service's REST API (ARCHITECTURE.md §6):
+// Package api is the attestation service's REST API (docs/ARCHITECTURE.md, "REST API"):
 // hosts, profiles, public keys, health and metrics.
 //
 // Every /v1 route except /v1/keys sits behind Keystone token authentication

@@ -482,15 +482,18 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 
 // learnProfile builds a profile from a host's last verified evidence
 // (policy.Learn). With merge, the learned values are added to an existing
-// profile of that name (rollouts).
+// profile of that name (rollouts). Learn also pins the PCRs the learned
+// facts are read from unless skip_fact_pcrs is set; the answer lists them
+// ("fact_pcrs", "added_pcrs") and any fact left untrustworthy ("warnings").
 func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
-		Host        string   `json:"host"`
-		Name        string   `json:"name"`
-		Description string   `json:"description"`
-		PCRs        []int    `json:"pcrs"`
-		Facts       []string `json:"facts"`
-		Merge       bool     `json:"merge"`
+		Host         string   `json:"host"`
+		Name         string   `json:"name"`
+		Description  string   `json:"description"`
+		PCRs         []int    `json:"pcrs"`
+		Facts        []string `json:"facts"`
+		SkipFactPCRs bool     `json:"skip_fact_pcrs"`
+		Merge        bool     `json:"merge"`
 	}
 	b, err := readBody(r)
 	if err != nil {
@@ -515,10 +518,11 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		p, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts})
+		learned, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts, SkipFactPCRs: body.SkipFactPCRs})
 		if err != nil {
 			return "", httpErr(http.StatusBadRequest, "cannot learn profile", err)
 		}
+		p := learned.Profile
 		p.Description = body.Description
 		if p.Description == "" {
 			p.Description = "learned from host " + body.Host
@@ -546,7 +550,11 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if mode == store.Replace {
 			code = http.StatusOK
 		}
-		writeJSON(w, code, map[string]any{"profile": toDoc(p)})
+		out := map[string]any{"profile": toDoc(p), "fact_pcrs": learned.FactPCRs, "added_pcrs": learned.AddedPCRs}
+		if len(learned.Warnings) > 0 {
+			out["warnings"] = learned.Warnings
+		}
+		writeJSON(w, code, out)
 		return "learned from " + body.Host, nil
 	})
 }

@@ -314,7 +314,7 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 	}
 	binding := evidence.Binding{EK: ek, AK: ak, Activated: rec.Activated}
 
-	ch, err := e.ledger.Issue(e.cfg.Rand, now, e.cfg.PCRs)
+	ch, err := e.ledger.Issue(e.cfg.Rand, now, rec.Name, e.cfg.PCRs)
 	if err != nil {
 		return unknown("internal: cannot draw a nonce")
 	}
@@ -349,7 +349,7 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 		}
 		return v, sum, false
 	}
-	used, err := e.ledger.Consume(ch.Nonce, now)
+	used, err := e.ledger.Consume(rec.Name, ch.Nonce, now)
 	if err != nil {
 		return untrusted(evidence.Reason(err) + ": " + err.Error())
 	}

@@ -170,7 +170,7 @@ func TestQuoteVerifies(t *testing.T) {
 	h := newHost(t)
 	a := attester.New(attester.Config{TPM: h.tpm, Host: "compute-1", IMA: true})
 	now := time.Now()
-	ch, err := evidence.NewChallenge(rand.Reader, now, quotePCRs)
+	ch, err := evidence.NewChallenge(rand.Reader, now, "compute-1", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestQuoteVerifies(t *testing.T) {
 	// and IMA offset.
 	h.measure(false, bootseed.IMAFile{Path: "/usr/bin/python3", Content: []byte("py")})
 	now = now.Add(time.Second)
-	ch2, err := evidence.NewChallenge(rand.Reader, now, quotePCRs)
+	ch2, err := evidence.NewChallenge(rand.Reader, now, "compute-1", quotePCRs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestQuoteVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("steady-state Verify: %v", err)
 	}
-	if len(res2.IMA.New) != 1 || res2.IMA.New[0].Path != "/usr/bin/python3" {
+	if len(res2.IMA.New) != 1 || res2.IMA.New[0].Path() != "/usr/bin/python3" {
 		t.Errorf("incremental IMA: %+v", res2.IMA.New)
 	}
 }

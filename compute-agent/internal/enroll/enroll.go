@@ -1,4 +1,4 @@
-// Package enroll is the agent's half of enrollment (ARCHITECTURE.md §3.1):
+// Package enroll is the agent's half of enrollment (docs/ARCHITECTURE.md, "Enrollment"):
 // register_host with the EK and AK, answer the credential challenge with
 // TPM2_ActivateCredential, and call activate_credential with the recovered
 // secret, until the attestation service says the host is enrolled.

@@ -1,7 +1,7 @@
 // Package watch notices measurement changes on the host between two
 // attestations — the IMA list growing, PCRs moving — so the agent can cast
 // measurements_changed and the service re-attests at once instead of at its
-// next interval (ARCHITECTURE.md §3.2 step 4).
+// next interval.
 //
 // It is a hint, not evidence: the service ignores nothing because of it and
 // trusts nothing from it. So the watcher is cheap and simple: every interval

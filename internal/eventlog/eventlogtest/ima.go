@@ -156,3 +156,17 @@ func (l *IMAList) Offset(n int) int {
 	}
 	return off
 }
+
+// TinyIMAEntry is the smallest well-formed ima-ng entry in a list with a
+// SHA-1 template-hash column (58 bytes: a 3-byte "sha1" file digest and
+// the path "/x"): the worst case for memory per byte of a chunk. It also
+// returns the SHA-256 template hash the kernel extends into PCR 10.
+func TinyIMAEntry() (entry, sha256TemplateHash []byte) {
+	td := append(field([]byte("sha1:\x00abc")), field([]byte("/x\x00"))...)
+	th1 := sha1.Sum(td) //nolint:gosec // IMA's SHA-1 template-hash column
+	e := append(u32le(10), th1[:]...)
+	e = append(e, field([]byte("ima-ng"))...)
+	e = append(e, field(td)...)
+	th := sha256.Sum256(td)
+	return e, th[:]
+}

@@ -6,7 +6,9 @@
 //
 // Nothing here is verified: an offline log is not backed by a quote. The
 // report says so ("verified": false) so it cannot be mistaken for an
-// attestation result.
+// attestation result. For every fact it reports or withholds, "fact_pcrs"
+// names the PCRs the fact is read from and whether a profile checking it
+// must pin them for the fact to be trustworthy (see package eventlog).
 package inspect
 
 import (
@@ -33,6 +35,15 @@ type Report struct {
 	Boot *eventlog.BootFacts `json:"boot_facts,omitempty"`
 	// Consistency is "ok" or the first violated rule for that bank.
 	Consistency map[string]string `json:"consistency"`
+	// FactPCRs: for every reported or withheld fact, where it comes from.
+	FactPCRs map[string]FactSource `json:"fact_pcrs,omitempty"`
+}
+
+// FactSource says which PCRs a fact is read from and whether a profile
+// must pin them for the fact to be trustworthy.
+type FactSource struct {
+	PCRs        []int `json:"pcrs"`
+	PinRequired bool  `json:"pin_required"`
 }
 
 // Inspect parses and replays log.
@@ -73,6 +84,18 @@ func Inspect(log []byte) (*Report, error) {
 	if l.HasBank(factsBank) {
 		if r.Boot, err = eventlog.ExtractBootFacts(l, factsBank, nil); err != nil {
 			return nil, fmt.Errorf("inspect event log: %w", err)
+		}
+		r.FactPCRs = map[string]FactSource{}
+		add := func(fact string) {
+			if pcrs, pin := eventlog.FactPCRs(fact); pcrs != nil {
+				r.FactPCRs[fact] = FactSource{PCRs: pcrs, PinRequired: pin}
+			}
+		}
+		for fact := range r.Boot.Map() {
+			add(fact)
+		}
+		for fact := range r.Boot.Withheld {
+			add(fact)
 		}
 	}
 	return r, nil

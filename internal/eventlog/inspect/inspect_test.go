@@ -173,6 +173,21 @@ func TestInspectReport(t *testing.T) {
 	if r.Verified || r.Boot == nil || r.Boot.KernelPath != bootseed.BuildA().KernelPath || r.Consistency["sha256"] != "ok" {
 		t.Errorf("report %+v", r)
 	}
+	wantSources := map[string]FactSource{
+		eventlog.FactKernel:        {PCRs: []int{8, 9}, PinRequired: true},
+		eventlog.FactKernelCmdline: {PCRs: []int{8}, PinRequired: true},
+		eventlog.FactSecureBoot:    {PCRs: []int{7}},
+		eventlog.FactBootloader:    {PCRs: []int{4}},
+		eventlog.FactFirmwareBlobs: {PCRs: []int{0}},
+	}
+	for fact, want := range wantSources {
+		if diff := cmp.Diff(want, r.FactPCRs[fact]); diff != "" {
+			t.Errorf("fact_pcrs[%s] (-want +got):\n%s", fact, diff)
+		}
+	}
+	if len(r.FactPCRs) != len(r.Boot.Map()) {
+		t.Errorf("fact_pcrs for %d facts, %d reported", len(r.FactPCRs), len(r.Boot.Map()))
+	}
 	var out, errb bytes.Buffer
 	if code := Main(nil, &out, &errb); code != 2 {
 		t.Errorf("no args: exit %d", code)

@@ -1,5 +1,5 @@
 // Package localapi is the filter shim's HTTP API for the Nova filter
-// (ARCHITECTURE.md §4.3), served on a unix socket:
+// (the decision of trustcache.Cache.Filter), served on a unix socket:
 //
 //	POST /v1/filter  {"hosts": [...], "trusted_host": "trusted"|"untrusted"|"unknown"|null, "profile": "<name>"|null}
 //	              → {"passes": [...], "rejected": {"<host>": "<reason>", ...}}

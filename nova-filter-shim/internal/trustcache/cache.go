@@ -1,6 +1,6 @@
 // Package trustcache keeps the filter shim's view of host trust: the newest
 // signed verdict per host, verified with the attestation service's pinned
-// public key, and the filter decision of ARCHITECTURE.md §4.3 over it.
+// public key, and the filter decision over it ([Cache.Filter]).
 //
 // What it checks before a verdict is kept: the envelope is a signed verdict
 // (kid, sig and verdict string present), the kid names a pinned key, the
@@ -278,8 +278,7 @@ func newCauses(req Request) causes {
 
 var seenPool = sync.Pool{New: func() any { return map[string]struct{}{} }}
 
-// Filter applies the truth table of ARCHITECTURE.md §4.3 at the current
-// time:
+// Filter applies the filter's truth table at the current time:
 //
 //   - trust:trusted_host=V passes when the host's current, unexpired
 //     verdict status equals V; a host with no verdict or an expired one is

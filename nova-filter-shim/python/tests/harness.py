@@ -64,7 +64,7 @@ OTHER = Key(OTHER_SEED)
 
 
 def verdict(host, status, seq=1, profiles=(), verified=None, validity=3600):
-    """The verdict JSON string (ARCHITECTURE.md 4.2)."""
+    """The verdict JSON string (the format of Go package internal/verdict)."""
     now = verified or datetime.datetime.now(datetime.timezone.utc)
     return json.dumps({
         'host': host, 'status': status, 'profiles': sorted(profiles),

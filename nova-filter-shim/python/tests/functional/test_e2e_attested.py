@@ -1,4 +1,4 @@
-"""Issue 6 end to end with everything real: Nova's control plane in-process
+"""End to end with everything real: Nova's control plane in-process
 (Nova's own functional-test base, as in test_functional) with TrustedFilter
 asking a real trustpool-filter-shim that follows the real attestation
 service, which attests real compute agents on swtpm (one per fake compute

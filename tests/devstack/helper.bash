@@ -1,0 +1,119 @@
+# Helpers for the plugin's bats tests: a fresh fake DevStack per test
+# (fakes.bash), loading the plugin the way stack.sh does, running phases.
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # variables the plugin reads
+
+REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+
+# fake_devstack: the fakes under a fresh root, with prebuilt stand-in
+# binaries that record their arguments.
+fake_devstack() {
+    FAKE_ROOT=$BATS_TEST_TMPDIR/root
+    mkdir -p "$FAKE_ROOT"
+    # shellcheck source=tests/devstack/fakes.bash
+    source "$BATS_TEST_DIRNAME/fakes.bash"
+    FAKE_BIN=$BATS_TEST_TMPDIR/prebuilt
+    mkdir -p "$FAKE_BIN"
+    local b
+    for b in trustpool-attestation trustpool-filter-shim trustpool-agent; do
+        # create-key PATH writes the key, as the real command does.
+        # shellcheck disable=SC2016 # the stand-in's own script
+        printf '#!/bin/bash\necho "%s $*" >> "%s"\n[[ $1 != create-key ]] || echo key > "$2"\n' \
+            "$b" "$CALLS" > "$FAKE_BIN/$b"
+        chmod +x "$FAKE_BIN/$b"
+    done
+    TRUSTPOOL_BIN_DIR=$FAKE_BIN
+    # No TPM on the test machine unless a test makes one.
+    TRUSTPOOL_USE_SWTPM=${TRUSTPOOL_USE_SWTPM:-False}
+}
+
+# load_plugin SERVICES: enable the services (comma-separated), then source
+# settings and lib like stack.sh does.
+load_plugin() {
+    ENABLED_SERVICES=$1
+    # shellcheck source=devstack/settings
+    source "$REPO/devstack/settings"
+    # shellcheck source=devstack/lib/trustpool
+    source "$REPO/devstack/lib/trustpool"
+}
+
+# phase MODE [PHASE]: run plugin.sh as DevStack does (sourced).
+phase() {
+    # shellcheck source=devstack/plugin.sh
+    source "$REPO/devstack/plugin.sh" "$@"
+}
+
+# stack_all: every stack phase in stack.sh's order.
+stack_all() {
+    local p
+    for p in pre-install install post-config extra test-config; do
+        phase stack "$p"
+    done
+}
+
+# toml FILE KEY...: the values at the dotted keys, one per line, read with
+# Python's tomllib (a TOML parser independent of the plugin and of Go).
+toml() {
+    /usr/bin/python3 - "$@" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    doc = tomllib.load(f)
+for key in sys.argv[2:]:
+    v = doc
+    for part in key.split("."):
+        v = v[part]
+    print(v if not isinstance(v, bool) else str(v).lower())
+EOF
+}
+
+# tree: every file and directory under the fake root except the fakes'
+# own bookkeeping and Nova's files, for before/after comparisons.
+tree() {
+    (cd "$FAKE_ROOT" && find . \( -path ./fakebin -o -path ./calls -o -path ./etc/nova \) -prune \
+        -o -print | sort)
+}
+
+# nova_line_count OPTION VALUE: how many "OPTION = ...VALUE..." lines
+# nova.conf has.
+nova_count() { grep -c -- "^$1 = .*$2" "$NOVA_CONF" || true; }
+
+# tpm_chip N virtual|platform: a TPM as the kernel shows it in sysfs and
+# /dev (tpmN, tpmrmN); the vtpm proxy's has no parent device.
+tpm_chip() {
+    local n=$1 where=devices/virtual/tpm
+    [[ $2 == virtual ]] || where=devices/platform/MSFT0101:00/tpm
+    mkdir -p "$FAKE_ROOT/sys/$where/tpm$n"
+    ln -sfn "../../$where/tpm$n" "$FAKE_ROOT/sys/class/tpm/tpm$n"
+    touch "$FAKE_ROOT/dev/tpm$n" "$FAKE_ROOT/dev/tpmrm$n"
+}
+
+# swtpm_appears: starting trustpool-swtpm makes a vtpm proxy TPM, number 1;
+# stopping it removes the TPM again.
+swtpm_appears() {
+    # shellcheck disable=SC2016 # evaluated later by the fakes
+    FAKE_ON_START[trustpool-swtpm]='tpm_chip 1 virtual'
+    # shellcheck disable=SC2016 # evaluated later by the fakes
+    FAKE_ON_STOP[trustpool-swtpm]='rm -rf "$FAKE_ROOT"/dev/tpm*1 "$FAKE_ROOT"/sys/class/tpm/tpm1 "$FAKE_ROOT/sys/devices"'
+}
+
+# serve_keys: curl answers GET /v1/keys with a public key.
+serve_keys() {
+    cat > "$FAKE_ROOT/fakebin/curl" <<EOF
+#!/bin/bash
+echo "curl \$*" >> "$CALLS"
+case "\$*" in
+    */v1/keys) printf '{"verdict_keys": [{"kid": "k1", "algorithm": "Ed25519", "public_key_pem": "-----BEGIN PUBLIC KEY-----\\\\nMCowBQYDK2VwAyEA\\\\n-----END PUBLIC KEY-----\\\\n"}]}' ;;
+    */v1/profiles/learn*) echo '{"profile": {}}' ;;
+    */v1/profiles/*) exit 22 ;;
+esac
+EOF
+}
+
+# refute COMMAND...: fail (with the command) when COMMAND succeeds. A bare
+# `! cmd` does not fail a bats test unless it is the test's last line.
+refute() {
+    if "$@"; then
+        echo "expected to fail: $*" >&2
+        return 1
+    fi
+}

@@ -64,10 +64,11 @@ const (
 	MaxReceipt = 16 << 10
 )
 
-var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
-// IsUUID reports whether s is a UUID, with or without dashes, as Nova and
-// libvirt print instance ids.
+// IsUUID reports whether s is a UUID in the canonical form (lower case,
+// dashed) in which Nova and libvirt print instance ids and Trustpool
+// launch ids.
 func IsUUID(s string) bool { return uuidPattern.MatchString(s) }
 
 // InstancePresentArgs are instance_present's keyword arguments.

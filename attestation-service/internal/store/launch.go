@@ -196,6 +196,13 @@ func (s *Store) LaunchesToExpire(ctx context.Context, pending string, now time.T
 		pending, micros(now), limit)
 }
 
+// StaleLaunches returns launches in state that have not changed since
+// before (a service restart left them behind).
+func (s *Store) StaleLaunches(ctx context.Context, state string, before time.Time, limit int) ([]*Launch, error) {
+	return s.queryLaunches(ctx, "SELECT "+launchCols+" FROM launches WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
+		state, micros(before), limit)
+}
+
 func (s *Store) queryLaunches(ctx context.Context, q string, args ...any) ([]*Launch, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -1,0 +1,56 @@
+// Package inject puts a trusted launch's secret and receipt into an
+// instance running on this host, and answers whether an instance runs here.
+//
+// Two injectors:
+//
+//   - QGA ("qemu-guest-agent", production): the QEMU guest agent inside the
+//     instance writes the files, reached through libvirt's agent-command
+//     API (LibvirtDialer; the Nova instance UUID is the libvirt domain
+//     UUID; image property hw_qemu_guest_agent=yes) or a guest agent
+//     socket (SocketDialer, for tests against the real qemu-ga). The
+//     secret goes to <guest_dir>/launch-secret (mode 0400) and the receipt
+//     to <guest_dir>/launch-receipt.json (0644), guest_dir being
+//     /run/trustpool by default. qemu-ga creates files world-writable
+//     whatever the umask, so each file is first created empty with mode
+//     0600 by a shell under umask 077, then written, then given its mode.
+//   - Directory ("directory", tests, Nova's fake virt driver, sidecars):
+//     <dir>/<instance_id>/ is the instance (whoever runs it creates the
+//     directory); the files are written there, the secret 0400.
+//
+// The secret is never logged; buffers holding it are overwritten after
+// use, as far as the package holds them.
+package inject
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+)
+
+// Names of the files an instance receives.
+const (
+	SecretFile  = "launch-secret"
+	ReceiptFile = "launch-receipt.json"
+)
+
+// ErrNoInstance means the instance does not run on this host.
+var ErrNoInstance = errors.New("instance not on this host")
+
+// File is one file to put into an instance.
+type File struct {
+	// Name is a base name (SecretFile, ReceiptFile).
+	Name string
+	Data []byte
+	Mode fs.FileMode
+}
+
+// Injector writes files into instances.
+type Injector interface {
+	// Name is "qemu-guest-agent" or "directory".
+	Name() string
+	// Present reports whether the instance runs on this host.
+	Present(ctx context.Context, instanceID string) (bool, error)
+	// Inject writes files into the instance (ErrNoInstance when it does
+	// not run here).
+	Inject(ctx context.Context, instanceID string, files []File) error
+}

@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/keystone-auth/credentials"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
@@ -30,6 +33,10 @@ type Config struct {
 	Attestation AttestationSection `toml:"attestation"`
 	Enrollment  EnrollmentSection  `toml:"enrollment"`
 	Keys        KeysSection        `toml:"keys"`
+	Launch      LaunchSection      `toml:"launch"`
+	// Nova is the service's Nova account (keystoneauth options, as in
+	// nova.conf's [neutron]); empty auth_url: no Nova API access.
+	Nova credentials.Options `toml:"nova"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
 	ConfigDir string `toml:"-"`
@@ -37,6 +44,9 @@ type Config struct {
 	Logger *slog.Logger `toml:"-"`
 	// NotifySocket is $NOTIFY_SOCKET for systemd readiness; "" sends nothing.
 	NotifySocket string `toml:"-"`
+	// LaunchObserver, when set, receives the phase timings of every
+	// trusted launch that ends (benchmarks).
+	LaunchObserver func(launcher.Timing) `toml:"-"`
 }
 
 // DefaultSection is [DEFAULT].
@@ -118,6 +128,16 @@ type KeysSection struct {
 	// in place of a lost one makes every shim pinning the old key drop all
 	// verdicts.
 	CreateVerdictSigningKey bool `toml:"create_verdict_signing_key"`
+	// LaunchKey is the HPKE launch key tenants seal their launch secrets
+	// to. Create it with `trustpool-attestation create-launch-key PATH`; a
+	// missing key stops the service (with [launch] enabled) unless
+	// CreateLaunchKey is set.
+	LaunchKey string `toml:"launch_key"`
+	// CreateLaunchKey creates the launch key at start when the file does
+	// not exist (DevStack sets it). Off by default: tenants pin the key.
+	CreateLaunchKey bool `toml:"create_launch_key"`
+	// LaunchKeyKEM is the KEM of a launch key created at start.
+	LaunchKeyKEM string `toml:"launch_key_kem"`
 }
 
 // DefaultConfig returns the defaults of every key.
@@ -141,7 +161,9 @@ func DefaultConfig() Config {
 			PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
 		},
 		Enrollment: EnrollmentSection{Mode: engine.ModeAuto, RequireEKCert: true, EKRootsDir: "/etc/trustpool/ek-roots"},
-		Keys:       KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key"},
+		Keys: KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key", LaunchKey: DefaultLaunchKey,
+			LaunchKeyKEM: launch.KEMMLKEM768X25519},
+		Launch: defaultLaunch(),
 	}
 }
 
@@ -214,5 +236,6 @@ func (c *Config) Validate() error {
 	if c.Keys.VerdictSigningKey == "" {
 		bad("keys.verdict_signing_key", "is required")
 	}
+	c.validateLaunch(bad)
 	return errors.Join(errs...)
 }

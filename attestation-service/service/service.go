@@ -48,6 +48,8 @@ type Service struct {
 	ready  chan struct{}
 	apiURL atomic.Value // string
 	pub    ed25519.PublicKey
+	// launchPub is the launch public key (*launch.PublicKey).
+	launchPub atomic.Value
 }
 
 // New checks cfg and returns a Service; Run starts it.
@@ -110,6 +112,8 @@ func (s *Service) Run(ctx context.Context) error {
 	defer tr.Close()
 
 	reg := metrics.New()
+	pubr := &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}),
+		notifier: oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)}
 	var sc *sched.Scheduler
 	eng := engine.New(engine.Config{
 		Issuer: cfg.Default.Issuer, Interval: a.Interval, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
@@ -118,9 +122,14 @@ func (s *Service) Run(ctx context.Context) error {
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
 		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
-		Publisher: &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)},
+		Publisher: pubr,
 		Trigger:   func(h string) { sc.Trigger(h) },
 	})
+	lr, nl, closeLaunches, err := s.launches(ctx, st, signer, eng, tr, pubr, reg)
+	if err != nil {
+		return err
+	}
+	defer closeLaunches()
 	sc = sched.New(sched.Config{Interval: a.Interval, Jitter: a.Jitter, Concurrency: a.Concurrency,
 		Attest: func(ctx context.Context, host string) {
 			_, err := eng.Attest(ctx, host)
@@ -162,7 +171,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	auth := &lazyAuth{}
 	handler := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: auth.wrap, Metrics: reg, Logger: s.log,
-		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: sc.Trigger,
+		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: sc.Trigger, Launches: lr,
 		Health: func(ctx context.Context) error {
 			if err := st.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)
@@ -185,7 +194,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -200,6 +209,22 @@ func (s *Service) Run(ctx context.Context) error {
 	run("scheduler", func() error { return sc.Run(ctx) })
 	run("api", func() error { return srv.Serve(ln) })
 	run("keystone", func() error { auth.open(ctx, cfg.Keystone, s.log); return nil })
+	if lr != nil {
+		run("launcher", func() error { return lr.Run(ctx) })
+	}
+	listening := make(chan struct{})
+	if nl != nil {
+		run("nova notification listener", func() error { return nl.Run(ctx) })
+		go func() {
+			select {
+			case <-nl.Ready():
+				close(listening)
+			case <-ctx.Done():
+			}
+		}()
+	} else {
+		close(listening)
+	}
 	run("heartbeat", func() error {
 		t := time.NewTicker(a.HeartbeatInterval)
 		defer t.Stop()
@@ -214,8 +239,19 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	})
+	ready := make(chan struct{})
+	go func() {
+		for _, c := range []<-chan struct{}{rpc.Ready(), listening} {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(ready)
+	}()
 	select {
-	case <-rpc.Ready():
+	case <-ready:
 		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", len(hosts), "kid", signer.KID())
 		close(s.ready)
 		if _, err := sdnotify.Notify(cfg.NotifySocket, sdnotify.Ready); err != nil {

@@ -82,6 +82,8 @@ func newEnv(t *testing.T, interval time.Duration) *env {
 	cfg.Database.Connection = "sqlite:///" + filepath.Join(e.dir, "attestation.db")
 	cfg.Keys.VerdictSigningKey = filepath.Join(e.dir, "keys", "verdict.key")
 	cfg.Keys.CreateVerdictSigningKey = true // as DevStack sets it; restarts reuse the key
+	cfg.Keys.LaunchKey = filepath.Join(e.dir, "keys", "launch.key")
+	cfg.Keys.CreateLaunchKey = true
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Keystone.AuthURL, cfg.Keystone.WWWAuthenticateURI = e.ks.URL, e.ks.URL
 	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomainName = svcUser, svcPW, "Default"
@@ -167,12 +169,22 @@ type host struct {
 	sw   *servicetest.SWTPMServer
 	dir  string
 	stop func()
+	// instances is the agent's directory injector root: <instances>/<id>/
+	// is an instance running on this host.
+	instances string
+	// openTPM, when set, replaces the agent's swtpm connection (fault
+	// injection around TPM commands).
+	openTPM tpm.Opener
 }
 
 func (e *env) newHost(name string, v bootseed.Variant) *host {
 	t := e.t
 	t.Helper()
 	h := &host{name: name, sw: servicetest.SWTPM(t, servicetest.SWTPMOptions{EKCert: true}), dir: t.TempDir()}
+	h.instances = filepath.Join(h.dir, "instances")
+	if err := os.Mkdir(h.instances, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{h.sw.CACertPath, h.sw.IssuerCertPath} {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -221,6 +233,8 @@ func (e *env) startAgent(h *host) {
 	cfg.Agent.StateDir = filepath.Join(h.dir, "state")
 	cfg.Agent.WatchInterval = 100 * time.Millisecond
 	cfg.Agent.RetryInitial, cfg.Agent.RetryMax = 50*time.Millisecond, 500*time.Millisecond
+	cfg.Launch.Injector, cfg.Launch.Directory = agent.InjectorDirectory, h.instances
+	cfg.OpenTPM = h.openTPM
 	cfg.Logger = logger(t, h.name)
 	a, err := agent.New(cfg)
 	if err != nil {

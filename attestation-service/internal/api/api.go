@@ -1,5 +1,5 @@
 // Package api is the attestation service's REST API (docs/ARCHITECTURE.md, "REST API"):
-// hosts, profiles, public keys, health and metrics.
+// hosts, profiles, trusted launches, public keys, health and metrics.
 //
 // Every /v1 route except /v1/keys sits behind Keystone token authentication
 // (keystone-auth's authtoken middleware, passed in as Config.Auth) and an
@@ -9,14 +9,18 @@
 // admin role (from any project: in OpenStack admin is cloud-wide); the
 // service role may read hosts' trust state and ask for an attestation;
 // project members and readers see none of it. project_member_api and
-// project_reader_api (project_id:%(project_id)s) are defined for
-// tenant-owned resources.
+// project_reader_api (project_id:%(project_id)s) are for tenant-owned
+// resources: trusted launches (launches.go) belong to a project, whose
+// members create and delete them and whose readers see them; administrators
+// list every project's (all_projects=true). A launch of another project
+// answers 404 to whoever may not see it, and tenants never see host names
+// (only Nova's hostId form).
 //
 // GET /v1/keys, like /healthz and /metrics, needs no token: it serves public
-// keys only (the verdict key's kid and PEM), which shims pin and which
-// tenants will need to seal launch requests; trust comes from pinning the key
-// out of band, not from how it was fetched. Managing keys is not an API
-// operation.
+// keys only (the verdict key's kid and PEM, which also signs launch
+// receipts, and the HPKE launch key tenants seal to), which shims and
+// tenants pin; trust comes from pinning the key out of band, not from how
+// it was fetched. Managing keys is not an API operation.
 //
 // Admin changes are written to the audit log whatever their outcome (denied
 // ones too). Changes that would turn hosts untrusted (deleting a profile
@@ -48,8 +52,10 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/jsondecode"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
@@ -113,7 +119,7 @@ func Rules() []kpolicy.RuleDefault {
 	}
 	admin, serviceOrAdmin := "rule:"+RuleAdmin, "rule:"+RuleServiceOrAdmin
 	oldAdmin, oldReader := "rule:"+legacyAdmin, "rule:"+legacyReader
-	return []kpolicy.RuleDefault{
+	return append([]kpolicy.RuleDefault{
 		{Name: RuleAdmin, CheckStr: "role:admin", Description: "Administrators: they manage hosts, profiles and EK approvals and read the audit log. " +
 			"In OpenStack the admin role is cloud-wide: a project-scoped token with the admin role on any project, not only the admin project, " +
 			"passes this rule. Give it only to cloud operators."},
@@ -155,7 +161,7 @@ func Rules() []kpolicy.RuleDefault {
 			ScopeTypes: project, DeprecatedRule: was(RuleProfilesWrite, oldAdmin)},
 		{Name: RuleAuditRead, CheckStr: admin, Description: "Read the audit log.", Operations: op("GET", "/v1/audit"),
 			ScopeTypes: project, DeprecatedRule: was(RuleAuditRead, oldAdmin)},
-	}
+	}, launchRules()...)
 }
 
 // Config configures the API handler.
@@ -174,6 +180,8 @@ type Config struct {
 	Health func(ctx context.Context) error
 	// Trigger asks for an immediate attestation.
 	Trigger func(host string)
+	// Launches runs trusted launches (nil: off; the routes answer 404).
+	Launches *launcher.Launcher
 }
 
 type server struct {
@@ -215,6 +223,10 @@ func New(cfg Config) http.Handler {
 	authed.Handle("PUT /v1/profiles/{name}", s.handle("profiles.update", s.updateProfile))
 	authed.Handle("DELETE /v1/profiles/{name}", s.handle("profiles.delete", s.deleteProfile))
 	authed.Handle("GET /v1/audit", s.handle("audit", s.audit))
+	authed.Handle("POST /v1/launches", s.handle("launches.create", s.createLaunch))
+	authed.Handle("GET /v1/launches", s.handle("launches.list", s.listLaunches))
+	authed.Handle("GET /v1/launches/{launch_id}", s.handle("launches.get", s.getLaunch))
+	authed.Handle("DELETE /v1/launches/{launch_id}", s.handle("launches.delete", s.deleteLaunch))
 	authed.Handle("/", s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
 		return routeError(w, r, authed)
 	}))
@@ -335,7 +347,10 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := http.StatusInternalServerError, "internal error"
 	var he *HTTPError
+	lcode, lmsg, isLaunch := launchError(err)
 	switch {
+	case isLaunch:
+		code, msg = lcode, lmsg
 	case errors.As(err, &he):
 		code, msg = he.Code, he.Msg
 		if he.Err != nil && code < 500 {
@@ -496,8 +511,12 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
+	launchKeys := []attestapi.LaunchKey{}
+	if s.cfg.Launches != nil {
+		launchKeys = append(launchKeys, attestapi.NewLaunchKey(s.cfg.Launches.PublicKey()))
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"verdict_keys": []map[string]any{{
 		"kid": s.cfg.KID, "algorithm": "Ed25519", "public_key_pem": string(s.cfg.PublicKeyPEM),
-	}}})
+	}}, "launch_keys": launchKeys})
 	return nil
 }

@@ -25,12 +25,12 @@ export GOFLAGS := -buildvcs=false $(GOFLAGS)
 DEB_PACKAGES := \
 	gcc libc6-dev libssl-dev pkg-config git make ca-certificates curl jq \
 	rabbitmq-server \
-	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware \
+	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware python3-openstackclient \
 	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \
 	python3-pip python3-setuptools \
 	swtpm swtpm-tools tpm2-tools \
 	mariadb-server mariadb-client \
-	bats shellcheck python3-bashate python3-openstackclient \
+	bats shellcheck python3-bashate \
 	systemd lintian debootstrap
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -142,6 +142,10 @@ build: ## build the deployables that exist into bin/
 	  echo "$(GO) build -o bin/$$bin $$pkg"; \
 	  $(GO) build -ldflags "$(LDFLAGS)" -o "bin/$$bin" "$$pkg"; \
 	done
+
+.PHONY: api-docs
+api-docs: ## render docs/api/README.md from the OpenAPI document docs/api/openapi.yaml (a test checks it is up to date)
+	$(GO) test -count=1 -run TestAPIPageUpToDate ./internal/attestapi/apidoc -update
 
 .PHONY: deb
 deb: ## Debian packages of the deployables that exist, into build/deb (nfpm, a go.mod tool); VERSION=x.y.z

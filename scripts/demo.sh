@@ -9,12 +9,20 @@
 #     by one demo vendor CA, "booted" with a realistic firmware event log and
 #     IMA list (tests/cmd/tpm-boot-seed), and a trustpool-agent on it.
 #
-# Then it tells the story: the agents enroll (credential activation); a
-# profile is learned from the first host; all three hosts are trusted; a PCR
-# is extended behind the event log's back on the second host, which turns
-# untrusted with its reason; the third host's agent is stopped and the host
-# becomes unreachable. A table of the hosts is printed after every step.
-# Everything it started is stopped on exit; each run starts afresh.
+# Then it tells the story with the `trustpool` command line client (built
+# into bin/trustpool), showing each command as a user would type it: the
+# agents enroll (credential activation); a profile is learned from the first
+# host; all three hosts are trusted; a PCR is extended behind the event log's
+# back on the second host, which turns untrusted with its reason; the third
+# host's agent is stopped and the host becomes unreachable; a project member
+# is refused the operator's data but verifies a signed verdict offline.
+# The CLI authenticates with a clouds.yaml the demo writes (and prints); the
+# attestation endpoint is registered in Keystone's catalog with
+# python-openstackclient.
+#
+# Everything it started is stopped on exit; each run starts afresh. On a
+# terminal it waits for Enter before stopping, so that you can try
+# bin/trustpool yourself (DEMO_WAIT=0 never waits, DEMO_WAIT=1 always does).
 #
 # `scripts/demo.sh echo` runs the older messaging-only demo instead (a Go
 # oslo.messaging RPC server called by Go and Python clients).
@@ -176,11 +184,34 @@ EOF
   echo "Keystone: $KS_URL (user admin, project admin)"
 }
 
-keystone_token() {
-  curl -sS -D - -o /dev/null -H 'Content-Type: application/json' "$KS_URL/auth/tokens" -d "$(jq -n --arg pw "$KS_PASSWORD" '{
-    auth: {identity: {methods: ["password"], password: {user: {name: "admin", domain: {id: "default"}, password: $pw}}},
-           scope: {project: {name: "admin", domain: {id: "default"}}}}}')" |
-    tr -d '\r' | awk -F': ' 'tolower($1) == "x-subject-token" {print $2}'
+# write_clouds writes the clouds.yaml the CLI (and python-openstackclient)
+# read: the admin, and a member of project "demo".
+DEMO_MEMBER_PASSWORD=trustpool-demo-member
+write_clouds() {
+  CLOUDS=$WORK/clouds.yaml
+  cat > "$CLOUDS" <<EOF
+clouds:
+  trustpool-demo:
+    auth:
+      auth_url: $KS_URL
+      username: admin
+      password: $KS_PASSWORD
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+  trustpool-demo-member:
+    auth:
+      auth_url: $KS_URL
+      username: demo-member
+      password: $DEMO_MEMBER_PASSWORD
+      project_name: demo
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+EOF
+  chmod 600 "$CLOUDS"
+  export OS_CLIENT_CONFIG_FILE=$CLOUDS OS_CLOUD=trustpool-demo
 }
 
 # ---------------------------------------------------------------- hosts
@@ -316,48 +347,44 @@ EOF
 
   PIDS+=($!)
   wait_for 60 "the attestation service's /healthz" curl -sf "$API/healthz"
-  echo "REST API: $API (Keystone-protected; /healthz, /metrics and /v1/keys are open)"
+  echo "REST API: $API (Keystone-protected; /, /healthz, /metrics and /v1/keys are open)"
 }
 
-api() { # api METHOD PATH [JSON]
-  local args=(-sS -X "$1" -H "X-Auth-Token: $TOKEN" -H 'Content-Type: application/json' "$API$2")
-  [[ $# -ge 3 ]] && args+=(-d "$3")
-  curl "${args[@]}"
+# register_catalog puts the attestation service in Keystone's catalog and
+# adds a project member, with python-openstackclient, as an operator would.
+register_catalog() {
+  step "registering the attestation service in the Keystone catalog, and a member of project demo"
+  local os=(openstack --os-cloud trustpool-demo)
+  show_cmd openstack service create --name trustpool attestation
+  "${os[@]}" service create --name trustpool --description "Trustpool attestation" attestation > /dev/null
+  show_cmd openstack endpoint create --region RegionOne attestation public "$API"
+  "${os[@]}" endpoint create --region RegionOne attestation public "$API" > /dev/null
+  "${os[@]}" project create --domain default demo > /dev/null
+  "${os[@]}" user create --domain default --project demo --password "$DEMO_MEMBER_PASSWORD" demo-member > /dev/null
+  "${os[@]}" role add --project demo --user demo-member member > /dev/null
+  echo "  user demo-member: role member on project demo"
 }
 
-# table prints the hosts as the API shows them, then the full reasons of
-# every host that is not trusted.
-table() {
-  local hosts
-  hosts=$(api GET /v1/hosts)
-  jq -r '.hosts[] | [
-      .name,
-      .enrollment,
-      (.verdict.effective_status // "-"),
-      ((.verdict.profiles // []) | join(",") | if . == "" then "-" else . end),
-      (.verdict.seq // "-" | tostring),
-      (.verdict.verified_at // "-" | sub("\\.[0-9]+Z$"; "Z") | sub("^.*T"; "")),
-      ((.verdict.reasons // []) | join("; ") | if . == "" then "-" else . end)
-    ] | @tsv' <<< "$hosts" |
-    awk -F'\t' 'BEGIN {
-        f = "  %-10s  %-9s  %-9s  %-9s  %-4s  %-9s  %s\n"
-        printf f, "HOST", "ENROLLED", "STATUS", "PROFILES", "SEQ", "VERIFIED", "REASON"
-        printf f, "----", "--------", "------", "--------", "---", "--------", "------"
-      }
-      { r = $7; if (length(r) > 40) r = substr(r, 1, 37) "..."
-        printf f, $1, $2, $3, $4, $5, $6, r }'
-  jq -r '.hosts[] | select((.verdict.reasons // []) | length > 0) |
-    "  \(.name): \(.verdict.reasons | join("; "))"' <<< "$hosts" | fold -s -w 110 | sed '2,$s/^\([^ ]\)/      \1/'
+# show_cmd prints a command as the user would type it.
+show_cmd() { printf '  $ %s\n' "$*"; }
+
+# tp runs the trustpool CLI after showing the command (OS_CLOUD is set).
+tp() {
+  show_cmd trustpool "$@"
+  "$TRUSTPOOL" "$@"
 }
 
-# host_field HOST JQ: one field of a host.
-host_field() { api GET "/v1/hosts/$1" | jq -r ".host | $2"; }
+# table shows the hosts as the CLI lists them.
+table() { tp host list; }
+
+# host_field HOST FIELD: one field of a host.
+host_field() { "$TRUSTPOOL" host show "$1" -f value -c "$2"; }
 
 # wait_status SECONDS HOST STATUS: wait for a host's effective status.
 wait_status() {
   local secs=$1 host=$2 want=$3 deadline=$((SECONDS + $1)) got
   while :; do
-    got=$(host_field "$host" '.verdict.effective_status // "none"' 2>/dev/null || echo error)
+    got=$(host_field "$host" status 2>/dev/null || echo error)
     [[ $got == "$want" ]] && return 0
     ((SECONDS < deadline)) || die "$host is $got after ${secs}s, expected $want (logs in $WORK; rerun with KEEP_DEMO_DIR=1)"
     sleep 0.5
@@ -370,22 +397,27 @@ elapsed() { # elapsed T0_NS: seconds since T0 with one decimal
 }
 
 full_demo() {
-  step "building trustpool-agent, trustpool-attestation and tests/cmd/tpm-boot-seed"
-  mkdir -p "$WORK/bin"
+  step "building trustpool-agent, trustpool-attestation, tests/cmd/tpm-boot-seed and the trustpool CLI (bin/trustpool)"
+  mkdir -p "$WORK/bin" bin
   go build -o "$WORK/bin/trustpool-agent" ./compute-agent
   go build -o "$WORK/bin/trustpool-attestation" "$SERVICE_PKG"
   go build -o "$WORK/bin/tpm-boot-seed" ./tests/cmd/tpm-boot-seed
+  go build -o bin/trustpool ./cli
+  TRUSTPOOL=$PWD/bin/trustpool
 
   start_rabbitmq
   start_keystone
-  TOKEN=$(keystone_token)
-  [[ -n $TOKEN ]] || die "no Keystone token"
+  write_clouds
   setup_vendor_ca
 
   step "manufacturing three swtpms (EK certificates from one demo vendor CA) and booting them"
   for h in "${HOSTS[@]}"; do prepare_host "$h"; done
 
   start_service
+  register_catalog
+
+  step "the CLI reads $CLOUDS (OS_CLOUD=trustpool-demo) and finds the service in the catalog"
+  tp key list
 
   step "starting the three agents"
   for h in "${HOSTS[@]}"; do
@@ -395,14 +427,15 @@ full_demo() {
 
   step "waiting for the three agents to enroll (register_host -> TPM2_ActivateCredential -> activate_credential)"
   for h in "${HOSTS[@]}"; do
-    wait_for 60 "$h to enroll" bash -c "[[ \$(curl -sf -H 'X-Auth-Token: $TOKEN' '$API/v1/hosts/$h' | jq -r .host.enrollment) == enrolled ]]"
+    wait_for 60 "$h to enroll" bash -c "[[ \$('$TRUSTPOOL' host show $h -f value -c enrollment 2>/dev/null) == enrolled ]]"
   done
   echo "  enrolled and attested, but no profile exists yet: nothing to appraise against, so not trusted"
   table
 
   step "learning profile \"build-a\" from compute-1 (its verified boot: firmware, Secure Boot, shim, GRUB, kernel, initrd, command line)"
-  api POST /v1/profiles/learn '{"host": "compute-1", "name": "build-a"}' |
-    jq -r 'if .profile then (.profile | "  profile \(.name): SHA-256 PCRs \(.pcrs | keys | join(",")) and boot facts \(.facts | keys | join(", "))"), "  PCRs pinned because facts are read from them: \([.fact_pcrs | to_entries[] | "\(.key) (\(.value | join(", ")))"] | join("; "))" else error("learn failed: \(.)") end'
+  echo "  the command waits until compute-1 has been appraised with the new profile; the PCRs the boot"
+  echo "  facts are read from are pinned too (fact_pcrs)"
+  tp profile learn build-a --host compute-1 -c name -c facts -c fact_pcrs -c host_status -c host_profiles
 
   step "waiting for all three hosts to be trusted under build-a"
   for h in "${HOSTS[@]}"; do wait_status 60 "$h" trusted; done
@@ -417,23 +450,50 @@ full_demo() {
   wait_status 30 compute-2 untrusted
   printf '  compute-2 untrusted %s s after the extend (attestation interval 5 s); its agent logged:\n' "$(elapsed "$t0")"
   grep -h 'measurements changed' "$WORK/compute-2/agent.log" | sed 's/^/    /' | cut -c1-160
-  table
+  tp host show compute-2 -c status -c reasons -c seq -c verified_at
+  tp host history compute-2
 
   step "compute-3: stopping its agent (SIGTERM); the next quote misses its deadline"
   t0=$(date +%s%N)
   stop_agent compute-3
   wait_status 60 compute-3 unknown
   printf '  compute-3 unknown (unreachable) %s s after its agent stopped\n' "$(elapsed "$t0")"
-  table
+  tp host list --status unknown
+  echo "  attesting compute-1 now (fresh nonce and quote; the command waits for that round's verdict):"
+  tp host attest compute-1 -c name -c status -c seq -c verified_at
 
-  step "compute-2's signed verdict as shims receive it (Ed25519 over the verdict string; key from GET /v1/keys)"
-  local signed
-  signed=$(api GET /v1/hosts/compute-2)
-  jq -r '.host.verdict.signed | "  kid \(.kid)  sig \(.sig[0:32])...  verdict:"' <<< "$signed"
-  jq '.host.verdict.signed.verdict | fromjson' <<< "$signed" | sed 's/^/    /'
-  curl -sS "$API/v1/keys" | jq -r '.verdict_keys[] | "  public key \(.kid) (\(.algorithm)):", (.public_key_pem | rtrimstr("\n") | split("\n")[] | "    " + .)'
+  step "a project member: no operator data (exit status 3), but the public key and offline checks"
+  show_cmd trustpool --os-cloud trustpool-demo-member host list
+  local rc=0
+  "$TRUSTPOOL" --os-cloud trustpool-demo-member host list || rc=$?
+  echo "  (exit status $rc)"
+  ((rc == 3)) || die "the member's host list exited $rc, expected 3"
+  echo "  the operator hands out compute-2's signed verdict (as shims receive it); the member checks it:"
+  show_cmd trustpool host show compute-2 --long -f json -c signed_verdict '>' compute-2-verdict.json
+  "$TRUSTPOOL" host show compute-2 --long -f json -c signed_verdict > "$WORK/compute-2-verdict.json"
+  show_cmd trustpool --os-cloud trustpool-demo-member key list --long -f value -c '"Public Key"' '>' verdict-key.pem
+  "$TRUSTPOOL" --os-cloud trustpool-demo-member key list --long -f value -c "Public Key" > "$WORK/verdict-key.pem"
+  (cd "$WORK" && tp verdict verify compute-2-verdict.json --public-key verdict-key.pem)
 
-  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; stopping everything"
+  step "the audit log of administrative changes"
+  tp audit list --limit 5
+
+  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable"
+  echo "  the CLI's clouds.yaml ($CLOUDS):"
+  sed 's/^/    /' "$CLOUDS"
+  if [[ ${DEMO_WAIT:-} == 1 || (-z ${DEMO_WAIT:-} && -t 0 && -t 1) ]]; then
+    cat <<EOF
+
+  Everything keeps running until you press Enter. In another shell, try:
+    export OS_CLIENT_CONFIG_FILE=$CLOUDS
+    bin/trustpool --os-cloud trustpool-demo host list
+    bin/trustpool --os-cloud trustpool-demo host show compute-2 --long
+    bin/trustpool --os-cloud trustpool-demo host attest compute-1
+    bin/trustpool --help
+EOF
+    read -r _ || true
+  fi
+  echo "  stopping everything"
 }
 
 SERVICE_PKG=

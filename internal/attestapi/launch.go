@@ -1,7 +1,6 @@
-// Package attestapi holds the wire types of the attestation service's REST
-// API that the service's handlers and tenant tools share; this file has the
-// trusted-launch routes (/v1/launches) and the launch keys of /v1/keys.
 package attestapi
+
+// The trusted-launch routes (/v1/launches) and the launch keys of /v1/keys.
 
 import (
 	"net/url"
@@ -21,8 +20,6 @@ const (
 	// QueryAllProjects (true|false) lists every project's launches
 	// (administrators).
 	QueryAllProjects = "all_projects"
-	// QueryLimit bounds a list.
-	QueryLimit = "limit"
 )
 
 // LaunchKey is the service's HPKE launch key as GET /v1/keys lists it

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -383,6 +384,78 @@ func (k *KeystoneServer) SystemAdminToken(t testing.TB) string {
 		t.Fatalf("servicetest: %v", err)
 	}
 	return tok
+}
+
+// CreateApplicationCredential creates an application credential for a
+// user of domain "default", scoped to project with the user's roles there
+// (as `openstack application credential create` does with the user's own
+// token), and returns its ID and secret.
+func (k *KeystoneServer) CreateApplicationCredential(t testing.TB, user, password, project, name string) (id, secret string) {
+	t.Helper()
+	ctx := t.Context()
+	admin, err := k.token(ctx, k.AdminUser, k.AdminPassword, k.AdminProject)
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	userID, err := k.lookup(ctx, admin, "users", user)
+	if err == nil && userID == "" {
+		err = fmt.Errorf("no user %q", user)
+	}
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	own, err := k.token(ctx, user, password, project)
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	var out struct {
+		ApplicationCredential struct{ ID, Secret string } `json:"application_credential"`
+	}
+	if err := k.api(ctx, own, http.MethodPost, "/users/"+userID+"/application_credentials",
+		map[string]any{"application_credential": map[string]any{"name": name}}, &out); err != nil {
+		t.Fatalf("servicetest: create application credential %s: %v", name, err)
+	}
+	return out.ApplicationCredential.ID, out.ApplicationCredential.Secret
+}
+
+// AddEndpoint registers url in the catalog as the endpoint of a service of
+// serviceType for interface iface ("public", "internal" or "admin") in
+// region, creating the region and a service of that type (named
+// serviceType-region) when missing. The Keystone is shared: give each test
+// its own region, which clients then select.
+func (k *KeystoneServer) AddEndpoint(t testing.TB, serviceType, region, iface, url string) {
+	t.Helper()
+	ctx := t.Context()
+	admin, err := k.token(ctx, k.AdminUser, k.AdminPassword, k.AdminProject)
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	var regions struct{ Regions []struct{ ID string } }
+	if err := k.api(ctx, admin, http.MethodGet, "/regions", nil, &regions); err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	if !slices.ContainsFunc(regions.Regions, func(r struct{ ID string }) bool { return r.ID == region }) {
+		if err := k.api(ctx, admin, http.MethodPost, "/regions", map[string]any{"region": map[string]string{"id": region}}, nil); err != nil {
+			t.Fatalf("servicetest: create region %s: %v", region, err)
+		}
+	}
+	name := serviceType + "-" + region
+	serviceID, err := k.lookup(ctx, admin, "services", name)
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	if serviceID == "" {
+		var out struct{ Service struct{ ID string } }
+		if err := k.api(ctx, admin, http.MethodPost, "/services",
+			map[string]any{"service": map[string]any{"type": serviceType, "name": name}}, &out); err != nil {
+			t.Fatalf("servicetest: create service %s: %v", name, err)
+		}
+		serviceID = out.Service.ID
+	}
+	if err := k.api(ctx, admin, http.MethodPost, "/endpoints", map[string]any{"endpoint": map[string]any{
+		"service_id": serviceID, "interface": iface, "region_id": region, "url": url}}, nil); err != nil {
+		t.Fatalf("servicetest: create %s endpoint of %s: %v", iface, name, err)
+	}
 }
 
 func (k *KeystoneServer) token(ctx context.Context, user, password, project string) (string, error) {

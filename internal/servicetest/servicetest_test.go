@@ -1,9 +1,13 @@
 package servicetest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -131,6 +135,24 @@ func TestKeystone(t *testing.T) {
 	}
 	if _, err := k.token(t.Context(), name, "wrong", "service-"+name); err == nil {
 		t.Error("token with a wrong password succeeded")
+	}
+
+	// An application credential authenticates, and its token's catalog
+	// holds an endpoint added in a region of its own.
+	id, secret := k.CreateApplicationCredential(t, name, "pw", "service-"+name, "ac-"+name)
+	region := "Region-" + name
+	k.AddEndpoint(t, "attestation", region, "internal", "http://127.0.0.1:9/"+name)
+	body, _ := json.Marshal(map[string]any{"auth": map[string]any{"identity": map[string]any{
+		"methods": []string{"application_credential"}, "application_credential": map[string]string{"id": id, "secret": secret}}}})
+	resp, err := http.Post(k.URL+"/auth/tokens", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(b), `"url": "http://127.0.0.1:9/`+name+`"`) ||
+		!strings.Contains(string(b), `"region_id": "`+region+`"`) {
+		t.Errorf("application credential auth = %s, catalog %s; want 201 with the endpoint", resp.Status, b)
 	}
 }
 

@@ -265,6 +265,18 @@ func (vf *Verifier) Verify(s Signed) (Verdict, error) {
 	return Unmarshal([]byte(s.Verdict))
 }
 
+// VerifyJSON decodes one signed verdict as it travels (the JSON envelope)
+// strictly and verifies it: the check every relying party runs, the filter
+// shim's trust cache and the trustpool CLI alike. Errors wrap ErrMalformed,
+// ErrUnsigned, ErrUnknownKey or ErrBadSignature.
+func (vf *Verifier) VerifyJSON(raw []byte) (Verdict, error) {
+	s, err := ParseSigned(raw)
+	if err != nil {
+		return Verdict{}, err
+	}
+	return vf.Verify(s)
+}
+
 // ParseSigned decodes one signed verdict from JSON (e.g. an element of
 // verdicts_changed's list), strictly.
 func ParseSigned(b []byte) (Signed, error) {

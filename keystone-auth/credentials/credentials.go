@@ -89,16 +89,29 @@ func (o Options) isAppCred() bool {
 	return false
 }
 
-// ValidateSection checks the options; each problem names section.key.
-func (o Options) ValidateSection(section string) error {
-	key := func(k string) string {
-		if section == "" {
-			return k
-		}
-		return section + "." + k
+// OptionError is one problem ValidateSection found: Key is the option's
+// name (e.g. "user_domain_name"), so that callers with other spellings of
+// the options (command line flags, environment variables) can name theirs.
+type OptionError struct {
+	Section, Key, Msg string
+}
+
+func (e *OptionError) Error() string {
+	k := e.Key
+	if e.Section != "" {
+		k = e.Section + "." + k
 	}
+	return fmt.Sprintf("%s: %s: %s", k, e.Msg, ErrInvalidOptions)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidOptions) hold.
+func (e *OptionError) Unwrap() error { return ErrInvalidOptions }
+
+// ValidateSection checks the options; each problem is an *OptionError
+// naming section.key, joined with errors.Join.
+func (o Options) ValidateSection(section string) error {
 	var errs []error
-	bad := func(k, msg string) { errs = append(errs, fmt.Errorf("%s: %s: %w", key(k), msg, ErrInvalidOptions)) }
+	bad := func(k, msg string) { errs = append(errs, &OptionError{Section: section, Key: k, Msg: msg}) }
 	switch strings.ToLower(o.AuthType) {
 	case "", "password", "v3password", "v3applicationcredential", "applicationcredential", "application_credential":
 	default:
@@ -224,9 +237,16 @@ type Config struct {
 	// /etc/openstack), secure.yaml included.
 	Cloud      string
 	CloudsFile string
+	// CloudOptions override what the cloud's entry says (e.g. the region,
+	// the interface or TLS verification from a command line).
+	CloudOptions []clouds.ParseOption
 	// Transport is the base round tripper (default: a clone of http.DefaultTransport with
 	// the TLS options applied). Tests use it to count or break requests.
 	Transport http.RoundTripper
+	// WrapTransport, when set, wraps the transport after the TLS options
+	// are applied (e.g. to log requests); every request, Keystone's included,
+	// goes through it.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// UserAgent is prepended to gophercloud's.
 	UserAgent string
 	// MaxRetries retries requests that fail to connect, with exponential backoff from
@@ -269,6 +289,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		if cfg.CloudsFile != "" {
 			opts = append(opts, clouds.WithLocations(cfg.CloudsFile))
 		}
+		opts = append(opts, cfg.CloudOptions...)
 		var err error
 		ao, eo, tlsCfg, err = clouds.Parse(opts...)
 		if err != nil {
@@ -304,6 +325,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 			t.TLSClientConfig = tlsCfg
 			base = t
 		}
+	}
+	if cfg.WrapTransport != nil {
+		base = cfg.WrapTransport(base)
 	}
 	client.HTTPClient = http.Client{Transport: base, Timeout: timeout}
 	if cfg.UserAgent != "" {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,24 @@ func TestValidateSection(t *testing.T) {
 		err := tt.opts.ValidateSection("svc")
 		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), tt.key+":") {
 			t.Errorf("%+v: ValidateSection() = %v, want an error naming %s", tt.opts, err, tt.key)
+		}
+		// Each problem is an *OptionError, so callers can name the option
+		// their own way.
+		var keys []string
+		var joined interface{ Unwrap() []error }
+		if !errors.As(err, &joined) {
+			t.Fatalf("%+v: %v is not a joined error", tt.opts, err)
+		}
+		for _, e := range joined.Unwrap() {
+			var oe *OptionError
+			if !errors.As(e, &oe) || oe.Section != "svc" {
+				t.Errorf("%+v: %v is not an *OptionError of section svc", tt.opts, e)
+				continue
+			}
+			keys = append(keys, "svc."+oe.Key)
+		}
+		if !slices.Contains(keys, tt.key) {
+			t.Errorf("%+v: OptionError keys %v, want %s among them", tt.opts, keys, tt.key)
 		}
 	}
 	ok := Options{AuthURL: "https://x/v3", UserID: "u", Password: "p", ProjectID: "p"}

@@ -1,5 +1,11 @@
 // Package api is the attestation service's REST API (docs/ARCHITECTURE.md, "REST API"):
-// hosts, profiles, trusted launches, public keys, health and metrics.
+// hosts, profiles, trusted launches, public keys, health, metrics and
+// version discovery at GET /.
+//
+// Every route is listed once (routes, exported as Routes) and described by
+// docs/api/openapi.yaml; request and response bodies are the wire types of
+// internal/attestapi, which the Go client and the trustpool CLI decode.
+// Tests hold the router, the document and real answers to each other.
 //
 // Every /v1 route except /v1/keys sits behind Keystone token authentication
 // (keystone-auth's authtoken middleware, passed in as Config.Auth) and an
@@ -190,6 +196,65 @@ type server struct {
 	req *metrics.Counter
 }
 
+// route is one operation: method and path as the OpenAPI document
+// (docs/api/openapi.yaml) writes them, the metrics label, and whether it
+// needs a token.
+type route struct {
+	method, path, name string
+	open               bool
+	fn                 func(http.ResponseWriter, *http.Request) error
+}
+
+// pattern is the route's http.ServeMux pattern.
+func (rt route) pattern() string {
+	if rt.path == "/" {
+		return rt.method + " /{$}" // the root only, not every path
+	}
+	return rt.method + " " + rt.path
+}
+
+// routes lists every operation of the API; New registers exactly these.
+func (s *server) routes() []route {
+	return []route{
+		{"GET", "/", "versions", true, s.versions},
+		{"GET", "/healthz", "healthz", true, s.healthz},
+		{"GET", "/metrics", "metrics", true, s.metrics},
+		{"GET", attestapi.PathKeys, "keys", true, s.keys},
+		{"GET", attestapi.PathHosts, "hosts.list", false, s.listHosts},
+		{"GET", "/v1/hosts/{host}", "hosts.get", false, s.getHost},
+		{"GET", "/v1/hosts/{host}/history", "hosts.history", false, s.history},
+		{"POST", "/v1/hosts/{host}/attest", "hosts.attest", false, s.attestNow},
+		{"DELETE", "/v1/hosts/{host}", "hosts.delete", false, s.deleteHost},
+		{"POST", "/v1/hosts/{host}/approve", "hosts.approve", false, s.approve},
+		{"POST", "/v1/hosts/{host}/reject", "hosts.reject", false, s.reject},
+		{"PUT", "/v1/hosts/{host}/profiles", "hosts.profiles", false, s.setHostProfiles},
+		{"GET", attestapi.PathProfiles, "profiles.list", false, s.listProfiles},
+		{"POST", attestapi.PathProfiles, "profiles.create", false, s.createProfile},
+		{"GET", attestapi.PathProfilesExport, "profiles.export", false, s.exportProfiles},
+		{"POST", attestapi.PathProfilesImport, "profiles.import", false, s.importProfiles},
+		{"POST", attestapi.PathProfilesLearn, "profiles.learn", false, s.learnProfile},
+		{"GET", "/v1/profiles/{name}", "profiles.get", false, s.getProfile},
+		{"PUT", "/v1/profiles/{name}", "profiles.update", false, s.updateProfile},
+		{"DELETE", "/v1/profiles/{name}", "profiles.delete", false, s.deleteProfile},
+		{"GET", attestapi.PathAudit, "audit", false, s.audit},
+		{"POST", attestapi.PathLaunches, "launches.create", false, s.createLaunch},
+		{"GET", attestapi.PathLaunches, "launches.list", false, s.listLaunches},
+		{"GET", "/v1/launches/{launch_id}", "launches.get", false, s.getLaunch},
+		{"DELETE", "/v1/launches/{launch_id}", "launches.delete", false, s.deleteLaunch},
+	}
+}
+
+// Routes returns every operation the handler serves, as "METHOD /path" in
+// the OpenAPI document's notation, so that a test can hold the two to each
+// other. (GET routes also answer HEAD.)
+func Routes() []string {
+	var out []string
+	for _, rt := range (&server{}).routes() {
+		out = append(out, rt.method+" "+rt.path)
+	}
+	return out
+}
+
 // New returns the API's http.Handler.
 func New(cfg Config) http.Handler {
 	if cfg.Logger == nil {
@@ -200,33 +265,14 @@ func New(cfg Config) http.Handler {
 	}
 	s := &server{cfg: cfg, log: cfg.Logger,
 		req: cfg.Metrics.NewCounter("trustpool_api_requests_total", "REST API requests by route and status code.", "route", "code")}
-	open := http.NewServeMux()
-	open.Handle("GET /healthz", s.handle("healthz", s.healthz))
-	open.Handle("GET /metrics", s.handle("metrics", s.metrics))
-	open.Handle("GET /v1/keys", s.handle("keys", s.keys))
-
-	authed := http.NewServeMux()
-	authed.Handle("GET /v1/hosts", s.handle("hosts.list", s.listHosts))
-	authed.Handle("GET /v1/hosts/{host}", s.handle("hosts.get", s.getHost))
-	authed.Handle("GET /v1/hosts/{host}/history", s.handle("hosts.history", s.history))
-	authed.Handle("POST /v1/hosts/{host}/attest", s.handle("hosts.attest", s.attestNow))
-	authed.Handle("DELETE /v1/hosts/{host}", s.handle("hosts.delete", s.deleteHost))
-	authed.Handle("POST /v1/hosts/{host}/approve", s.handle("hosts.approve", s.approve))
-	authed.Handle("POST /v1/hosts/{host}/reject", s.handle("hosts.reject", s.reject))
-	authed.Handle("PUT /v1/hosts/{host}/profiles", s.handle("hosts.profiles", s.setHostProfiles))
-	authed.Handle("GET /v1/profiles", s.handle("profiles.list", s.listProfiles))
-	authed.Handle("POST /v1/profiles", s.handle("profiles.create", s.createProfile))
-	authed.Handle("GET /v1/profiles/export", s.handle("profiles.export", s.exportProfiles))
-	authed.Handle("POST /v1/profiles/import", s.handle("profiles.import", s.importProfiles))
-	authed.Handle("POST /v1/profiles/learn", s.handle("profiles.learn", s.learnProfile))
-	authed.Handle("GET /v1/profiles/{name}", s.handle("profiles.get", s.getProfile))
-	authed.Handle("PUT /v1/profiles/{name}", s.handle("profiles.update", s.updateProfile))
-	authed.Handle("DELETE /v1/profiles/{name}", s.handle("profiles.delete", s.deleteProfile))
-	authed.Handle("GET /v1/audit", s.handle("audit", s.audit))
-	authed.Handle("POST /v1/launches", s.handle("launches.create", s.createLaunch))
-	authed.Handle("GET /v1/launches", s.handle("launches.list", s.listLaunches))
-	authed.Handle("GET /v1/launches/{launch_id}", s.handle("launches.get", s.getLaunch))
-	authed.Handle("DELETE /v1/launches/{launch_id}", s.handle("launches.delete", s.deleteLaunch))
+	open, authed := http.NewServeMux(), http.NewServeMux()
+	for _, rt := range s.routes() {
+		mux := authed
+		if rt.open {
+			mux = open
+		}
+		mux.Handle(rt.pattern(), s.handle(rt.name, rt.fn))
+	}
 	authed.Handle("/", s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
 		return routeError(w, r, authed)
 	}))
@@ -368,8 +414,8 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code >= 500 {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)
 	}
-	writeJSON(w, code, map[string]any{"error": map[string]any{
-		"code": code, "title": http.StatusText(code), "message": msg, "request_id": requestID(r),
+	writeJSON(w, code, attestapi.ErrorEnvelope{Error: attestapi.Error{
+		Code: code, Title: http.StatusText(code), Message: msg, RequestID: requestID(r),
 	}})
 }
 
@@ -497,11 +543,11 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Health != nil {
 		if err := s.cfg.Health(r.Context()); err != nil {
 			s.log.Warn("health check failed", "error", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "problem": err.Error()})
+			writeJSON(w, http.StatusServiceUnavailable, attestapi.Health{Status: "unhealthy", Problem: err.Error()})
 			return nil
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	writeJSON(w, http.StatusOK, attestapi.Health{Status: "ok"})
 	return nil
 }
 
@@ -511,12 +557,34 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
-	launchKeys := []attestapi.LaunchKey{}
+	keys := attestapi.Keys{VerdictKeys: []attestapi.VerdictKey{{
+		KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM),
+	}}, LaunchKeys: []attestapi.LaunchKey{}}
 	if s.cfg.Launches != nil {
-		launchKeys = append(launchKeys, attestapi.NewLaunchKey(s.cfg.Launches.PublicKey()))
+		keys.LaunchKeys = append(keys.LaunchKeys, attestapi.NewLaunchKey(s.cfg.Launches.PublicKey()))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"verdict_keys": []map[string]any{{
-		"kid": s.cfg.KID, "algorithm": "Ed25519", "public_key_pem": string(s.cfg.PublicKeyPEM),
-	}}, "launch_keys": launchKeys})
+	writeJSON(w, http.StatusOK, keys)
+	return nil
+}
+
+// apiUpdated is when the v1 API last changed (discovery's "updated").
+var apiUpdated = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+
+// versions is the version discovery document. Its links point at the
+// address the client used, as OpenStack services' do without a configured
+// public endpoint.
+func (s *server) versions(w http.ResponseWriter, r *http.Request) error {
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := (&url.URL{Scheme: scheme, Host: host, Path: "/" + attestapi.Version + "/"}).String()
+	writeJSON(w, http.StatusOK, attestapi.Versions{Versions: []attestapi.VersionInfo{{
+		ID: attestapi.Version, Status: attestapi.StatusCurrent, Updated: apiUpdated,
+		Links: []attestapi.Link{{Rel: "self", Href: base}},
+	}}})
 	return nil
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,10 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/policy"
+	"github.com/trustpool/trustpool/internal/verdict"
 )
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
@@ -29,7 +33,7 @@ func (s *server) listHosts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"hosts": out})
+	writeJSON(w, http.StatusOK, attestapi.HostList{Hosts: out})
 	return nil
 }
 
@@ -45,7 +49,7 @@ func (s *server) getHost(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"host": hv})
+	writeJSON(w, http.StatusOK, attestapi.HostBody{Host: hv})
 	return nil
 }
 
@@ -58,15 +62,23 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, err := limitParam(q, 100, 1000)
+	limit, err := limitParam(q, attestapi.DefaultHistoryLimit, attestapi.MaxLimit)
 	if err != nil {
+		return err
+	}
+	if _, err := s.cfg.Store.GetHost(r.Context(), host); err != nil {
 		return err
 	}
 	hist, err := s.cfg.Store.History(r.Context(), host, limit)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"host": host, "history": hist})
+	out := attestapi.History{Host: host, History: make([]attestapi.HistoryEntry, 0, len(hist))}
+	for _, e := range hist {
+		out.History = append(out.History, attestapi.HistoryEntry{Host: e.Host, At: e.At, Status: verdict.Status(e.Status),
+			Reasons: nonNil(e.Reasons), Profiles: nonNil(e.Profiles), Seq: e.Seq, EvidenceDigest: e.EvidenceDigest})
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -83,8 +95,10 @@ func (s *server) attestNow(w http.ResponseWriter, r *http.Request) error {
 		if !h.Activated {
 			return "", httpErr(http.StatusConflict, "host is not enrolled", nil)
 		}
+		// The round's verdict is the first one verified at or after this.
+		at := time.Now().UTC()
 		s.cfg.Trigger(host)
-		writeJSON(w, http.StatusAccepted, map[string]any{"host": host, "attestation": "scheduled"})
+		writeJSON(w, http.StatusAccepted, attestapi.AttestScheduled{Host: host, Attestation: "scheduled", RequestedAt: at})
 		return "", nil
 	})
 }
@@ -103,17 +117,8 @@ func (s *server) deleteHost(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// ekDecision is the optional body of approve and reject.
-type ekDecision struct {
-	// EKFingerprint, when set, must name the pending EK (what the
-	// administrator reviewed).
-	EKFingerprint string `json:"ek_fingerprint"`
-	// Force (approve only) moves an EK bound to another host.
-	Force bool `json:"force"`
-}
-
-func decodeEKDecision(r *http.Request, allowForce bool) (ekDecision, error) {
-	var d ekDecision
+func decodeEKDecision(r *http.Request, allowForce bool) (attestapi.EKDecision, error) {
+	var d attestapi.EKDecision
 	b, err := readBody(r)
 	if err != nil {
 		return d, err
@@ -154,10 +159,9 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		out := map[string]any{"host": host, "approved": true, "ek_fingerprint": res.Fingerprint}
+		out := attestapi.Approved{Host: host, Approved: true, EKFingerprint: res.Fingerprint, MovedFrom: res.MovedFrom}
 		detail := "approved EK " + res.Fingerprint
 		if res.MovedFrom != "" {
-			out["moved_from"] = res.MovedFrom
 			detail += " moved from host " + res.MovedFrom
 		}
 		writeJSON(w, http.StatusOK, out)
@@ -181,13 +185,15 @@ func (s *server) reject(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"host": host, "rejected": true, "ek_fingerprint": fp})
+		writeJSON(w, http.StatusOK, attestapi.Rejected{Host: host, Rejected: true, EKFingerprint: fp})
 		return "rejected EK " + fp, nil
 	})
 }
 
 func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 	host := r.PathValue("host")
+	// A pointer tells a missing "profiles" (refused) from null (the
+	// service's default).
 	var body struct {
 		Profiles *[]string `json:"profiles"`
 	}
@@ -200,8 +206,15 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		if err := decodeJSON(r, &body); err != nil {
+		raw, err := readBody(r)
+		if err != nil {
 			return "", err
+		}
+		if err := decodeJSONBytes(raw, &body); err != nil {
+			return "", err
+		}
+		if !hasKey(raw, "profiles") {
+			return "", httpErr(http.StatusBadRequest, `"profiles" is required: a list of profile names, [] for any profile, or null for the service's default`, nil)
 		}
 		var profiles []string
 		if body.Profiles != nil {
@@ -233,7 +246,7 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		if err := s.cfg.Engine.SetHostProfiles(r.Context(), host, profiles); err != nil {
 			return "", err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"host": host, "profiles": profiles})
+		writeJSON(w, http.StatusOK, attestapi.RequiredProfiles{Host: host, Profiles: profiles})
 		detail := "profiles=" + strings.Join(profiles, ",")
 		switch {
 		case profiles == nil:
@@ -248,38 +261,60 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// profileDoc is a profile in the API's JSON: the TOML file format's keys.
-type profileDoc struct {
-	Name        string              `json:"name"`
-	Description string              `json:"description,omitempty"`
-	Facts       map[string][]string `json:"facts,omitempty"`
-	PCRs        map[string][]string `json:"pcrs,omitempty"`
-	IMA         *imaDoc             `json:"ima,omitempty"`
-}
-
-type imaDoc struct {
-	AllowViolations bool                `json:"allow_violations"`
-	Exclude         []string            `json:"exclude,omitempty"`
-	Allowlist       map[string][]string `json:"allowlist,omitempty"`
-}
-
-func toDoc(p *policy.Profile) profileDoc {
-	d := profileDoc{Name: p.Name, Description: p.Description, Facts: p.Facts, PCRs: p.PCRs}
-	if p.IMA != nil {
-		d.IMA = &imaDoc{AllowViolations: p.IMA.AllowViolations, Exclude: p.IMA.Exclude, Allowlist: p.IMA.Allowlist}
-	}
-	return d
-}
-
-func fromDoc(d profileDoc) (*policy.Profile, error) {
-	p := &policy.Profile{Name: d.Name, Description: d.Description, Facts: d.Facts, PCRs: d.PCRs}
-	if d.IMA != nil {
-		p.IMA = &policy.IMARules{AllowViolations: d.IMA.AllowViolations, Exclude: d.IMA.Exclude, Allowlist: d.IMA.Allowlist}
-	}
-	if err := p.Validate(); err != nil {
+// fromDoc validates a profile from a request body.
+func fromDoc(d attestapi.Profile) (*policy.Profile, error) {
+	p, err := d.Policy()
+	if err != nil {
 		return nil, httpErr(http.StatusBadRequest, "profile rejected", err)
 	}
 	return p, nil
+}
+
+// writeLearned answers learn: the profile just stored (p: the learned one,
+// or the one it was merged into), when, and what Learn pinned for the
+// facts.
+func (s *server) writeLearned(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile, l *policy.Learned) error {
+	sp, err := s.cfg.Store.GetProfile(r.Context(), p.Name)
+	if err != nil {
+		return err
+	}
+	at := sp.UpdatedAt
+	out := attestapi.Learned{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at, FactPCRs: map[string][]string{},
+		AddedPCRs: []int{}, Warnings: l.Warnings}
+	for pcr, facts := range l.FactPCRs {
+		out.FactPCRs[strconv.Itoa(pcr)] = facts
+	}
+	out.AddedPCRs = append(out.AddedPCRs, l.AddedPCRs...)
+	writeJSON(w, code, out)
+	return nil
+}
+
+// writeStored answers with a profile just stored, and when it was stored.
+func (s *server) writeStored(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile) error {
+	sp, err := s.cfg.Store.GetProfile(r.Context(), p.Name)
+	if err != nil {
+		return err
+	}
+	at := sp.UpdatedAt
+	writeJSON(w, code, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at})
+	return nil
+}
+
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// hasKey reports whether the JSON object b has key k at its top level.
+func hasKey(b []byte, k string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil {
+		return false
+	}
+	_, ok := m[k]
+	return ok
 }
 
 func storeProfile(p *policy.Profile) (store.Profile, error) {
@@ -309,15 +344,16 @@ func (s *server) listProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := []any{}
+	out := attestapi.ProfileList{Profiles: []attestapi.ProfileBody{}}
 	for _, sp := range sps {
 		p, err := parseStored(sp)
 		if err != nil {
 			return err
 		}
-		out = append(out, map[string]any{"profile": toDoc(p), "updated_at": sp.UpdatedAt})
+		at := sp.UpdatedAt
+		out.Profiles = append(out.Profiles, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"profiles": out})
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -336,7 +372,8 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"profile": toDoc(p), "updated_at": sp.UpdatedAt})
+	at := sp.UpdatedAt
+	writeJSON(w, http.StatusOK, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at})
 	return nil
 }
 
@@ -345,7 +382,7 @@ func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name
 		if _, err := queryParams(r); err != nil {
 			return "", err
 		}
-		var d profileDoc
+		var d attestapi.Profile
 		if err := decodeJSON(r, &d); err != nil {
 			return "", err
 		}
@@ -371,8 +408,7 @@ func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name
 		if mode == store.Create {
 			code = http.StatusCreated
 		}
-		writeJSON(w, code, map[string]any{"profile": toDoc(p)})
-		return "", nil
+		return "", s.writeStored(w, r, code, p)
 	})
 }
 
@@ -475,7 +511,7 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 			names = append(names, p.Name)
 		}
 		s.cfg.Engine.TriggerAll(r.Context())
-		writeJSON(w, http.StatusOK, map[string]any{"imported": names})
+		writeJSON(w, http.StatusOK, attestapi.Imported{Imported: nonNil(names)})
 		return "profiles=" + strings.Join(names, ","), nil
 	})
 }
@@ -486,15 +522,7 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 // facts are read from unless skip_fact_pcrs is set; the answer lists them
 // ("fact_pcrs", "added_pcrs") and any fact left untrustworthy ("warnings").
 func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
-	var body struct {
-		Host         string   `json:"host"`
-		Name         string   `json:"name"`
-		Description  string   `json:"description"`
-		PCRs         []int    `json:"pcrs"`
-		Facts        []string `json:"facts"`
-		SkipFactPCRs bool     `json:"skip_fact_pcrs"`
-		Merge        bool     `json:"merge"`
-	}
+	var body attestapi.Learn
 	b, err := readBody(r)
 	if err != nil {
 		return err
@@ -550,12 +578,7 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if mode == store.Replace {
 			code = http.StatusOK
 		}
-		out := map[string]any{"profile": toDoc(p), "fact_pcrs": learned.FactPCRs, "added_pcrs": learned.AddedPCRs}
-		if len(learned.Warnings) > 0 {
-			out["warnings"] = learned.Warnings
-		}
-		writeJSON(w, code, out)
-		return "learned from " + body.Host, nil
+		return "learned from " + body.Host, s.writeLearned(w, r, code, p, learned)
 	})
 }
 
@@ -571,7 +594,7 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, err := limitParam(q, 500, 1000)
+	limit, err := limitParam(q, attestapi.DefaultAuditLimit, attestapi.MaxLimit)
 	if err != nil {
 		return err
 	}
@@ -579,7 +602,12 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"audit": recs})
+	out := attestapi.AuditList{Audit: make([]attestapi.AuditRecord, 0, len(recs))}
+	for _, a := range recs {
+		out.Audit = append(out.Audit, attestapi.AuditRecord{At: a.At, RequestID: a.RequestID, UserID: a.UserID, ProjectID: a.ProjectID,
+			Action: a.Action, Target: a.Target, Outcome: a.Outcome, Detail: a.Detail})
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -472,7 +472,9 @@ func (r *run) end(ctx context.Context, state, code, detail string) {
 		"state", state, "reasons", rec.Reasons, "total_ms", ms(r.t.Total))
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64)
+}
 
 func nonNil(l []string) []string {
 	if l == nil {

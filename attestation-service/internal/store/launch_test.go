@@ -189,13 +189,13 @@ func TestLaunchTransitionRace(t *testing.T) {
 	})
 }
 
-// TestMigrationAddsLaunches: a database at version 2 with hosts migrates to
+// TestMigrationAddsLaunches: a database at version 3 with hosts migrates to
 // the launch schema and keeps its hosts.
 func TestMigrationAddsLaunches(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
 		t.Helper()
 		ctx := t.Context()
-		old, err := store.OpenAtVersion(ctx, url, 2)
+		old, err := store.OpenAtVersion(ctx, url, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,8 +204,8 @@ func TestMigrationAddsLaunches(t *testing.T) {
 		}
 		old.Close()
 		s := open(t, url)
-		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchemaVersion() {
-			t.Fatalf("schema version %d, %v; want %d", v, err, store.LatestSchemaVersion())
+		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
+			t.Fatalf("schema version %d, %v; want %d", v, err, store.LatestSchema)
 		}
 		if _, err := s.GetHost(ctx, "c1"); err != nil {
 			t.Errorf("host lost in migration: %v", err)

@@ -179,7 +179,7 @@ func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
 		}
 		s.Close()
 		s2 := open(t, url)
-		if v, err := s2.SchemaVersion(ctx); err != nil || v != store.LatestSchemaVersion() {
+		if v, err := s2.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
 			t.Errorf("SchemaVersion = %d, %v", v, err)
 		}
 		if _, err := s2.GetProfile(ctx, "keep"); err != nil {
@@ -366,7 +366,7 @@ func TestMigrationSplitsSharedEKs(t *testing.T) {
 		}
 		old.Close()
 		s := open(t, url)
-		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchemaVersion() {
+		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
 			t.Fatalf("SchemaVersion = %d, %v", v, err)
 		}
 		for name, ek := range map[string]string{"a-first": "shared", "d-own": "own"} {

@@ -1,0 +1,435 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trustpool/trustpool/cli/internal/output"
+	"github.com/trustpool/trustpool/internal/attestapi"
+	"github.com/trustpool/trustpool/internal/attestclient"
+	"github.com/trustpool/trustpool/internal/policy"
+)
+
+func (c *CLI) profileCommand() *cobra.Command {
+	g := c.groupCommand("profile", "Attestation profiles: reference values hosts are appraised against")
+	g.AddCommand(c.profileList(), c.profileShow(), c.profileCreate(), c.profileUpdate(), c.profileDelete(),
+		c.profileImport(), c.profileExport(), c.profileLearn())
+	return g
+}
+
+func pcrIndexes(p attestapi.Profile) []string {
+	idx := make([]string, 0, len(p.PCRs))
+	for k := range p.PCRs {
+		idx = append(idx, k)
+	}
+	slices.SortFunc(idx, func(a, b string) int {
+		ia, _ := strconv.Atoi(a)
+		ib, _ := strconv.Atoi(b)
+		return ia - ib
+	})
+	return idx
+}
+
+func factNames(p attestapi.Profile) []string {
+	names := make([]string, 0, len(p.Facts))
+	for k := range p.Facts {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (c *CLI) profileList() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List profiles: which PCRs and boot facts each checks, and whether it appraises IMA",
+		Args:  cobra.NoArgs,
+	}
+	of := listFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		ps, err := cl.ListProfiles(cmd.Context())
+		if err != nil {
+			return err
+		}
+		l := output.List{Columns: []output.Column{{Name: "Name"}, {Name: "Description"}, {Name: "PCRs"}, {Name: "Facts"},
+			{Name: "IMA"}, {Name: "Updated At", Long: true}}}
+		for _, pb := range ps {
+			p := pb.Profile
+			l.Rows = append(l.Rows, []any{p.Name, p.Description, pcrIndexes(p), factNames(p), p.IMA != nil, pb.UpdatedAt})
+		}
+		return c.writeList(of, l)
+	}
+	return cmd
+}
+
+func profileRecord(pb attestapi.ProfileBody) output.Record {
+	p := pb.Profile
+	r := output.Record{
+		Fields: []output.Column{{Name: "name"}, {Name: "description"}, {Name: "pcrs"}, {Name: "facts"}},
+		Values: []any{p.Name, p.Description, p.PCRs, p.Facts},
+	}
+	if p.IMA != nil {
+		r.Fields = append(r.Fields, output.Column{Name: "ima_allow_violations"}, output.Column{Name: "ima_exclude"},
+			output.Column{Name: "ima_allowlist"})
+		r.Values = append(r.Values, p.IMA.AllowViolations, p.IMA.Exclude, p.IMA.Allowlist)
+	}
+	if pb.UpdatedAt != nil {
+		r.Fields = append(r.Fields, output.Column{Name: "updated_at"})
+		r.Values = append(r.Values, pb.UpdatedAt)
+	}
+	return r
+}
+
+// learnedRecord is a learned profile with what was pinned for its facts.
+func learnedRecord(l attestapi.Learned) output.Record {
+	r := profileRecord(attestapi.ProfileBody{Profile: l.Profile, UpdatedAt: l.UpdatedAt})
+	r.Fields = append(r.Fields, output.Column{Name: "fact_pcrs"}, output.Column{Name: "added_pcrs"})
+	r.Values = append(r.Values, l.FactPCRs, output.Formatted{Text: joinInts(l.AddedPCRs), Value: l.AddedPCRs})
+	if len(l.Warnings) > 0 {
+		r.Fields = append(r.Fields, output.Column{Name: "warnings"})
+		r.Values = append(r.Values, l.Warnings)
+	}
+	return r
+}
+
+func joinInts(is []int) string {
+	s := make([]string, len(is))
+	for i, n := range is {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// warn prints the service's warnings on stderr, one per line.
+func (c *CLI) warn(ws []string) {
+	for _, w := range ws {
+		fmt.Fprintf(c.cfg.Stderr, "%s: warning: %s\n", Name, w)
+	}
+}
+
+func (c *CLI) profileShow() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a profile's reference values",
+		Args:  cobra.ExactArgs(1),
+	}
+	of := showFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		pb, err := cl.GetProfile(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return c.writeRecord(of, profileRecord(pb))
+	}
+	return cmd
+}
+
+// profileFlags describe a profile on the command line.
+type profileFlags struct {
+	file        string
+	description string
+	pcrs        []string
+	facts       []string
+}
+
+func (pf *profileFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&pf.file, "from-file", "", "read the profile from a profile file (TOML, one [[profile]]; - for stdin)")
+	f.StringVar(&pf.description, "description", "", "what the profile is for")
+	f.StringArrayVar(&pf.pcrs, "pcr", nil, "INDEX=SHA256[,SHA256...]: accepted values of a PCR (repeatable)")
+	f.StringArrayVar(&pf.facts, "fact", nil, "NAME=VALUE: an accepted value of a boot fact (repeatable; repeat a name for more values)")
+	cmd.MarkFlagsMutuallyExclusive("from-file", "pcr")
+	cmd.MarkFlagsMutuallyExclusive("from-file", "fact")
+}
+
+// profile builds the profile from the file or the flags and checks it with
+// the service's rules (policy.Profile.Validate) before anything is sent.
+func (c *CLI) profile(pf *profileFlags, args []string) (attestapi.Profile, error) {
+	var p attestapi.Profile
+	if pf.file != "" {
+		b, err := c.readInput(pf.file)
+		if err != nil {
+			return p, err
+		}
+		ps, err := policy.Parse(b)
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", pf.file, err)
+		}
+		if len(ps) != 1 {
+			return p, usagef("%s has %d profiles; create and update take one (profile import takes several)", pf.file, len(ps))
+		}
+		p = attestapi.ProfileFrom(ps[0])
+		if len(args) > 0 && args[0] != p.Name {
+			return p, usagef("the name %q differs from the file's profile %q", args[0], p.Name)
+		}
+	} else {
+		if len(args) == 0 {
+			return p, usagef("name the profile, or give --from-file")
+		}
+		p.Name = args[0]
+		for _, s := range pf.pcrs {
+			idx, vals, ok := strings.Cut(s, "=")
+			if !ok || idx == "" || vals == "" {
+				return p, usagef("--pcr %q is not INDEX=SHA256[,SHA256...]", s)
+			}
+			if p.PCRs == nil {
+				p.PCRs = map[string][]string{}
+			}
+			for _, v := range strings.Split(vals, ",") {
+				p.PCRs[idx] = append(p.PCRs[idx], strings.ToLower(strings.TrimSpace(v)))
+			}
+		}
+		for _, s := range pf.facts {
+			name, val, ok := strings.Cut(s, "=")
+			if !ok || name == "" {
+				return p, usagef("--fact %q is not NAME=VALUE", s)
+			}
+			if p.Facts == nil {
+				p.Facts = map[string][]string{}
+			}
+			p.Facts[name] = append(p.Facts[name], val)
+		}
+	}
+	if pf.description != "" {
+		p.Description = pf.description
+	}
+	if _, err := p.Policy(); err != nil {
+		return p, &usageError{err: err}
+	}
+	return p, nil
+}
+
+// readInput reads a file, or stdin for "-".
+func (c *CLI) readInput(name string) ([]byte, error) {
+	if name == "-" {
+		return io.ReadAll(c.cfg.Stdin)
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, &usageError{err: err}
+	}
+	return b, nil
+}
+
+func (c *CLI) profileCreate() *cobra.Command {
+	return c.profileWrite("create", "Create a profile; hosts are appraised again",
+		(*attestclient.Client).CreateProfile)
+}
+
+func (c *CLI) profileUpdate() *cobra.Command {
+	return c.profileWrite("update", "Replace an existing profile's reference values; hosts are appraised again",
+		(*attestclient.Client).ReplaceProfile)
+}
+
+// profileWrite is create or update: a profile from flags or a file, sent
+// with send.
+func (c *CLI) profileWrite(verb, short string,
+	send func(*attestclient.Client, context.Context, attestapi.Profile) (attestapi.ProfileBody, error)) *cobra.Command {
+	var pf profileFlags
+	cmd := &cobra.Command{
+		Use:   verb + " [NAME] (--pcr INDEX=SHA256... | --fact NAME=VALUE... | --from-file FILE)",
+		Short: short,
+		Args:  cobra.MaximumNArgs(1),
+	}
+	of := showFlags(cmd)
+	pf.add(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := c.profile(&pf, args)
+		if err != nil {
+			return err
+		}
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		pb, err := send(cl, cmd.Context(), p)
+		if err != nil {
+			return err
+		}
+		return c.writeRecord(of, profileRecord(pb))
+	}
+	return cmd
+}
+
+func (c *CLI) profileDelete() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME [NAME...]",
+		Short: "Delete profiles; hosts are appraised again",
+		Args:  cobra.MinimumNArgs(1),
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete even a profile that hosts rely on (they turn untrusted)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		return c.each(args, "profile", "delete", func(n string) error { return cl.DeleteProfile(cmd.Context(), n, force) })
+	}
+	return cmd
+}
+
+func (c *CLI) profileImport() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Create or replace every profile of a profile file (TOML; - for stdin)",
+		Long: "Create or replace every profile of a profile file (TOML, the format profile export writes;\n" +
+			"- reads stdin). The file is checked whole before anything is stored.",
+		Args: cobra.ExactArgs(1),
+	}
+	of := listFlags(cmd, false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		b, err := c.readInput(args[0])
+		if err != nil {
+			return err
+		}
+		if _, err := policy.Parse(b); err != nil {
+			return &usageError{err: fmt.Errorf("%s: %w", args[0], err)}
+		}
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		names, err := cl.ImportProfiles(cmd.Context(), b)
+		if err != nil {
+			return err
+		}
+		l := output.List{Columns: []output.Column{{Name: "Imported"}}}
+		for _, n := range names {
+			l.Rows = append(l.Rows, []any{n})
+		}
+		return c.writeList(of, l)
+	}
+	return cmd
+}
+
+func (c *CLI) profileExport() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Write every profile as a profile file (TOML) to stdout or --file",
+		Args:  cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&file, "file", "", "write to this file instead of stdout")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		b, err := cl.ExportProfiles(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if file == "" {
+			_, err = c.cfg.Stdout.Write(b)
+			return err
+		}
+		return os.WriteFile(file, b, 0o644) //nolint:gosec // reference values are public
+	}
+	return cmd
+}
+
+func (c *CLI) profileLearn() *cobra.Command {
+	var (
+		l    attestapi.Learn
+		w    waitFlags
+		pcrs []int
+	)
+	cmd := &cobra.Command{
+		Use:   "learn NAME --host HOST",
+		Short: "Learn a profile from a golden host's verified evidence and wait until hosts are appraised with it",
+		Long: "Build profile NAME from the last verified evidence of a golden host (its quoted PCRs and\n" +
+			"the boot facts of its event log), then wait until that host has been appraised again and\n" +
+			"show the profile with the host's new status. The command fails when the golden host does\n" +
+			"not satisfy the profile. --merge adds the values to an existing profile (a rollout: both\n" +
+			"builds are accepted). With --no-wait, return once the profile is stored.",
+		Args: cobra.ExactArgs(1),
+	}
+	of := showFlags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&l.Host, "host", "", "the golden host (required)")
+	f.StringVar(&l.Description, "description", "", "what the profile is for (default: learned from HOST)")
+	f.IntSliceVar(&pcrs, "pcr", nil, "take these PCRs (repeatable or comma-separated; default: 0-7)")
+	f.StringArrayVar(&l.Facts, "fact", nil, "take only these boot facts (repeatable; default: secure_boot, bootloader, kernel, initrd, kernel_cmdline)")
+	f.BoolVar(&l.SkipFactPCRs, "skip-fact-pcrs", false, "do not pin the PCRs the facts are read from (the facts are then not trustworthy)")
+	f.BoolVar(&l.Merge, "merge", false, "add to an existing profile of that name")
+	_ = cmd.MarkFlagRequired("host")
+	w.add(cmd, 2*time.Minute)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		l.Name, l.PCRs = args[0], pcrs
+		for _, i := range pcrs {
+			if i < 0 || i > 23 {
+				return usagef("--pcr %d is not a PCR index 0-23", i)
+			}
+		}
+		cl, err := c.client(ctx, true)
+		if err != nil {
+			return err
+		}
+		if w.noWait {
+			learned, err := cl.LearnProfile(ctx, l)
+			if err != nil {
+				return err
+			}
+			c.warn(learned.Warnings)
+			return c.writeRecord(of, learnedRecord(learned))
+		}
+		before, err := cl.GetHost(ctx, l.Host)
+		if err != nil {
+			return err
+		}
+		learned, err := cl.LearnProfile(ctx, l)
+		if err != nil {
+			return err
+		}
+		c.warn(learned.Warnings)
+		pb := attestapi.ProfileBody{Profile: learned.Profile, UpdatedAt: learned.UpdatedAt}
+		// The host's next verdict that was appraised after the profile was
+		// stored shows whether it satisfies it.
+		stored := pb.UpdatedAt
+		if stored == nil {
+			got, err := cl.GetProfile(ctx, l.Name)
+			if err != nil {
+				return err
+			}
+			stored = got.UpdatedAt
+		}
+		var since time.Time
+		if stored != nil {
+			since = *stored
+		}
+		h, err := c.waitVerdict(ctx, cl, l.Host, w.timeout, "learned "+l.Name+" from "+l.Host, newerThan(before, since))
+		if err != nil {
+			return err
+		}
+		rec := learnedRecord(learned)
+		rec.Fields = append(rec.Fields, output.Column{Name: "learned_from"}, output.Column{Name: "host_status"},
+			output.Column{Name: "host_profiles"})
+		rec.Values = append(rec.Values, l.Host, string(hostStatus(h)), h.Verdict.Profiles)
+		if err := c.writeRecord(of, rec); err != nil {
+			return err
+		}
+		if !slices.Contains(h.Verdict.Profiles, l.Name) {
+			return fmt.Errorf("%s does not satisfy the profile learned from it: %s", l.Host, strings.Join(h.Verdict.Reasons, "; "))
+		}
+		return nil
+	}
+	return cmd
+}

@@ -1,0 +1,424 @@
+// Package attestapi is the wire contract of the attestation service's REST
+// API (docs/ARCHITECTURE.md, "REST API"): paths, query parameters, and the
+// JSON request and response bodies of every route, including the error
+// envelope and the version discovery document. The service's handlers encode these types, the
+// Go client (package attestclient) and the trustpool CLI decode them, and
+// docs/api/openapi.yaml describes them; tests hold the router, the document
+// and real responses to each other, so the four cannot drift apart.
+//
+// It imports only the standard library and the pure packages verdict and
+// policy (profiles convert to and from policy.Profile), holds no logic beyond
+// path building and that conversion, and logs nothing. Timestamps are RFC 3339 in UTC.
+// Lists are never null on the wire: an empty list is [].
+package attestapi
+
+import (
+	"net/url"
+	"time"
+
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// Version is the API version the service implements: its routes live under
+// "/" + Version.
+const Version = "v1"
+
+// Header names.
+const (
+	// HeaderAuthToken carries the caller's Keystone token.
+	HeaderAuthToken = "X-Auth-Token" //nolint:gosec // a header name, not a credential
+	// HeaderRequestID carries the id of every request, as OpenStack services
+	// name it; the error envelope repeats it.
+	HeaderRequestID = "X-Openstack-Request-Id"
+)
+
+// Media types besides application/json.
+const (
+	// MediaTOML is the profile file format (package policy), used by
+	// export and import.
+	MediaTOML = "application/toml"
+	// MediaMetrics is the Prometheus text exposition format of /metrics.
+	MediaMetrics = "text/plain; version=0.0.4; charset=utf-8"
+)
+
+// Paths of the routes that take no parameters.
+const (
+	PathVersions       = "/"
+	PathHealthz        = "/healthz"
+	PathMetrics        = "/metrics"
+	PathKeys           = "/v1/keys"
+	PathHosts          = "/v1/hosts"
+	PathProfiles       = "/v1/profiles"
+	PathProfilesExport = "/v1/profiles/export"
+	PathProfilesImport = "/v1/profiles/import"
+	PathProfilesLearn  = "/v1/profiles/learn"
+	PathAudit          = "/v1/audit"
+)
+
+// HostPath returns /v1/hosts/{host}, followed by the sub-resource parts
+// (e.g. "history"), with host escaped.
+func HostPath(host string, sub ...string) string {
+	p := PathHosts + "/" + url.PathEscape(host)
+	for _, s := range sub {
+		p += "/" + s
+	}
+	return p
+}
+
+// ProfilePath returns /v1/profiles/{name} with name escaped.
+func ProfilePath(name string) string { return PathProfiles + "/" + url.PathEscape(name) }
+
+// Host sub-resources and actions (HostPath's sub parts).
+const (
+	HostHistory  = "history"
+	HostAttest   = "attest"
+	HostApprove  = "approve"
+	HostReject   = "reject"
+	HostProfiles = "profiles"
+)
+
+// Query parameters.
+const (
+	// QueryLimit bounds history and audit lists.
+	QueryLimit = "limit"
+	// QueryForce deletes a profile that hosts still require.
+	QueryForce = "force"
+)
+
+// Limits of QueryLimit.
+const (
+	DefaultHistoryLimit = 100
+	DefaultAuditLimit   = 500
+	MaxLimit            = 1000
+)
+
+// ErrorEnvelope is the body of every 4xx and 5xx answer.
+type ErrorEnvelope struct {
+	Error Error `json:"error"`
+}
+
+// Error describes a failed request. Message says what was wrong in the
+// caller's terms; for 5xx it is generic and the detail is in the service log
+// under RequestID.
+type Error struct {
+	Code      int    `json:"code"`
+	Title     string `json:"title"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id"`
+}
+
+// Versions is the version discovery document at GET / (the shape Nova and
+// Placement use: one entry per major version).
+type Versions struct {
+	Versions []VersionInfo `json:"versions"`
+}
+
+// VersionInfo describes one major version of the API.
+type VersionInfo struct {
+	// ID is "v1".
+	ID string `json:"id"`
+	// Status is CURRENT, SUPPORTED or DEPRECATED.
+	Status string `json:"status"`
+	// MinVersion and Version bound the microversions, as in Nova: "" while
+	// the API has none.
+	MinVersion string    `json:"min_version"`
+	Version    string    `json:"version"`
+	Updated    time.Time `json:"updated"`
+	Links      []Link    `json:"links"`
+}
+
+// Link is a related resource.
+type Link struct {
+	Rel  string `json:"rel"`
+	Href string `json:"href"`
+	Type string `json:"type,omitempty"`
+}
+
+// Version statuses.
+const (
+	StatusCurrent = "CURRENT"
+)
+
+// Health is the body of /healthz.
+type Health struct {
+	// Status is "ok" (200) or "unhealthy" (503).
+	Status string `json:"status"`
+	// Problem names what is wrong when unhealthy.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Keys lists the service's public keys: GET /v1/keys.
+type Keys struct {
+	VerdictKeys []VerdictKey `json:"verdict_keys"`
+	// LaunchKeys are the HPKE keys tenants seal launch requests to
+	// (launch.go); empty when trusted launches are off.
+	LaunchKeys []LaunchKey `json:"launch_keys"`
+}
+
+// VerdictKey is a public key that signs verdicts; shims and tenants pin it.
+type VerdictKey struct {
+	// KID is verdict.KeyID of the key.
+	KID string `json:"kid"`
+	// Algorithm is "Ed25519".
+	Algorithm string `json:"algorithm"`
+	// PublicKeyPEM is a PEM "PUBLIC KEY" (PKIX) block.
+	PublicKeyPEM string `json:"public_key_pem"`
+}
+
+// HostList is GET /v1/hosts.
+type HostList struct {
+	Hosts []Host `json:"hosts"`
+}
+
+// HostBody wraps one host: GET /v1/hosts/{host}.
+type HostBody struct {
+	Host Host `json:"host"`
+}
+
+// Enrollment states of a host.
+const (
+	EnrollmentRegistered      = "registered"
+	EnrollmentPendingApproval = "pending_approval"
+	EnrollmentEnrolled        = "enrolled"
+)
+
+// Host is a compute host as the API shows it.
+type Host struct {
+	Name string `json:"name"`
+	// Enrollment is one of the Enrollment* states.
+	Enrollment string `json:"enrollment"`
+	// RequiredProfiles are the profiles the host must satisfy: its assigned
+	// ones when ProfilesAssigned, else the service's configured default.
+	RequiredProfiles []string `json:"required_profiles"`
+	ProfilesAssigned bool     `json:"profiles_assigned"`
+	AgentVersion     string   `json:"agent_version,omitempty"`
+	// EKFingerprint is the hex SHA-256 of the bound EK.
+	EKFingerprint string `json:"ek_fingerprint,omitempty"`
+	// PendingEKFingerprint is an EK awaiting an administrator's decision,
+	// PendingReason why (approval_required, ek_changed,
+	// ek_bound_to_other_host) and PendingEKBoundTo the host holding it.
+	PendingEKFingerprint string     `json:"pending_ek_fingerprint,omitempty"`
+	PendingReason        string     `json:"pending_reason,omitempty"`
+	PendingEKBoundTo     string     `json:"pending_ek_bound_to,omitempty"`
+	PendingSince         *time.Time `json:"pending_since,omitempty"`
+	// RejectedEKFingerprint is the EK an administrator last rejected.
+	RejectedEKFingerprint string    `json:"rejected_ek_fingerprint,omitempty"`
+	CreatedAt             time.Time `json:"created_at"`
+	// Verdict is the latest signed verdict; absent before the first one.
+	Verdict *Verdict `json:"verdict,omitempty"`
+	// LastAttestation summarises the latest round (GET /v1/hosts/{host}
+	// only).
+	LastAttestation *Attestation `json:"last_attestation,omitempty"`
+}
+
+// Verdict is the decoded latest verdict plus its signed form.
+type Verdict struct {
+	Status verdict.Status `json:"status"`
+	// EffectiveStatus is what a relying party acts on now: Status while
+	// unexpired, unknown from expires_at on.
+	EffectiveStatus verdict.Status `json:"effective_status"`
+	Profiles        []string       `json:"profiles"`
+	Reasons         []string       `json:"reasons"`
+	VerifiedAt      time.Time      `json:"verified_at"`
+	ExpiresAt       time.Time      `json:"expires_at"`
+	Seq             uint64         `json:"seq"`
+	// Signed is the verdict exactly as shims receive it; verify it with a
+	// key from GET /v1/keys.
+	Signed verdict.Signed `json:"signed"`
+}
+
+// Attestation summarises one attestation round.
+type Attestation struct {
+	At     time.Time      `json:"at"`
+	Status verdict.Status `json:"status"`
+	// Reasons say why the round did not end trusted.
+	Reasons   []string `json:"reasons"`
+	Reachable bool     `json:"reachable"`
+	Verified  bool     `json:"verified"`
+	Rebooted  bool     `json:"rebooted,omitempty"`
+	// PCRs are the quoted SHA-256 values by index (hex).
+	PCRs map[string]string `json:"pcrs,omitempty"`
+	// Boot are the boot facts of the verified event log.
+	Boot  map[string]string `json:"boot,omitempty"`
+	Clock *Clock            `json:"clock,omitempty"`
+	// IMANewEntries counts the IMA entries verified in this round, IMAOffset
+	// is the list position reached.
+	IMANewEntries  int    `json:"ima_new_entries,omitempty"`
+	IMAOffset      int64  `json:"ima_offset,omitempty"`
+	EvidenceDigest string `json:"evidence_digest,omitempty"`
+	// Profiles is the evaluation of every defined profile.
+	Profiles   []ProfileResult `json:"profiles,omitempty"`
+	DurationMS float64         `json:"duration_ms"`
+}
+
+// Clock is the TPM clock information of a quote.
+type Clock struct {
+	Clock        uint64 `json:"clock"`
+	ResetCount   uint32 `json:"reset_count"`
+	RestartCount uint32 `json:"restart_count"`
+	Safe         bool   `json:"safe"`
+}
+
+// ProfileResult is one profile's evaluation in a round.
+type ProfileResult struct {
+	Profile string   `json:"profile"`
+	Pass    bool     `json:"pass"`
+	Reasons []string `json:"reasons,omitempty"`
+	// IMAReasons are the Reasons caused by IMA entries.
+	IMAReasons []string `json:"ima_reasons,omitempty"`
+}
+
+// History is GET /v1/hosts/{host}/history: verdict changes, newest first.
+type History struct {
+	Host    string         `json:"host"`
+	History []HistoryEntry `json:"history"`
+}
+
+// HistoryEntry is one verdict change.
+type HistoryEntry struct {
+	Host           string         `json:"host"`
+	At             time.Time      `json:"at"`
+	Status         verdict.Status `json:"status"`
+	Reasons        []string       `json:"reasons"`
+	Profiles       []string       `json:"profiles"`
+	Seq            uint64         `json:"seq"`
+	EvidenceDigest string         `json:"evidence_digest,omitempty"`
+}
+
+// AttestScheduled is the answer to POST /v1/hosts/{host}/attest (202): the
+// round runs in the background; its verdict is the first one of the host
+// verified at or after RequestedAt.
+type AttestScheduled struct {
+	Host string `json:"host"`
+	// Attestation is "scheduled".
+	Attestation string    `json:"attestation"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// EKDecision is the optional body of approve and reject.
+type EKDecision struct {
+	// EKFingerprint, when set, must name the pending EK (the one the
+	// administrator reviewed): 64 hex digits.
+	EKFingerprint string `json:"ek_fingerprint,omitempty"`
+	// Force (approve only) moves an EK bound to another host.
+	Force bool `json:"force,omitempty"`
+}
+
+// Approved is the answer to POST /v1/hosts/{host}/approve.
+type Approved struct {
+	Host          string `json:"host"`
+	Approved      bool   `json:"approved"`
+	EKFingerprint string `json:"ek_fingerprint"`
+	// MovedFrom names the host that held the EK (Force).
+	MovedFrom string `json:"moved_from,omitempty"`
+}
+
+// Rejected is the answer to POST /v1/hosts/{host}/reject.
+type Rejected struct {
+	Host          string `json:"host"`
+	Rejected      bool   `json:"rejected"`
+	EKFingerprint string `json:"ek_fingerprint"`
+}
+
+// RequiredProfiles is the body of PUT /v1/hosts/{host}/profiles and its
+// answer. Profiles nil (JSON null) returns the host to the service's
+// configured default; [] requires no particular profile (any defined profile
+// that passes will do).
+type RequiredProfiles struct {
+	Host     string   `json:"host,omitempty"`
+	Profiles []string `json:"profiles"`
+}
+
+// Profile is an attestation profile: the profile file format's keys
+// (package policy) in JSON.
+type Profile struct {
+	Name        string              `json:"name"`
+	Description string              `json:"description,omitempty"`
+	Facts       map[string][]string `json:"facts,omitempty"`
+	PCRs        map[string][]string `json:"pcrs,omitempty"`
+	IMA         *IMARules           `json:"ima,omitempty"`
+}
+
+// IMARules appraise IMA entries.
+type IMARules struct {
+	AllowViolations bool                `json:"allow_violations"`
+	Exclude         []string            `json:"exclude,omitempty"`
+	Allowlist       map[string][]string `json:"allowlist,omitempty"`
+}
+
+// ProfileBody wraps one profile: the answer of GET, POST and PUT on
+// profiles and of learn.
+type ProfileBody struct {
+	Profile Profile `json:"profile"`
+	// UpdatedAt is when the profile was last stored.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+}
+
+// ProfileList is GET /v1/profiles.
+type ProfileList struct {
+	Profiles []ProfileBody `json:"profiles"`
+}
+
+// Imported is the answer to POST /v1/profiles/import.
+type Imported struct {
+	Imported []string `json:"imported"`
+}
+
+// Learn is the body of POST /v1/profiles/learn: build profile Name from
+// Host's last verified evidence.
+type Learn struct {
+	Host        string `json:"host"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// PCRs to take (default: 0 to 7).
+	PCRs []int `json:"pcrs,omitempty"`
+	// Facts to take (default: secure_boot, bootloader, kernel, initrd and
+	// kernel_cmdline).
+	Facts []string `json:"facts,omitempty"`
+	// SkipFactPCRs stops the service from also pinning the PCRs the learned
+	// facts are read from (the facts are then not trustworthy: Warnings
+	// says so).
+	SkipFactPCRs bool `json:"skip_fact_pcrs,omitempty"`
+	// Merge adds the learned values to an existing profile of that name
+	// (rollouts) instead of failing with 409.
+	Merge bool `json:"merge,omitempty"`
+}
+
+// Learned is the answer to POST /v1/profiles/learn: the profile stored
+// and what was pinned for its facts.
+type Learned struct {
+	Profile   Profile    `json:"profile"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	// FactPCRs lists, by PCR index, the learned facts read from that PCR's
+	// events; those PCRs are pinned too.
+	FactPCRs map[string][]string `json:"fact_pcrs"`
+	// AddedPCRs are the PCRs of FactPCRs that Learn.PCRs did not ask for.
+	AddedPCRs []int `json:"added_pcrs"`
+	// Warnings name learned facts that are not trustworthy because the
+	// PCRs they are read from are not pinned (SkipFactPCRs).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// AuditList is GET /v1/audit: administrative changes, newest first.
+type AuditList struct {
+	Audit []AuditRecord `json:"audit"`
+}
+
+// Audit outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+	OutcomeDenied  = "denied"
+)
+
+// AuditRecord is one administrative change and its outcome.
+type AuditRecord struct {
+	At        time.Time `json:"at"`
+	RequestID string    `json:"request_id"`
+	UserID    string    `json:"user_id"`
+	ProjectID string    `json:"project_id"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target"`
+	Outcome   string    `json:"outcome"`
+	Detail    string    `json:"detail,omitempty"`
+}

@@ -471,8 +471,8 @@ full_demo() {
   echo "  the operator hands out compute-2's signed verdict (as shims receive it); the member checks it:"
   show_cmd trustpool host show compute-2 --long -f json -c signed_verdict '>' compute-2-verdict.json
   "$TRUSTPOOL" host show compute-2 --long -f json -c signed_verdict > "$WORK/compute-2-verdict.json"
-  show_cmd trustpool --os-cloud trustpool-demo-member key list --long -f value -c '"Public Key"' '>' verdict-key.pem
-  "$TRUSTPOOL" --os-cloud trustpool-demo-member key list --long -f value -c "Public Key" > "$WORK/verdict-key.pem"
+  show_cmd trustpool --os-cloud trustpool-demo-member key list --use verdict --long -f value -c '"Public Key"' '>' verdict-key.pem
+  "$TRUSTPOOL" --os-cloud trustpool-demo-member key list --use verdict --long -f value -c "Public Key" > "$WORK/verdict-key.pem"
   (cd "$WORK" && tp verdict verify compute-2-verdict.json --public-key verdict-key.pem)
 
   step "the audit log of administrative changes"

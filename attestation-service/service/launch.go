@@ -176,7 +176,7 @@ func CreateLaunchKeyMain(args []string, stdout, stderr io.Writer) int {
 
 // launches builds the launcher and the Nova notification listener (nil,
 // nil when [launch] is off). The returned function closes what it opened.
-func (s *Service) launches(ctx context.Context, st *store.Store, signer *verdict.Signer, eng *engine.Engine, tr *oslo.Transport,
+func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.Engine, tr *oslo.Transport,
 	pub *publisher, reg *metrics.Registry) (*launcher.Launcher, *oslo.Listener, func(), error) {
 	cfg := s.cfg
 	l := cfg.Launch

@@ -126,7 +126,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Publisher: pubr,
 		Trigger:   func(h string) { sc.Trigger(h) },
 	})
-	lr, nl, closeLaunches, err := s.launches(ctx, st, signer, eng, tr, pubr, reg)
+	lr, nl, closeLaunches, err := s.launches(st, signer, eng, tr, pubr, reg)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,15 @@ import (
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
+// Where an instance finds what the agent delivered: DefaultGuestDir (the
+// agent's [launch] guest_dir) holds SecretFile (mode 0400) and ReceiptFile,
+// the signed receipt of the sealing.
+const (
+	DefaultGuestDir = "/run/trustpool"
+	SecretFile      = "launch-secret"
+	ReceiptFile     = "launch-receipt.json"
+)
+
 // ReceiptType is every receipt's "type": it keeps a receipt from being
 // taken for any other statement signed with the same key.
 const ReceiptType = "trustpool.launch.receipt"

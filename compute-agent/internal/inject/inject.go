@@ -25,12 +25,14 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+
+	"github.com/trustpool/trustpool/internal/launch"
 )
 
 // Names of the files an instance receives.
 const (
-	SecretFile  = "launch-secret"
-	ReceiptFile = "launch-receipt.json"
+	SecretFile  = launch.SecretFile
+	ReceiptFile = launch.ReceiptFile
 )
 
 // ErrNoInstance means the instance does not run on this host.

@@ -9,6 +9,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/trustpool/trustpool/internal/launch"
 )
 
 // QGA protocol (qemu/qga/qapi-schema.json): one JSON command
@@ -42,7 +44,7 @@ type QGA struct {
 }
 
 // DefaultGuestDir is where the secret and receipt go in a guest.
-const DefaultGuestDir = "/run/trustpool"
+const DefaultGuestDir = launch.DefaultGuestDir
 
 // Name implements Injector.
 func (q *QGA) Name() string { return "qemu-guest-agent" }

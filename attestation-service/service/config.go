@@ -14,7 +14,6 @@ import (
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
-	"github.com/trustpool/trustpool/keystone-auth/credentials"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
 
@@ -37,9 +36,6 @@ type Config struct {
 	Enrollment  EnrollmentSection  `toml:"enrollment"`
 	Keys        KeysSection        `toml:"keys"`
 	Launch      LaunchSection      `toml:"launch"`
-	// Nova is the service's Nova account (keystoneauth options, as in
-	// nova.conf's [neutron]); empty auth_url: no Nova API access.
-	Nova credentials.Options `toml:"nova"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
 	ConfigDir string `toml:"-"`

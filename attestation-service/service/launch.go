@@ -19,6 +19,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/novanotify"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/credentials"
@@ -30,6 +31,11 @@ type LaunchSection struct {
 	Enabled bool `toml:"enabled"`
 	// NovaNotifications binds launches from Nova's instance.create.end.
 	NovaNotifications bool `toml:"nova_notifications"`
+	// NovaAPI asks Nova's API, with the [keystone_authtoken] service user,
+	// where a server named at creation runs and whose it is. Off (a third
+	// party runs the service, without a Nova account): the host is found by
+	// the hostId the tenant gives.
+	NovaAPI bool `toml:"nova_api"`
 	// NotificationTransportURL is the broker Nova notifies on, when it is
 	// not [DEFAULT] transport_url (oslo's [oslo_messaging_notifications]
 	// transport_url in nova.conf).
@@ -42,7 +48,7 @@ type LaunchSection struct {
 	// <topic>.info on the exchange.
 	NotificationQueue string `toml:"notification_queue"`
 	// NovaEndpointOverride replaces the compute endpoint from the catalog
-	// (with [nova] credentials).
+	// (nova_api).
 	NovaEndpointOverride string `toml:"nova_endpoint_override"`
 	// DeliverTimeout bounds the agent's deliver_secret (TPM import,
 	// unseal and injection into the instance).
@@ -57,11 +63,11 @@ type LaunchSection struct {
 const DefaultLaunchKey = "/var/lib/trustpool/launch.key"
 
 func defaultLaunch() LaunchSection {
-	return LaunchSection{Enabled: true, NovaNotifications: true, NotificationExchange: nova.Exchange, NotificationTopic: nova.Topic,
+	return LaunchSection{Enabled: true, NovaNotifications: true, NotificationExchange: novanotify.Exchange, NotificationTopic: novanotify.Topic,
 		NotificationQueue: "trustpool-launch", DeliverTimeout: time.Minute, Concurrency: 8, MaxRequestLifetime: 30 * 24 * time.Hour}
 }
 
-// validateLaunch adds [launch], [nova] and the launch key's problems.
+// validateLaunch adds [launch]'s and the launch key's problems.
 func (c *Config) validateLaunch(bad func(key, format string, args ...any)) {
 	l := c.Launch
 	if !l.Enabled {
@@ -95,23 +101,9 @@ func (c *Config) validateLaunch(bad func(key, format string, args ...any)) {
 	if l.MaxRequestLifetime < time.Minute {
 		bad("launch.max_request_lifetime", "must be at least 1m")
 	}
-	if c.Nova.AuthURL != "" {
-		if err := c.Nova.ValidateSection("nova"); err != nil {
-			for _, e := range splitJoined(err) {
-				bad("nova", "%v", e)
-			}
-		}
-	}
 	if o := l.NovaEndpointOverride; o != "" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
 		bad("launch.nova_endpoint_override", "%q is not an http or https URL", o)
 	}
-}
-
-func splitJoined(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // loadLaunchKey reads the launch key. Tenants pin its public key, so, like
@@ -190,8 +182,8 @@ func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.
 	}
 	s.launchPub.Store(key.Public())
 	var servers launcher.Servers
-	if cfg.Nova.AuthURL != "" {
-		servers = &novaServers{opts: cfg.Nova, override: l.NovaEndpointOverride}
+	if l.NovaAPI {
+		servers = &novaServers{opts: cfg.Keystone.Credentials(), override: l.NovaEndpointOverride}
 	}
 	lr := launcher.New(launcher.Config{Store: st, Key: key, Signer: signer, Issuer: cfg.Default.Issuer, Attester: eng,
 		Agents: &launchAgents{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Version: attestrpc.LaunchVersion}),
@@ -283,10 +275,10 @@ func novaListener(tr *oslo.Transport, l LaunchSection, lr *launcher.Launcher, lo
 	return oslo.NewListener(tr, oslo.ListenerConfig{Exchange: l.NotificationExchange, Topic: l.NotificationTopic,
 		Queue: l.NotificationQueue, Priorities: []string{"info"}},
 		func(ctx context.Context, n *oslo.Notification) error {
-			if n.EventType != nova.EventCreateEnd {
+			if n.EventType != novanotify.EventCreateEnd {
 				return nil
 			}
-			ev, err := nova.ParseCreateEnd(n.Payload)
+			ev, err := novanotify.ParseCreateEnd(n.Payload)
 			if err != nil {
 				// Requeueing cannot fix it.
 				log.Warn("dropping an instance.create.end notification", "publisher_id", n.PublisherID, "error", err)

@@ -88,6 +88,9 @@ func (a *InstancePresentArgs) Validate() error {
 // InstancePresentResult is instance_present's result.
 type InstancePresentResult struct {
 	Present bool `json:"present"`
+	// ProjectID is the instance's owner as the hypervisor records it
+	// (libvirt's Nova metadata); "" when the host cannot tell.
+	ProjectID string `json:"project_id,omitempty"`
 	// Injector names the agent's injector ("qemu-guest-agent",
 	// "directory"), which also answered the question.
 	Injector string `json:"injector"`

@@ -47,13 +47,19 @@ func newUUID(t testing.TB) string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// startInstance makes an instance run on h: the directory injector's
-// record of it (what Nova's fake virt driver's hook does in the Nova test).
-func (h *host) startInstance(t *testing.T) string {
+// startInstance makes an instance of project run on h: the directory
+// injector's record of it and the owner the hypervisor records ("": none),
+// what Nova's fake virt driver's hook writes in the Nova test.
+func (h *host) startInstance(t *testing.T, project string) string {
 	t.Helper()
 	id := newUUID(t)
 	if err := os.Mkdir(filepath.Join(h.instances, id), 0o700); err != nil {
 		t.Fatal(err)
+	}
+	if project != "" {
+		if err := os.WriteFile(filepath.Join(h.instances, id+".owner"), []byte(project), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return id
 }
@@ -279,7 +285,9 @@ func (lt *launchTest) refused(l attestapi.Launch, state, code string) {
 // extended before sealing (refused host_untrusted), PCR extended between
 // quote and unseal (failed pcr_mismatch), profile not satisfied, host not
 // enrolled, Nova naming a host that does not run the instance
-// (instance_not_present), a sealed request replayed by another project
+// (instance_not_present), an instance of another project on the host
+// (instance_not_in_project) or whose owner only a notification names
+// (owner_unknown), a sealed request replayed by another project
 // (project_mismatch) and by its own (replayed), not_after passed at
 // creation and before binding (expired), a second binding notification
 // (ignored) and a deliver_secret replayed on the bus to the agent
@@ -379,7 +387,7 @@ func TestLaunch(t *testing.T) {
 
 	var delivered attestapi.Launch
 	t.Run("server binding by hostId delivers, receipt verifies, proof checks", func(t *testing.T) {
-		inst := h1.startInstance(t)
+		inst := h1.startInstance(t, lt.a.project)
 		hostID := launch.HostID(lt.a.project, "host1") // what Nova shows the tenant
 		delivered = lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", hostID, "--wait", "--public-key", lt.keyFile)
 		if delivered.State != launch.StateDelivered || delivered.InstanceID != inst || delivered.HostID != hostID || delivered.Host != "" {
@@ -437,7 +445,7 @@ func TestLaunch(t *testing.T) {
 		if l.State != launch.StatePending {
 			t.Fatalf("launch without a server: %+v", l)
 		}
-		inst := h1.startInstance(t)
+		inst := h1.startInstance(t, lt.a.project)
 		lt.nova.createEnd(t, inst, lt.a.project, "host1", l.ID)
 		if l = lt.ended(lt.a, l.ID); l.State != launch.StateDelivered {
 			t.Fatalf("launch %+v", l)
@@ -494,7 +502,7 @@ func TestLaunch(t *testing.T) {
 
 	t.Run("not_after passes before binding", func(t *testing.T) {
 		l := lt.create(lt.a, secretFile, "baseline", "--not-after", "2s")
-		inst := h1.startInstance(t)
+		inst := h1.startInstance(t, lt.a.project)
 		time.Sleep(2500 * time.Millisecond)
 		lt.nova.createEnd(t, inst, lt.a.project, "host1", l.ID)
 		l = lt.ended(lt.a, l.ID)
@@ -510,13 +518,26 @@ func TestLaunch(t *testing.T) {
 
 	t.Run("Nova names a host that does not run the instance", func(t *testing.T) {
 		l := lt.create(lt.a, secretFile, "baseline")
-		inst := h2.startInstance(t) // it runs on host2
+		inst := h2.startInstance(t, lt.a.project) // it runs on host2
 		lt.nova.createEnd(t, inst, lt.a.project, "host1", l.ID)
 		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, attestrpc.ReasonInstanceNotPresent)
 	})
 
+	t.Run("an instance of another project on the host", func(t *testing.T) {
+		inst := h1.startInstance(t, lt.b.project)
+		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host1"))
+		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, "instance_not_in_project")
+	})
+
+	t.Run("an instance whose owner only Nova's bus names", func(t *testing.T) {
+		l := lt.create(lt.a, secretFile, "baseline")
+		inst := h1.startInstance(t, "")
+		lt.nova.createEnd(t, inst, lt.a.project, "host1", l.ID)
+		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, "owner_unknown")
+	})
+
 	t.Run("profile not satisfied", func(t *testing.T) {
-		inst := h1.startInstance(t)
+		inst := h1.startInstance(t, lt.a.project)
 		l := lt.create(lt.a, secretFile, "strict", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host1"))
 		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, "profile_not_satisfied")
 	})
@@ -543,7 +564,7 @@ func TestLaunch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inst := h1.startInstance(t)
+		inst := h1.startInstance(t, lt.a.project)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host1"), "--wait")
 		if l.State != launch.StateDelivered {
 			t.Fatalf("launch %+v", l)
@@ -574,7 +595,7 @@ func TestLaunch(t *testing.T) {
 		if res.Delivered || res.Reason != attestrpc.ReasonReplayed {
 			t.Errorf("replayed deliver_secret = %+v, want reason replayed", res)
 		}
-		mine := h1.startInstance(t)
+		mine := h1.startInstance(t, lt.a.project)
 		args := map[string]json.RawMessage{}
 		for k, v := range captured.Args {
 			args[k] = v
@@ -594,7 +615,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("PCR extended between quote and unseal", func(t *testing.T) {
-		inst := h3.startInstance(t)
+		inst := h3.startInstance(t, lt.a.project)
 		armed.Store(true)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host3"))
 		lt.refused(lt.ended(lt.a, l.ID), launch.StateFailed, attestrpc.ReasonPCRMismatch)
@@ -606,7 +627,7 @@ func TestLaunch(t *testing.T) {
 	t.Run("PCR extended before sealing", func(t *testing.T) {
 		d := eventlog.SHA256.Sum([]byte("bootkit on host2"))
 		h2.sw.Tool(t, "tpm2_pcrextend", "7:sha256="+hex.EncodeToString(d))
-		inst := h2.startInstance(t)
+		inst := h2.startInstance(t, lt.a.project)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host2"))
 		l = lt.ended(lt.a, l.ID)
 		lt.refused(l, launch.StateRefused, "host_untrusted")

@@ -39,6 +39,16 @@
 // not trusted: the host's agent must confirm that the instance runs there
 // (instance_present), and only that host's TPM can unseal the secret.
 //
+// The instance must belong to the launch's project, and Nova's word (a
+// notification anyone on the bus can send) is not enough for that either:
+// the owner is confirmed by the host (instance_present returns the project
+// the hypervisor records, libvirt's Nova metadata) or, when the service has
+// a Nova account, by Nova's API (notifications included). An instance of
+// another project is refused (instance_not_in_project), and so is one whose
+// owner nobody but Nova's bus confirmed (owner_unknown): otherwise a tenant
+// could put a secret of their choosing into another project's instance on
+// the same host.
+//
 // What it does not check: that the agent injected the secret into the
 // instance it names (a trusted host's agent is trusted to) and who made an
 // import blob (see importblob). The tenant's proof from inside the
@@ -68,6 +78,7 @@ import (
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/importblob"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/novanotify"
 	"github.com/trustpool/trustpool/internal/policy"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
@@ -88,6 +99,8 @@ const (
 	ReasonInterrupted       = "interrupted"
 	ReasonInternal          = "internal_error"
 	ReasonInstanceNotInHost = attestrpc.ReasonInstanceNotPresent
+	ReasonNotInProject      = "instance_not_in_project"
+	ReasonOwnerUnknown      = "owner_unknown"
 )
 
 // Errors of the API operations.
@@ -305,7 +318,7 @@ func (l *Launcher) Create(ctx context.Context, c Caller, cr CreateRequest) (*sto
 // HandleCreateEnd binds the launch an instance.create.end names. Events
 // without a launch, for another project, or for a launch no longer pending
 // are ignored (logged): the bus is not trusted, so they end nothing.
-func (l *Launcher) HandleCreateEnd(ctx context.Context, ev *nova.InstanceEvent) error {
+func (l *Launcher) HandleCreateEnd(ctx context.Context, ev *novanotify.InstanceEvent) error {
 	if ev.LaunchID == "" {
 		return nil
 	}
@@ -526,13 +539,20 @@ func (r *run) bindAndDeliver(ctx context.Context, j job) {
 	// Bind: find the host.
 	t0 := time.Now()
 	host := j.host
-	if !j.viaNotification {
-		var code, detail string
-		host, code, detail = r.findHost(ctx, j)
+	ownerByNova := false
+	if !j.viaNotification || l.cfg.Servers != nil {
+		// A notification's host is checked against Nova's API too, when
+		// the service may ask it.
+		found, code, detail := r.findHost(ctx, j)
 		if code != "" {
 			r.end(ctx, launch.StateRefused, code, detail)
 			return
 		}
+		if j.viaNotification && found != host {
+			r.end(ctx, launch.StateRefused, ReasonHostNotFound, "the notification's host is not the one Nova's API names")
+			return
+		}
+		host, ownerByNova = found, l.cfg.Servers != nil
 	}
 	rec.InstanceID, rec.Host, rec.HostID = j.instanceID, host, launch.HostID(rec.ProjectID, host)
 	if j.hostID != "" && j.hostID != rec.HostID {
@@ -560,6 +580,14 @@ func (r *run) bindAndDeliver(ctx context.Context, j job) {
 	}
 	if !pres.Present {
 		r.end(ctx, launch.StateRefused, ReasonInstanceNotInHost, "the host's agent ("+pres.Injector+") does not run the instance")
+		return
+	}
+	switch {
+	case pres.ProjectID != "" && pres.ProjectID != rec.ProjectID:
+		r.end(ctx, launch.StateRefused, ReasonNotInProject, "the host's hypervisor records another project as the instance's owner")
+		return
+	case pres.ProjectID == "" && !ownerByNova:
+		r.end(ctx, launch.StateRefused, ReasonOwnerUnknown, "neither the host nor Nova's API confirms that the instance is the launch's project's")
 		return
 	}
 	r.t.Bind = time.Since(t0)

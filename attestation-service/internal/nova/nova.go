@@ -1,7 +1,6 @@
-// Package nova is the attestation service's view of Nova: where a server
-// runs (its compute host and project) through Nova's API with the service's
-// own credentials, and Nova's versioned instance notifications
-// (instance.create.end) as they arrive on the bus.
+// Package nova asks Nova's API where a server runs (its compute host and
+// project) with the service's own credentials. (Nova's instance
+// notifications are package novanotify's.)
 //
 // Nothing Nova says is trusted: a trusted launch uses the host it names
 // only to know which agent to ask, and that agent checks on the host that

@@ -1,6 +1,9 @@
 // Package deliver is the agent's side of a trusted launch: the
 // instance_present and deliver_secret RPC methods.
 //
+// instance_present answers whether the instance runs here and, as far as
+// the hypervisor records it, which project owns it.
+//
 // deliver_secret, in order: the launch id must be new to this host (a blob
 // is used once: the id is recorded, in the state directory, before
 // anything else happens, so a replay is refused with reason replayed even
@@ -139,7 +142,14 @@ func (d *Deliverer) InstancePresent(ctx context.Context, a *attestrpc.InstancePr
 		d.log.Warn("instance_present failed", "instance_id", a.InstanceID, "injector", d.cfg.Injector.Name(), "error", err)
 		return nil, fmt.Errorf("instance_present: %w", err)
 	}
-	return &attestrpc.InstancePresentResult{Present: ok, Injector: d.cfg.Injector.Name()}, nil
+	res := &attestrpc.InstancePresentResult{Present: ok, Injector: d.cfg.Injector.Name()}
+	if ok {
+		if res.ProjectID, err = d.cfg.Injector.Owner(ctx, a.InstanceID); err != nil {
+			d.log.Warn("instance owner unknown", "instance_id", a.InstanceID, "injector", d.cfg.Injector.Name(), "error", err)
+			res.ProjectID = ""
+		}
+	}
+	return res, nil
 }
 
 // use records a launch id, reporting false when it was used before.

@@ -91,8 +91,14 @@ func TestDeliver(t *testing.T) {
 	h := newHost(t)
 	secret := []byte("correct horse battery staple")
 	ok, err := h.d.InstancePresent(ctx, &attestrpc.InstancePresentArgs{InstanceID: instance})
-	if err != nil || !ok.Present || ok.Injector != "directory" {
+	if err != nil || !ok.Present || ok.Injector != "directory" || ok.ProjectID != "" {
 		t.Fatalf("InstancePresent = %+v, %v", ok, err)
+	}
+	if err := os.WriteFile(filepath.Join(h.root, instance+".owner"), []byte("p1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := h.d.InstancePresent(ctx, &attestrpc.InstancePresentArgs{InstanceID: instance}); err != nil || ok.ProjectID != "p1" {
+		t.Fatalf("InstancePresent with an owner record = %+v, %v", ok, err)
 	}
 	args := h.seal(t, launchID, instance, nil, secret)
 	res := h.d.DeliverSecret(ctx, args)

@@ -43,6 +43,14 @@ func (d *Directory) Present(_ context.Context, instanceID string) (bool, error) 
 	return fi.IsDir(), nil
 }
 
+// Owner implements Injector: <Root>/<instance_id>.owner.
+func (d *Directory) Owner(_ context.Context, instanceID string) (string, error) {
+	if _, err := d.dir(instanceID); err != nil {
+		return "", err
+	}
+	return ownerFile(d.Root, instanceID)
+}
+
 // Inject implements Injector: each file is written to a new file in the
 // instance's directory, created with its final mode, then renamed over any
 // older one.

@@ -17,6 +17,14 @@
 //     <dir>/<instance_id>/ is the instance (whoever runs it creates the
 //     directory); the files are written there, the secret 0400.
 //
+// Owner is who the hypervisor says owns an instance: the project uuid in
+// the Nova metadata libvirt keeps with the domain
+// (http://openstack.org/xmlns/libvirt/nova/1.1, owner/project), or, for
+// the socket and directory injectors, the file <dir>/<instance_id>.owner
+// the hypervisor stand-in writes. It lets the service check, on the host
+// and not on Nova's word, that the instance belongs to the launch's
+// project.
+//
 // The secret is never logged; buffers holding it are overwritten after
 // use, as far as the package holds them.
 package inject
@@ -25,6 +33,9 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/trustpool/trustpool/internal/launch"
 )
@@ -52,7 +63,22 @@ type Injector interface {
 	Name() string
 	// Present reports whether the instance runs on this host.
 	Present(ctx context.Context, instanceID string) (bool, error)
+	// Owner returns the project the hypervisor records as the instance's
+	// owner ("" when it cannot tell).
+	Owner(ctx context.Context, instanceID string) (string, error)
 	// Inject writes files into the instance (ErrNoInstance when it does
 	// not run here).
 	Inject(ctx context.Context, instanceID string, files []File) error
+}
+
+// ownerFile reads <dir>/<instance_id>.owner ("" when absent).
+func ownerFile(dir, instanceID string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, instanceID+".owner"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }

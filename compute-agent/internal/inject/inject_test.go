@@ -69,6 +69,15 @@ func TestDirectory(t *testing.T) {
 	if ok, err := d.Present(ctx, inst); !ok || err != nil {
 		t.Errorf("Present = %v, %v", ok, err)
 	}
+	if o, err := d.Owner(ctx, inst); o != "" || err != nil {
+		t.Errorf("Owner without a record = %q, %v; want unknown", o, err)
+	}
+	if err := os.WriteFile(filepath.Join(root, inst+".owner"), []byte("6f70656e737461636b20342065766572\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := d.Owner(ctx, inst); o != "6f70656e737461636b20342065766572" || err != nil {
+		t.Errorf("Owner = %q, %v", o, err)
+	}
 	if err := d.Inject(ctx, inst, files([]byte("first"))); err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +120,12 @@ func TestQGA(t *testing.T) {
 	}
 	if ok, err := q.Present(ctx, other); ok || err != nil {
 		t.Errorf("Present(another instance) = %v, %v; want false", ok, err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(ga.Socket), inst+".owner"), []byte("p1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := q.Owner(ctx, inst); o != "p1" || err != nil {
+		t.Errorf("Owner = %q, %v", o, err)
 	}
 	secret := bytes.Repeat([]byte("0123456789abcdef"), 3000) // 48000 bytes: two guest-file-write calls
 	if err := q.Inject(ctx, inst, files(secret)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"strings"
@@ -34,14 +35,45 @@ type LibvirtDialer struct {
 // DefaultLibvirtSocket is libvirtd's read-write socket.
 const DefaultLibvirtSocket = "/var/run/libvirt/libvirt-sock"
 
-// Dial implements Dialer.
-func (d *LibvirtDialer) Dial(ctx context.Context, instanceID string) (Channel, error) {
+// Nova's libvirt metadata namespaces, newest first.
+var novaMetadataNS = []string{"http://openstack.org/xmlns/libvirt/nova/1.1", "http://openstack.org/xmlns/libvirt/nova/1.0"}
+
+// Owner implements Dialer: the owner project in the Nova metadata of the
+// domain ("" when the domain has none).
+func (d *LibvirtDialer) Owner(ctx context.Context, instanceID string) (string, error) {
+	l, dom, err := d.domain(instanceID)
+	if err != nil {
+		return "", err
+	}
+	defer l.Disconnect()
+	for _, ns := range novaMetadataNS {
+		md, err := l.DomainGetMetadata(dom, int32(libvirt.DomainMetadataElement), libvirt.OptString{ns}, libvirt.DomainAffectLive)
+		if err != nil {
+			continue // no metadata in this namespace
+		}
+		var inst struct {
+			Owner struct {
+				Project struct {
+					UUID string `xml:"uuid,attr"`
+				} `xml:"project"`
+			} `xml:"owner"`
+		}
+		if err := xml.Unmarshal([]byte(md), &inst); err != nil {
+			return "", fmt.Errorf("%w: Nova metadata of domain %s: %w", ErrGuestAgent, instanceID, err)
+		}
+		return inst.Owner.Project.UUID, nil
+	}
+	return "", nil
+}
+
+// domain connects and looks the running domain up.
+func (d *LibvirtDialer) domain(instanceID string) (*libvirt.Libvirt, libvirt.Domain, error) {
 	if !attestrpc.IsUUID(instanceID) {
-		return nil, fmt.Errorf("instance id %q is not a UUID", instanceID)
+		return nil, libvirt.Domain{}, fmt.Errorf("instance id %q is not a UUID", instanceID)
 	}
 	raw, err := hex.DecodeString(strings.ReplaceAll(instanceID, "-", ""))
 	if err != nil || len(raw) != libvirt.UUIDBuflen {
-		return nil, fmt.Errorf("instance id %q is not a UUID", instanceID)
+		return nil, libvirt.Domain{}, fmt.Errorf("instance id %q is not a UUID", instanceID)
 	}
 	var uuid libvirt.UUID
 	copy(uuid[:], raw)
@@ -57,24 +89,37 @@ func (d *LibvirtDialer) Dial(ctx context.Context, instanceID string) (Channel, e
 	}
 	l := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(sock), dialers.WithLocalTimeout(timeout)))
 	if err := l.ConnectToURI(libvirt.ConnectURI(uri)); err != nil {
-		return nil, fmt.Errorf("%w: connect to libvirt %s: %w", ErrGuestAgent, uri, err)
+		return nil, libvirt.Domain{}, fmt.Errorf("%w: connect to libvirt %s: %w", ErrGuestAgent, uri, err)
 	}
 	dom, err := l.DomainLookupByUUID(uuid)
 	if err != nil {
 		_ = l.Disconnect()
 		if libvirt.IsNotFound(err) {
-			return nil, fmt.Errorf("%w: no libvirt domain %s", ErrNoInstance, instanceID)
+			return nil, libvirt.Domain{}, fmt.Errorf("%w: no libvirt domain %s", ErrNoInstance, instanceID)
 		}
-		return nil, fmt.Errorf("%w: look up domain %s: %w", ErrGuestAgent, instanceID, err)
+		return nil, libvirt.Domain{}, fmt.Errorf("%w: look up domain %s: %w", ErrGuestAgent, instanceID, err)
 	}
 	state, _, err := l.DomainGetState(dom, 0)
 	if err != nil {
 		_ = l.Disconnect()
-		return nil, fmt.Errorf("%w: state of domain %s: %w", ErrGuestAgent, instanceID, err)
+		return nil, libvirt.Domain{}, fmt.Errorf("%w: state of domain %s: %w", ErrGuestAgent, instanceID, err)
 	}
 	if libvirt.DomainState(state) != libvirt.DomainRunning {
 		_ = l.Disconnect()
-		return nil, fmt.Errorf("%w: domain %s is not running", ErrNoInstance, instanceID)
+		return nil, libvirt.Domain{}, fmt.Errorf("%w: domain %s is not running", ErrNoInstance, instanceID)
+	}
+	return l, dom, nil
+}
+
+// Dial implements Dialer.
+func (d *LibvirtDialer) Dial(ctx context.Context, instanceID string) (Channel, error) {
+	l, dom, err := d.domain(instanceID)
+	if err != nil {
+		return nil, err
+	}
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
 	}
 	return &libvirtChannel{l: l, dom: dom, timeout: timeout}, nil
 }

@@ -29,9 +29,11 @@ type Channel interface {
 }
 
 // Dialer opens a Channel to an instance's guest agent; a Dial error wraps
-// ErrNoInstance when the instance does not run on this host.
+// ErrNoInstance when the instance does not run on this host. Owner is the
+// Injector method.
 type Dialer interface {
 	Dial(ctx context.Context, instanceID string) (Channel, error)
+	Owner(ctx context.Context, instanceID string) (string, error)
 }
 
 // QGA is the qemu-guest-agent injector.
@@ -71,6 +73,11 @@ func (q *QGA) Present(ctx context.Context, instanceID string) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// Owner implements Injector.
+func (q *QGA) Owner(ctx context.Context, instanceID string) (string, error) {
+	return q.Dialer.Owner(ctx, instanceID)
 }
 
 // Inject implements Injector.

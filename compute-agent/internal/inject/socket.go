@@ -57,6 +57,14 @@ func (d *SocketDialer) Dial(ctx context.Context, instanceID string) (Channel, er
 	return ch, nil
 }
 
+// Owner implements Dialer: <Dir>/<instance_id>.owner.
+func (d *SocketDialer) Owner(_ context.Context, instanceID string) (string, error) {
+	if !attestrpc.IsUUID(instanceID) {
+		return "", fmt.Errorf("instance id %q is not a UUID", instanceID)
+	}
+	return ownerFile(d.Dir, instanceID)
+}
+
 type socketChannel struct {
 	c       net.Conn
 	r       *bufio.Reader

@@ -1,4 +1,17 @@
-package nova
+// Package novanotify reads Nova's versioned instance notifications as the
+// attestation service's launch listener receives them: the oslo envelope is
+// package oslo's; this package decodes instance.create.end's
+// InstanceCreatePayload. Nova publishes them with oslo's messagingv2 driver
+// on exchange "nova" (control_exchange), routing key
+// "versioned_notifications.info" (nova.conf [notifications]
+// notification_format = versioned or both, [oslo_messaging_notifications]
+// driver = messagingv2). A listener binds its own queue to that routing
+// key and never consumes Nova's queue.
+//
+// Everything here is Nova's claim, as the bus carries it: anyone with
+// broker credentials can send such a notification. The launch checks it on
+// the host. The package is pure: no I/O, no logging.
+package novanotify
 
 import (
 	"encoding/json"
@@ -9,12 +22,7 @@ import (
 	"github.com/trustpool/trustpool/internal/attestrpc"
 )
 
-// Nova's versioned notifications as the launch listener reads them: Nova
-// publishes them with oslo's messagingv2 driver on exchange "nova"
-// (control_exchange), routing key "versioned_notifications.info"
-// (nova.conf [notifications] notification_format = versioned or both,
-// [oslo_messaging_notifications] driver = messagingv2). The listener binds
-// its own queue to that routing key and never consumes Nova's queue.
+// Names on the bus.
 const (
 	// Exchange is Nova's control exchange.
 	Exchange = "nova"

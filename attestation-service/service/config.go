@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
-	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
@@ -45,7 +44,7 @@ type Config struct {
 	NotifySocket string `toml:"-"`
 	// LaunchObserver, when set, receives the phase timings of every
 	// trusted launch that ends (benchmarks).
-	LaunchObserver func(launcher.Timing) `toml:"-"`
+	LaunchObserver func(LaunchTiming) `toml:"-"`
 }
 
 // DefaultSection is [DEFAULT].

@@ -59,6 +59,10 @@ type LaunchSection struct {
 	MaxRequestLifetime time.Duration `toml:"max_request_lifetime"`
 }
 
+// LaunchTiming is the phase timings of one trusted launch that ended
+// (Config.LaunchObserver).
+type LaunchTiming = launcher.Timing
+
 // DefaultLaunchKey is [keys] launch_key's default.
 const DefaultLaunchKey = "/var/lib/trustpool/launch.key"
 

@@ -45,7 +45,7 @@ func (d *LibvirtDialer) Owner(ctx context.Context, instanceID string) (string, e
 	if err != nil {
 		return "", err
 	}
-	defer l.Disconnect()
+	defer func() { _ = l.Disconnect() }()
 	for _, ns := range novaMetadataNS {
 		md, err := l.DomainGetMetadata(dom, int32(libvirt.DomainMetadataElement), libvirt.OptString{ns}, libvirt.DomainAffectLive)
 		if err != nil {

@@ -2,11 +2,13 @@
 // (trustpool-attestation): it builds the store, the verdict signer, the
 // oslo.messaging transport, the attestation engine, the scheduler, the RPC
 // server on trustpool-attestation (register_host, activate_credential,
-// measurements_changed, get_verdicts), the verdict fanout and heartbeat, and
-// the Keystone-protected REST API, and runs them until its context ends.
+// measurements_changed, get_verdicts), the verdict fanout and heartbeat, the
+// trusted-launch launcher with its launch key and its listener of Nova's
+// instance notifications (launch.go), and the Keystone-protected REST API,
+// and runs them until its context ends.
 //
-// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL and
-// PublicKey let them find it.
+// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL,
+// PublicKey and LaunchPublicKey let them find it.
 package service
 
 import (

@@ -212,6 +212,14 @@ type launchTest struct {
 	dir                  string
 }
 
+// with returns lt for a subtest: its helpers fail t, not the parent test.
+func (lt *launchTest) with(t *testing.T) *launchTest {
+	c := *lt
+	c.t = t
+	c.cli = &cli{t: t, bin: lt.cli.bin, env: lt.cli.env}
+	return &c
+}
+
 // launch runs `trustpool launch create` for tn and returns the launch.
 func (lt *launchTest) create(tn tenant, secretFile, profile string, extra ...string) attestapi.Launch {
 	lt.t.Helper()
@@ -388,6 +396,7 @@ func TestLaunch(t *testing.T) {
 
 	var delivered attestapi.Launch
 	t.Run("server binding by hostId delivers, receipt verifies, proof checks", func(t *testing.T) {
+		lt := lt.with(t)
 		inst := h1.startInstance(t, lt.a.project)
 		hostID := launch.HostID(lt.a.project, "host1") // what Nova shows the tenant
 		delivered = lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", hostID, "--wait", "--public-key", lt.keyFile)
@@ -442,6 +451,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("storage protection: the delivered key unlocks the tenant's LUKS volume", func(t *testing.T) {
+		lt := lt.with(t)
 		if _, err := exec.LookPath("cryptsetup"); err != nil {
 			t.Fatalf("cryptsetup not found (Debian package cryptsetup-bin; run make deps): %v", err)
 		}
@@ -494,6 +504,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("notification binds and delivers; a second one is ignored", func(t *testing.T) {
+		lt := lt.with(t)
 		l := lt.create(lt.a, secretFile, "baseline")
 		if l.State != launch.StatePending {
 			t.Fatalf("launch without a server: %+v", l)
@@ -519,6 +530,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("sealed request replayed", func(t *testing.T) {
+		lt := lt.with(t)
 		// The tenant's sealed request, as a copy on the wire would be.
 		req, err := launch.NewRequest(secret, "baseline", lt.a.project, time.Now().Add(time.Hour))
 		if err != nil {
@@ -554,6 +566,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("not_after passes before binding", func(t *testing.T) {
+		lt := lt.with(t)
 		l := lt.create(lt.a, secretFile, "baseline", "--not-after", "2s")
 		inst := h1.startInstance(t, lt.a.project)
 		time.Sleep(2500 * time.Millisecond)
@@ -564,12 +577,14 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("host not enrolled", func(t *testing.T) {
+		lt := lt.with(t)
 		l := lt.create(lt.a, secretFile, "baseline")
 		lt.nova.createEnd(t, newUUID(t), lt.a.project, "ghost", l.ID)
 		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, "host_not_enrolled")
 	})
 
 	t.Run("Nova names a host that does not run the instance", func(t *testing.T) {
+		lt := lt.with(t)
 		l := lt.create(lt.a, secretFile, "baseline")
 		inst := h2.startInstance(t, lt.a.project) // it runs on host2
 		lt.nova.createEnd(t, inst, lt.a.project, "host1", l.ID)
@@ -577,12 +592,14 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("an instance of another project on the host", func(t *testing.T) {
+		lt := lt.with(t)
 		inst := h1.startInstance(t, lt.b.project)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host1"))
 		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, "instance_not_in_project")
 	})
 
 	t.Run("an instance whose owner only Nova's bus names", func(t *testing.T) {
+		lt := lt.with(t)
 		l := lt.create(lt.a, secretFile, "baseline")
 		inst := h1.startInstance(t, "")
 		lt.nova.createEnd(t, inst, lt.a.project, "host1", l.ID)
@@ -590,12 +607,14 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("profile not satisfied", func(t *testing.T) {
+		lt := lt.with(t)
 		inst := h1.startInstance(t, lt.a.project)
 		l := lt.create(lt.a, secretFile, "strict", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host1"))
 		lt.refused(lt.ended(lt.a, l.ID), launch.StateRefused, "profile_not_satisfied")
 	})
 
 	t.Run("a bus replay of deliver_secret reaches the agent", func(t *testing.T) {
+		lt := lt.with(t)
 		// Whoever can read the bus copies deliver_secret for host1 ...
 		conn, err := amqp.Dial(e.rabbit.AMQPURL)
 		if err != nil {
@@ -668,6 +687,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("PCR extended between quote and unseal", func(t *testing.T) {
+		lt := lt.with(t)
 		inst := h3.startInstance(t, lt.a.project)
 		armed.Store(true)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host3"))
@@ -678,6 +698,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("PCR extended before sealing", func(t *testing.T) {
+		lt := lt.with(t)
 		d := eventlog.SHA256.Sum([]byte("bootkit on host2"))
 		h2.sw.Tool(t, "tpm2_pcrextend", "7:sha256="+hex.EncodeToString(d))
 		inst := h2.startInstance(t, lt.a.project)
@@ -687,6 +708,7 @@ func TestLaunch(t *testing.T) {
 	})
 
 	t.Run("another project cannot see or delete it", func(t *testing.T) {
+		lt := lt.with(t)
 		id := delivered.ID
 		lt.cli.fails(commands.ExitNotFound, []string{"not found"}, append(slices.Clone(lt.b.cloud), "launch", "show", id)...)
 		lt.cli.fails(commands.ExitNotFound, []string{"not found"}, append(slices.Clone(lt.b.cloud), "launch", "delete", id)...)

@@ -214,6 +214,7 @@ type launchTest struct {
 
 // with returns lt for a subtest: its helpers fail t, not the parent test.
 func (lt *launchTest) with(t *testing.T) *launchTest {
+	t.Helper()
 	c := *lt
 	c.t = t
 	c.cli = &cli{t: t, bin: lt.cli.bin, env: lt.cli.env}

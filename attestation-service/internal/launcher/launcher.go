@@ -383,8 +383,9 @@ func (l *Launcher) Run(ctx context.Context) error {
 	}
 }
 
-// sweep refuses pending launches past not_after, fails launches stuck in
-// an intermediate state, and forgets nonces of expired requests.
+// sweep refuses pending launches past not_after, ends launches stuck in an
+// intermediate state, binds again launches created with an instance id
+// whose job was lost, and forgets nonces of expired requests.
 func (l *Launcher) sweep(ctx context.Context) {
 	now := l.cfg.Now()
 	expired, err := l.cfg.Store.LaunchesToExpire(ctx, launch.StatePending, now, 500)
@@ -410,6 +411,16 @@ func (l *Launcher) sweep(ctx context.Context) {
 			r := &run{l: l, rec: rec, from: rec.State, start: now}
 			r.end(ctx, final, ReasonInterrupted, "the service stopped while the launch was "+st)
 		}
+	}
+	// Launches created with an instance id whose binding job was lost (a
+	// restart) are bound again; a job still queued finds them taken.
+	orphans, err := l.cfg.Store.PendingWithInstance(ctx, launch.StatePending, now.Add(-l.cfg.SweepInterval), 500)
+	if err != nil {
+		l.log.Warn("launch sweep failed", "error", err)
+		return
+	}
+	for _, rec := range orphans {
+		l.submit(job{id: rec.ID, instanceID: rec.InstanceID, hostID: rec.HostID, start: now})
 	}
 	if _, err := l.cfg.Store.PruneLaunchNonces(ctx, now.Add(-time.Hour)); err != nil {
 		l.log.Warn("pruning launch nonces failed", "error", err)

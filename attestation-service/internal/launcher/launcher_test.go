@@ -172,3 +172,32 @@ func TestServerOfAnotherProject(t *testing.T) {
 		t.Errorf("launch %s %v, want refused %s", got.State, got.Reasons, ReasonServerNotProject)
 	}
 }
+
+// TestSweepRebindsOrphans: a launch created with an instance id whose
+// binding job was lost (a restart) is bound again by the sweeper.
+func TestSweepRebindsOrphans(t *testing.T) {
+	now := time.Now()
+	l, st, _, _ := newTestLauncher(t, &now)
+	ctx := t.Context()
+	rec := &store.Launch{ID: "0b6d1c3e-8f2a-4c55-9d0e-6a7b8c9d0e1f", ProjectID: "p", UserID: "u", State: launch.StatePending, Profile: "baseline",
+		KID: "k", Sealed: []byte("s"), NonceDigest: "n", InstanceID: "178b0921-8f85-4257-88b6-2e743b5a975c", HostID: "h", NotAfter: now.Add(time.Hour)}
+	if err := st.CreateLaunch(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	l.sweep(ctx)
+	select {
+	case j := <-l.jobs:
+		t.Fatalf("a fresh launch was resubmitted: %+v", j)
+	default:
+	}
+	now = now.Add(2 * time.Minute)
+	l.sweep(ctx)
+	select {
+	case j := <-l.jobs:
+		if j.id != rec.ID || j.instanceID != rec.InstanceID || j.hostID != "h" {
+			t.Errorf("resubmitted %+v", j)
+		}
+	default:
+		t.Fatal("the orphaned launch was not resubmitted")
+	}
+}

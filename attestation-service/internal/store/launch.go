@@ -196,6 +196,13 @@ func (s *Store) LaunchesToExpire(ctx context.Context, pending string, now time.T
 		pending, micros(now), limit)
 }
 
+// PendingWithInstance returns pending launches created with an instance id
+// before before (their binding job was lost, e.g. to a restart).
+func (s *Store) PendingWithInstance(ctx context.Context, pending string, before time.Time, limit int) ([]*Launch, error) {
+	return s.queryLaunches(ctx, "SELECT "+launchCols+" FROM launches WHERE state = ? AND instance_id <> '' AND created_at < ? ORDER BY created_at LIMIT ?",
+		pending, micros(before), limit)
+}
+
 // StaleLaunches returns launches in state that have not changed since
 // before (a service restart left them behind).
 func (s *Store) StaleLaunches(ctx context.Context, state string, before time.Time, limit int) ([]*Launch, error) {

@@ -101,8 +101,15 @@ func New(cfg Config) (*Deliverer, error) {
 		if err := sc.Err(); err != nil {
 			return nil, fmt.Errorf("launch records: %w", err)
 		}
-		for _, id := range ids[max(0, len(ids)-maxSeen):] {
+		keep := ids[max(0, len(ids)-maxSeen):]
+		for _, id := range keep {
 			d.seen[id] = true
+		}
+		if len(keep) < len(ids) {
+			// Keep the file as long as what is remembered.
+			if err := writeSeen(cfg.StateDir, keep); err != nil {
+				return nil, fmt.Errorf("launch records: %w", err)
+			}
 		}
 	}
 	return d, nil
@@ -150,6 +157,27 @@ func (d *Deliverer) InstancePresent(ctx context.Context, a *attestrpc.InstancePr
 		}
 	}
 	return res, nil
+}
+
+// writeSeen replaces launches.log with ids.
+func writeSeen(dir string, ids []string) error {
+	tmp, err := os.CreateTemp(dir, ".launches-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	w := bufio.NewWriter(tmp)
+	for _, id := range ids {
+		_, _ = w.WriteString(id + "\n")
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, seenFile))
 }
 
 // use records a launch id, reporting false when it was used before.

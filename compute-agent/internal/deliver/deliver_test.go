@@ -119,6 +119,16 @@ func TestDeliver(t *testing.T) {
 	if res := h.restart(t).DeliverSecret(ctx, args); res.Delivered || res.Reason != attestrpc.ReasonReplayed {
 		t.Errorf("second delivery after restart = %+v, want replayed", res)
 	}
+	// A damaged record file is read as far as it makes sense.
+	f, err := os.OpenFile(filepath.Join(h.state, "launches.log"), os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("not-an-id\n")
+	f.Close()
+	if res := h.restart(t).DeliverSecret(ctx, args); res.Reason != attestrpc.ReasonReplayed {
+		t.Errorf("after a damaged record line = %+v, want replayed", res)
+	}
 }
 
 // TestDeliverRefusals: each refusal has its reason and writes nothing into

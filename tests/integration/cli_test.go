@@ -328,6 +328,29 @@ func TestCLI(t *testing.T) {
 		}
 	}
 
+	// Trusted launch as the project member (the whole flow is TestLaunch's):
+	// create one pinned to the published launch key, list, show, verify
+	// (no receipt while pending), delete.
+	fp := strings.TrimSpace(c.ok(as(member, "key", "list", "--use", "launch", "-f", "value", "-c", "Fingerprint")...))
+	secretFile := filepath.Join(dir, "launch-secret")
+	if err := os.WriteFile(secretFile, []byte("a tenant secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := jsonOut[map[string]any](t, c.ok(as(member, "launch", "create", "--profile", "golden", "--secret-file", secretFile,
+		"--launch-key-fingerprint", fp, "-f", "json")...))
+	id, _ := created["id"].(string)
+	if created["state"] != "pending" || id == "" {
+		t.Fatalf("launch create = %v", created)
+	}
+	if out := c.ok(as(member, "launch", "list", "-f", "value", "-c", "ID")...); !strings.Contains(out, id) {
+		t.Errorf("launch list = %q, want %s", out, id)
+	}
+	c.ok(as(member, "launch", "show", id)...)
+	c.fails(commands.ExitError, []string{"has no receipt yet"}, as(member, "launch", "verify", id, "--public-key", pemFile)...)
+	c.fails(commands.ExitError, []string{"not the pinned"}, as(member, "launch", "create", "--profile", "golden", "--secret-file", secretFile,
+		"--launch-key-fingerprint", strings.Repeat("0", 64))...)
+	c.ok(as(member, "launch", "delete", id)...)
+
 	// Delete a host; it is gone.
 	c.ok(as(admin, "host", "delete", "compute-2")...)
 	c.fails(commands.ExitNotFound, []string{"(HTTP 404)"}, as(admin, "host", "history", "compute-2")...)

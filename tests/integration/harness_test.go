@@ -246,6 +246,12 @@ func (e *env) startAgent(h *host) {
 	cfg.Agent.StateDir = filepath.Join(h.dir, "state")
 	cfg.Agent.WatchInterval = 100 * time.Millisecond
 	cfg.Agent.RetryInitial, cfg.Agent.RetryMax = 50*time.Millisecond, 500*time.Millisecond
+	if h.instances == "" {
+		h.instances = filepath.Join(h.dir, "instances")
+		if err := os.MkdirAll(h.instances, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.Launch.Injector, cfg.Launch.Directory = agent.InjectorDirectory, h.instances
 	cfg.OpenTPM = h.openTPM
 	cfg.Logger = logger(t, h.name)

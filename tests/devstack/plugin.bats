@@ -397,7 +397,7 @@ trustpool_filter.TrustedFilter" ]
     printf '#!/bin/bash\necho "openstack $*" >> "%s"\n[[ $* != *"flavor show"* ]]\n' "$CALLS" > "$FAKE_ROOT/fakebin/openstack"
     phase stack post-config
     phase stack extra
-    grep -qx "trustpool key list --long -f value -c Public Key" "$CALLS"
+    grep -qx "trustpool key list --use verdict --long -f value -c Public Key" "$CALLS"
     [ "$(cat "$TRUSTPOOL_PUBLIC_KEY")" = "-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEA
 -----END PUBLIC KEY-----" ]

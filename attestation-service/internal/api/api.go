@@ -322,11 +322,13 @@ func routeError(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) erro
 	return httpErr(http.StatusNotFound, "no such resource", nil)
 }
 
-// HTTPError is an error with an HTTP status.
+// HTTPError is an error with an HTTP status and, for errors clients act
+// on, a machine-readable reason (attestapi.Reason*).
 type HTTPError struct {
-	Code int
-	Msg  string
-	Err  error
+	Code   int
+	Msg    string
+	Err    error
+	Reason string
 }
 
 func (e *HTTPError) Error() string {
@@ -391,14 +393,14 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 }
 
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code, msg := http.StatusInternalServerError, "internal error"
+	code, msg, reason := http.StatusInternalServerError, "internal error", ""
 	var he *HTTPError
 	lcode, lmsg, isLaunch := launchError(err)
 	switch {
 	case isLaunch:
 		code, msg = lcode, lmsg
 	case errors.As(err, &he):
-		code, msg = he.Code, he.Msg
+		code, msg, reason = he.Code, he.Msg, he.Reason
 		if he.Err != nil && code < 500 {
 			msg = he.Error()
 		}
@@ -415,7 +417,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	writeJSON(w, code, attestapi.ErrorEnvelope{Error: attestapi.Error{
-		Code: code, Title: http.StatusText(code), Message: msg, RequestID: requestID(r),
+		Code: code, Title: http.StatusText(code), Message: msg, Reason: reason, RequestID: requestID(r),
 	}})
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +26,9 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/bootseed"
+	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/evidence"
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
@@ -533,6 +537,7 @@ func TestApproveRejectEK(t *testing.T) {
 		{"reject again", "POST", "/v1/hosts/c/reject", f.admin, "", http.StatusConflict, "no EK awaits approval"},
 		{"reject on a missing host", "POST", "/v1/hosts/nope/reject", f.admin, "", http.StatusNotFound, "nope"},
 		{"approve without force", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "bound to host a"},
+		{"approve without force: the reason for clients", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, `"reason":"ek_bound_to_other_host"`},
 		{"approve with force", "POST", "/v1/hosts/b/approve", f.admin, `{"force": true, "ek_fingerprint": "` + fp1 + `"}`, http.StatusOK, `"moved_from":"a"`},
 		{"approve again", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "no EK awaits approval"},
 	}
@@ -565,4 +570,94 @@ func TestApproveRejectEK(t *testing.T) {
 			t.Errorf("audit %s = %q (present %v), want detail containing %q", k, d, ok, detail)
 		}
 	}
+}
+
+// learnable stores host with the state of a verified round: the PCRs and
+// boot facts of bootseed's build-a, as the engine keeps them for learning.
+func (f *fixture) learnable(t *testing.T, host string) {
+	t.Helper()
+	raw, _, err := bootseed.BuildLog(bootseed.BuildA(), []eventlog.Alg{eventlog.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.Replay(eventlog.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs := map[int][]byte{}
+	for i := range 10 {
+		pcrs[i] = make([]byte, 32)
+		if d, ok := rep[uint32(i)]; ok { //nolint:gosec // 0-9
+			pcrs[i] = d
+		}
+	}
+	state, err := json.Marshal(map[string]any{
+		"previous": evidence.Previous{PCRs: pcrs, Boot: boot},
+		"last":     engine.Summary{At: time.Now(), Status: verdict.Untrusted, Reachable: true, Verified: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := store.Host{Name: host, EKPublic: []byte("ek-" + host), AKPublic: []byte("ak"), Activated: true}
+	if err := f.st.PutHost(t.Context(), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.SaveState(t.Context(), host, state); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLearnFacts: "facts": [] learns no boot facts (a profile of PCRs
+// alone); facts absent or null take the default ones, and "pcrs": [] takes
+// only the PCRs the facts are read from.
+func TestLearnFacts(t *testing.T) {
+	f := newFixture(t)
+	f.learnable(t, "compute-1")
+	defaults := []string{"bootloader", "initrd", "kernel", "kernel_cmdline", "secure_boot"}
+	tests := []struct {
+		name, body string
+		facts      []string
+		pcrs       []string
+	}{
+		{"no facts", `{"facts": []}`, nil, []string{"0", "1", "2", "3", "4", "5", "6", "7"}},
+		{"default facts", `{}`, defaults, []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}},
+		{"null facts", `{"facts": null}`, defaults, []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}},
+		{"one fact", `{"facts": ["secure_boot"]}`, []string{"secure_boot"}, []string{"0", "1", "2", "3", "4", "5", "6", "7"}},
+		{"no PCRs but the facts'", `{"pcrs": [], "facts": ["kernel"]}`, []string{"kernel"}, []string{"8", "9"}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("p%d", i)
+			body := strings.Replace(tc.body, "{", `{"host": "compute-1", "name": "`+name+`", `, 1)
+			body = strings.Replace(body, ", }", "}", 1)
+			code, got, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, body)
+			if code != http.StatusCreated {
+				t.Fatalf("learn %s = %d %v", body, code, got)
+			}
+			p := got["profile"].(map[string]any)
+			facts, _ := p["facts"].(map[string]any)
+			pcrs, _ := p["pcrs"].(map[string]any)
+			if diff := cmp.Diff(tc.facts, sortedKeys(facts)); diff != "" {
+				t.Errorf("learn %s: facts (-want +got):\n%s", body, diff)
+			}
+			if diff := cmp.Diff(tc.pcrs, sortedKeys(pcrs)); diff != "" {
+				t.Errorf("learn %s: pcrs (-want +got):\n%s", body, diff)
+			}
+		})
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
 }

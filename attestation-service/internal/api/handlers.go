@@ -153,8 +153,9 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 		}
 		res, err := s.cfg.Engine.ApproveEK(r.Context(), host, engine.Approval{Fingerprint: d.EKFingerprint, Force: d.Force})
 		if inUse := (*store.EKInUseError)(nil); errors.As(err, &inUse) {
-			return "", httpErr(http.StatusConflict, fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
-				inUse.Host, inUse.Host), nil)
+			return "", &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonEKBoundToOtherHost,
+				Msg: fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
+					inUse.Host, inUse.Host)}
 		}
 		if err != nil {
 			return "", err

@@ -22,6 +22,28 @@ const (
 	QueryAllProjects = "all_projects"
 )
 
+// Reasons of the errors of POST and DELETE /v1/launches (Error.Reason): a
+// refused request names its launch reason code, as the message starts with
+// it.
+const (
+	// ReasonLaunchSealed (400): sealed to another key, or not a sealed
+	// request this service can open.
+	ReasonLaunchSealed = launch.ReasonSealed
+	// ReasonLaunchRequest (400): the opened request, or instance_id /
+	// host_id beside it, is malformed.
+	ReasonLaunchRequest = launch.ReasonRequest
+	// ReasonLaunchProjectMismatch (400): sealed for another project than
+	// the caller's token's.
+	ReasonLaunchProjectMismatch = launch.ReasonProjectMismatch
+	// ReasonLaunchExpired (400): past its not_after.
+	ReasonLaunchExpired = launch.ReasonExpired
+	// ReasonLaunchReplayed (409): this sealed request was already used.
+	ReasonLaunchReplayed = "replayed"
+	// ReasonLaunchInProgress (409 on delete): the launch is bound,
+	// attested or sealed; delete it once it has ended.
+	ReasonLaunchInProgress = "launch_in_progress"
+)
+
 // LaunchKey is the service's HPKE launch key as GET /v1/keys lists it
 // ("launch_keys"). Tenants pin its Fingerprint.
 type LaunchKey struct {

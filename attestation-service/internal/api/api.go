@@ -395,10 +395,10 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg, reason := http.StatusInternalServerError, "internal error", ""
 	var he *HTTPError
-	lcode, lmsg, isLaunch := launchError(err)
+	le, isLaunch := launchError(err)
 	switch {
 	case isLaunch:
-		code, msg = lcode, lmsg
+		code, msg, reason = le.Code, le.Msg, le.Reason
 	case errors.As(err, &he):
 		code, msg, reason = he.Code, he.Msg, he.Reason
 		if he.Err != nil && code < 500 {

@@ -244,16 +244,19 @@ func boolParam(q url.Values, name string) (bool, error) {
 	return b, nil
 }
 
-// launchError maps the launcher's errors to statuses (nil: not one).
-func launchError(err error) (int, string, bool) {
+// launchError maps the launcher's errors to statuses and reasons (nil:
+// not one).
+func launchError(err error) (*HTTPError, bool) {
 	var re *launcher.RequestError
 	switch {
 	case errors.As(err, &re):
-		return http.StatusBadRequest, re.Error(), true
+		return &HTTPError{Code: http.StatusBadRequest, Msg: re.Error(), Reason: re.Reason}, true
 	case errors.Is(err, launcher.ErrReplayed):
-		return http.StatusConflict, "replayed: this sealed launch request was already used; seal a new one", true
+		return &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonLaunchReplayed,
+			Msg: "replayed: this sealed launch request was already used; seal a new one"}, true
 	case errors.Is(err, launcher.ErrBusy):
-		return http.StatusConflict, "the launch is in progress (bound, attested or sealed); delete it once it has ended", true
+		return &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonLaunchInProgress,
+			Msg: "the launch is in progress (bound, attested or sealed); delete it once it has ended"}, true
 	}
-	return 0, "", false
+	return nil, false
 }

@@ -76,9 +76,14 @@ func TestLaunchAPI(t *testing.T) {
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body, _ := f.do(t, "POST", "/v1/launches", tc.token, tc.body)
-			msg := fmt.Sprint(body["error"].(map[string]any)["message"])
+			e := body["error"].(map[string]any)
+			msg := fmt.Sprint(e["message"])
 			if code != tc.want || !strings.HasPrefix(msg, tc.reason) {
 				t.Errorf("POST = %d %q, want %d starting with %q", code, msg, tc.want, tc.reason)
+			}
+			// The reason code, machine-readable too.
+			if reason, _ := e["reason"].(string); reason != tc.reason {
+				t.Errorf("error reason = %q, want %q", reason, tc.reason)
 			}
 		})
 	}
@@ -87,7 +92,8 @@ func TestLaunchAPI(t *testing.T) {
 	if code, body, _ := f.do(t, "POST", "/v1/launches", f.member, again); code != 201 {
 		t.Fatalf("create = %d %v", code, body)
 	}
-	if code, body, _ := f.do(t, "POST", "/v1/launches", f.member, again); code != 409 || !strings.HasPrefix(fmt.Sprint(body["error"].(map[string]any)["message"]), "replayed") {
+	if code, body, _ := f.do(t, "POST", "/v1/launches", f.member, again); code != 409 || !strings.HasPrefix(fmt.Sprint(body["error"].(map[string]any)["message"]), "replayed") ||
+		body["error"].(map[string]any)["reason"] != attestapi.ReasonLaunchReplayed {
 		t.Errorf("replay = %d %v, want 409 replayed", code, body)
 	}
 
@@ -149,6 +155,23 @@ func TestLaunchAPI(t *testing.T) {
 	_, body, _ = f.do(t, "GET", "/v1/launches/"+id, f.admin, "")
 	if l := body["launch"].(map[string]any); l["history"] == nil {
 		t.Errorf("show without history: %v", l)
+	}
+	// In progress (here: bound, as the launcher leaves it while it attests):
+	// not deleted, 409 launch_in_progress.
+	sl, err := f.st.GetLaunch(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.State = launch.StateBound
+	if err := f.st.TransitionLaunch(t.Context(), sl, launch.StatePending); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := f.do(t, "DELETE", "/v1/launches/"+id, f.member, ""); code != 409 || body["error"].(map[string]any)["reason"] != attestapi.ReasonLaunchInProgress {
+		t.Errorf("delete while bound = %d %v, want 409 launch_in_progress", code, body)
+	}
+	sl.State = launch.StateFailed
+	if err := f.st.TransitionLaunch(t.Context(), sl, launch.StateBound); err != nil {
+		t.Fatal(err)
 	}
 	if code, body, _ := f.do(t, "DELETE", "/v1/launches/"+id, f.member, ""); code != 204 {
 		t.Errorf("member delete = %d %v", code, body)

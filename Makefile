@@ -163,6 +163,11 @@ bench-oslo: deps ## RPC round trips/s and latency: Go<->Go against Python<->Pyth
 bench-filter: deps ## TrustedFilter's added scheduling time over 1,000 hosts (Nova's filter handler, stock filters vs + TrustedFilter)
 	TRUSTPOOL_FILTER_BENCH=1 $(GO) test -count=1 -v -run TestBenchmark ./nova-filter-shim/python/
 
+.PHONY: bench-placement
+bench-placement: deps ## scheduling time at 1,000 and 5,000 hosts through Nova's scheduler and real Placement, TrustedFilter alone vs the trait prefilter + TrustedFilter; verdict change → trait in Placement (p50/p99)
+	TRUSTPOOL_PLACEMENT_BENCH=1 $(GO) test -count=1 -v -timeout 90m -run TestBenchmarkPlacement ./nova-filter-shim/python/
+	TRUSTPOOL_BENCH_RUNS=20 $(GO) test -count=1 -v -run TestBenchVerdictToTrait ./tests/integration/
+
 .PHONY: bench-attestation
 bench-attestation: deps ## time from a PCR extend to the signed untrusted verdict on the fanout (p50/p99)
 	TRUSTPOOL_BENCH_RUNS=20 $(GO) test -count=1 -v -run TestBenchExtendToUntrusted ./tests/integration/

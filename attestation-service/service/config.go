@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"time"
 
@@ -34,6 +35,9 @@ type Config struct {
 	Attestation AttestationSection `toml:"attestation"`
 	Enrollment  EnrollmentSection  `toml:"enrollment"`
 	Keys        KeysSection        `toml:"keys"`
+	Placement   PlacementSection   `toml:"placement"`
+	Nova        NovaSection        `toml:"nova"`
+	Revocation  RevocationSection  `toml:"revocation"`
 	Launch      LaunchSection      `toml:"launch"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
@@ -152,6 +156,60 @@ type KeysSection struct {
 	LaunchKeyKEM string `toml:"launch_key_kem"`
 }
 
+// PlacementSection is [placement]: verdicts mirrored onto Placement traits
+// (CUSTOM_TRUSTPOOL_TRUSTED, CUSTOM_TRUSTPOOL_PROFILE_<NAME>) with the
+// [keystone_authtoken] service user, which needs Placement's admin rights.
+// The endpoint keys are keystoneauth's adapter options, as in Nova's
+// [placement].
+type PlacementSection struct {
+	// MirrorTraits turns the mirroring on (default off).
+	MirrorTraits bool `toml:"mirror_traits"`
+	// NodeLookup finds a host's compute node providers: "nova" (Nova's
+	// hypervisor list: every node of the service host, e.g. Ironic; needs
+	// [nova] and the os-hypervisors API) or "name" (the provider named like
+	// the host).
+	NodeLookup string `toml:"node_lookup"`
+	// ReconcileInterval between full comparisons of Placement with the
+	// verdicts (also done at start).
+	ReconcileInterval time.Duration `toml:"reconcile_interval"`
+	RegionName        string        `toml:"region_name"`
+	ValidInterfaces   []string      `toml:"valid_interfaces"`
+	EndpointOverride  string        `toml:"endpoint_override"`
+	// Timeout bounds each request.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// NovaSection is [nova]: the Nova API, used with the [keystone_authtoken]
+// service user to disable compute services ([revocation]), to find
+// compute nodes ([placement] node_lookup = "nova") and to find where a
+// launch's server runs and whose it is ([launch] nova_api).
+type NovaSection struct {
+	RegionName       string        `toml:"region_name"`
+	ValidInterfaces  []string      `toml:"valid_interfaces"`
+	EndpointOverride string        `toml:"endpoint_override"`
+	Timeout          time.Duration `toml:"timeout"`
+}
+
+// RevocationSection is [revocation]: what happens when a host turns
+// untrusted besides the signed verdict.
+type RevocationSection struct {
+	// Notifications sends trustpool.host.trusted / trustpool.host.untrusted
+	// (default on).
+	Notifications bool `toml:"notifications"`
+	// DisableComputeService disables the host's nova-compute service
+	// (default off) and enables it again on the next trusted verdict if
+	// Trustpool disabled it.
+	DisableComputeService bool `toml:"disable_compute_service"`
+	// DisableOnUnknown also disables on unknown (unreachable) verdicts.
+	DisableOnUnknown bool `toml:"disable_on_unknown"`
+	// BrakePercent, BrakeWindow, BrakeMinHosts: when more than
+	// BrakePercent % of the enrolled hosts, and at least BrakeMinHosts,
+	// turn untrusted within BrakeWindow, stop disabling and alert.
+	BrakePercent  int           `toml:"brake_percent"`
+	BrakeWindow   time.Duration `toml:"brake_window"`
+	BrakeMinHosts int           `toml:"brake_min_hosts"`
+}
+
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	ks := authtoken.DefaultOptions()
@@ -177,6 +235,10 @@ func DefaultConfig() Config {
 		Keys: KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key", LaunchKey: DefaultLaunchKey,
 			LaunchKeyKEM: launch.KEMMLKEM768X25519},
 		Launch: defaultLaunch(),
+		Placement: PlacementSection{NodeLookup: "nova", ReconcileInterval: 5 * time.Minute,
+			ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
+		Nova:       NovaSection{ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
+		Revocation: RevocationSection{Notifications: true, BrakePercent: 20, BrakeWindow: 10 * time.Minute, BrakeMinHosts: 3},
 	}
 }
 
@@ -262,5 +324,47 @@ func (c *Config) Validate() error {
 		bad("keys.verdict_signing_key", "is required")
 	}
 	c.validateLaunch(bad)
+	p := c.Placement
+	switch p.NodeLookup {
+	case "nova", "name":
+	default:
+		bad("placement.node_lookup", "%q is not nova or name", p.NodeLookup)
+	}
+	if p.ReconcileInterval < time.Second {
+		bad("placement.reconcile_interval", "must be at least 1s")
+	}
+	checkEndpoint := func(section string, ifaces []string, override string, timeout time.Duration) {
+		if len(ifaces) == 0 {
+			bad(section+".valid_interfaces", "must not be empty")
+		}
+		for _, i := range ifaces {
+			if i != "public" && i != "internal" && i != "admin" {
+				bad(section+".valid_interfaces", "%q is not public, internal or admin", i)
+			}
+		}
+		if override != "" {
+			if u, err := url.Parse(override); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(section+".endpoint_override", "%q is not an http or https URL", override)
+			}
+		}
+		if timeout <= 0 {
+			bad(section+".timeout", "must be positive")
+		}
+	}
+	checkEndpoint("placement", p.ValidInterfaces, p.EndpointOverride, p.Timeout)
+	checkEndpoint("nova", c.Nova.ValidInterfaces, c.Nova.EndpointOverride, c.Nova.Timeout)
+	r := c.Revocation
+	if r.BrakePercent < 1 || r.BrakePercent > 100 {
+		bad("revocation.brake_percent", "must be 1-100 (100: never brake)")
+	}
+	if r.BrakeWindow <= 0 {
+		bad("revocation.brake_window", "must be positive")
+	}
+	if r.BrakeMinHosts < 1 {
+		bad("revocation.brake_min_hosts", "must be at least 1")
+	}
+	if r.DisableOnUnknown && !r.DisableComputeService {
+		bad("revocation.disable_on_unknown", "needs revocation.disable_compute_service")
+	}
 	return errors.Join(errs...)
 }

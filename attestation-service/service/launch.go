@@ -8,21 +8,21 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
-	"github.com/trustpool/trustpool/attestation-service/internal/nova"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/novanotify"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/verdict"
-	"github.com/trustpool/trustpool/keystone-auth/credentials"
 )
 
 // LaunchSection is [launch]: trusted launches.
@@ -31,10 +31,10 @@ type LaunchSection struct {
 	Enabled bool `toml:"enabled"`
 	// NovaNotifications binds launches from Nova's instance.create.end.
 	NovaNotifications bool `toml:"nova_notifications"`
-	// NovaAPI asks Nova's API, with the [keystone_authtoken] service user,
-	// where a server named at creation runs and whose it is. Off (a third
-	// party runs the service, without a Nova account): the host is found by
-	// the hostId the tenant gives.
+	// NovaAPI asks Nova's API ([nova]'s endpoint), with the
+	// [keystone_authtoken] service user, where a server named at creation
+	// runs and whose it is. Off (a third party runs the service, without a
+	// Nova account): the host is found by the hostId the tenant gives.
 	NovaAPI bool `toml:"nova_api"`
 	// NotificationTransportURL is the broker Nova notifies on, when it is
 	// not [DEFAULT] transport_url (oslo's [oslo_messaging_notifications]
@@ -47,9 +47,6 @@ type LaunchSection struct {
 	// NotificationQueue is this service's own queue, bound to
 	// <topic>.info on the exchange.
 	NotificationQueue string `toml:"notification_queue"`
-	// NovaEndpointOverride replaces the compute endpoint from the catalog
-	// (nova_api).
-	NovaEndpointOverride string `toml:"nova_endpoint_override"`
 	// DeliverTimeout bounds the agent's deliver_secret (TPM import,
 	// unseal and injection into the instance).
 	DeliverTimeout time.Duration `toml:"deliver_timeout"`
@@ -104,9 +101,6 @@ func (c *Config) validateLaunch(bad func(key, format string, args ...any)) {
 	}
 	if l.MaxRequestLifetime < time.Minute {
 		bad("launch.max_request_lifetime", "must be at least 1m")
-	}
-	if o := l.NovaEndpointOverride; o != "" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-		bad("launch.nova_endpoint_override", "%q is not an http or https URL", o)
 	}
 }
 
@@ -187,7 +181,9 @@ func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.
 	s.launchPub.Store(key.Public())
 	var servers launcher.Servers
 	if l.NovaAPI {
-		servers = &novaServers{opts: cfg.Keystone.Credentials(), override: l.NovaEndpointOverride}
+		s.launchNova = &novaServers{ep: cloud.Endpoint{RegionName: cfg.Nova.RegionName, ValidInterfaces: cfg.Nova.ValidInterfaces,
+			EndpointOverride: cfg.Nova.EndpointOverride, Timeout: cfg.Nova.Timeout}, log: s.log}
+		servers = s.launchNova
 	}
 	lr := launcher.New(launcher.Config{Store: st, Key: key, Signer: signer, Issuer: cfg.Default.Issuer, Attester: eng,
 		Agents: &launchAgents{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Version: attestrpc.LaunchVersion}),
@@ -218,35 +214,67 @@ func (s *Service) LaunchPublicKey() *launch.PublicKey {
 	return k
 }
 
-// novaServers asks Nova's API, connecting on first use (Keystone may come
-// up after the service) and again after a failure.
+// novaServers asks Nova's API on the service user's session ([nova]'s
+// endpoint), once Keystone answered (connect); until then a launch that
+// needs it fails with nova_unavailable.
 type novaServers struct {
-	opts     credentials.Options
-	override string
+	ep  cloud.Endpoint
+	log *slog.Logger
 
 	mu sync.Mutex
-	c  *nova.Client
+	c  *cloud.Compute
 }
 
-func (n *novaServers) Server(ctx context.Context, id string) (*nova.Server, error) {
+// errNovaNotReady: Keystone has not answered yet, or the compute endpoint
+// is not in its catalog.
+var errNovaNotReady = errors.New("nova: no client yet (Keystone not reached, or no compute endpoint)")
+
+func (n *novaServers) Server(ctx context.Context, id string) (*cloud.Server, error) {
 	n.mu.Lock()
 	c := n.c
-	if c == nil {
-		var err error
-		if c, err = nova.Dial(ctx, n.opts, n.override); err != nil {
-			n.mu.Unlock()
-			return nil, err
-		}
-		n.c = c
-	}
 	n.mu.Unlock()
-	s, err := c.Server(ctx, id)
-	if errors.Is(err, nova.ErrUnavailable) {
+	if c == nil {
+		return nil, errNovaNotReady
+	}
+	return c.Server(ctx, id)
+}
+
+// connect builds the compute client on the service user's session (from
+// the catalog it already has: the first try needs no request, so the
+// caller makes it before serving launches), retrying in the background
+// while the catalog has no compute endpoint.
+func (n *novaServers) connect(ctx context.Context, pc *gophercloud.ProviderClient) {
+	if n.try(pc) == nil {
+		return
+	}
+	go n.retry(ctx, pc)
+}
+
+func (n *novaServers) try(pc *gophercloud.ProviderClient) error {
+	c, err := cloud.NewCompute(pc, n.ep)
+	if err == nil {
 		n.mu.Lock()
-		n.c = nil
+		n.c = c
 		n.mu.Unlock()
 	}
-	return s, err
+	return err
+}
+
+func (n *novaServers) retry(ctx context.Context, pc *gophercloud.ProviderClient) {
+	delay := time.Second
+	for {
+		err := n.try(pc)
+		if err == nil {
+			return
+		}
+		n.log.Error("launch: cannot set up the nova client; retrying", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
 }
 
 // launchAgents calls the agents' launch methods (API version 1.1).

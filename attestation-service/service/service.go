@@ -3,8 +3,10 @@
 // oslo.messaging transport, the attestation engine, the scheduler, the RPC
 // server on trustpool-attestation (register_host, activate_credential,
 // measurements_changed, get_verdicts), the verdict fanout and heartbeat, the
-// trusted-launch launcher with its launch key and its listener of Nova's
-// instance notifications (launch.go), and the Keystone-protected REST API,
+// Keystone-protected REST API, the trusted-launch launcher with its launch
+// key and its listener of Nova's instance notifications (launch.go) and,
+// when configured, the verdict actions on the [keystone_authtoken] service
+// user's session (actions.go: Placement traits, compute service disables),
 // and runs them until its context ends.
 //
 // Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL,
@@ -40,6 +42,7 @@ import (
 	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
+	"github.com/trustpool/trustpool/keystone-auth/credentials"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
 
@@ -52,6 +55,9 @@ type Service struct {
 	pub    ed25519.PublicKey
 	// launchPub is the launch public key (*launch.PublicKey).
 	launchPub atomic.Value
+	// launchNova is the launcher's Nova client ([launch] nova_api; nil when
+	// off), connected once Keystone answers.
+	launchNova *novaServers
 }
 
 // New checks cfg and returns a Service; Run starts it.
@@ -114,10 +120,18 @@ func (s *Service) Run(ctx context.Context) error {
 	defer tr.Close()
 
 	reg := metrics.New()
-	pubr := &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}),
-		notifier: oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)}
 	var sc *sched.Scheduler
-	eng := engine.New(engine.Config{
+	var eng *engine.Engine
+	notifier := oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)
+	// pubr publishes verdicts and notifications; launches notify through it
+	// whatever [revocation] notifications says of the trust ones.
+	pubr := &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: notifier}
+	acts := newActions(cfg, s.log, st, func() *engine.Engine { return eng }, reg, notifier)
+	var observer engine.VerdictObserver
+	if acts.enabled() {
+		observer = acts
+	}
+	eng = engine.New(engine.Config{
 		Issuer: cfg.Default.Issuer, Interval: a.Interval, Jitter: a.Jitter, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
 		HeartbeatInterval: a.HeartbeatInterval,
 		NonceLifetime:     a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
@@ -125,8 +139,9 @@ func (s *Service) Run(ctx context.Context) error {
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
 		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
-		Publisher: pubr,
+		Publisher: trustNotifications{on: cfg.Revocation.Notifications, Publisher: pubr},
 		Trigger:   func(h string) { sc.Trigger(h) },
+		Observer:  observer,
 	})
 	lr, nl, closeLaunches, err := s.launches(st, signer, eng, tr, pubr, reg)
 	if err != nil {
@@ -211,8 +226,19 @@ func (s *Service) Run(ctx context.Context) error {
 	run("rpc server", func() error { return rpc.Run(ctx) })
 	run("scheduler", func() error { return sc.Run(ctx) })
 	run("api", func() error { return srv.Serve(ln) })
-	run("keystone", func() error { auth.open(ctx, cfg.Keystone, s.log); return nil })
+	run("keystone", func() error {
+		auth.open(ctx, cfg.Keystone, s.log, func(p *credentials.Provider) {
+			if acts.enabled() {
+				go acts.connect(ctx, p.ProviderClient())
+			}
+			if s.launchNova != nil {
+				s.launchNova.connect(ctx, p.ProviderClient())
+			}
+		})
+		return nil
+	})
 	run("housekeeping", func() error { s.housekeeping(ctx, eng, st); return nil })
+	acts.run(ctx, run)
 	if lr != nil {
 		run("launcher", func() error { return lr.Run(ctx) })
 	}
@@ -424,7 +450,7 @@ type lazyAuth struct {
 	mw atomic.Pointer[authtoken.Middleware]
 }
 
-func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger) {
+func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger, onReady func(*credentials.Provider)) {
 	delay := time.Second
 	for {
 		setup, err := authtoken.Open(ctx, opts, authtoken.OpenConfig{
@@ -435,6 +461,7 @@ func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.L
 		if err == nil {
 			l.mw.Store(setup.Middleware)
 			log.Info("keystone authentication ready")
+			onReady(setup.Provider)
 			return
 		}
 		log.Warn("keystone not usable yet, retrying", "error", err, "retry_in", delay)

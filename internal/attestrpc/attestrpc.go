@@ -82,6 +82,19 @@ const (
 	// ek_fingerprint, pending_ek_fingerprint, bound_to, pending_since,
 	// agent_version).
 	EventHostEKChangeRequested = "trustpool.host.ek_change_requested"
+	// EventComputeDisabled / EventComputeEnabled: the service disabled or
+	// re-enabled a host's nova-compute service ([revocation]
+	// disable_compute_service; payload: host, service_id, reason).
+	EventComputeDisabled = "trustpool.host.compute_disabled"
+	EventComputeEnabled  = "trustpool.host.compute_enabled"
+	// EventBrakeEngaged (priority ERROR): more hosts turned untrusted
+	// within [revocation] brake_window than brake_percent allows; the
+	// service stops disabling compute services (payload: hosts_untrusted,
+	// hosts_total, percent, window_seconds, hosts). EventBrakeReleased
+	// (INFO): it acts again (payload adds skipped_hosts, the hosts it did
+	// not act on meanwhile).
+	EventBrakeEngaged  = "trustpool.revocation.brake_engaged"
+	EventBrakeReleased = "trustpool.revocation.brake_released"
 )
 
 // Limits on untrusted input sizes.

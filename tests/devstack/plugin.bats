@@ -338,13 +338,34 @@ $DATA_DIR/trustpool/verdict-signing.key
 true
 $DATA_DIR/trustpool/launch.key
 true" ]
-    grep -qx 'create_service_user trustpool' "$CALLS"
+    # Placement traits by default: the admin role Zed's Placement asks for.
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" placement.mirror_traits placement.region_name revocation.disable_compute_service)" = \
+        "true
+RegionOne
+false" ]
+    grep -qx 'create_service_user trustpool admin' "$CALLS"
     grep -qx 'get_or_create_service trustpool attestation Trustpool TPM 2.0 host attestation' "$CALLS"
     grep -qx "get_or_create_endpoint service-id-trustpool RegionOne http://192.0.2.10/attestation  http://192.0.2.10/attestation" "$CALLS"
     grep -qx "write_local_proxy_http_config trustpool-attestation http://127.0.0.1:9780 /attestation" "$CALLS"
     [ "$(stat -c %a "$TRUSTPOOL_ATTESTATION_CONF")" = 600 ]
     [ ! -e "$TRUSTPOOL_SHIM_CONF" ] && [ ! -e "$TRUSTPOOL_AGENT_CONF" ]
     [ ! -e "$NOVA_CONF" ]
+}
+
+@test "post-config, attestation: compute disable on, or no actions (then no admin role)" {
+    TRUSTPOOL_DISABLE_COMPUTE=True
+    load_plugin trustpool-attestation
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" revocation.disable_compute_service nova.region_name)" = "true
+RegionOne" ]
+    grep -qx 'create_service_user trustpool admin' "$CALLS"
+    : > "$CALLS"
+    TRUSTPOOL_DISABLE_COMPUTE=False TRUSTPOOL_PLACEMENT_TRAITS=False
+    load_plugin trustpool-attestation
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" placement.mirror_traits revocation.disable_compute_service)" = "false
+false" ]
+    grep -qx 'create_service_user trustpool' "$CALLS"
 }
 
 @test "post-config, attestation: the timing follows TRUSTPOOL_ATTESTATION_INTERVAL" {

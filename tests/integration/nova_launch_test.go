@@ -216,7 +216,7 @@ func TestNovaLaunch(t *testing.T) {
 	// 3. The service gets a Nova account.
 	e.stopSvc()
 	e.cfg.Launch.NovaAPI = true
-	e.cfg.Launch.NovaEndpointOverride = novaURL
+	e.cfg.Nova.EndpointOverride = novaURL
 	e.startService()
 	c.env = []string{"OS_CLIENT_CONFIG_FILE=" + cloudsFile, "OS_ATTESTATION_URL=" + e.svc.APIURL()}
 	byNova := booted["by-nova"]

@@ -324,6 +324,42 @@ func TestImportExportRoundTrip(t *testing.T) {
 	}
 }
 
+// TestProfileTraitNameCollision: profile names that Placement's trait grammar
+// spells alike are refused with 409 naming both, through every route that
+// creates profiles; an import stores nothing then.
+func TestProfileTraitNameCollision(t *testing.T) {
+	f := newFixture(t)
+	doc := func(name string) string {
+		return `{"name": "` + name + `", "facts": {"secure_boot": ["enabled"]}}`
+	}
+	if code, body, _ := f.do(t, "POST", "/v1/profiles", f.admin, doc("gold-v2")); code != http.StatusCreated {
+		t.Fatalf("create gold-v2 = %d %v", code, body)
+	}
+	wantConflict := func(what string, code int, body map[string]any) {
+		t.Helper()
+		e, _ := body["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		if code != http.StatusConflict || !strings.Contains(msg, `"gold_v2"`) || !strings.Contains(msg, `"gold-v2"`) || !strings.Contains(msg, "GOLD_V2") {
+			t.Errorf("%s = %d %v, want 409 naming gold_v2, gold-v2 and the trait name", what, code, body)
+		}
+	}
+	code, body, _ := f.do(t, "POST", "/v1/profiles", f.admin, doc("gold_v2"))
+	wantConflict("create gold_v2", code, body)
+	file := "[[profile]]\nname = \"other\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n\n" +
+		"[[profile]]\nname = \"gold_v2\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	code, body, _ = f.do(t, "POST", "/v1/profiles/import", f.admin, file)
+	wantConflict("import with gold_v2", code, body)
+	if _, err := f.st.GetProfile(t.Context(), "other"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused import stored profile other: %v", err)
+	}
+	// Within one file: 400 naming both.
+	file = "[[profile]]\nname = \"x-1\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n\n" +
+		"[[profile]]\nname = \"x_1\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	if code, body, _ := f.do(t, "POST", "/v1/profiles/import", f.admin, file); code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body), "X_1") {
+		t.Errorf("import of x-1 and x_1 = %d %v, want 400 naming X_1", code, body)
+	}
+}
+
 // goTypes matches what encoding/json and BurntSushi/toml say about Go types.
 var goTypes = regexp.MustCompile(`Go (struct|value)|of type|destination|\[\]|map\[|interface \{|int64|uint8|float64|slice|profileDoc|imaDoc|api\.`)
 

@@ -149,6 +149,8 @@ func TestResponsesMatchDocument(t *testing.T) {
 		{"PUT", "/v1/profiles/nope", f.admin, "application/json", `{"facts": {"secure_boot": ["enabled"]}}`, 404, false},
 		{"GET", "/v1/profiles/export", f.admin, "", "", 200, false},
 		{"POST", "/v1/profiles/import", f.admin, attestapi.MediaTOML, toml, 200, false},
+		{"POST", "/v1/profiles", f.admin, "application/json", `{"name": "with_ima", "facts": {"secure_boot": ["enabled"]}}`, 409, false},
+		{"POST", "/v1/profiles/import", f.admin, attestapi.MediaTOML, strings.ReplaceAll(toml, "imported", "with_ima"), 409, false},
 		{"POST", "/v1/profiles/learn", f.admin, "application/json", `{"host": "compute-1", "name": "learned"}`, 409, false},
 		{"POST", "/v1/profiles/learn", f.admin, "application/json", `{"host": "nope", "name": "learned"}`, 404, false},
 		{"DELETE", "/v1/profiles/golden", f.admin, "", "", 409, false},

@@ -500,6 +500,20 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", httpErr(http.StatusBadRequest, "profile file rejected", err)
 		}
+		// Nothing is stored when a new name would share its Placement trait
+		// with an existing profile (PutProfile refuses it too, but only
+		// after the profiles before it were stored).
+		existing, err := s.cfg.Store.ListProfiles(r.Context())
+		if err != nil {
+			return "", err
+		}
+		for _, p := range ps {
+			for _, e := range existing {
+				if e.Name != p.Name && policy.NameKey(e.Name) == policy.NameKey(p.Name) {
+					return "", &store.ProfileNameError{Name: p.Name, Existing: e.Name}
+				}
+			}
+		}
 		var names []string
 		for _, p := range ps {
 			sp, err := storeProfile(p)

@@ -140,6 +140,14 @@ type Publisher interface {
 	Notify(ctx context.Context, eventType string, payload any) error
 }
 
+// VerdictObserver learns of every verdict the engine stores, right after it
+// is stored: old is the host's previous verdict (nil when none). It is
+// called with the host's lock held, so it must not block; the service uses
+// it for Placement traits and revocation actions.
+type VerdictObserver interface {
+	VerdictStored(old *verdict.Verdict, v verdict.Verdict)
+}
+
 // Config configures an Engine. Durations must be positive.
 type Config struct {
 	Issuer   string
@@ -171,8 +179,10 @@ type Config struct {
 	Metrics   *metrics.Registry
 	// Trigger asks the scheduler to attest a host now (set by the service).
 	Trigger func(host string)
-	Rand    io.Reader
-	Now     func() time.Time
+	// Observer, when set, is told of every stored verdict.
+	Observer VerdictObserver
+	Rand     io.Reader
+	Now      func() time.Time
 }
 
 // Engine is the attestation core. It is safe for concurrent use.
@@ -623,6 +633,9 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 	}
 	if err := e.cfg.Store.SaveVerdict(ctx, rec.Name, sb, stb, hist); err != nil {
 		return v, err
+	}
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.VerdictStored(old, v)
 	}
 	refresh := e.needsRefresh(rec.Name, v)
 	if !changed && !refresh {

@@ -71,9 +71,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
-	"github.com/trustpool/trustpool/attestation-service/internal/nova"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/importblob"
@@ -131,9 +131,10 @@ type Agents interface {
 	DeliverSecret(ctx context.Context, host string, args *attestrpc.DeliverSecretArgs) (*attestrpc.DeliverSecretResult, error)
 }
 
-// Servers finds where a server runs (package nova's Client).
+// Servers finds where a server runs and whose it is (package cloud's
+// Compute, on the service user's session).
 type Servers interface {
-	Server(ctx context.Context, id string) (*nova.Server, error)
+	Server(ctx context.Context, id string) (*cloud.Server, error)
 }
 
 // Notifier sends oslo notifications.
@@ -717,7 +718,7 @@ func (r *run) findHost(ctx context.Context, j job) (host, code, detail string) {
 	if l.cfg.Servers != nil {
 		s, err := l.cfg.Servers.Server(ctx, j.instanceID)
 		switch {
-		case errors.Is(err, nova.ErrNoServer):
+		case errors.Is(err, cloud.ErrNotFound):
 			return "", ReasonServerNotFound, "Nova has no server " + j.instanceID
 		case err != nil:
 			l.log.Warn("launch: cannot ask Nova", "launch_id", rec.ID, "error", err)

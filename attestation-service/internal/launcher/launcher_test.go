@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
-	"github.com/trustpool/trustpool/attestation-service/internal/nova"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/launch"
@@ -58,8 +58,8 @@ func (a presentAgents) DeliverSecret(context.Context, string, *attestrpc.Deliver
 
 type otherProjectNova struct{}
 
-func (otherProjectNova) Server(_ context.Context, id string) (*nova.Server, error) {
-	return &nova.Server{ID: id, ProjectID: "someone-else", Host: "compute-1"}, nil
+func (otherProjectNova) Server(_ context.Context, id string) (*cloud.Server, error) {
+	return &cloud.Server{ID: id, ProjectID: "someone-else", Host: "compute-1"}, nil
 }
 
 func newTestLauncher(t *testing.T, now *time.Time) (*Launcher, *store.Store, *notes, *verdict.Verifier) {

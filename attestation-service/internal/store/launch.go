@@ -13,7 +13,7 @@ import (
 // started from (another worker or request moved it).
 var ErrStateChanged = errors.New("launch state changed")
 
-// launchMigration is migration 3.
+// launchMigration is migration 4.
 var launchMigration = []string{
 	`CREATE TABLE launches (
 		id {name} PRIMARY KEY,

@@ -28,7 +28,7 @@ DEB_PACKAGES := \
 	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware python3-openstackclient \
 	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \
 	python3-pip python3-setuptools \
-	swtpm swtpm-tools tpm2-tools \
+	swtpm swtpm-tools tpm2-tools qemu-guest-agent cryptsetup-bin \
 	mariadb-server mariadb-client \
 	bats shellcheck python3-bashate \
 	systemd lintian debootstrap
@@ -171,6 +171,10 @@ bench-placement: deps ## scheduling time at 1,000 and 5,000 hosts through Nova's
 .PHONY: bench-attestation
 bench-attestation: deps ## time from a PCR extend to the signed untrusted verdict on the fanout (p50/p99)
 	TRUSTPOOL_BENCH_RUNS=20 $(GO) test -count=1 -v -run TestBenchExtendToUntrusted ./tests/integration/
+
+.PHONY: bench-launch
+bench-launch: deps ## trusted launch on swtpm: notification → secret unsealed and POST → receipt delivered, with the phase split (p50/p99)
+	TRUSTPOOL_BENCH_LAUNCHES=60 $(GO) test -count=1 -v -run TestBenchLaunch ./tests/integration/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZ_TIME each (default 30s)

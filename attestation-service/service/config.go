@@ -11,6 +11,7 @@ import (
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
@@ -37,6 +38,7 @@ type Config struct {
 	Placement   PlacementSection   `toml:"placement"`
 	Nova        NovaSection        `toml:"nova"`
 	Revocation  RevocationSection  `toml:"revocation"`
+	Launch      LaunchSection      `toml:"launch"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
 	ConfigDir string `toml:"-"`
@@ -44,6 +46,9 @@ type Config struct {
 	Logger *slog.Logger `toml:"-"`
 	// NotifySocket is $NOTIFY_SOCKET for systemd readiness; "" sends nothing.
 	NotifySocket string `toml:"-"`
+	// LaunchObserver, when set, receives the phase timings of every
+	// trusted launch that ends (benchmarks).
+	LaunchObserver func(LaunchTiming) `toml:"-"`
 }
 
 // DefaultSection is [DEFAULT].
@@ -139,6 +144,16 @@ type KeysSection struct {
 	// in place of a lost one makes every shim pinning the old key drop all
 	// verdicts.
 	CreateVerdictSigningKey bool `toml:"create_verdict_signing_key"`
+	// LaunchKey is the HPKE launch key tenants seal their launch secrets
+	// to. Create it with `trustpool-attestation create-launch-key PATH`; a
+	// missing key stops the service (with [launch] enabled) unless
+	// CreateLaunchKey is set.
+	LaunchKey string `toml:"launch_key"`
+	// CreateLaunchKey creates the launch key at start when the file does
+	// not exist (DevStack sets it). Off by default: tenants pin the key.
+	CreateLaunchKey bool `toml:"create_launch_key"`
+	// LaunchKeyKEM is the KEM of a launch key created at start.
+	LaunchKeyKEM string `toml:"launch_key_kem"`
 }
 
 // PlacementSection is [placement]: verdicts mirrored onto Placement traits
@@ -165,8 +180,9 @@ type PlacementSection struct {
 }
 
 // NovaSection is [nova]: the Nova API, used with the [keystone_authtoken]
-// service user to disable compute services ([revocation]) and to find
-// compute nodes ([placement] node_lookup = "nova").
+// service user to disable compute services ([revocation]), to find
+// compute nodes ([placement] node_lookup = "nova") and to find where a
+// launch's server runs and whose it is ([launch] nova_api).
 type NovaSection struct {
 	RegionName       string        `toml:"region_name"`
 	ValidInterfaces  []string      `toml:"valid_interfaces"`
@@ -216,7 +232,9 @@ func DefaultConfig() Config {
 			PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
 		},
 		Enrollment: EnrollmentSection{Mode: engine.ModeAuto, RequireEKCert: true, EKRootsDir: "/etc/trustpool/ek-roots"},
-		Keys:       KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key"},
+		Keys: KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key", LaunchKey: DefaultLaunchKey,
+			LaunchKeyKEM: launch.KEMMLKEM768X25519},
+		Launch: defaultLaunch(),
 		Placement: PlacementSection{NodeLookup: "nova", ReconcileInterval: 5 * time.Minute,
 			ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
 		Nova:       NovaSection{ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
@@ -305,6 +323,7 @@ func (c *Config) Validate() error {
 	if c.Keys.VerdictSigningKey == "" {
 		bad("keys.verdict_signing_key", "is required")
 	}
+	c.validateLaunch(bad)
 	p := c.Placement
 	switch p.NodeLookup {
 	case "nova", "name":

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,11 @@ func TestSampleConfigLoadsAndValidates(t *testing.T) {
 	}
 	if cfg.Attestation.Interval != 10*time.Second || cfg.Enrollment.Mode != "auto" || !cfg.Enrollment.RequireEKCert {
 		t.Errorf("sample values not read: %+v", cfg.Attestation)
+	}
+	// The sample documents the defaults of [launch] and the launch key.
+	if def := service.DefaultConfig(); !reflect.DeepEqual(def.Launch, cfg.Launch) || def.Keys.LaunchKey != cfg.Keys.LaunchKey ||
+		def.Keys.LaunchKeyKEM != cfg.Keys.LaunchKeyKEM || cfg.Keys.CreateLaunchKey {
+		t.Errorf("sample [launch] %+v, keys %+v: want the defaults %+v", cfg.Launch, cfg.Keys, def.Launch)
 	}
 	// The actions are off by default, notifications on.
 	if cfg.Placement.MirrorTraits || cfg.Revocation.DisableComputeService || !cfg.Revocation.Notifications ||
@@ -78,6 +84,14 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"validity shorter than a round gap", func(c *service.Config) { c.Attestation.VerdictValidity = 17 * time.Second }, "attestation.verdict_validity"},
 		{"negative retention", func(c *service.Config) { c.Database.HistoryRetention = -time.Hour }, "database.history_retention"},
 		{"tiny retention", func(c *service.Config) { c.Database.AuditRetention = time.Minute }, "database.audit_retention"},
+		{"launch kem", func(c *service.Config) { c.Keys.LaunchKeyKEM = "rsa" }, "keys.launch_key_kem"},
+		{"no launch key", func(c *service.Config) { c.Keys.LaunchKey = "" }, "keys.launch_key"},
+		{"nova's own queue", func(c *service.Config) { c.Launch.NotificationQueue = "versioned_notifications.info" }, "launch.notification_queue"},
+		{"notification broker", func(c *service.Config) { c.Launch.NotificationTransportURL = "amqp://x" }, "launch.notification_transport_url"},
+		{"deliver timeout", func(c *service.Config) { c.Launch.DeliverTimeout = 0 }, "launch.deliver_timeout"},
+		{"launch concurrency", func(c *service.Config) { c.Launch.Concurrency = 0 }, "launch.concurrency"},
+		{"request lifetime", func(c *service.Config) { c.Launch.MaxRequestLifetime = time.Second }, "launch.max_request_lifetime"},
+		{"nova endpoint", func(c *service.Config) { c.Nova.EndpointOverride = "nova:8774" }, "nova.endpoint_override"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

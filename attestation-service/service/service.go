@@ -3,12 +3,14 @@
 // oslo.messaging transport, the attestation engine, the scheduler, the RPC
 // server on trustpool-attestation (register_host, activate_credential,
 // measurements_changed, get_verdicts), the verdict fanout and heartbeat, the
-// Keystone-protected REST API and, when configured, the verdict actions on
-// the [keystone_authtoken] service user's session (actions.go: Placement
-// traits, compute service disables), and runs them until its context ends.
+// Keystone-protected REST API, the trusted-launch launcher with its launch
+// key and its listener of Nova's instance notifications (launch.go) and,
+// when configured, the verdict actions on the [keystone_authtoken] service
+// user's session (actions.go: Placement traits, compute service disables),
+// and runs them until its context ends.
 //
-// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL and
-// PublicKey let them find it.
+// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL,
+// PublicKey and LaunchPublicKey let them find it.
 package service
 
 import (
@@ -51,6 +53,11 @@ type Service struct {
 	ready  chan struct{}
 	apiURL atomic.Value // string
 	pub    ed25519.PublicKey
+	// launchPub is the launch public key (*launch.PublicKey).
+	launchPub atomic.Value
+	// launchNova is the launcher's Nova client ([launch] nova_api; nil when
+	// off), connected once Keystone answers.
+	launchNova *novaServers
 }
 
 // New checks cfg and returns a Service; Run starts it.
@@ -116,6 +123,9 @@ func (s *Service) Run(ctx context.Context) error {
 	var sc *sched.Scheduler
 	var eng *engine.Engine
 	notifier := oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)
+	// pubr publishes verdicts and notifications; launches notify through it
+	// whatever [revocation] notifications says of the trust ones.
+	pubr := &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: notifier}
 	acts := newActions(cfg, s.log, st, func() *engine.Engine { return eng }, reg, notifier)
 	var observer engine.VerdictObserver
 	if acts.enabled() {
@@ -128,12 +138,16 @@ func (s *Service) Run(ctx context.Context) error {
 		EnrollmentMode: cfg.Enrollment.Mode, RequireEKCert: cfg.Enrollment.RequireEKCert, EKRoots: roots, EKIntermediates: inter,
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
-		Agents: &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
-		Publisher: trustNotifications{on: cfg.Revocation.Notifications,
-			Publisher: &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: notifier}},
-		Trigger:  func(h string) { sc.Trigger(h) },
-		Observer: observer,
+		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
+		Publisher: trustNotifications{on: cfg.Revocation.Notifications, Publisher: pubr},
+		Trigger:   func(h string) { sc.Trigger(h) },
+		Observer:  observer,
 	})
+	lr, nl, closeLaunches, err := s.launches(st, signer, eng, tr, pubr, reg)
+	if err != nil {
+		return err
+	}
+	defer closeLaunches()
 	sc = sched.New(sched.Config{Interval: a.Interval, Jitter: a.Jitter, Concurrency: a.Concurrency,
 		Attest: func(ctx context.Context, host string) {
 			_, err := eng.Attest(ctx, host)
@@ -175,7 +189,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	auth := &lazyAuth{}
 	handler := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: auth.wrap, Metrics: reg, Logger: s.log,
-		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: sc.Trigger,
+		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: sc.Trigger, Launches: lr,
 		Health: func(ctx context.Context) error {
 			if err := st.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)
@@ -217,11 +231,30 @@ func (s *Service) Run(ctx context.Context) error {
 			if acts.enabled() {
 				go acts.connect(ctx, p.ProviderClient())
 			}
+			if s.launchNova != nil {
+				s.launchNova.connect(ctx, p.ProviderClient())
+			}
 		})
 		return nil
 	})
 	run("housekeeping", func() error { s.housekeeping(ctx, eng, st); return nil })
 	acts.run(ctx, run)
+	if lr != nil {
+		run("launcher", func() error { return lr.Run(ctx) })
+	}
+	listening := make(chan struct{})
+	if nl != nil {
+		run("nova notification listener", func() error { return nl.Run(ctx) })
+		go func() {
+			select {
+			case <-nl.Ready():
+				close(listening)
+			case <-ctx.Done():
+			}
+		}()
+	} else {
+		close(listening)
+	}
 	run("heartbeat", func() error {
 		t := time.NewTicker(a.HeartbeatInterval)
 		defer t.Stop()
@@ -236,8 +269,19 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	})
+	ready := make(chan struct{})
+	go func() {
+		for _, c := range []<-chan struct{}{rpc.Ready(), listening} {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(ready)
+	}()
 	select {
-	case <-rpc.Ready():
+	case <-ready:
 		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", len(hosts), "kid", signer.KID())
 		close(s.ready)
 		if _, err := sdnotify.Notify(cfg.NotifySocket, sdnotify.Ready); err != nil {

@@ -162,6 +162,9 @@ type Health struct {
 // Keys lists the service's public keys: GET /v1/keys.
 type Keys struct {
 	VerdictKeys []VerdictKey `json:"verdict_keys"`
+	// LaunchKeys are the HPKE keys tenants seal launch requests to
+	// (launch.go); empty when trusted launches are off.
+	LaunchKeys []LaunchKey `json:"launch_keys"`
 }
 
 // VerdictKey is a public key that signs verdicts; shims and tenants pin it.

@@ -396,11 +396,16 @@ func TestStartWithTheService(t *testing.T) {
 		t.Errorf("attestation.toml: allow_missing_event_log %v (%v), want false", cfg.Attestation.AllowMissingEventLog, err)
 	}
 
-	// stack extra creates the key, then starts the daemons with these
+	// stack extra creates the keys, then starts the daemons with these
 	// command lines (checkUnits); here they run as the test's children.
+	// With the launch key the service publishes a second key, which the
+	// shim must not be given.
 	key := filepath.Join(data, "verdict-signing.key")
 	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-key", key).CombinedOutput(); err != nil {
 		t.Fatalf("create-key: %v\n%s", err, out)
+	}
+	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-launch-key", filepath.Join(data, "launch.key")).CombinedOutput(); err != nil {
+		t.Fatalf("create-launch-key: %v\n%s", err, out)
 	}
 	svc := servicetest.StartProcess(t, "trustpool-attestation", nil,
 		filepath.Join(bins, "trustpool-attestation"), "-config-file", filepath.Join(conf, "attestation.toml"))

@@ -331,9 +331,12 @@ $TRUSTPOOL_SWTPM_EVENT_LOG" ]
 sqlite:///$DATA_DIR/trustpool/attestation.db
 trustpool
 service" ]
-    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" DEFAULT.control_exchange keys.verdict_signing_key enrollment.require_ek_cert)" = \
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" DEFAULT.control_exchange keys.verdict_signing_key enrollment.require_ek_cert \
+        keys.launch_key launch.nova_api)" = \
         "trustpool
 $DATA_DIR/trustpool/verdict-signing.key
+true
+$DATA_DIR/trustpool/launch.key
 true" ]
     # Placement traits by default: the admin role Zed's Placement asks for.
     [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" placement.mirror_traits placement.region_name revocation.disable_compute_service)" = \
@@ -453,13 +456,27 @@ $TRUSTPOOL_SWTPM_EVENT_LOG" ]
     load_plugin trustpool-agent,n-cpu
     iniset "$NOVA_CPU_CONF" DEFAULT host compute-7
     phase stack post-config
-    [ "$(toml "$TRUSTPOOL_AGENT_CONF" DEFAULT.host tpm.device agent.state_dir)" = "compute-7
+    [ "$(toml "$TRUSTPOOL_AGENT_CONF" DEFAULT.host tpm.device agent.state_dir launch.injector)" = "compute-7
 /dev/tpmrm0
-$DATA_DIR/trustpool/agent" ]
+$DATA_DIR/trustpool/agent
+qemu-guest-agent" ]
+    # nova-compute sends the versioned instance.create.end launches bind on.
+    [ "$(iniget "$NOVA_CPU_CONF" notifications notification_format)" = both ]
+    [ "$(iniget "$NOVA_CPU_CONF" oslo_messaging_notifications driver)" = messagingv2 ]
     grep -q "^z /sys/kernel/security/tpm\[0-9\]\*/binary_bios_measurements 0440 root $(id -gn) -$" \
         "$TRUSTPOOL_CONF_DIR/agent-tmpfiles.conf"
     [ ! -e "$TRUSTPOOL_ATTESTATION_CONF" ]
     refute called create_service_user
+}
+
+@test "post-config, agent: the fake virt driver gets the directory injector; an operator's notification format is kept" {
+    VIRT_DRIVER=fake
+    load_plugin trustpool-agent,n-cpu
+    iniset "$NOVA_CPU_CONF" notifications notification_format versioned
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_AGENT_CONF" launch.injector launch.directory)" = "directory
+$DATA_DIR/trustpool/instances" ]
+    [ "$(iniget "$NOVA_CPU_CONF" notifications notification_format)" = versioned ]
 }
 
 @test "post-config, agent on a swtpm socket" {
@@ -520,6 +537,7 @@ trustpool_filter.TrustedFilter" ]
     phase stack post-config
     phase stack extra
     called "trustpool-attestation create-key $TRUSTPOOL_SIGNING_KEY"
+    called "trustpool-attestation create-launch-key $TRUSTPOOL_LAUNCH_KEY"
     grep -qx "run_process trustpool-attestation $FAKE_BIN/trustpool-attestation -config-file $TRUSTPOOL_ATTESTATION_CONF" "$CALLS"
     grep -qx "wait_for_service 3 http://127.0.0.1:9780/healthz" "$CALLS"
     grep -qx 'Type=notify' "$SYSTEMD_DIR/devstack@trustpool-attestation.service.d/trustpool.conf"
@@ -527,10 +545,11 @@ trustpool_filter.TrustedFilter" ]
     # The drop-in is in place before the unit starts.
     [ "$(grep -n 'systemctl daemon-reload' "$CALLS" | head -n1 | cut -d: -f1)" -lt \
         "$(grep -n '^run_process trustpool-attestation' "$CALLS" | cut -d: -f1)" ]
-    [ -s "$TRUSTPOOL_SIGNING_KEY" ]
+    [ -s "$TRUSTPOOL_SIGNING_KEY" ] && [ -s "$TRUSTPOOL_LAUNCH_KEY" ]
     : > "$CALLS"
     phase stack extra
     refute called create-key
+    refute called create-launch-key
 }
 
 @test "extra, filter shim: pins the service's public key, starts, makes the trusted flavor" {
@@ -539,7 +558,7 @@ trustpool_filter.TrustedFilter" ]
     printf '#!/bin/bash\necho "openstack $*" >> "%s"\n[[ $* != *"flavor show"* ]]\n' "$CALLS" > "$FAKE_ROOT/fakebin/openstack"
     phase stack post-config
     phase stack extra
-    grep -qx "trustpool key list --long -f value -c Public Key" "$CALLS"
+    grep -qx "trustpool key list --use verdict --long -f value -c Public Key" "$CALLS"
     [ "$(cat "$TRUSTPOOL_PUBLIC_KEY")" = "-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEA
 -----END PUBLIC KEY-----" ]

@@ -22,12 +22,14 @@ import (
 
 	"github.com/trustpool/trustpool/attestation-service/internal/api"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
 	"github.com/trustpool/trustpool/internal/evidence"
+	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	"github.com/trustpool/trustpool/keystone-auth/keystonetest"
@@ -56,7 +58,12 @@ type fixture struct {
 	otherAdmin    string // admin role on an unrelated project
 	service       string // service role only
 	systemAdmin   string // system-scoped admin token
+	launchKey     *launch.PrivateKey
+	rival         string // member of another project
 }
+
+// otherMember is a token of a member of another project than member's.
+func (f *fixture) otherMember(*testing.T) string { return f.rival }
 
 // serviceDefaults are the attestation service's [oslo_policy] defaults
 // (service.DefaultConfig): new defaults only, scope enforced.
@@ -82,6 +89,7 @@ func newFixtureWith(t *testing.T, popts kpolicy.Options) *fixture {
 	// Keystone's implied roles give members the reader role too.
 	ks.AddUser(keystonetest.User{Name: "bob", Password: "pw", ProjectName: "demo", ProjectID: "demo-id", Roles: []string{"member", "reader"}})
 	ks.AddUser(keystonetest.User{Name: "rita", Password: "pw", ProjectName: "demo", ProjectID: "demo-id", Roles: []string{"reader"}})
+	ks.AddUser(keystonetest.User{Name: "mallory", Password: "pw", ProjectName: "rival", ProjectID: "rival-id", Roles: []string{"member", "reader"}})
 	opts := authtoken.DefaultOptions()
 	opts.AuthURL, opts.WWWAuthenticateURI = ks.URL, ks.URL
 	opts.Username, opts.Password, opts.ProjectName = "trustpool", "pw", "service"
@@ -107,13 +115,20 @@ func newFixtureWith(t *testing.T, popts kpolicy.Options) *fixture {
 		t.Fatal(err)
 	}
 	pem, _ := verdict.MarshalPublicKeyPEM(signer.Public())
+	lkey, err := launch.GenerateKey("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not Run: launches created here wait for a binding that never comes.
+	lr := launcher.New(launcher.Config{Store: st, Key: lkey, Signer: signer, Issuer: "test", Notifier: nopPublisher{}, Metrics: reg})
 	h := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: setup.Middleware.Wrap, Metrics: reg,
-		PublicKeyPEM: pem, KID: signer.KID(), Trigger: func(string) {}})
+		PublicKeyPEM: pem, KID: signer.KID(), Trigger: func(string) {}, Launches: lr})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, st: st, eng: eng, signer: signer, policyFile: filepath.Join(dir, "policy.yaml"),
 		admin: ks.Issue("boss"), member: ks.Issue("bob"), reader: ks.Issue("rita"),
-		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin")}
+		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin"), launchKey: lkey,
+		rival: ks.Issue("mallory")}
 }
 
 func (f *fixture) do(t *testing.T, method, path, token, body string) (int, map[string]any, http.Header) {

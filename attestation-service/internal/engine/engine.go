@@ -347,6 +347,14 @@ func decodeState(b []byte) (*hostState, error) {
 // Attest runs one attestation round for host and records the verdict.
 // It returns ErrNotEnrolled for hosts without an activated binding.
 func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
+	v, _, _, err := e.attest(ctx, host)
+	return v, err
+}
+
+// attest is Attest; it also returns the host's record as the round used it
+// and the state the round left, whose Previous holds the verified PCR
+// values when Last.Verified is set.
+func (e *Engine) attest(ctx context.Context, host string) (verdict.Verdict, *store.HostRecord, *hostState, error) {
 	l := e.hostLock(host)
 	l.Lock()
 	defer l.Unlock()
@@ -355,12 +363,12 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 
 	rec, err := e.cfg.Store.GetHost(ctx, host)
 	if err != nil {
-		return verdict.Verdict{}, err
+		return verdict.Verdict{}, nil, nil, err
 	}
 	// A pending EK request does not stop the rounds: the bound AK answers
 	// for the host until an administrator decides.
 	if !rec.Activated {
-		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
+		return verdict.Verdict{}, nil, nil, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
 	}
 	st, err := decodeState(rec.State)
 	if err != nil {
@@ -373,7 +381,7 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 	st.Last = sum
 	e.m.rounds.Inc(string(v.Status))
 	v, err = e.record(ctx, rec, v, st)
-	return v, err
+	return v, rec, st, err
 }
 
 // round does the work of Attest without persisting anything. When the

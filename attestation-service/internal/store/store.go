@@ -29,6 +29,13 @@
 // which is ErrExists), because both would be one Placement trait. The check
 // and the insert are one transaction.
 //
+// Trusted launches (launch.go) are records of sealed tenant requests and
+// their progress: the sealed request itself (cleared once the launch ends),
+// the state with its history, and the latest signed receipt. A request's
+// nonce digest is unique, so a sealed request is accepted once. Changes of
+// state are compare-and-set on the current state, so two workers cannot
+// both take a launch forward.
+//
 // The package does not log.
 package store
 
@@ -884,6 +891,8 @@ var migrations = []migration{
 		`CREATE INDEX history_at ON history (at)`,
 		`CREATE INDEX audit_at ON audit (at)`,
 	}},
+	// 4: trusted launches and their state history (launch.go).
+	{sql: launchMigration},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

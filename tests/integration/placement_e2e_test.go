@@ -115,12 +115,13 @@ loop:
 			break loop
 		}
 	}
-	t.Logf("%s %v:\n%s", py, cmd.Args[1:], out.Bytes())
-	if runErr != nil {
-		t.Fatalf("python tests failed: %v", runErr)
+	// What failed goes first: a CI report shows the head of a long log.
+	if err := servicetest.CheckUnittest(out.Bytes(), 0); err != nil || runErr != nil {
+		t.Errorf("python tests failed (exit: %v): %v", runErr, err)
 	}
-	if err := servicetest.CheckUnittest(out.Bytes(), 0); err != nil {
-		t.Fatal(err)
+	t.Logf("%s %v:\n%s", py, cmd.Args[1:], out.Bytes())
+	if t.Failed() {
+		t.FailNow()
 	}
 	if e.verdicts.bad != 0 {
 		t.Errorf("%d verdicts failed signature verification", e.verdicts.bad)

@@ -57,7 +57,8 @@ def shim_passes(hosts, profile):
     return json.loads(body)['passes']
 
 
-class TrustedBootTest(integrated_helpers._IntegratedTestBase):
+class TrustedBootTest(harness.PatientWaits,
+                      integrated_helpers._IntegratedTestBase):
     ADMIN_API = True
     microversion = 'latest'
 

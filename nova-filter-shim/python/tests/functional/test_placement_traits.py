@@ -55,7 +55,8 @@ TRUSTED_HOSTS = ('host1', 'host2', 'host3')
 STOCK_FILTERS = ['ComputeFilter', 'ComputeCapabilitiesFilter',
                  'ImagePropertiesFilter', 'ServerGroupAntiAffinityFilter',
                  'ServerGroupAffinityFilter']
-WAIT = 60
+# A bound against a hang (see harness.WAIT_SLACK), never a pass criterion.
+WAIT = 180
 
 
 def control(method, path, body=None, timeout=300):
@@ -172,7 +173,8 @@ class Served(object):
         self.thread.kill()
 
 
-class PlacementTraitsTest(integrated_helpers._IntegratedTestBase):
+class PlacementTraitsTest(harness.PatientWaits,
+                          integrated_helpers._IntegratedTestBase):
     ADMIN_API = True
     microversion = 'latest'
     #: Scheduler filters; TrustedFilter is not among them: Placement alone

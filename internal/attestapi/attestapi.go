@@ -165,6 +165,24 @@ type Keys struct {
 	// LaunchKeys are the HPKE keys tenants seal launch requests to
 	// (launch.go); empty when trusted launches are off.
 	LaunchKeys []LaunchKey `json:"launch_keys"`
+	// PolicyKeys are the keys that approve PCR states for launch secrets
+	// sealed under TPM2_PolicyAuthorize; empty without one (secrets are
+	// then sealed to the quoted PCR values alone).
+	PolicyKeys []PolicyKey `json:"policy_keys"`
+}
+
+// PolicyKey is the service's policy-signing key.
+type PolicyKey struct {
+	KID string `json:"kid"`
+	// Algorithm is "ECDSA P-256 SHA-256".
+	Algorithm string `json:"algorithm"`
+	// PublicKeyPEM is a PEM "PUBLIC KEY" (PKIX) block.
+	PublicKeyPEM string `json:"public_key_pem"`
+	// Fingerprint is hex SHA-256 of the PKIX DER key.
+	Fingerprint string `json:"fingerprint"`
+	// TPMName is the key's TPM name (hex): what sealed blobs'
+	// TPM2_PolicyAuthorize names.
+	TPMName string `json:"tpm_name"`
 }
 
 // VerdictKey is a public key that signs verdicts; shims and tenants pin it.

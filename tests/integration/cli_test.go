@@ -212,9 +212,11 @@ func TestCLI(t *testing.T) {
 	keyRows := jsonOut[[]map[string]string](t, c.ok(as(member, "key", "list", "--long", "-f", "json")...))
 	pub := e.svc.PublicKey()
 	lpub := e.svc.LaunchPublicKey()
-	if len(keyRows) != 2 || keyRows[0]["Key ID"] != verdict.KeyID(pub) || keyRows[0]["Use"] != "verdict" || keyRows[0]["Algorithm"] != "Ed25519" ||
+	if len(keyRows) != 3 || keyRows[0]["Key ID"] != verdict.KeyID(pub) || keyRows[0]["Use"] != "verdict" || keyRows[0]["Algorithm"] != "Ed25519" ||
 		keyRows[1]["Use"] != "launch" || keyRows[1]["Key ID"] != lpub.KID() || keyRows[1]["Fingerprint"] != lpub.Fingerprint() ||
-		keyRows[1]["Algorithm"] != "ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM" {
+		keyRows[1]["Algorithm"] != "ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM" ||
+		keyRows[2]["Use"] != "policy" || keyRows[2]["Algorithm"] != "ECDSA P-256 SHA-256" || len(keyRows[2]["Fingerprint"]) != 64 ||
+		keyRows[2]["Key ID"] != keyRows[2]["Fingerprint"][:16] || !strings.Contains(keyRows[2]["Public Key"], "BEGIN PUBLIC KEY") {
 		t.Errorf("member key list = %v", keyRows)
 	}
 	// A system-scoped token is refused (the rules are for project scope).

@@ -33,6 +33,7 @@ import (
 	"github.com/trustpool/trustpool/internal/eventlog"
 	"github.com/trustpool/trustpool/internal/evidence"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	"github.com/trustpool/trustpool/keystone-auth/keystonetest"
@@ -62,6 +63,7 @@ type fixture struct {
 	service       string // service role only
 	systemAdmin   string // system-scoped admin token
 	launchKey     *launch.PrivateKey
+	policyKey     *policykey.PrivateKey
 	rival         string // member of another project
 }
 
@@ -122,15 +124,19 @@ func newFixtureWith(t *testing.T, popts kpolicy.Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pkey, err := policykey.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Not Run: launches created here wait for a binding that never comes.
-	lr := launcher.New(launcher.Config{Store: st, Key: lkey, Signer: signer, Issuer: "test", Notifier: nopPublisher{}, Metrics: reg})
+	lr := launcher.New(launcher.Config{Store: st, Key: lkey, Signer: signer, Issuer: "test", Notifier: nopPublisher{}, Metrics: reg, PolicyKey: pkey})
 	h := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: setup.Middleware.Wrap, Metrics: reg,
 		PublicKeyPEM: pem, KID: signer.KID(), Trigger: func(string) {}, Launches: lr})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, st: st, eng: eng, signer: signer, policyFile: filepath.Join(dir, "policy.yaml"),
 		admin: ks.Issue("boss"), member: ks.Issue("bob"), reader: ks.Issue("rita"),
-		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin"), launchKey: lkey,
+		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin"), launchKey: lkey, policyKey: pkey,
 		rival: ks.Issue("mallory")}
 }
 

@@ -118,10 +118,11 @@ func New(cfg Config) (*Deliverer, error) {
 	return d, nil
 }
 
-// Endpoint is the oslo endpoint (attestrpc.LaunchVersion) with the launch
-// methods.
+// Endpoint is the oslo endpoint with the launch methods, at
+// attestrpc.APIVersion (1.2: deliver_secret takes authorized blobs; calls
+// asking for 1.1 are served too).
 func (d *Deliverer) Endpoint() oslo.Endpoint {
-	return oslo.Endpoint{Version: attestrpc.LaunchVersion, Methods: map[string]oslo.Handler{
+	return oslo.Endpoint{Version: attestrpc.APIVersion, Methods: map[string]oslo.Handler{
 		attestrpc.MethodInstancePresent: func(ctx context.Context, req *oslo.Request) (any, error) {
 			var a attestrpc.InstancePresentArgs
 			if err := attester.DecodeArgs(req.Args, &a); err != nil {

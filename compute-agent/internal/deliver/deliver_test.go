@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -200,6 +201,12 @@ func FuzzDeliverArgs(f *testing.F) {
 	}
 	args := []byte(`{"launch_id":"` + launchID + `","instance_id":"` + instance + `","receipt":{"receipt":"x"},"blob":` + string(seed) + `}`)
 	f.Add(args)
+	authorized, err := os.ReadFile(filepath.Join("..", "..", "..", "internal", "importblob", "testdata", "blob_authorized.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"launch_id":"` + launchID + `","instance_id":"` + instance + `","receipt":{"receipt":"x"},"blob":` + string(authorized) +
+		`,"approvals":[{"kid":"0123456789abcdef","pcrs":[0,4,7,8,9],"policy_digest":"` + strings.Repeat("A", 43) + `=","signature":"MAYCAQECAQE="}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m map[string]json.RawMessage
 		if json.Unmarshal(data, &m) != nil {

@@ -5,6 +5,7 @@
 //	trustpool-attestation [-config-file FILE] [-set section.key=value ...]
 //	trustpool-attestation create-key PATH
 //	trustpool-attestation create-launch-key [-kem KEM] PATH
+//	trustpool-attestation create-policy-key PATH
 //	trustpool-attestation inspect-eventlog FILE
 package main
 
@@ -43,6 +44,10 @@ var program = daemon.Program[service.Config]{
 		Name: "create-launch-key", Usage: "[-kem mlkem768x25519|x25519] PATH",
 		Summary: "create the HPKE launch key ([keys] launch_key) once, as the service's user; prints the fingerprint tenants pin",
 		Run:     service.CreateLaunchKeyMain,
+	}, {
+		Name: "create-policy-key", Usage: "PATH",
+		Summary: "create the policy-signing key ([keys] policy_signing_key) once, as the service's user; launch secrets are then sealed to signed PCR policies",
+		Run:     service.CreatePolicyKeyMain,
 	}, {
 		Name: "inspect-eventlog", Usage: "FILE",
 		Summary: "print a TCG firmware event log's replayed PCRs and boot facts as JSON (offline, not verified)",

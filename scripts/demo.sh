@@ -353,11 +353,13 @@ ek_roots_dir = "$dir/ek-roots"
 [keys]
 verdict_signing_key = "$dir/verdict-signing.key"
 launch_key = "$dir/launch.key"
+policy_signing_key = "$dir/policy-signing.key"
 EOF
   # The service never makes its keys on its own (shims and tenants pin
   # them): create them.
   "$WORK/bin/trustpool-attestation" create-key "$dir/verdict-signing.key" | sed 's/^/  /'
   "$WORK/bin/trustpool-attestation" create-launch-key "$dir/launch.key" | sed 's/^/  /'
+  "$WORK/bin/trustpool-attestation" create-policy-key "$dir/policy-signing.key" | sed 's/^/  /'
   "$WORK/bin/trustpool-attestation" -config-file "$dir/attestation.toml" > "$dir/service.log" 2>&1 &
 
   PIDS+=($!)

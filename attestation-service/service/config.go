@@ -154,6 +154,17 @@ type KeysSection struct {
 	CreateLaunchKey bool `toml:"create_launch_key"`
 	// LaunchKeyKEM is the KEM of a launch key created at start.
 	LaunchKeyKEM string `toml:"launch_key_kem"`
+	// PolicySigningKey is the ECDSA P-256 key that approves PCR states for
+	// launch secrets sealed under TPM2_PolicyAuthorize (package policykey).
+	// Create it with `trustpool-attestation create-policy-key PATH`. While
+	// the file does not exist (and CreatePolicySigningKey is off) secrets
+	// are sealed to the quoted PCR values alone (PolicyPCR), as before the
+	// key existed, and the service says so at start.
+	PolicySigningKey string `toml:"policy_signing_key"`
+	// CreatePolicySigningKey creates the key at start when the file does
+	// not exist (DevStack sets it). Off by default: blobs sealed under a
+	// key that is replaced never unseal again.
+	CreatePolicySigningKey bool `toml:"create_policy_signing_key"`
 }
 
 // PlacementSection is [placement]: verdicts mirrored onto Placement traits
@@ -233,7 +244,7 @@ func DefaultConfig() Config {
 		},
 		Enrollment: EnrollmentSection{Mode: engine.ModeAuto, RequireEKCert: true, EKRootsDir: "/etc/trustpool/ek-roots"},
 		Keys: KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key", LaunchKey: DefaultLaunchKey,
-			LaunchKeyKEM: launch.KEMMLKEM768X25519},
+			LaunchKeyKEM: launch.KEMMLKEM768X25519, PolicySigningKey: DefaultPolicySigningKey},
 		Launch: defaultLaunch(),
 		Placement: PlacementSection{NodeLookup: "nova", ReconcileInterval: 5 * time.Minute,
 			ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},

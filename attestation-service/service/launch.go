@@ -22,6 +22,7 @@ import (
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/novanotify"
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
@@ -62,6 +63,9 @@ type LaunchTiming = launcher.Timing
 
 // DefaultLaunchKey is [keys] launch_key's default.
 const DefaultLaunchKey = "/var/lib/trustpool/launch.key"
+
+// DefaultPolicySigningKey is [keys] policy_signing_key's default.
+const DefaultPolicySigningKey = "/var/lib/trustpool/policy-signing.key"
 
 func defaultLaunch() LaunchSection {
 	return LaunchSection{Enabled: true, NovaNotifications: true, NotificationExchange: novanotify.Exchange, NotificationTopic: novanotify.Topic,
@@ -129,6 +133,71 @@ func loadLaunchKey(k KeysSection, log *slog.Logger) (*launch.PrivateKey, error) 
 	return key, nil
 }
 
+// loadPolicyKey reads the policy-signing key. Blobs sealed under it name
+// it, so it is created only when asked ([keys] create_policy_signing_key
+// or the create-policy-key command); without it (nil, nil) secrets are
+// sealed to the quoted PCR values alone. An unusable file stops the
+// service.
+func loadPolicyKey(k KeysSection, log *slog.Logger) (*policykey.PrivateKey, error) {
+	path := k.PolicySigningKey
+	if path == "" {
+		log.Warn("no policy-signing key (keys.policy_signing_key is empty): launch secrets are sealed to the quoted PCR values and die with any host upgrade")
+		return nil, nil
+	}
+	key, err := policykey.LoadKey(path)
+	switch {
+	case err == nil:
+		return key, nil
+	case !errors.Is(err, policykey.ErrNoKey):
+		return nil, fmt.Errorf("keys.policy_signing_key: %w", err)
+	case !k.CreatePolicySigningKey:
+		log.Warn("no policy-signing key: launch secrets are sealed to the quoted PCR values and die with any host upgrade; "+
+			"create the key with `trustpool-attestation create-policy-key` to seal them to signed policies", "path", path)
+		return nil, nil
+	}
+	key, err = policykey.CreateKey(path)
+	if err != nil {
+		return nil, fmt.Errorf("keys.policy_signing_key: %w", err)
+	}
+	log.Warn("created a new policy-signing key (keys.create_policy_signing_key is set)", "path", path, "kid", key.Public().KID())
+	return key, nil
+}
+
+// CreatePolicyKeyMain is `trustpool-attestation create-policy-key PATH`:
+// it creates the policy-signing key at PATH (mode 0600, never replacing a
+// file) and prints its key id, TPM name and public key.
+func CreatePolicyKeyMain(args []string, stdout, stderr io.Writer) int {
+	fs0 := flag.NewFlagSet("create-policy-key", flag.ContinueOnError)
+	fs0.SetOutput(stderr)
+	fs0.Usage = func() {
+		fmt.Fprintln(stderr, "usage: trustpool-attestation create-policy-key PATH\n\n"+
+			"Creates the policy-signing key at PATH ([keys] policy_signing_key): launch secrets are then sealed under\n"+
+			"TPM2_PolicyAuthorize by it, and it approves the PCR states of the launch's profile. Run it as the user the\n"+
+			"service runs as. An existing file is never replaced: secrets sealed under a key unseal with that key only.")
+		fs0.PrintDefaults()
+	}
+	if err := fs0.Parse(args); err != nil {
+		return 2
+	}
+	if fs0.NArg() != 1 || fs0.Arg(0) == "" {
+		fs0.Usage()
+		return 2
+	}
+	path := fs0.Arg(0)
+	key, err := policykey.CreateKey(path)
+	if errors.Is(err, fs.ErrExist) {
+		fmt.Fprintf(stderr, "trustpool-attestation create-policy-key: %s already exists; not replacing it (sealed secrets name it)\n", path)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "trustpool-attestation create-policy-key: %v\n", err)
+		return 1
+	}
+	pub := key.Public()
+	fmt.Fprintf(stdout, "created policy-signing key %s (%s; kid %s)\nTPM name %x\n%s", path, policykey.Algorithm, pub.KID(), pub.TPMName(), pub.MarshalPEM())
+	return 0
+}
+
 // CreateLaunchKeyMain is `trustpool-attestation create-launch-key [-kem
 // KEM] PATH`: it creates the HPKE launch key at PATH (mode 0600, never
 // replacing a file) and prints its fingerprint and public key.
@@ -179,6 +248,10 @@ func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.
 		return nil, nil, nil, err
 	}
 	s.launchPub.Store(key.Public())
+	pkey, err := loadPolicyKey(cfg.Keys, s.log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	var servers launcher.Servers
 	if l.NovaAPI {
 		s.launchNova = &novaServers{ep: cloud.Endpoint{RegionName: cfg.Nova.RegionName, ValidInterfaces: cfg.Nova.ValidInterfaces,
@@ -189,7 +262,7 @@ func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.
 		Agents: &launchAgents{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Version: attestrpc.LaunchVersion}),
 			presentTimeout: cfg.Attestation.QuoteTimeout, deliverTimeout: l.DeliverTimeout},
 		Servers: servers, Notifier: pub, Concurrency: l.Concurrency, MaxLifetime: l.MaxRequestLifetime,
-		Logger: s.log, Metrics: reg, Observer: cfg.LaunchObserver})
+		Logger: s.log, Metrics: reg, Observer: cfg.LaunchObserver, PolicyKey: pkey})
 	s.log.Info("trusted launches on", "launch_kid", key.Public().KID(), "suite", key.Public().Suite(),
 		"nova_api", servers != nil, "nova_notifications", l.NovaNotifications)
 	if !l.NovaNotifications {
@@ -293,10 +366,22 @@ func (a *launchAgents) InstancePresent(ctx context.Context, host string, args *a
 	return &res, nil
 }
 
+// DeliverSecret asks for API 1.2 when the blob is sealed under
+// PolicyAuthorize (1.1 otherwise, so agents of either version take it); an
+// agent that does not implement that version (oslo's UnsupportedVersion)
+// is an error wrapping launcher.ErrAgentTooOld.
 func (a *launchAgents) DeliverSecret(ctx context.Context, host string, args *attestrpc.DeliverSecretArgs) (*attestrpc.DeliverSecretResult, error) {
 	var res attestrpc.DeliverSecretResult
-	c := a.c.WithTarget(func(t *oslo.Target) { t.Server = host }).WithTimeout(a.deliverTimeout)
+	version := attestrpc.LaunchVersion
+	if len(args.Blob.AuthorizeKey) > 0 {
+		version = attestrpc.AuthorizeVersion
+	}
+	c := a.c.WithTarget(func(t *oslo.Target) { t.Server, t.Version = host, version }).WithTimeout(a.deliverTimeout)
 	if err := c.Call(ctx, nil, attestrpc.MethodDeliverSecret, args, &res); err != nil {
+		var re *oslo.RemoteError
+		if errors.As(err, &re) && re.Module == oslo.DispatcherModule && re.Class == "UnsupportedVersion" {
+			return nil, fmt.Errorf("%w %s: %w", launcher.ErrAgentTooOld, version, err)
+		}
 		return nil, err
 	}
 	return &res, nil

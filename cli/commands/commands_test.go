@@ -6,6 +6,7 @@ package commands_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/trustpool/trustpool/cli/commands"
 	"github.com/trustpool/trustpool/internal/attestapi"
@@ -396,5 +399,66 @@ func TestApproveForceHint(t *testing.T) {
 	}
 	if !hostLookup.Load() {
 		t.Error("the holder was not looked up")
+	}
+}
+
+// TestLearnSources: profile import --eventlog sends the log (base64) with
+// learn's options instead of a host; profile learn --ima sends ima and its
+// exclusions; flags that make no sense together are usage errors before
+// anything is sent.
+func TestLearnSources(t *testing.T) {
+	asAdmin(t)
+	var body atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Error(err)
+		}
+		body.Store(got)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(attestapi.Learned{Profile: attestapi.Profile{Name: "p", PCRs: map[string][]string{"0": {"00"}}},
+			FactPCRs: map[string][]string{}, AddedPCRs: []int{}})
+	}))
+	defer srv.Close()
+	logFile := filepath.Join(t.TempDir(), "binary_bios_measurements")
+	if err := os.WriteFile(logFile, []byte("log bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := []string{"--os-attestation-url", srv.URL}
+	for _, tc := range []struct {
+		args []string
+		want map[string]any
+	}{
+		{[]string{"profile", "import", "--eventlog", logFile, "p", "--pcr", "4,7", "--merge"},
+			map[string]any{"name": "p", "event_log": base64.StdEncoding.EncodeToString([]byte("log bytes")), "pcrs": []any{4.0, 7.0}, "merge": true}},
+		{[]string{"profile", "learn", "p", "--host", "h", "--no-wait", "--ima", "--ima-exclude", "/tmp/", "--no-facts"},
+			map[string]any{"name": "p", "host": "h", "ima": true, "ima_exclude": []any{"/tmp/"}, "facts": []any{}}},
+	} {
+		body.Store(map[string]any(nil))
+		if r := runCLI(t, commands.Config{}, append(url, tc.args...)...); r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", tc.args, r.code, r.stderr)
+		}
+		if diff := cmp.Diff(tc.want, body.Load().(map[string]any)); diff != "" {
+			t.Errorf("%v: request body (-want +got):\n%s", tc.args, diff)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"profile", "import", "--eventlog", logFile, "p", "--pcr", "10"}, "a firmware event log records PCRs 0-9 only"},
+		{[]string{"profile", "import", "--eventlog", filepath.Join(t.TempDir(), "missing"), "p"}, "no such file"},
+		{[]string{"profile", "import", "file.toml", "--fact", "kernel"}, "--fact needs --eventlog"},
+		{[]string{"profile", "learn", "p", "--host", "h", "--ima-exclude", "/tmp/"}, "--ima-exclude needs --ima"},
+	} {
+		body.Store(map[string]any(nil))
+		r := runCLI(t, commands.Config{}, append(url, tc.args...)...)
+		if r.code != commands.ExitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want usage error containing %q", tc.args, r.code, r.stderr, tc.want)
+		}
+		if got := body.Load().(map[string]any); got != nil {
+			t.Errorf("%v: sent %v", tc.args, got)
+		}
 	}
 }

@@ -1,13 +1,18 @@
 package commands
 
 import (
+	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
+	"errors"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trustpool/trustpool/cli/internal/output"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
@@ -21,6 +26,7 @@ func (c *CLI) keyCommand() *cobra.Command {
 const (
 	useVerdict = "verdict"
 	useLaunch  = "launch"
+	usePolicy  = "policy"
 )
 
 func (c *CLI) keyList() *cobra.Command {
@@ -30,17 +36,19 @@ func (c *CLI) keyList() *cobra.Command {
 		Long: "List the service's public keys: the verdict key (it signs verdicts and launch receipts; key\n" +
 			"id, algorithm and SHA-256 fingerprint of the raw public key) and the launch key tenants seal\n" +
 			"launch secrets to (key id, HPKE suite and fingerprint: SHA-256 of its KEM id and public key,\n" +
-			"what 'launch create --launch-key-fingerprint' pins). --long adds the PEM to pin, e.g.\n\n" +
+			"what 'launch create --launch-key-fingerprint' pins), and the policy-signing key launch secrets\n" +
+			"are sealed under (TPM2_PolicyAuthorize; key id, algorithm, SHA-256 fingerprint of the PKIX key).\n" +
+			"--long adds the PEM to pin, e.g.\n\n" +
 			"  " + Name + " key list --long -f value -c \"Public Key\" --use verdict > verdict-key.pem\n\n" +
 			"The keys are public: no credentials are needed with --os-attestation-url.",
 		Args: cobra.NoArgs,
 	}
 	of := listFlags(cmd, true)
 	var use string
-	cmd.Flags().StringVar(&use, "use", "", "only the keys of this use: verdict or launch")
+	cmd.Flags().StringVar(&use, "use", "", "only the keys of this use: verdict, launch or policy")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if use != "" && use != useVerdict && use != useLaunch {
-			return usagef("--use %q is not verdict or launch", use)
+		if use != "" && use != useVerdict && use != useLaunch && use != usePolicy {
+			return usagef("--use %q is not verdict, launch or policy", use)
 		}
 		cl, err := c.client(cmd.Context(), false)
 		if err != nil {
@@ -61,7 +69,7 @@ func (c *CLI) keyList() *cobra.Command {
 					fp = "(key id does not match the key)"
 				}
 			}
-			if use != useLaunch {
+			if use == "" || use == useVerdict {
 				l.Rows = append(l.Rows, []any{useVerdict, k.KID, k.Algorithm, fp, k.PublicKeyPEM})
 			}
 		}
@@ -73,11 +81,40 @@ func (c *CLI) keyList() *cobra.Command {
 					fp = "(key id or fingerprint does not match the key)"
 				}
 			}
-			if use != useVerdict {
+			if use == "" || use == useLaunch {
 				l.Rows = append(l.Rows, []any{useLaunch, k.KID, k.Suite, fp, k.PublicKeyPEM})
+			}
+		}
+		for _, k := range keys.PolicyKeys {
+			fp := "(not a policy-signing key this client knows)"
+			if pub, err := policyKey(k.PublicKeyPEM); err == nil {
+				fp = pub.Fingerprint()
+				if pub.KID() != k.KID || fp != k.Fingerprint || hex.EncodeToString(pub.TPMName()) != k.TPMName {
+					fp = "(key id, fingerprint or TPM name does not match the key)"
+				}
+			}
+			if use == "" || use == usePolicy {
+				l.Rows = append(l.Rows, []any{usePolicy, k.KID, k.Algorithm, fp, k.PublicKeyPEM})
 			}
 		}
 		return c.writeList(of, l)
 	}
 	return cmd
+}
+
+// policyKey parses a policy-signing key's PEM as the service publishes it.
+func policyKey(pemText string) (*policykey.PublicKey, error) {
+	blk, _ := pem.Decode([]byte(pemText))
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, errors.New("no PEM PUBLIC KEY block")
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	ek, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("not an ECDSA key")
+	}
+	return policykey.NewPublicKey(ek)
 }

@@ -286,37 +286,137 @@ func (c *CLI) profileDelete() *cobra.Command {
 }
 
 func (c *CLI) profileImport() *cobra.Command {
+	var (
+		eventLog string
+		lf       learnFlags
+	)
 	cmd := &cobra.Command{
-		Use:   "import FILE",
-		Short: "Create or replace every profile of a profile file (TOML; - for stdin)",
+		Use:   "import (FILE | --eventlog LOG NAME)",
+		Short: "Create or replace every profile of a profile file, or compute a profile from a firmware event log",
 		Long: "Create or replace every profile of a profile file (TOML, the format profile export writes;\n" +
-			"- reads stdin). The file is checked whole before anything is stored.",
+			"- reads stdin). The file is checked whole before anything is stored.\n\n" +
+			"With --eventlog, compute profile NAME offline from a firmware event log (binary_bios_measurements,\n" +
+			"e.g. captured by a build pipeline; - reads stdin) with no host involved: the service checks\n" +
+			"the log as it checks a host's, and takes the SHA-256 values PCRs 0-9 replay to and the\n" +
+			"boot facts a host that booted the log would prove. --pcr, --fact, --no-facts,\n" +
+			"--skip-fact-pcrs and --merge work as for profile learn.",
 		Args: cobra.ExactArgs(1),
 	}
+	// The list options of import FILE; with --eventlog the answer is one
+	// record (the record formats).
 	of := listFlags(cmd, false)
+	cmd.Flags().StringVar(&eventLog, "eventlog", "", "compute profile NAME from this firmware event log")
+	lf.add(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		b, err := c.readInput(args[0])
+		ctx := cmd.Context()
+		if eventLog == "" {
+			if set := lf.setFlags(cmd); len(set) > 0 {
+				return usagef("--%s needs --eventlog", set[0])
+			}
+			return c.importFile(ctx, args[0], of)
+		}
+		raw, err := c.readInput(eventLog)
 		if err != nil {
 			return err
 		}
-		if _, err := policy.Parse(b); err != nil {
-			return &usageError{err: fmt.Errorf("%s: %w", args[0], err)}
+		if len(raw) == 0 {
+			return usagef("--eventlog %s is empty", eventLog)
 		}
-		cl, err := c.client(cmd.Context(), true)
+		l := attestapi.Learn{Name: args[0], EventLog: raw}
+		if err := lf.apply(&l); err != nil {
+			return err
+		}
+		for _, i := range l.PCRs {
+			if i > 9 {
+				return usagef("--pcr %d: a firmware event log records PCRs 0-9 only", i)
+			}
+		}
+		cl, err := c.client(ctx, true)
 		if err != nil {
 			return err
 		}
-		names, err := cl.ImportProfiles(cmd.Context(), b)
+		learned, err := cl.LearnProfile(ctx, l)
 		if err != nil {
 			return err
 		}
-		l := output.List{Columns: []output.Column{{Name: "Imported"}}}
-		for _, n := range names {
-			l.Rows = append(l.Rows, []any{n})
-		}
-		return c.writeList(of, l)
+		c.warn(learned.Warnings)
+		return c.writeRecord(of, learnedRecord(learned))
 	}
 	return cmd
+}
+
+// importFile is profile import FILE.
+func (c *CLI) importFile(ctx context.Context, file string, of *outputFlags) error {
+	b, err := c.readInput(file)
+	if err != nil {
+		return err
+	}
+	if _, err := policy.Parse(b); err != nil {
+		return &usageError{err: fmt.Errorf("%s: %w", file, err)}
+	}
+	cl, err := c.client(ctx, true)
+	if err != nil {
+		return err
+	}
+	names, err := cl.ImportProfiles(ctx, b)
+	if err != nil {
+		return err
+	}
+	l := output.List{Columns: []output.Column{{Name: "Imported"}}}
+	for _, n := range names {
+		l.Rows = append(l.Rows, []any{n})
+	}
+	return c.writeList(of, l)
+}
+
+// learnFlags are what profile learn and profile import --eventlog take
+// from a source: which PCRs and facts, and whether to merge.
+type learnFlags struct {
+	description  string
+	pcrs         []int
+	facts        []string
+	noFacts      bool
+	skipFactPCRs bool
+	merge        bool
+}
+
+var learnFlagNames = []string{"description", "pcr", "fact", "no-facts", "skip-fact-pcrs", "merge"}
+
+func (lf *learnFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&lf.description, "description", "", "what the profile is for (default: where it was learned from)")
+	f.IntSliceVar(&lf.pcrs, "pcr", nil, "take these PCRs (repeatable or comma-separated; default: 0-7)")
+	f.StringArrayVar(&lf.facts, "fact", nil, "take only these boot facts (repeatable; default: secure_boot, bootloader, kernel, initrd, kernel_cmdline)")
+	f.BoolVar(&lf.noFacts, "no-facts", false, "take no boot facts: a profile of PCRs alone")
+	f.BoolVar(&lf.skipFactPCRs, "skip-fact-pcrs", false, "do not pin the PCRs the facts are read from (the facts are then not trustworthy)")
+	f.BoolVar(&lf.merge, "merge", false, "add to an existing profile of that name")
+	cmd.MarkFlagsMutuallyExclusive("fact", "no-facts")
+}
+
+// setFlags returns the learn flags given on the command line.
+func (lf *learnFlags) setFlags(cmd *cobra.Command) []string {
+	var set []string
+	for _, n := range learnFlagNames {
+		if cmd.Flags().Changed(n) {
+			set = append(set, n)
+		}
+	}
+	return set
+}
+
+// apply copies the flags into l, checking the PCR indexes.
+func (lf *learnFlags) apply(l *attestapi.Learn) error {
+	for _, i := range lf.pcrs {
+		if i < 0 || i > 23 {
+			return usagef("--pcr %d is not a PCR index 0-23", i)
+		}
+	}
+	l.Description, l.PCRs, l.Facts, l.SkipFactPCRs, l.Merge = lf.description, lf.pcrs, lf.facts, lf.skipFactPCRs, lf.merge
+	if lf.noFacts {
+		// Sent as "facts": [] (none); nil would mean the defaults.
+		l.Facts = []string{}
+	}
+	return nil
 }
 
 func (c *CLI) profileExport() *cobra.Command {
@@ -347,10 +447,9 @@ func (c *CLI) profileExport() *cobra.Command {
 
 func (c *CLI) profileLearn() *cobra.Command {
 	var (
-		l       attestapi.Learn
-		w       waitFlags
-		pcrs    []int
-		noFacts bool
+		l  attestapi.Learn
+		w  waitFlags
+		lf learnFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "learn NAME --host HOST",
@@ -360,32 +459,28 @@ func (c *CLI) profileLearn() *cobra.Command {
 			"show the profile with the host's new status. The command fails when the golden host does\n" +
 			"not satisfy the profile. --merge adds the values to an existing profile (a rollout: both\n" +
 			"builds are accepted). With --no-wait, return once the profile is stored. --no-facts learns\n" +
-			"PCRs alone, for hosts without a firmware event log.",
+			"PCRs alone, for hosts without a firmware event log. --ima also learns an IMA allowlist:\n" +
+			"the service quotes the host anew, verifies its whole IMA log since boot and allows every\n" +
+			"file in it with its digest (but those --ima-exclude names). To compute a profile from an\n" +
+			"event log with no host, see profile import --eventlog.",
 		Args: cobra.ExactArgs(1),
 	}
 	of := showFlags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&l.Host, "host", "", "the golden host (required)")
-	f.StringVar(&l.Description, "description", "", "what the profile is for (default: learned from HOST)")
-	f.IntSliceVar(&pcrs, "pcr", nil, "take these PCRs (repeatable or comma-separated; default: 0-7)")
-	f.StringArrayVar(&l.Facts, "fact", nil, "take only these boot facts (repeatable; default: secure_boot, bootloader, kernel, initrd, kernel_cmdline)")
-	f.BoolVar(&noFacts, "no-facts", false, "take no boot facts: a profile of PCRs alone")
-	f.BoolVar(&l.SkipFactPCRs, "skip-fact-pcrs", false, "do not pin the PCRs the facts are read from (the facts are then not trustworthy)")
-	f.BoolVar(&l.Merge, "merge", false, "add to an existing profile of that name")
+	f.BoolVar(&l.IMA, "ima", false, "also learn an IMA allowlist from the host's IMA log")
+	f.StringArrayVar(&l.IMAExclude, "ima-exclude", nil, `leave these files out of the IMA allowlist and the appraisal ("dir/" prefix or glob; repeatable; needs --ima)`)
+	lf.add(cmd)
 	_ = cmd.MarkFlagRequired("host")
-	cmd.MarkFlagsMutuallyExclusive("fact", "no-facts")
 	w.add(cmd, 2*time.Minute)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
-		l.Name, l.PCRs = args[0], pcrs
-		if noFacts {
-			// Sent as "facts": [] (none); nil would mean the defaults.
-			l.Facts = []string{}
+		l.Name = args[0]
+		if err := lf.apply(&l); err != nil {
+			return err
 		}
-		for _, i := range pcrs {
-			if i < 0 || i > 23 {
-				return usagef("--pcr %d is not a PCR index 0-23", i)
-			}
+		if len(l.IMAExclude) > 0 && !l.IMA {
+			return usagef("--ima-exclude needs --ima")
 		}
 		cl, err := c.client(ctx, true)
 		if err != nil {

@@ -165,6 +165,24 @@ type Keys struct {
 	// LaunchKeys are the HPKE keys tenants seal launch requests to
 	// (launch.go); empty when trusted launches are off.
 	LaunchKeys []LaunchKey `json:"launch_keys"`
+	// PolicyKeys are the keys that approve PCR states for launch secrets
+	// sealed under TPM2_PolicyAuthorize; empty without one (secrets are
+	// then sealed to the quoted PCR values alone).
+	PolicyKeys []PolicyKey `json:"policy_keys"`
+}
+
+// PolicyKey is the service's policy-signing key.
+type PolicyKey struct {
+	KID string `json:"kid"`
+	// Algorithm is "ECDSA P-256 SHA-256".
+	Algorithm string `json:"algorithm"`
+	// PublicKeyPEM is a PEM "PUBLIC KEY" (PKIX) block.
+	PublicKeyPEM string `json:"public_key_pem"`
+	// Fingerprint is hex SHA-256 of the PKIX DER key.
+	Fingerprint string `json:"fingerprint"`
+	// TPMName is the key's TPM name (hex): what sealed blobs'
+	// TPM2_PolicyAuthorize names.
+	TPMName string `json:"tpm_name"`
 }
 
 // VerdictKey is a public key that signs verdicts; shims and tenants pin it.
@@ -377,12 +395,17 @@ type Imported struct {
 }
 
 // Learn is the body of POST /v1/profiles/learn: build profile Name from
-// Host's last verified evidence.
+// Host's last verified evidence, or, with EventLog instead of Host, from a
+// firmware event log alone (reference values computed offline, e.g. from
+// a build pipeline's log: the PCRs 0-9 it replays to and its boot facts).
 //
 // PCRs and Facts tell nil (absent: the defaults) from empty (an explicit
 // [], none): omitzero leaves out only nil.
 type Learn struct {
-	Host        string `json:"host"`
+	Host string `json:"host,omitempty"`
+	// EventLog is a TCG firmware event log (binary_bios_measurements),
+	// base64 in JSON; it excludes Host and IMA.
+	EventLog    []byte `json:"event_log,omitempty"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	// PCRs to take (nil: 0 to 7; empty: only the PCRs the facts are read
@@ -398,6 +421,13 @@ type Learn struct {
 	// Merge adds the learned values to an existing profile of that name
 	// (rollouts) instead of failing with 409.
 	Merge bool `json:"merge,omitempty"`
+	// IMA also learns an IMA allowlist: every file of the host's IMA log
+	// since boot, with its digest, from a new quote verified from
+	// scratch (needs Host).
+	IMA bool `json:"ima,omitempty"`
+	// IMAExclude are the learned IMA rules' exclusions ("dir/" prefixes or
+	// path.Match globs); excluded files are not put in the allowlist.
+	IMAExclude []string `json:"ima_exclude,omitempty"`
 }
 
 // Learned is the answer to POST /v1/profiles/learn: the profile stored

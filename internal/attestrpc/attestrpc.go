@@ -31,7 +31,14 @@ import (
 //     (trusted launch, launch.go). An agent that implements only 1.0 answers
 //     them with oslo's UnsupportedVersion, which the service records as a
 //     failed launch.
-const APIVersion = LaunchVersion
+//   - 1.2 (AuthorizeVersion): deliver_secret also takes blobs sealed under
+//     TPM2_PolicyAuthorize (ImportBlob.AuthorizeKey) and the signed
+//     approvals that satisfy them (DeliverSecretArgs.Approvals). A 1.2
+//     agent still takes 1.1 calls (PolicyPCR blobs, no approvals); the
+//     service asks for 1.2 only when it sends an authorized blob, and an
+//     agent that implements only 1.1 answers with UnsupportedVersion, after
+//     which the service seals to PolicyPCR and calls with 1.1.
+const APIVersion = AuthorizeVersion
 
 // Versions callers ask for.
 const (
@@ -39,6 +46,9 @@ const (
 	BaseVersion = "1.0"
 	// LaunchVersion adds instance_present and deliver_secret.
 	LaunchVersion = "1.1"
+	// AuthorizeVersion adds PolicyAuthorize blobs and approvals to
+	// deliver_secret.
+	AuthorizeVersion = "1.2"
 )
 
 // Bus names.

@@ -78,10 +78,32 @@ func TestLaunchArgsValidate(t *testing.T) {
 	if err := good().Validate(); err != nil {
 		t.Fatalf("valid args: %v", err)
 	}
+	approval := PolicyApproval{KID: "0123456789abcdef", PCRs: []int{0, 7}, PolicyDigest: make([]byte, 32), Signature: []byte{0x30}}
+	withApproval := good()
+	withApproval.Blob.AuthorizeKey = []byte{1}
+	withApproval.Approvals = []PolicyApproval{approval}
+	if err := withApproval.Validate(); err != nil {
+		t.Fatalf("valid args with an approval (1.2): %v", err)
+	}
+	approve := func(mod func(ap *PolicyApproval)) func(a *DeliverSecretArgs) {
+		return func(a *DeliverSecretArgs) {
+			ap := approval
+			ap.PCRs = []int{0, 7}
+			mod(&ap)
+			a.Approvals = []PolicyApproval{ap}
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		mod  func(a *DeliverSecretArgs)
 	}{
+		{"approval without kid", approve(func(ap *PolicyApproval) { ap.KID = "" })},
+		{"approval digest short", approve(func(ap *PolicyApproval) { ap.PolicyDigest = ap.PolicyDigest[:31] })},
+		{"approval without signature", approve(func(ap *PolicyApproval) { ap.Signature = nil })},
+		{"approval huge signature", approve(func(ap *PolicyApproval) { ap.Signature = make([]byte, MaxApprovalSignature+1) })},
+		{"approval unsorted pcrs", approve(func(ap *PolicyApproval) { ap.PCRs = []int{7, 0} })},
+		{"too many approvals", func(a *DeliverSecretArgs) { a.Approvals = make([]PolicyApproval, MaxApprovals+1) }},
+		{"huge authorize key", func(a *DeliverSecretArgs) { a.Blob.AuthorizeKey = make([]byte, MaxBlobPart+1) }},
 		{"launch id", func(a *DeliverSecretArgs) { a.LaunchID = "l1" }},
 		{"upper-case instance id", func(a *DeliverSecretArgs) { a.InstanceID = strings.ToUpper(a.InstanceID) }},
 		{"path as instance id", func(a *DeliverSecretArgs) { a.InstanceID = "../../etc/passwd" }},

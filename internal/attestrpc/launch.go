@@ -50,6 +50,12 @@ const (
 	ReasonInjectFailed = "inject_failed"
 	// ReasonTPMUnavailable: the TPM could not be reached.
 	ReasonTPMUnavailable = "tpm_unavailable"
+	// ReasonPCRNotApproved: the blob is sealed under PolicyAuthorize and
+	// no approval sent names the host's current PCR values (1.2).
+	ReasonPCRNotApproved = "pcr_not_approved"
+	// ReasonApprovalInvalid: the TPM refused an approval's signature
+	// (TPM2_VerifySignature): not made with the policy-signing key (1.2).
+	ReasonApprovalInvalid = "approval_invalid"
 )
 
 // Limits of the launch methods' arguments.
@@ -62,6 +68,10 @@ const (
 	MaxSecret = 4096
 	// MaxReceipt bounds the signed receipt passed to the instance.
 	MaxReceipt = 16 << 10
+	// MaxApprovals bounds DeliverSecretArgs.Approvals.
+	MaxApprovals = 256
+	// MaxApprovalSignature bounds an approval's DER ECDSA signature.
+	MaxApprovalSignature = 160
 )
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -114,6 +124,29 @@ type ImportBlob struct {
 	// Payload is the secret, AES-256-GCM encrypted under the sealed key
 	// (12-byte nonce first), bound to the launch and instance ids.
 	Payload []byte `json:"payload"`
+	// AuthorizeKey (1.2), when set, is the TPMT_PUBLIC of the service's
+	// policy-signing key: the object's authPolicy is then
+	// TPM2_PolicyAuthorize by that key, and PCRs the selection its
+	// approvals' PolicyPCR digests are over. Absent: authPolicy is the
+	// PolicyPCR itself (1.1).
+	AuthorizeKey []byte `json:"authorize_key,omitempty"`
+}
+
+// PolicyApproval (1.2) is the service's signed approval of one PCR state:
+// the policy-signing key's ECDSA P-256 signature over
+// SHA-256(PolicyDigest ‖ policyRef) (package importblob's PolicyRef), where
+// PolicyDigest is TPM2_PolicyPCR over the SHA-256 PCRs with the approved
+// values. The agent's TPM checks it (TPM2_VerifySignature) and only then
+// lets TPM2_PolicyAuthorize accept a session whose PCRs reach that digest.
+type PolicyApproval struct {
+	// KID names the policy-signing key.
+	KID string `json:"kid"`
+	// PCRs is the SHA-256 PCR selection, ascending.
+	PCRs []int `json:"pcrs"`
+	// PolicyDigest is the approved PolicyPCR digest (32 bytes).
+	PolicyDigest []byte `json:"policy_digest"`
+	// Signature is the ASN.1 DER ECDSA signature.
+	Signature []byte `json:"signature"`
 }
 
 // DeliverSecretArgs are deliver_secret's keyword arguments.
@@ -124,6 +157,9 @@ type DeliverSecretArgs struct {
 	// Receipt is the service's signed receipt of the sealing (a JSON
 	// object), written next to the secret for the instance to show.
 	Receipt json.RawMessage `json:"receipt"`
+	// Approvals (1.2) are the approved PCR states that satisfy a blob
+	// sealed under PolicyAuthorize; ignored for a PolicyPCR blob.
+	Approvals []PolicyApproval `json:"approvals,omitempty"`
 }
 
 // Validate checks shape.
@@ -155,7 +191,38 @@ func (a *DeliverSecretArgs) Validate() error {
 	if len(a.Receipt) == 0 || len(a.Receipt) > MaxReceipt || !json.Valid(a.Receipt) || a.Receipt[0] != '{' {
 		errs = append(errs, fmt.Errorf("receipt must be a JSON object of at most %d bytes", MaxReceipt))
 	}
+	if len(b.AuthorizeKey) > MaxBlobPart {
+		errs = append(errs, fmt.Errorf("blob.authorize_key must be at most %d bytes", MaxBlobPart))
+	}
+	if len(a.Approvals) > MaxApprovals {
+		errs = append(errs, fmt.Errorf("approvals: at most %d", MaxApprovals))
+	} else {
+		for i, ap := range a.Approvals {
+			if err := ap.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("approvals[%d]: %w", i, err))
+			}
+		}
+	}
 	return wrap(errs)
+}
+
+func (ap *PolicyApproval) validate() error {
+	switch {
+	case ap.KID == "" || len(ap.KID) > 64:
+		return errors.New("kid must be 1..64 characters")
+	case len(ap.PolicyDigest) != 32:
+		return errors.New("policy_digest must be 32 bytes")
+	case len(ap.Signature) == 0 || len(ap.Signature) > MaxApprovalSignature:
+		return fmt.Errorf("signature must be 1..%d bytes", MaxApprovalSignature)
+	case len(ap.PCRs) == 0 || len(ap.PCRs) > 24:
+		return errors.New("pcrs must list 1..24 PCRs")
+	}
+	for i, p := range ap.PCRs {
+		if p < 0 || p > 23 || (i > 0 && p <= ap.PCRs[i-1]) {
+			return fmt.Errorf("pcrs: %d is out of range 0-23 or not ascending", p)
+		}
+	}
+	return nil
 }
 
 // DeliverSecretResult is deliver_secret's result. A refusal is a result,

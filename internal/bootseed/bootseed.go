@@ -6,6 +6,18 @@
 // match in every active bank it can hash. It can also append IMA entries
 // (ima-ng / ima-sig) and extend PCR 10 accordingly.
 //
+// The event data has the structures real firmware writes, so that other
+// tools (tpm2_eventlog --eventlog-version=2, reference-state builders)
+// read the logs without complaint: PK, KEK, db and dbx are
+// UEFI_VARIABLE_DATA holding EFI_SIGNATURE_LISTs (X.509 certificates from
+// certs/, SHA-256 image digests); the EV_EFI_VARIABLE_AUTHORITY of shim is
+// the EFI_SIGNATURE_DATA of the db certificate; Boot0001 is an
+// EFI_LOAD_OPTION whose device path (PciRoot/Pci/HD/File) names the EFI
+// system partition of the GPT the log records (with its CRCs); shim's
+// UEFI_IMAGE_LOAD_EVENT carries that device path and GRUB's a file path, as
+// when shim loads it, each with the image's length. Only the image
+// contents are made up.
+//
 // [Events] exposes a boot as an event list and [EncodeLog] / [SeedEvents]
 // turn an edited list into a log and matching PCRs, so attack tests can
 // build the boots a compromised host would produce (edited GRUB
@@ -46,12 +58,16 @@ type Variant struct {
 	// Firmware are the platform firmware volumes (their digests go to PCR 0).
 	Firmware   [][]byte
 	SecureBoot bool
-	// PK, KEK, DB, DBX are the Secure Boot variable contents.
+	// PK, KEK, DB, DBX are the Secure Boot variable contents: lists of
+	// EFI_SIGNATURE_LIST structures ([X509List], [SHA256List]).
 	PK, KEK, DB, DBX []byte
-	Shim, Grub       []byte
-	Kernel, Initrd   []byte
-	KernelPath       string
-	InitrdPath       string
+	// Authority is the EFI_SIGNATURE_DATA of db that verified shim
+	// ([SignatureData]), measured with Secure Boot on.
+	Authority      []byte
+	Shim, Grub     []byte
+	Kernel, Initrd []byte
+	KernelPath     string
+	InitrdPath     string
 	// Cmdline is the kernel command line after the kernel path.
 	Cmdline string
 }
@@ -65,10 +81,11 @@ func BuildA() Variant {
 		CRTMVersion: "Trustpool Virtual Firmware v1.0",
 		Firmware:    [][]byte{blob("PEI volume 1.0|", 64), blob("DXE volume 1.0|", 128)},
 		SecureBoot:  true,
-		PK:          blob("platform key|", 40),
-		KEK:         blob("key exchange key|", 60),
-		DB:          blob("db: Debian Secure Boot CA|", 50),
-		DBX:         blob("dbx: revoked hashes|", 30),
+		PK:          X509List(pkCert),
+		KEK:         X509List(kekCert),
+		DB:          append(X509List(dbCert), SHA256List("fwupdx64.efi 1.4", "ipxe.efi 1.21")...),
+		DBX:         SHA256List("revoked grubx64.efi 2.02", "revoked shimx64.efi 0.9", "revoked shimx64.efi 15.4"),
+		Authority:   SignatureData(OwnerGUID, dbCert),
 		Shim:        blob("shimx64.efi 15.7|", 500),
 		Grub:        blob("grubx64.efi 2.06|", 900),
 		Kernel:      blob("vmlinuz-6.1.0-13-amd64|", 2000),
@@ -215,21 +232,10 @@ func VariableData(guid []byte, name string, data []byte) []byte {
 	return b.Bytes()
 }
 
-// ImageLoadEvent is a UEFI_IMAGE_LOAD_EVENT for a file path.
+// ImageLoadEvent is a UEFI_IMAGE_LOAD_EVENT for an image loaded from a
+// file path alone, as shim loads GRUB.
 func ImageLoadEvent(path string) []byte {
-	var dp bytes.Buffer
-	p := append(ucs2(path), 0, 0)
-	dp.Write([]byte{0x04, 0x04})
-	le16(&dp, uint16(4+len(p)))
-	dp.Write(p)
-	dp.Write([]byte{0x7f, 0xff, 0x04, 0x00})
-	var b bytes.Buffer
-	le64(&b, 0x7e000000) // ImageLocationInMemory
-	le64(&b, 0x100000)   // ImageLengthInMemory
-	le64(&b, 0)          // ImageLinkTimeAddress
-	le64(&b, uint64(dp.Len()))
-	b.Write(dp.Bytes())
-	return b.Bytes()
+	return imageLoadEvent(0x7e000000, 0x100000, append(fileNode(path), endNode...))
 }
 
 // BuildLog returns the event log of v with digests in banks algs (SHA-1,
@@ -264,9 +270,10 @@ func Events(v Variant) []Event {
 	}
 	sep := []byte{0, 0, 0, 0}
 	ev(7, eventlog.EvSeparator, sep, sep)
+	const shimPath = `\EFI\debian\shimx64.efi`
 	bootOrder := VariableData(EFIGlobalVariable, "BootOrder", []byte{1, 0})
 	ev(1, eventlog.EvEFIVariableBoot, bootOrder, bootOrder)
-	boot0001 := VariableData(EFIGlobalVariable, "Boot0001", append([]byte{1, 0, 0, 0, 0x2c, 0}, ucs2("debian\x00")...))
+	boot0001 := VariableData(EFIGlobalVariable, "Boot0001", LoadOption("debian", espFilePath(shimPath)))
 	ev(1, eventlog.EvEFIVariableBoot, boot0001, boot0001)
 	act := []byte("Calling EFI Application from Boot Option")
 	ev(4, eventlog.EvEFIAction, act, act)
@@ -275,12 +282,14 @@ func Events(v Variant) []Event {
 	}
 	gpt := gptData()
 	ev(5, eventlog.EvEFIGPTEvent, gpt, gpt)
-	ev(4, eventlog.EvEFIBootServicesApp, v.Shim, ImageLoadEvent(`\EFI\debian\shimx64.efi`))
+	// The firmware loads shim from the boot option's device path; shim
+	// loads GRUB by file path.
+	ev(4, eventlog.EvEFIBootServicesApp, v.Shim, imageLoadEvent(0x7e5c4018, uint64(len(v.Shim)), espFilePath(shimPath)))
 	if v.SecureBoot {
-		auth := VariableData(EFIImageSecurityDatabase, "db", v.DB)
+		auth := VariableData(EFIImageSecurityDatabase, "db", v.Authority)
 		ev(7, eventlog.EvEFIVariableAuthority, auth, auth)
 	}
-	ev(4, eventlog.EvEFIBootServicesApp, v.Grub, ImageLoadEvent(`\EFI\debian\grubx64.efi`))
+	ev(4, eventlog.EvEFIBootServicesApp, v.Grub, imageLoadEvent(0x7d2a1018, uint64(len(v.Grub)), append(fileNode(`\EFI\debian\grubx64.efi`), endNode...)))
 	ev(9, eventlog.EvIPL, []byte("grub.cfg contents"), []byte("(hd0,gpt2)/boot/grub/grub.cfg\x00"))
 	evs = append(evs, GrubCommand("set root=hd0,gpt2"), GrubCommand("linux "+v.KernelPath+" "+v.Cmdline))
 	evs = append(evs, GrubFile(v.KernelPath, v.Kernel), GrubString("kernel_cmdline: "+v.KernelPath+" "+v.Cmdline))
@@ -319,44 +328,6 @@ func ExitBootServices() []Event {
 	ebs := []byte("Exit Boot Services Invocation")
 	ok := []byte("Exit Boot Services Returned with Success")
 	return []Event{{PCR: 5, Type: eventlog.EvEFIAction, Measured: ebs, Data: ebs}, {PCR: 5, Type: eventlog.EvEFIAction, Measured: ok, Data: ok}}
-}
-
-// gptData is a UEFI_GPT_DATA: the GPT header and two partition entries
-// (EFI system partition and a Linux root).
-func gptData() []byte {
-	var b bytes.Buffer
-	b.WriteString("EFI PART")
-	le32(&b, 0x00010000) // revision
-	le32(&b, 92)         // header size
-	le32(&b, 0)          // header CRC32 (not checked by anyone reading the log)
-	le32(&b, 0)          // reserved
-	le64(&b, 1)          // MyLBA
-	le64(&b, 20971519)   // AlternateLBA
-	le64(&b, 34)         // FirstUsableLBA
-	le64(&b, 20971486)   // LastUsableLBA
-	b.Write(blob("\x5a", 16))
-	le64(&b, 2)   // PartitionEntryLBA
-	le32(&b, 128) // NumberOfPartitionEntries
-	le32(&b, 128) // SizeOfPartitionEntry
-	le32(&b, 0)   // PartitionEntryArrayCRC32
-	le64(&b, 2)   // NumberOfPartitions in this event
-	part := func(typeGUID []byte, first, last uint64, name string) {
-		var e bytes.Buffer
-		e.Write(typeGUID)
-		e.Write(blob(name[:1], 16))
-		le64(&e, first)
-		le64(&e, last)
-		le64(&e, 0)
-		n := ucs2(name)
-		e.Write(n)
-		e.Write(make([]byte, 72-len(n)))
-		b.Write(e.Bytes())
-	}
-	esp := []byte{0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b}
-	linux := []byte{0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4}
-	part(esp, 2048, 1050623, "EFI System")
-	part(linux, 1050624, 20969471, "root")
-	return b.Bytes()
 }
 
 // indexAfterPrefix returns where the measured text of a GRUB string starts.

@@ -109,6 +109,15 @@
 // re-attestation within ~1.1x of the bare signature check (see
 // BenchmarkSteadyState).
 //
+// # Reference values offline
+//
+// [ReferenceFromEventLog] takes a firmware event log alone (a build
+// pipeline's) through checks 12 and 13 and the replay of check 14, and
+// returns the PCRs 0-9 it replays to and the boot facts read as for a host
+// whose quote of PCRs 0-9 matched: what learning from a host that booted
+// the log yields. It cannot tell whether any host will boot that log; the
+// values only accept hosts whose quotes match them.
+//
 // # What Verify does not check
 //
 //   - Whether the facts and PCRs are good: that is package policy.

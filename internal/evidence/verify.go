@@ -288,7 +288,7 @@ func checkClock(prev, cur ClockInfo) error {
 func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) error {
 	replayPCRs := opts.ReplayPCRs
 	if replayPCRs == nil {
-		replayPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+		replayPCRs = LogPCRs
 	}
 	var quotedReplay []int
 	for _, i := range replayPCRs {
@@ -324,46 +324,114 @@ func verifyEventLog(ev *Evidence, prev *Previous, opts Options, res *Result) err
 		}
 		return ErrEventLogMissing
 	}
-	l, err := eventlog.Parse(ev.EventLog)
+	l, replay, err := replayEventLog(ev.EventLog)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrEventLog, err)
-	}
-	if !l.HasBank(eventlog.SHA256) {
-		return ErrEventLogBank
-	}
-	if err := eventlog.CheckEvents(l, eventlog.SHA256); err != nil {
-		return fmt.Errorf("%w: %w", ErrEventData, err)
-	}
-	replay, err := l.Replay(eventlog.SHA256)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrEventLog, err)
+		return err
 	}
 	var bad []int
-	zero := make([]byte, sha256.Size)
 	for _, i := range quotedReplay {
-		r, ok := replay[uint32(i)]
-		if !ok {
-			r = zero
-		}
-		if subtle.ConstantTimeCompare(r, res.PCRs[i]) != 1 {
+		if subtle.ConstantTimeCompare(replayed(replay, i), res.PCRs[i]) != 1 {
 			bad = append(bad, i)
 		}
 	}
 	if len(bad) > 0 {
 		return newReplayError(bad)
 	}
-	verified := make(map[uint32]bool, len(quotedReplay))
-	for _, i := range quotedReplay {
-		verified[uint32(i)] = true
-	}
-	facts, err := eventlog.ExtractBootFacts(l, eventlog.SHA256, func(pcr uint32) bool { return verified[pcr] })
+	facts, err := bootFacts(l, quotedReplay)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrEventData, err)
+		return err
 	}
 	res.Boot = facts
 	d := sha256.Sum256(ev.EventLog)
 	res.EventLogDigest = d[:]
 	return nil
+}
+
+// replayEventLog parses a firmware event log, applies the consistency
+// rules to its SHA-256 bank and replays it (checks 12 and 13).
+func replayEventLog(raw []byte) (*eventlog.Log, map[uint32][]byte, error) {
+	l, err := eventlog.Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrEventLog, err)
+	}
+	if !l.HasBank(eventlog.SHA256) {
+		return nil, nil, ErrEventLogBank
+	}
+	if err := eventlog.CheckEvents(l, eventlog.SHA256); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrEventData, err)
+	}
+	replay, err := l.Replay(eventlog.SHA256)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrEventLog, err)
+	}
+	return l, replay, nil
+}
+
+// replayed is PCR i's replayed value: a PCR the log never extends is in its
+// reset state, zero.
+func replayed(replay map[uint32][]byte, i int) []byte {
+	if r, ok := replay[uint32(i)]; ok { //nolint:gosec // PCR indexes are small
+		return r
+	}
+	return make([]byte, sha256.Size)
+}
+
+// bootFacts reads the boot facts from the events of the PCRs in use (the
+// ones whose replay is proven).
+func bootFacts(l *eventlog.Log, use []int) (*eventlog.BootFacts, error) {
+	verified := make(map[uint32]bool, len(use))
+	for _, i := range use {
+		verified[uint32(i)] = true //nolint:gosec // PCR indexes are small
+	}
+	facts, err := eventlog.ExtractBootFacts(l, eventlog.SHA256, func(pcr uint32) bool { return verified[pcr] })
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEventData, err)
+	}
+	return facts, nil
+}
+
+// LogPCRs are the PCRs a firmware event log accounts for (those [Verify]
+// replays by default).
+var LogPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+
+// Reference is what a firmware event log predicts a host that booted it
+// will prove.
+type Reference struct {
+	// PCRs are the SHA-256 values of PCRs 0-9 after the boot ([LogPCRs]; a
+	// PCR the log does not extend is zero, as the TPM reports it).
+	PCRs map[int][]byte
+	// Boot are the boot facts a verifier reads from the log once the quote
+	// proves PCRs 0-9.
+	Boot *eventlog.BootFacts
+}
+
+// ReferenceFromEventLog computes reference values offline, from the event
+// log a build pipeline captured, with the verifier's own code: the log
+// must pass the checks [Verify] makes on a host's log (12 and 13), the
+// PCRs are its replay and the facts are read as from a host whose quote of
+// PCRs 0-9 matched that replay. So a profile learned from the result
+// equals one learned from a host that booted this log. Nothing proves the
+// log is what a host will boot: that is the pipeline's word, and the
+// values only ever accept quotes that match them.
+func ReferenceFromEventLog(raw []byte) (*Reference, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("reference values from event log: %w", ErrEventLogMissing)
+	}
+	if len(raw) > eventlog.MaxLogSize {
+		return nil, fmt.Errorf("reference values from event log: %w: event log of %d bytes (at most %d)", ErrTooLarge, len(raw), eventlog.MaxLogSize)
+	}
+	l, replay, err := replayEventLog(raw)
+	if err != nil {
+		return nil, fmt.Errorf("reference values from event log: %w", err)
+	}
+	ref := &Reference{PCRs: make(map[int][]byte, len(LogPCRs))}
+	for _, i := range LogPCRs {
+		ref.PCRs[i] = replayed(replay, i)
+	}
+	if ref.Boot, err = bootFacts(l, LogPCRs); err != nil {
+		return nil, fmt.Errorf("reference values from event log: %w", err)
+	}
+	return ref, nil
 }
 
 func verifyIMA(ev *Evidence, prev *Previous, res *Result) error {

@@ -26,6 +26,23 @@
 //   - the payload: the secret under AES-256-GCM with that key, a random
 //     12-byte nonce, and the launch id and instance id as additional data.
 //
+// # Sealed to signed policies
+//
+// [CreateAuthorized] makes the same object with authPolicy
+// TPM2_PolicyAuthorize(keySign = the name of the service's policy-signing
+// key, policyRef = [PolicyRef]) instead of a PolicyPCR, and the blob carries
+// that key's TPMT_PUBLIC (AuthorizeKey). To unseal, a policy session runs
+// PolicyPCR over the blob's PCR selection with the TPM's current values,
+// the TPM verifies an approval of the digest this reaches (the key's
+// ECDSA signature over [ApprovalDigest], TPM2_VerifySignature, which
+// yields a ticket) and TPM2_PolicyAuthorize replaces the session's digest
+// with the authPolicy. So the blob outlives a host upgrade that the
+// service approves, and no unapproved state unseals it. [Parse] checks
+// that the authPolicy is PolicyAuthorize by the blob's key (the TPM would
+// refuse otherwise, but the agent should not present a blob it can tell is
+// wrong). [ApprovalSignature] turns an approval's DER signature into the
+// TPM's structure.
+//
 // The secret does not sit in the TPM object itself because a sealed-data
 // object holds at most 128 bytes (MAX_SYM_DATA) and because the ids must be
 // bound to it: the EK is public, so anyone can make a blob for it, and a
@@ -62,9 +79,11 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"slices"
 
 	"github.com/google/go-tpm/tpm2"
@@ -141,6 +160,65 @@ func checkSelection(sel []int) error {
 	return nil
 }
 
+// PolicyRef is the policyRef of every TPM2_PolicyAuthorize this package
+// seals to: the policy-signing key's signatures over PolicyPCR digests
+// cover it (SHA-256(digest ‖ PolicyRef)), so they approve a PCR state for
+// launch secrets and nothing else that key might sign.
+var PolicyRef = []byte("trustpool-pcr-approval-v1")
+
+// AuthorizePolicy returns the policy digest of TPM2_PolicyAuthorize by the
+// key with TPM name keyName and PolicyRef, from a zero digest: the
+// authPolicy of a blob made by [CreateAuthorized].
+func AuthorizePolicy(keyName []byte) ([]byte, error) {
+	pc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, err
+	}
+	if err := (tpm2.PolicyAuthorize{KeySign: tpm2.TPM2BName{Buffer: keyName}, PolicyRef: tpm2.TPM2BDigest{Buffer: PolicyRef}}).Update(pc); err != nil {
+		return nil, fmt.Errorf("policy digest: %w", err)
+	}
+	return pc.Hash().Digest, nil
+}
+
+// ApprovalDigest is what the policy-signing key signs to approve the
+// PolicyPCR digest approved: SHA-256(approved ‖ PolicyRef), the aHash
+// TPM2_PolicyAuthorize checks the ticket of.
+func ApprovalDigest(approved []byte) []byte {
+	h := sha256.New()
+	h.Write(approved)
+	h.Write(PolicyRef)
+	return h.Sum(nil)
+}
+
+// CheckAuthorizeKey checks that b is the TPMT_PUBLIC of a policy-signing
+// key as the service makes it (ECC P-256, ECDSA with SHA-256, nameAlg
+// SHA-256, a signing key with no other use) and returns it with its name.
+func CheckAuthorizeKey(b []byte) (*tpm2.TPMTPublic, []byte, error) {
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: authorize key: %w", ErrInvalid, err)
+	}
+	if !bytes.Equal(tpm2.Marshal(*pub), b) {
+		return nil, nil, fmt.Errorf("%w: authorize key has trailing or non-canonical bytes", ErrInvalid)
+	}
+	parms, err := pub.Parameters.ECCDetail()
+	if err != nil || pub.Type != tpm2.TPMAlgECC || pub.NameAlg != tpm2.TPMAlgSHA256 || parms.CurveID != tpm2.TPMECCNistP256 {
+		return nil, nil, fmt.Errorf("%w: authorize key is not an ECC P-256 key with a SHA-256 name", ErrInvalid)
+	}
+	scheme, err := parms.Scheme.Details.ECDSA()
+	if err != nil || parms.Scheme.Scheme != tpm2.TPMAlgECDSA || scheme.HashAlg != tpm2.TPMAlgSHA256 {
+		return nil, nil, fmt.Errorf("%w: authorize key's scheme is not ECDSA with SHA-256", ErrInvalid)
+	}
+	if a := pub.ObjectAttributes; !a.SignEncrypt || a.Decrypt || a.Restricted {
+		return nil, nil, fmt.Errorf("%w: authorize key must be an unrestricted signing key", ErrInvalid)
+	}
+	name, err := tpm2.ObjectName(pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: authorize key name: %w", ErrInvalid, err)
+	}
+	return pub, name.Buffer, nil
+}
+
 // Sealed is what Create made.
 type Sealed struct {
 	Blob attestrpc.ImportBlob
@@ -153,12 +231,37 @@ type Sealed struct {
 // the given values, for one launch and instance. rand supplies the key,
 // seeds and nonce.
 func Create(rand io.Reader, ekPublic []byte, sel []int, values map[int][]byte, launchID, instanceID string, secret []byte) (*Sealed, error) {
-	if len(secret) == 0 || len(secret) > attestrpc.MaxSecret {
-		return nil, fmt.Errorf("%w: secret must be 1..%d bytes", ErrInvalid, attestrpc.MaxSecret)
-	}
 	policy, err := PCRPolicy(sel, values)
 	if err != nil {
 		return nil, err
+	}
+	return create(rand, ekPublic, sel, policy, nil, launchID, instanceID, secret)
+}
+
+// CreateAuthorized is [Create] with authPolicy TPM2_PolicyAuthorize by the
+// policy-signing key whose TPMT_PUBLIC is authorizeKey (see
+// [CheckAuthorizeKey]) instead of a PolicyPCR: the blob unseals in any PCR
+// state over the SHA-256 PCRs sel that the key approves (a signature over
+// [ApprovalDigest] of the state's PolicyPCR digest), before or after
+// sealing. Sealed.PolicyDigest is that authPolicy.
+func CreateAuthorized(rand io.Reader, ekPublic []byte, sel []int, authorizeKey []byte, launchID, instanceID string, secret []byte) (*Sealed, error) {
+	if err := checkSelection(sel); err != nil {
+		return nil, err
+	}
+	_, name, err := CheckAuthorizeKey(authorizeKey)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := AuthorizePolicy(name)
+	if err != nil {
+		return nil, err
+	}
+	return create(rand, ekPublic, sel, policy, authorizeKey, launchID, instanceID, secret)
+}
+
+func create(rand io.Reader, ekPublic []byte, sel []int, policy, authorizeKey []byte, launchID, instanceID string, secret []byte) (*Sealed, error) {
+	if len(secret) == 0 || len(secret) > attestrpc.MaxSecret {
+		return nil, fmt.Errorf("%w: secret must be 1..%d bytes", ErrInvalid, attestrpc.MaxSecret)
 	}
 	ek, err := tpm2.Unmarshal[tpm2.TPMTPublic](ekPublic)
 	if err != nil {
@@ -198,7 +301,8 @@ func Create(rand io.Reader, ekPublic []byte, sel []int, values map[int][]byte, l
 		return nil, err
 	}
 	return &Sealed{
-		Blob:         attestrpc.ImportBlob{Public: tpm2.Marshal(pub), Duplicate: dup, InSymSeed: seed, PCRs: slices.Clone(sel), Payload: payload},
+		Blob: attestrpc.ImportBlob{Public: tpm2.Marshal(pub), Duplicate: dup, InSymSeed: seed, PCRs: slices.Clone(sel), Payload: payload,
+			AuthorizeKey: slices.Clone(authorizeKey)},
 		PolicyDigest: policy,
 	}, nil
 }
@@ -250,6 +354,9 @@ type Parsed struct {
 	Duplicate, InSymSeed []byte
 	// PCRs is the policy's SHA-256 PCR selection.
 	PCRs []int
+	// AuthorizeKey is set for a blob sealed under PolicyAuthorize: the
+	// policy-signing key whose approvals unseal it.
+	AuthorizeKey *tpm2.TPMTPublic
 
 	payload []byte
 }
@@ -295,8 +402,23 @@ func Parse(b *attestrpc.ImportBlob) (*Parsed, error) {
 	if len(b.Payload) < 12+16+1 {
 		return nil, fmt.Errorf("%w: payload too short", ErrInvalid)
 	}
-	return &Parsed{Public: *pub, Duplicate: slices.Clone(b.Duplicate), InSymSeed: slices.Clone(b.InSymSeed),
-		PCRs: slices.Clone(b.PCRs), payload: slices.Clone(b.Payload)}, nil
+	p := &Parsed{Public: *pub, Duplicate: slices.Clone(b.Duplicate), InSymSeed: slices.Clone(b.InSymSeed),
+		PCRs: slices.Clone(b.PCRs), payload: slices.Clone(b.Payload)}
+	if len(b.AuthorizeKey) > 0 {
+		key, name, err := CheckAuthorizeKey(b.AuthorizeKey)
+		if err != nil {
+			return nil, err
+		}
+		want, err := AuthorizePolicy(name)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(want, pub.AuthPolicy.Buffer) {
+			return nil, fmt.Errorf("%w: authPolicy is not PolicyAuthorize by the blob's authorize key", ErrInvalid)
+		}
+		p.AuthorizeKey = key
+	}
+	return p, nil
 }
 
 // Open decrypts the payload with the unsealed key for launchID and
@@ -320,4 +442,24 @@ func (p *Parsed) Open(key []byte, launchID, instanceID string) ([]byte, error) {
 		return nil, ErrPayload
 	}
 	return out, nil
+}
+
+// ApprovalSignature converts an approval's ASN.1 DER ECDSA signature into
+// the TPMT_SIGNATURE that TPM2_VerifySignature takes (ECDSA, SHA-256). It
+// checks the encoding only; the TPM checks the signature.
+func ApprovalSignature(der []byte) (tpm2.TPMTSignature, error) {
+	var sig struct{ R, S *big.Int }
+	rest, err := asn1.Unmarshal(der, &sig)
+	if err != nil || len(rest) != 0 || sig.R == nil || sig.S == nil || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 ||
+		sig.R.BitLen() > 256 || sig.S.BitLen() > 256 {
+		return tpm2.TPMTSignature{}, fmt.Errorf("%w: approval signature is not a DER ECDSA P-256 signature", ErrInvalid)
+	}
+	return tpm2.TPMTSignature{
+		SigAlg: tpm2.TPMAlgECDSA,
+		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
+			Hash:       tpm2.TPMAlgSHA256,
+			SignatureR: tpm2.TPM2BECCParameter{Buffer: sig.R.FillBytes(make([]byte, 32))},
+			SignatureS: tpm2.TPM2BECCParameter{Buffer: sig.S.FillBytes(make([]byte, 32))},
+		}),
+	}, nil
 }

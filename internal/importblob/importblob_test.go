@@ -237,6 +237,11 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(seed)
+	authorized, err := os.ReadFile(filepath.Join("testdata", "blob_authorized.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(authorized)
 	var b attestrpc.ImportBlob
 	if err := json.Unmarshal(seed, &b); err != nil {
 		f.Fatal(err)

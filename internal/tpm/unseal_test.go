@@ -49,7 +49,7 @@ func unsealOpen(ctx context.Context, agent *tpm.TPM, s *importblob.Sealed, insta
 	if err != nil {
 		return nil, err
 	}
-	key, err := agent.Unseal(ctx, p)
+	key, err := agent.Unseal(ctx, p, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -407,6 +407,9 @@ func TestStartWithTheService(t *testing.T) {
 	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-launch-key", filepath.Join(data, "launch.key")).CombinedOutput(); err != nil {
 		t.Fatalf("create-launch-key: %v\n%s", err, out)
 	}
+	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-policy-key", filepath.Join(data, "policy-signing.key")).CombinedOutput(); err != nil {
+		t.Fatalf("create-policy-key: %v\n%s", err, out)
+	}
 	svc := servicetest.StartProcess(t, "trustpool-attestation", nil,
 		filepath.Join(bins, "trustpool-attestation"), "-config-file", filepath.Join(conf, "attestation.toml"))
 	waitHealthy(t, svc, apiURL+"/healthz")

@@ -17,10 +17,10 @@ fake_devstack() {
     mkdir -p "$FAKE_BIN"
     local b
     for b in trustpool-attestation trustpool-filter-shim trustpool-agent; do
-        # create-key PATH and create-launch-key PATH write the key, as the
-        # real commands do.
+        # create-key PATH, create-launch-key PATH and create-policy-key PATH
+        # write the key, as the real commands do.
         # shellcheck disable=SC2016 # the stand-in's own script
-        printf '#!/bin/bash\necho "%s $*" >> "%s"\n[[ $1 != create-key && $1 != create-launch-key ]] || echo key > "$2"\n' \
+        printf '#!/bin/bash\necho "%s $*" >> "%s"\n[[ $1 != create-key && $1 != create-launch-key && $1 != create-policy-key ]] || echo key > "$2"\n' \
             "$b" "$CALLS" > "$FAKE_BIN/$b"
         chmod +x "$FAKE_BIN/$b"
     done

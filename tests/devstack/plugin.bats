@@ -538,6 +538,7 @@ trustpool_filter.TrustedFilter" ]
     phase stack extra
     called "trustpool-attestation create-key $TRUSTPOOL_SIGNING_KEY"
     called "trustpool-attestation create-launch-key $TRUSTPOOL_LAUNCH_KEY"
+    called "trustpool-attestation create-policy-key $TRUSTPOOL_POLICY_KEY"
     grep -qx "run_process trustpool-attestation $FAKE_BIN/trustpool-attestation -config-file $TRUSTPOOL_ATTESTATION_CONF" "$CALLS"
     grep -qx "wait_for_service 3 http://127.0.0.1:9780/healthz" "$CALLS"
     grep -qx 'Type=notify' "$SYSTEMD_DIR/devstack@trustpool-attestation.service.d/trustpool.conf"
@@ -545,11 +546,12 @@ trustpool_filter.TrustedFilter" ]
     # The drop-in is in place before the unit starts.
     [ "$(grep -n 'systemctl daemon-reload' "$CALLS" | head -n1 | cut -d: -f1)" -lt \
         "$(grep -n '^run_process trustpool-attestation' "$CALLS" | cut -d: -f1)" ]
-    [ -s "$TRUSTPOOL_SIGNING_KEY" ] && [ -s "$TRUSTPOOL_LAUNCH_KEY" ]
+    [ -s "$TRUSTPOOL_SIGNING_KEY" ] && [ -s "$TRUSTPOOL_LAUNCH_KEY" ] && [ -s "$TRUSTPOOL_POLICY_KEY" ]
     : > "$CALLS"
     phase stack extra
     refute called create-key
     refute called create-launch-key
+    refute called create-policy-key
 }
 
 @test "extra, filter shim: pins the service's public key, starts, makes the trusted flavor" {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/trustpool/trustpool/cli/commands"
 	"github.com/trustpool/trustpool/internal/attestapi/attestapitest"
 	"github.com/trustpool/trustpool/internal/bootseed"
@@ -210,9 +212,11 @@ func TestCLI(t *testing.T) {
 	keyRows := jsonOut[[]map[string]string](t, c.ok(as(member, "key", "list", "--long", "-f", "json")...))
 	pub := e.svc.PublicKey()
 	lpub := e.svc.LaunchPublicKey()
-	if len(keyRows) != 2 || keyRows[0]["Key ID"] != verdict.KeyID(pub) || keyRows[0]["Use"] != "verdict" || keyRows[0]["Algorithm"] != "Ed25519" ||
+	if len(keyRows) != 3 || keyRows[0]["Key ID"] != verdict.KeyID(pub) || keyRows[0]["Use"] != "verdict" || keyRows[0]["Algorithm"] != "Ed25519" ||
 		keyRows[1]["Use"] != "launch" || keyRows[1]["Key ID"] != lpub.KID() || keyRows[1]["Fingerprint"] != lpub.Fingerprint() ||
-		keyRows[1]["Algorithm"] != "ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM" {
+		keyRows[1]["Algorithm"] != "ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM" ||
+		keyRows[2]["Use"] != "policy" || keyRows[2]["Algorithm"] != "ECDSA P-256 SHA-256" || len(keyRows[2]["Fingerprint"]) != 64 ||
+		keyRows[2]["Key ID"] != keyRows[2]["Fingerprint"][:16] || !strings.Contains(keyRows[2]["Public Key"], "BEGIN PUBLIC KEY") {
 		t.Errorf("member key list = %v", keyRows)
 	}
 	// A system-scoped token is refused (the rules are for project scope).
@@ -225,6 +229,18 @@ func TestCLI(t *testing.T) {
 		fmt.Sprint(learned["host_profiles"]) != "[golden]" || len(fp) == 0 {
 		t.Errorf("profile learn = %v", learned)
 	}
+	// The same reference values computed offline from compute-1's event
+	// log, with no host involved (a build pipeline's log).
+	fromLog := jsonOut[map[string]any](t, c.ok(as(admin, "profile", "import", "--eventlog", filepath.Join(hosts[0].dir, "binary_bios_measurements"), "from-log", "-f", "json")...))
+	for _, k := range []string{"pcrs", "facts", "fact_pcrs"} {
+		if diff := cmp.Diff(learned[k], fromLog[k]); diff != "" || fromLog[k] == nil {
+			t.Errorf("profile import --eventlog: %s differ from profile learn --host compute-1 (-host +log):\n%s", k, diff)
+		}
+	}
+	c.fails(commands.ExitUsage, []string{"a firmware event log records PCRs 0-9 only"},
+		as(admin, "profile", "import", "--eventlog", filepath.Join(hosts[0].dir, "binary_bios_measurements"), "x", "--pcr", "10")...)
+	c.fails(commands.ExitUsage, []string{"--merge needs --eventlog"}, as(admin, "profile", "import", filepath.Join(dir, "none.toml"), "--merge")...)
+	c.ok(as(admin, "profile", "delete", "from-log")...)
 	// Attest compute-2 now, with the application credential: the command
 	// waits for the round's verdict.
 	before, _, _ := e.verdicts.get("compute-2")

@@ -90,6 +90,8 @@ func newEnvOn(t *testing.T, interval time.Duration, rabbit *servicetest.Rabbit) 
 	cfg.Keys.CreateVerdictSigningKey = true // as DevStack sets it; restarts reuse the key
 	cfg.Keys.LaunchKey = filepath.Join(e.dir, "keys", "launch.key")
 	cfg.Keys.CreateLaunchKey = true
+	cfg.Keys.PolicySigningKey = filepath.Join(e.dir, "keys", "policy-signing.key")
+	cfg.Keys.CreatePolicySigningKey = true
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Keystone.AuthURL, cfg.Keystone.WWWAuthenticateURI = e.ks.URL, e.ks.URL
 	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomainName = svcUser, svcPW, "Default"

@@ -3,10 +3,13 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -29,8 +32,10 @@ import (
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/importblob"
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/servicetest"
 	"github.com/trustpool/trustpool/internal/tpm"
 	"github.com/trustpool/trustpool/internal/verdict"
@@ -420,6 +425,12 @@ func TestLaunch(t *testing.T) {
 		if rec["signature"] != "valid" || rec["state"] != "delivered" || fmt.Sprint(rec["pcrs"]) != "[0 1 2 3 4 5 6 7 8 9]" || rec["pcr_policy_digest"] == "" {
 			t.Errorf("verified receipt %v", rec)
 		}
+		// Sealed under PolicyAuthorize by the service's published
+		// policy-signing key (the agent speaks RPC API 1.2).
+		pemText := lt.cli.ok(append(slices.Clone(lt.a.cloud), "key", "list", "--use", "policy", "--long", "-f", "value", "-c", "Public Key")...)
+		if want := authorizePolicyOf(t, pemText); rec["pcr_policy_digest"] != want {
+			t.Errorf("receipt pcr_policy_digest %v, want PolicyAuthorize by the policy-signing key %s", rec["pcr_policy_digest"], want)
+		}
 		// The receipt in the instance: the sealing's, verified offline.
 		rf := filepath.Join(lt.dir, "instance-receipt.json")
 		if err := os.WriteFile(rf, receipt, 0o600); err != nil {
@@ -692,7 +703,9 @@ func TestLaunch(t *testing.T) {
 		inst := h3.startInstance(t, lt.a.project)
 		armed.Store(true)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host3"))
-		lt.refused(lt.ended(lt.a, l.ID), launch.StateFailed, attestrpc.ReasonPCRMismatch)
+		// Sealed under PolicyAuthorize: the extended PCR reaches a state
+		// the profile does not accept, which no approval names.
+		lt.refused(lt.ended(lt.a, l.ID), launch.StateFailed, attestrpc.ReasonPCRNotApproved)
 		if armed.Load() {
 			t.Error("the agent never imported: the hook did not fire")
 		}
@@ -742,4 +755,31 @@ func TestLaunch(t *testing.T) {
 func errMsg(body map[string]any) string {
 	e, _ := body["error"].(map[string]any)
 	return fmt.Sprint(e["message"])
+}
+
+// authorizePolicyOf is the authPolicy of blobs sealed under PolicyAuthorize
+// by the policy-signing key whose PEM key list printed.
+func authorizePolicyOf(t *testing.T, pemText string) string {
+	t.Helper()
+	blk, _ := pem.Decode([]byte(pemText))
+	if blk == nil {
+		t.Fatalf("no policy-signing key in %q", pemText)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		t.Fatalf("policy-signing key is a %T", k)
+	}
+	pub, err := policykey.NewPublicKey(ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := importblob.AuthorizePolicy(pub.TPMName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(d)
 }

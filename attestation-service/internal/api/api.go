@@ -63,6 +63,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/jsondecode"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
@@ -561,9 +562,13 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
 func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
 	keys := attestapi.Keys{VerdictKeys: []attestapi.VerdictKey{{
 		KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM),
-	}}, LaunchKeys: []attestapi.LaunchKey{}}
+	}}, LaunchKeys: []attestapi.LaunchKey{}, PolicyKeys: []attestapi.PolicyKey{}}
 	if s.cfg.Launches != nil {
 		keys.LaunchKeys = append(keys.LaunchKeys, attestapi.NewLaunchKey(s.cfg.Launches.PublicKey()))
+		if pk := s.cfg.Launches.PolicyPublicKey(); pk != nil {
+			keys.PolicyKeys = append(keys.PolicyKeys, attestapi.PolicyKey{KID: pk.KID(), Algorithm: policykey.Algorithm,
+				PublicKeyPEM: string(pk.MarshalPEM()), Fingerprint: pk.Fingerprint(), TPMName: hex.EncodeToString(pk.TPMName())})
+		}
 	}
 	writeJSON(w, http.StatusOK, keys)
 	return nil

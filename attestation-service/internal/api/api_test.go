@@ -3,6 +3,9 @@ package api_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +33,7 @@ import (
 	"github.com/trustpool/trustpool/internal/eventlog"
 	"github.com/trustpool/trustpool/internal/evidence"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	"github.com/trustpool/trustpool/keystone-auth/keystonetest"
@@ -59,6 +63,7 @@ type fixture struct {
 	service       string // service role only
 	systemAdmin   string // system-scoped admin token
 	launchKey     *launch.PrivateKey
+	policyKey     *policykey.PrivateKey
 	rival         string // member of another project
 }
 
@@ -119,15 +124,19 @@ func newFixtureWith(t *testing.T, popts kpolicy.Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pkey, err := policykey.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Not Run: launches created here wait for a binding that never comes.
-	lr := launcher.New(launcher.Config{Store: st, Key: lkey, Signer: signer, Issuer: "test", Notifier: nopPublisher{}, Metrics: reg})
+	lr := launcher.New(launcher.Config{Store: st, Key: lkey, Signer: signer, Issuer: "test", Notifier: nopPublisher{}, Metrics: reg, PolicyKey: pkey})
 	h := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: setup.Middleware.Wrap, Metrics: reg,
 		PublicKeyPEM: pem, KID: signer.KID(), Trigger: func(string) {}, Launches: lr})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, st: st, eng: eng, signer: signer, policyFile: filepath.Join(dir, "policy.yaml"),
 		admin: ks.Issue("boss"), member: ks.Issue("bob"), reader: ks.Issue("rita"),
-		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin"), launchKey: lkey,
+		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin"), launchKey: lkey, policyKey: pkey,
 		rival: ks.Issue("mallory")}
 }
 
@@ -696,4 +705,89 @@ func sortedKeys(m map[string]any) []string {
 		return nil
 	}
 	return slices.Sorted(maps.Keys(m))
+}
+
+// TestLearnFromEventLog: POST /v1/profiles/learn with event_log computes
+// the same reference values as learning from a host that booted that log
+// (learnable stores build-a's verified values), audited with the log's
+// digest; requests that mix or lack sources, ask for PCRs a firmware log
+// does not record, or send a log that fails the verifier's checks are 400s
+// naming what was wrong.
+func TestLearnFromEventLog(t *testing.T) {
+	f := newFixture(t)
+	f.learnable(t, "compute-1")
+	raw, _, err := bootseed.BuildLog(bootseed.BuildA(), []eventlog.Alg{eventlog.SHA1, eventlog.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString(raw)
+	code, fromHost, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, `{"host": "compute-1", "name": "from-host"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("learn from host = %d %v", code, fromHost)
+	}
+	code, fromLog, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, `{"event_log": "`+b64+`", "name": "from-log"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("learn from event log = %d %v", code, fromLog)
+	}
+	hp, lp := fromHost["profile"].(map[string]any), fromLog["profile"].(map[string]any)
+	for _, k := range []string{"pcrs", "facts"} {
+		if diff := cmp.Diff(hp[k], lp[k]); diff != "" || lp[k] == nil {
+			t.Errorf("%s learned from the host vs from its event log (-host +log):\n%s", k, diff)
+		}
+	}
+	if diff := cmp.Diff(fromHost["fact_pcrs"], fromLog["fact_pcrs"]); diff != "" {
+		t.Errorf("fact_pcrs (-host +log):\n%s", diff)
+	}
+	d := sha256.Sum256(raw)
+	if want := "learned from event log sha256:" + hex.EncodeToString(d[:8]); lp["description"] != want {
+		t.Errorf("description %q, want %q", lp["description"], want)
+	}
+	recs, err := f.st.Audit(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) == 0 || recs[0].Action != "profile.learn" || recs[0].Target != "from-log" || !strings.Contains(recs[0].Detail, hex.EncodeToString(d[:8])) {
+		t.Errorf("newest audit record %+v, want profile.learn of from-log naming the log's digest", recs[0])
+	}
+
+	retyped := bootseed.Events(bootseed.BuildA())
+	for i := range retyped {
+		if retyped[i].Type == eventlog.EvEFIBootServicesApp {
+			retyped[i].Type = eventlog.EvEFIBootServicesDriver
+			break
+		}
+	}
+	bad, _, err := bootseed.EncodeLog(retyped, []eventlog.Alg{eventlog.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, body, want string }{
+		{"host and log", `{"host": "compute-1", "event_log": "` + b64 + `", "name": "x"}`, "host and event_log exclude each other"},
+		{"neither", `{"name": "x"}`, "host or event_log is required"},
+		{"no name", `{"event_log": "` + b64 + `"}`, "name is required"},
+		{"PCR 10", `{"event_log": "` + b64 + `", "name": "x", "pcrs": [0, 10]}`, "PCR 10 is not recorded in a firmware event log"},
+		{"IMA from a log", `{"event_log": "` + b64 + `", "name": "x", "ima": true}`, "ima needs host"},
+		{"exclusions without IMA", `{"host": "compute-1", "name": "x", "ima_exclude": ["/tmp/"]}`, "ima_exclude needs ima"},
+		// jsondecode reports base64 errors without the field (as for every
+		// base64 field of the API).
+		{"not base64", `{"event_log": "not base64!", "name": "x"}`, "illegal base64 data"},
+		{"truncated log", `{"event_log": "` + base64.StdEncoding.EncodeToString(raw[:len(raw)-9]) + `", "name": "x"}`, "event_log: not a usable firmware event log: reference values from event log: event log malformed"},
+		{"retyped event", `{"event_log": "` + base64.StdEncoding.EncodeToString(bad) + `", "name": "x"}`, "event types or data inconsistent with digests"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, got, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, tc.body)
+			msg, _ := got["error"].(map[string]any)["message"].(string)
+			if code != http.StatusBadRequest || !strings.Contains(msg, tc.want) {
+				t.Errorf("learn %s = %d %q, want 400 containing %q", tc.name, code, msg, tc.want)
+			}
+		})
+	}
+	// IMA needs a new verified quote with the IMA log; this fixture's
+	// agents never answer.
+	if code, got, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, `{"host": "compute-1", "name": "x", "ima": true}`); code != http.StatusConflict {
+		t.Errorf("learn with IMA from a host that does not answer = %d %v, want 409", code, got)
+	}
+	if _, err := f.st.GetProfile(t.Context(), "x"); err == nil {
+		t.Error("a refused learn stored a profile")
+	}
 }

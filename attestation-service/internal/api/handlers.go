@@ -2,6 +2,8 @@ package api
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +18,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestapi"
+	"github.com/trustpool/trustpool/internal/evidence"
 	"github.com/trustpool/trustpool/internal/policy"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
@@ -551,24 +554,19 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
 		}
-		if body.Host == "" || body.Name == "" {
-			return "", httpErr(http.StatusBadRequest, "host and name are required", nil)
-		}
-		in, err := s.cfg.Engine.LearnInput(r.Context(), body.Host)
-		if errors.Is(err, engine.ErrNoEvidence) {
-			return "", httpErr(http.StatusConflict, "host has no verified evidence to learn from", nil)
-		}
+		in, source, err := s.learnInput(r.Context(), &body)
 		if err != nil {
 			return "", err
 		}
-		learned, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts, SkipFactPCRs: body.SkipFactPCRs})
+		learned, err := policy.Learn(body.Name, in, policy.LearnOptions{PCRs: body.PCRs, Facts: body.Facts,
+			SkipFactPCRs: body.SkipFactPCRs, IMA: body.IMA, IMAExclude: body.IMAExclude})
 		if err != nil {
 			return "", httpErr(http.StatusBadRequest, "cannot learn profile", err)
 		}
 		p := learned.Profile
 		p.Description = body.Description
 		if p.Description == "" {
-			p.Description = "learned from host " + body.Host
+			p.Description = "learned from " + source
 		}
 		mode := store.Create
 		if body.Merge {
@@ -593,8 +591,62 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if mode == store.Replace {
 			code = http.StatusOK
 		}
-		return "learned from " + body.Host, s.writeLearned(w, r, code, p, learned)
+		return "learned from " + source, s.writeLearned(w, r, code, p, learned)
 	})
+}
+
+// learnInput checks what a learn request learns from and returns the
+// values: a host's last verified evidence, a new full verification of the
+// host with its IMA log (ima), or the replay of a firmware event log
+// (event_log; evidence.ReferenceFromEventLog, the verifier's own checks and
+// replay). source names it for the description and the audit record.
+func (s *server) learnInput(ctx context.Context, body *attestapi.Learn) (policy.Input, string, error) {
+	var in policy.Input
+	switch {
+	case body.Name == "":
+		return in, "", httpErr(http.StatusBadRequest, "name is required", nil)
+	case body.Host != "" && len(body.EventLog) > 0:
+		return in, "", httpErr(http.StatusBadRequest, "host and event_log exclude each other", nil)
+	case body.Host == "" && len(body.EventLog) == 0:
+		return in, "", httpErr(http.StatusBadRequest, "host or event_log is required", nil)
+	case len(body.IMAExclude) > 0 && !body.IMA:
+		return in, "", httpErr(http.StatusBadRequest, "ima_exclude needs ima", nil)
+	}
+	if len(body.EventLog) > 0 {
+		if body.IMA {
+			return in, "", httpErr(http.StatusBadRequest, "ima needs host: an event log has no IMA measurements", nil)
+		}
+		for _, i := range body.PCRs {
+			if !slices.Contains(evidence.LogPCRs, i) {
+				return in, "", httpErr(http.StatusBadRequest,
+					fmt.Sprintf("pcrs: PCR %d is not recorded in a firmware event log (PCRs 0-9 are)", i), nil)
+			}
+		}
+		ref, err := evidence.ReferenceFromEventLog(body.EventLog)
+		if err != nil {
+			return in, "", httpErr(http.StatusBadRequest, "event_log: not a usable firmware event log", err)
+		}
+		d := sha256.Sum256(body.EventLog)
+		return policy.Input{PCRs: ref.PCRs, Boot: ref.Boot}, "event log sha256:" + hex.EncodeToString(d[:8]), nil
+	}
+	var err error
+	if body.IMA {
+		in, err = s.cfg.Engine.LearnInputWithIMA(ctx, body.Host)
+	} else {
+		in, err = s.cfg.Engine.LearnInput(ctx, body.Host)
+	}
+	switch {
+	case errors.Is(err, engine.ErrNoIMA):
+		return in, "", httpErr(http.StatusConflict, "host has no verified IMA log to learn from", err)
+	case errors.Is(err, engine.ErrNoEvidence) && body.IMA:
+		// The new verification's own error says what failed.
+		return in, "", httpErr(http.StatusConflict, "host has no verified evidence to learn from", err)
+	case errors.Is(err, engine.ErrNoEvidence):
+		return in, "", httpErr(http.StatusConflict, "host has no verified evidence to learn from", nil)
+	case err != nil:
+		return in, "", err
+	}
+	return in, "host " + body.Host, nil
 }
 
 type readCloser struct{ *bytes.Reader }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -42,6 +43,15 @@ func TestLaunchAPI(t *testing.T) {
 	lks, _ := body["launch_keys"].([]any)
 	if code != 200 || len(lks) != 1 || lks[0].(map[string]any)["fingerprint"] != f.launchKey.Public().Fingerprint() {
 		t.Fatalf("GET /v1/keys = %d %v, want the launch key", code, body)
+	}
+	pks, _ := body["policy_keys"].([]any)
+	if len(pks) != 1 {
+		t.Fatalf("GET /v1/keys: policy_keys %v, want the policy-signing key", body["policy_keys"])
+	}
+	pk := pks[0].(map[string]any)
+	if pk["kid"] != f.policyKey.Public().KID() || pk["fingerprint"] != f.policyKey.Public().Fingerprint() ||
+		pk["tpm_name"] != hex.EncodeToString(f.policyKey.Public().TPMName()) || pk["algorithm"] != "ECDSA P-256 SHA-256" {
+		t.Errorf("GET /v1/keys: policy key %v", pk)
 	}
 
 	code, body, hdr := f.do(t, "POST", "/v1/launches", f.member, f.sealedBody(t, "demo-id", hour, ""))

@@ -1,8 +1,22 @@
 // Package launcher runs trusted launches in the attestation service: it
 // accepts a tenant's sealed launch request, binds it to an instance and the
 // host that runs it, attests that host afresh, seals the secret to the
-// host's TPM under a PolicyPCR over the quoted PCRs, has the host's agent
-// unseal and inject it, and signs a receipt of every outcome.
+// host's TPM, has the host's agent unseal and inject it, and signs a
+// receipt of every outcome.
+//
+// # Sealing
+//
+// With a policy-signing key (Config.PolicyKey) the secret is sealed under
+// TPM2_PolicyAuthorize by that key (importblob.CreateAuthorized), over the
+// PCRs the launch's profile pins (DefaultPCRs when it pins none), and
+// deliver_secret (RPC API 1.2) carries the key's approvals of every PCR
+// state the profile accepts: each combination of its accepted values for
+// those PCRs, plus the state the fresh quote proved (for a profile that
+// pins none of them, that state alone). More than attestrpc.MaxApprovals
+// combinations: the current state alone is approved. An agent that
+// answers 1.2 with UnsupportedVersion (an older agent) gets the secret
+// sealed anew under a bare PolicyPCR over the quoted values, with API 1.1.
+// Without a policy-signing key every launch is sealed that way.
 //
 // # States
 //
@@ -65,6 +79,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,6 +95,7 @@ import (
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/novanotify"
 	"github.com/trustpool/trustpool/internal/policy"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
@@ -102,6 +118,11 @@ const (
 	ReasonNotInProject      = "instance_not_in_project"
 	ReasonOwnerUnknown      = "owner_unknown"
 )
+
+// ErrAgentTooOld is wrapped by Agents.DeliverSecret errors when the agent
+// does not implement the RPC API version the call needs (1.2 for a blob
+// sealed under PolicyAuthorize).
+var ErrAgentTooOld = errors.New("agent does not implement the RPC API version")
 
 // Errors of the API operations.
 var (
@@ -180,8 +201,11 @@ type Config struct {
 	SweepInterval time.Duration
 	// DefaultPCRs seal a profile that pins no PCRs (default 0-7).
 	DefaultPCRs []int
-	Logger      *slog.Logger
-	Metrics     *metrics.Registry
+	// PolicyKey, when set, seals secrets under PolicyAuthorize by it and
+	// signs the approvals sent with them (see "Sealing").
+	PolicyKey *policykey.PrivateKey
+	Logger    *slog.Logger
+	Metrics   *metrics.Registry
 	// Observer, when set, receives the timing of every launch that ends.
 	Observer func(Timing)
 	Now      func() time.Time
@@ -659,28 +683,28 @@ func (r *run) bindAndDeliver(ctx context.Context, j job) {
 		r.end(ctx, launch.StateRefused, code, err.Error())
 		return
 	}
-	sel, err := l.sealPCRs(ctx, rec.Profile, fresh.PCRs)
+	sel, accepted, err := l.sealPCRs(ctx, rec.Profile, fresh.PCRs)
 	if err != nil {
 		req.Wipe()
 		r.end(ctx, launch.StateRefused, ReasonSealFailed, err.Error())
 		return
 	}
-	sealed, err := importblob.Create(l.cfg.Rand, fresh.EKPublic, sel, fresh.PCRs, rec.ID, rec.InstanceID, req.Secret)
-	req.Wipe()
+	authorized := l.cfg.PolicyKey != nil
+	sealed, approvals, err := l.seal(fresh, sel, accepted, rec, req.Secret, authorized)
 	if err != nil {
+		req.Wipe()
 		r.end(ctx, launch.StateRefused, ReasonSealFailed, err.Error())
 		return
 	}
-	rec.PCRs, rec.PCRPolicyDigest, rec.SealedAt = sel, hex.EncodeToString(sealed.PolicyDigest), l.cfg.Now()
-	rec.State = launch.StateSealed
-	receipt, err := l.receipt(rec)
+	receipt, err := l.sealedReceipt(rec, sel, sealed)
 	if err != nil {
+		req.Wipe()
 		r.end(ctx, launch.StateRefused, ReasonInternal, "")
 		l.log.Error("cannot sign launch receipt", "launch_id", rec.ID, "error", err)
 		return
 	}
-	rec.Receipt = receipt
 	if err := r.advance(ctx, launch.StateSealed); err != nil {
+		req.Wipe()
 		l.log.Warn("launch changed while sealing", "launch_id", rec.ID, "error", err)
 		return
 	}
@@ -689,7 +713,23 @@ func (r *run) bindAndDeliver(ctx context.Context, j job) {
 	// Deliver.
 	t0 = time.Now()
 	res, err := l.cfg.Agents.DeliverSecret(ctx, host, &attestrpc.DeliverSecretArgs{LaunchID: rec.ID, InstanceID: rec.InstanceID,
-		Blob: sealed.Blob, Receipt: receipt})
+		Blob: sealed.Blob, Receipt: receipt, Approvals: approvals})
+	if authorized && errors.Is(err, ErrAgentTooOld) {
+		// An agent before API 1.2: seal to the quoted PCR values alone.
+		l.log.Warn("agent does not take secrets sealed to signed policies; sealing to the quoted PCR values", "launch_id", rec.ID, "host", host)
+		sealed, _, err = l.seal(fresh, sel, nil, rec, req.Secret, false)
+		if err == nil {
+			receipt, err = l.sealedReceipt(rec, sel, sealed)
+		}
+		if err != nil {
+			req.Wipe()
+			r.end(ctx, launch.StateFailed, ReasonSealFailed, err.Error())
+			return
+		}
+		res, err = l.cfg.Agents.DeliverSecret(ctx, host, &attestrpc.DeliverSecretArgs{LaunchID: rec.ID, InstanceID: rec.InstanceID,
+			Blob: sealed.Blob, Receipt: receipt})
+	}
+	req.Wipe()
 	r.t.RPC = time.Since(t0)
 	if err != nil {
 		r.end(ctx, launch.StateFailed, ReasonDeliveryFailed, "deliver_secret: "+oneLine(err))
@@ -745,14 +785,20 @@ func (r *run) findHost(ctx context.Context, j job) (host, code, detail string) {
 
 // sealPCRs is the policy's PCR selection: the PCRs the profile pins, or
 // DefaultPCRs when it pins none; only quoted ones, ascending.
-func (l *Launcher) sealPCRs(ctx context.Context, profile string, quoted map[int][]byte) ([]int, error) {
+// sealPCRs returns the PCRs to seal a launch of profile to (the ones it
+// pins, DefaultPCRs when it pins none, either way only quoted ones) and
+// the PCR states over them the profile accepts: every combination of its
+// accepted values, and the quoted state (alone when the profile pins none
+// of them, or when there are more than attestrpc.MaxApprovals
+// combinations).
+func (l *Launcher) sealPCRs(ctx context.Context, profile string, quoted map[int][]byte) ([]int, []map[int][]byte, error) {
 	sp, err := l.cfg.Store.GetProfile(ctx, profile)
 	if err != nil {
-		return nil, fmt.Errorf("profile %s: %w", profile, err)
+		return nil, nil, fmt.Errorf("profile %s: %w", profile, err)
 	}
 	ps, err := policy.Parse([]byte(sp.Body))
 	if err != nil || len(ps) != 1 {
-		return nil, fmt.Errorf("profile %s unusable", profile)
+		return nil, nil, fmt.Errorf("profile %s unusable", profile)
 	}
 	var sel []int
 	for k := range ps[0].PCRs {
@@ -760,15 +806,100 @@ func (l *Launcher) sealPCRs(ctx context.Context, profile string, quoted map[int]
 			sel = append(sel, i)
 		}
 	}
-	if len(sel) == 0 {
+	pinned := len(sel) > 0
+	if !pinned {
 		sel = slices.Clone(l.cfg.DefaultPCRs)
 	}
 	sel = slices.DeleteFunc(sel, func(i int) bool { _, ok := quoted[i]; return !ok })
 	slices.Sort(sel)
 	if len(sel) == 0 {
-		return nil, errors.New("no quoted PCR to seal to")
+		return nil, nil, errors.New("no quoted PCR to seal to")
 	}
-	return sel, nil
+	current := make(map[int][]byte, len(sel))
+	for _, i := range sel {
+		current[i] = quoted[i]
+	}
+	states := []map[int][]byte{current}
+	if !pinned {
+		return sel, states, nil
+	}
+	n := 1
+	for _, i := range sel {
+		n *= len(ps[0].PCRs[strconv.Itoa(i)])
+		if n > attestrpc.MaxApprovals {
+			l.log.Warn("profile accepts too many PCR states to approve them all; approving the quoted one only",
+				"profile", profile, "max", attestrpc.MaxApprovals)
+			return sel, states, nil
+		}
+	}
+	combos := []map[int][]byte{{}}
+	for _, i := range sel {
+		var next []map[int][]byte
+		for _, c := range combos {
+			for _, v := range ps[0].PCRs[strconv.Itoa(i)] {
+				b, err := hex.DecodeString(v)
+				if err != nil {
+					return nil, nil, fmt.Errorf("profile %s: PCR %d: %w", profile, i, err)
+				}
+				m := maps.Clone(c)
+				m[i] = b
+				next = append(next, m)
+			}
+		}
+		combos = next
+	}
+	for _, c := range combos {
+		if !samePCRs(c, current) {
+			states = append(states, c)
+		}
+	}
+	return sel, states, nil
+}
+
+func samePCRs(a, b map[int][]byte) bool {
+	return maps.EqualFunc(a, b, func(x, y []byte) bool { return string(x) == string(y) })
+}
+
+// seal makes the import blob for the fresh quote's host: under
+// PolicyAuthorize with the approvals of accepted (authorized), or under a
+// PolicyPCR over the quoted values.
+func (l *Launcher) seal(fresh *engine.Fresh, sel []int, accepted []map[int][]byte, rec *store.Launch, secret []byte, authorized bool) (*importblob.Sealed, []attestrpc.PolicyApproval, error) {
+	if !authorized {
+		s, err := importblob.Create(l.cfg.Rand, fresh.EKPublic, sel, fresh.PCRs, rec.ID, rec.InstanceID, secret)
+		return s, nil, err
+	}
+	approvals := make([]attestrpc.PolicyApproval, 0, len(accepted))
+	for _, st := range accepted {
+		a, err := l.cfg.PolicyKey.Approve(sel, st)
+		if err != nil {
+			return nil, nil, fmt.Errorf("approve PCR state: %w", err)
+		}
+		approvals = append(approvals, a)
+	}
+	s, err := importblob.CreateAuthorized(l.cfg.Rand, fresh.EKPublic, sel, l.cfg.PolicyKey.Public().TPMPublic(), rec.ID, rec.InstanceID, secret)
+	return s, approvals, err
+}
+
+// sealedReceipt records the sealing in rec and signs the receipt the agent
+// puts next to the secret.
+func (l *Launcher) sealedReceipt(rec *store.Launch, sel []int, sealed *importblob.Sealed) ([]byte, error) {
+	rec.PCRs, rec.PCRPolicyDigest, rec.SealedAt = sel, hex.EncodeToString(sealed.PolicyDigest), l.cfg.Now()
+	rec.State = launch.StateSealed
+	receipt, err := l.receipt(rec)
+	if err != nil {
+		return nil, err
+	}
+	rec.Receipt = receipt
+	return receipt, nil
+}
+
+// PolicyPublicKey is the policy-signing key's public half (nil without
+// one), for GET /v1/keys.
+func (l *Launcher) PolicyPublicKey() *policykey.PublicKey {
+	if l.cfg.PolicyKey == nil {
+		return nil
+	}
+	return l.cfg.PolicyKey.Public()
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }

@@ -12,7 +12,10 @@
 // package importblob); the TPM imports it under the endorsement key and
 // unseals the key in a PCR policy session (pcr_mismatch when a PCR moved
 // since the quote, import_failed when the blob was not made for this TPM,
-// tpm_unavailable); the payload opens only for this launch and instance
+// tpm_unavailable); for a blob sealed under PolicyAuthorize (API 1.2) the
+// session also needs one of the call's approvals for the current PCRs
+// (pcr_not_approved when none names them, approval_invalid when the TPM
+// refuses its signature); the payload opens only for this launch and instance
 // (invalid_blob); then the injector writes the secret and the receipt into
 // the instance (inject_failed). Refusals are results with a reason code,
 // never RPC failures, so the service can record them.
@@ -44,7 +47,7 @@ import (
 
 // Unsealer imports and unseals a blob in the host's TPM (tpm.TPM).
 type Unsealer interface {
-	Unseal(ctx context.Context, p *importblob.Parsed) ([]byte, error)
+	Unseal(ctx context.Context, p *importblob.Parsed, approvals []attestrpc.PolicyApproval) ([]byte, error)
 }
 
 // Config configures a Deliverer.
@@ -115,10 +118,11 @@ func New(cfg Config) (*Deliverer, error) {
 	return d, nil
 }
 
-// Endpoint is the oslo endpoint (attestrpc.LaunchVersion) with the launch
-// methods.
+// Endpoint is the oslo endpoint with the launch methods, at
+// attestrpc.APIVersion (1.2: deliver_secret takes authorized blobs; calls
+// asking for 1.1 are served too).
 func (d *Deliverer) Endpoint() oslo.Endpoint {
-	return oslo.Endpoint{Version: attestrpc.LaunchVersion, Methods: map[string]oslo.Handler{
+	return oslo.Endpoint{Version: attestrpc.APIVersion, Methods: map[string]oslo.Handler{
 		attestrpc.MethodInstancePresent: func(ctx context.Context, req *oslo.Request) (any, error) {
 			var a attestrpc.InstancePresentArgs
 			if err := attester.DecodeArgs(req.Args, &a); err != nil {
@@ -235,7 +239,7 @@ func (d *Deliverer) DeliverSecret(ctx context.Context, a *attestrpc.DeliverSecre
 		return refuse(attestrpc.ReasonInvalidBlob, err.Error())
 	}
 	t0 := time.Now()
-	key, err := d.cfg.TPM.Unseal(ctx, p)
+	key, err := d.cfg.TPM.Unseal(ctx, p, a.Approvals)
 	if err == nil {
 		defer clear(key)
 	}
@@ -245,6 +249,10 @@ func (d *Deliverer) DeliverSecret(ctx context.Context, a *attestrpc.DeliverSecre
 	}
 	res.UnsealMS = float64(time.Since(t0).Microseconds()) / 1000
 	switch {
+	case errors.Is(err, tpm.ErrNotApproved):
+		return refuse(attestrpc.ReasonPCRNotApproved, "no approval the service sent names this host's current PCR values")
+	case errors.Is(err, tpm.ErrApproval):
+		return refuse(attestrpc.ReasonApprovalInvalid, "the TPM refused the approval's signature: not made with the policy-signing key the secret is sealed to")
 	case errors.Is(err, tpm.ErrPolicy):
 		return refuse(attestrpc.ReasonPCRMismatch, "the TPM refused to unseal: a PCR changed since the quote the secret was sealed to")
 	case errors.Is(err, tpm.ErrImport):

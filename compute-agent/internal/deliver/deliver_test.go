@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -17,6 +18,7 @@ import (
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
 	"github.com/trustpool/trustpool/internal/importblob"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/tpm"
 	"github.com/trustpool/trustpool/internal/tpm/tpmtest"
 )
@@ -199,6 +201,12 @@ func FuzzDeliverArgs(f *testing.F) {
 	}
 	args := []byte(`{"launch_id":"` + launchID + `","instance_id":"` + instance + `","receipt":{"receipt":"x"},"blob":` + string(seed) + `}`)
 	f.Add(args)
+	authorized, err := os.ReadFile(filepath.Join("..", "..", "..", "internal", "importblob", "testdata", "blob_authorized.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"launch_id":"` + launchID + `","instance_id":"` + instance + `","receipt":{"receipt":"x"},"blob":` + string(authorized) +
+		`,"approvals":[{"kid":"0123456789abcdef","pcrs":[0,4,7,8,9],"policy_digest":"` + strings.Repeat("A", 43) + `=","signature":"MAYCAQECAQE="}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m map[string]json.RawMessage
 		if json.Unmarshal(data, &m) != nil {
@@ -217,4 +225,82 @@ func FuzzDeliverArgs(f *testing.F) {
 
 func deliverDecode(m map[string]json.RawMessage, a *attestrpc.DeliverSecretArgs) error {
 	return attester.DecodeArgs(m, a)
+}
+
+// TestDeliverAuthorized (API 1.2): a blob sealed under PolicyAuthorize is
+// delivered with an approval of the host's PCRs; without one it is
+// refused pcr_not_approved, with one the policy-signing key did not sign
+// approval_invalid, and nothing reaches the instance.
+func TestDeliverAuthorized(t *testing.T) {
+	ctx := t.Context()
+	h := newHost(t)
+	key, err := policykey.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger, err := policykey.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := h.tpm.EK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel := []int{0, 7}
+	pcrs, err := h.tpm.ReadPCRs(ctx, uint16(tpm2.TPMAlgSHA256), sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := key.Approve(sel, pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := map[int][]byte{0: pcrs[0], 7: eventlog.SHA256.Sum([]byte("another build"))}
+	elsewhere, err := key.Approve(sel, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := forger.Approve(sel, pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("authorized secret")
+	args := func(id string, approvals ...attestrpc.PolicyApproval) *attestrpc.DeliverSecretArgs {
+		s, err := importblob.CreateAuthorized(rand.Reader, ek.Public, sel, key.Public().TPMPublic(), id, instance, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &attestrpc.DeliverSecretArgs{LaunchID: id, InstanceID: instance, Blob: s.Blob, Receipt: json.RawMessage(`{"receipt":"x"}`), Approvals: approvals}
+		if err := a.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name      string
+		id        string
+		approvals []attestrpc.PolicyApproval
+		want      string
+	}{
+		{"no approvals", "40000000-0000-4000-8000-000000000001", nil, attestrpc.ReasonPCRNotApproved},
+		{"another state approved", "40000000-0000-4000-8000-000000000002", []attestrpc.PolicyApproval{elsewhere}, attestrpc.ReasonPCRNotApproved},
+		{"forged approval", "40000000-0000-4000-8000-000000000003", []attestrpc.PolicyApproval{forged}, attestrpc.ReasonApprovalInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := h.d.DeliverSecret(ctx, args(tc.id, tc.approvals...))
+			if res.Delivered || res.Reason != tc.want {
+				t.Errorf("DeliverSecret = %+v, want reason %s", res, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(h.root, instance, inject.SecretFile)); err == nil {
+				t.Error("a secret file was written")
+			}
+		})
+	}
+	res := h.d.DeliverSecret(ctx, args("40000000-0000-4000-8000-000000000004", elsewhere, good))
+	if !res.Delivered {
+		t.Fatalf("DeliverSecret with the current state approved = %+v", res)
+	}
+	if got, err := os.ReadFile(filepath.Join(h.root, instance, inject.SecretFile)); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("secret in the instance: %q, %v", got, err)
+	}
 }

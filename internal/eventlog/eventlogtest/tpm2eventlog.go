@@ -64,22 +64,33 @@ func RequireTPM2Eventlog(t testing.TB) string {
 // test fails when the tool fails or prints no PCRs.
 func RunTPM2Eventlog(t testing.TB, file string) *TPM2Log {
 	t.Helper()
-	tool := RequireTPM2Eventlog(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tool, file)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tpm2_eventlog %s: %v: %s", file, err, stderr.String())
-	}
+	out, stderr := TPM2EventlogOutput(t, file)
 	l, err := parseTPM2Eventlog(out)
 	if err != nil {
 		t.Fatalf("tpm2_eventlog %s: %v", file, err)
 	}
-	l.Stderr = stderr.String()
+	l.Stderr = stderr
 	return l
+}
+
+// TPM2EventlogOutput runs tpm2_eventlog with args on file and returns what
+// it printed on stdout (YAML) and stderr (its warnings and errors). With
+// "--eventlog-version=2" tpm2-tools decodes the Secure Boot variables'
+// EFI_SIGNATURE_LISTs and warns about structures that do not add up. The
+// test fails when the tool fails.
+func TPM2EventlogOutput(t testing.TB, file string, args ...string) (stdout []byte, stderr string) {
+	t.Helper()
+	tool := RequireTPM2Eventlog(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, append(args, file)...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tpm2_eventlog %s: %v: %s", file, err, errb.String())
+	}
+	return out, errb.String()
 }
 
 func unquote(s string) string { return strings.Trim(strings.TrimSpace(s), `"`) }

@@ -29,7 +29,7 @@ DEB_PACKAGES := \
 	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \
 	python3-pip python3-setuptools \
 	swtpm swtpm-tools tpm2-tools \
-	mariadb-server mariadb-client \
+	mariadb-server mariadb-client postgresql postgresql-client \
 	bats shellcheck python3-bashate \
 	systemd lintian debootstrap
 

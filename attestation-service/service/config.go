@@ -56,8 +56,8 @@ type DefaultSection struct {
 
 // DatabaseSection is [database].
 type DatabaseSection struct {
-	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db or
-	// mysql+pymysql://user:pw@host/db).
+	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db,
+	// mysql+pymysql://user:pw@host/db or postgresql://user:pw@host/db).
 	Connection string `toml:"connection"`
 }
 

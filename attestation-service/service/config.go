@@ -18,6 +18,9 @@ import (
 // DefaultConfigFile is where the daemon reads its configuration.
 const DefaultConfigFile = "/etc/trustpool/attestation.toml"
 
+// MinMessageSize is the smallest [DEFAULT] max_message_size accepted.
+const MinMessageSize = 64 << 10
+
 // Config is attestation.toml. Sections and keys use oslo's names where one
 // exists.
 type Config struct {
@@ -52,6 +55,11 @@ type DefaultSection struct {
 	Issuer string `toml:"issuer"`
 	// Debug enables debug logging.
 	Debug bool `toml:"debug"`
+	// MaxMessageSize bounds every message received from the bus, in
+	// bytes; larger ones are dropped before they are decoded
+	// (a quote reply carries the firmware log and the IMA list since boot). A Trustpool
+	// option: oslo.messaging's rabbit driver has none.
+	MaxMessageSize int `toml:"max_message_size"`
 }
 
 // DatabaseSection is [database].
@@ -59,7 +67,16 @@ type DatabaseSection struct {
 	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db,
 	// mysql+pymysql://user:pw@host/db or postgresql://user:pw@host/db).
 	Connection string `toml:"connection"`
+	// HistoryRetention is how long verdict history is kept; 0 keeps it
+	// forever. A Trustpool option.
+	HistoryRetention time.Duration `toml:"history_retention"`
+	// AuditRetention is how long the audit log is kept; 0 keeps it
+	// forever. A Trustpool option.
+	AuditRetention time.Duration `toml:"audit_retention"`
 }
+
+// DefaultRetention keeps history and audit records for 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
 
 // APISection is [api].
 type APISection struct {
@@ -128,9 +145,10 @@ func DefaultConfig() Config {
 	pol := kpolicy.DefaultOptions()
 	pol.EnforceScope, pol.EnforceNewDefaults = true, true
 	return Config{
-		Default:  DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation"},
-		Rabbit:   oslo.DefaultRabbitOptions(),
-		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db"},
+		Default: DefaultSection{ControlExchange: oslo.DefaultControlExchange, Issuer: "trustpool-attestation", MaxMessageSize: oslo.DefaultMaxMessageSize},
+		Rabbit:  oslo.DefaultRabbitOptions(),
+		Database: DatabaseSection{Connection: "sqlite:////var/lib/trustpool/attestation.db",
+			HistoryRetention: DefaultRetention, AuditRetention: DefaultRetention},
 		Keystone: ks,
 		Policy:   pol,
 		API:      APISection{Listen: "127.0.0.1:9780"},
@@ -157,11 +175,19 @@ func (c *Config) Validate() error {
 	} else if _, err := oslo.ParseTransportURL(c.Default.TransportURL); err != nil {
 		bad("DEFAULT.transport_url", "%v", err)
 	}
+	if c.Default.MaxMessageSize < MinMessageSize {
+		bad("DEFAULT.max_message_size", "must be at least %d bytes", MinMessageSize)
+	}
 	if c.Default.Issuer == "" {
 		bad("DEFAULT.issuer", "is required")
 	}
 	if _, _, err := store.ParseURL(c.Database.Connection); err != nil {
 		bad("database.connection", "%v", err)
+	}
+	for key, d := range map[string]time.Duration{"database.history_retention": c.Database.HistoryRetention, "database.audit_retention": c.Database.AuditRetention} {
+		if d < 0 || d > 0 && d < time.Hour {
+			bad(key, "must be 0 (keep forever) or at least 1h")
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		bad("api.listen", "%q is not host:port", c.API.Listen)
@@ -181,6 +207,10 @@ func (c *Config) Validate() error {
 		}
 		if a.VerdictValidity < a.Interval || a.VerdictValidity > 3*a.Interval {
 			bad("attestation.verdict_validity", "must be between attestation.interval and 3 × attestation.interval (%v)", 3*a.Interval)
+		} else if gap := a.Interval + a.Jitter + a.QuoteTimeout; a.VerdictValidity <= gap && a.Jitter >= 0 && a.Jitter < a.Interval && a.QuoteTimeout > 0 {
+			// Otherwise a host that stays trusted is unknown at the shims
+			// between two rounds.
+			bad("attestation.verdict_validity", "must be longer than attestation.interval + jitter + quote_timeout (%v), the longest gap between two rounds", gap)
 		}
 		if a.HeartbeatInterval <= 0 || a.HeartbeatInterval >= a.VerdictValidity {
 			bad("attestation.heartbeat_interval", "must be positive and less than attestation.verdict_validity")

@@ -26,6 +26,10 @@ func TestSampleConfigLoadsAndValidates(t *testing.T) {
 	if err := config.Load(&cfg, config.LoadOptions{File: filepath.Join(repo, "etc/attestation.toml.sample"), Environ: []string{}}); err != nil {
 		t.Fatalf("sample: %v", err)
 	}
+	if def := service.DefaultConfig(); cfg.Default.MaxMessageSize != def.Default.MaxMessageSize || cfg.Database.HistoryRetention != def.Database.HistoryRetention ||
+		cfg.Database.AuditRetention != service.DefaultRetention {
+		t.Errorf("sample max_message_size %d, retention %v/%v: want the defaults", cfg.Default.MaxMessageSize, cfg.Database.HistoryRetention, cfg.Database.AuditRetention)
+	}
 	if cfg.Attestation.Interval != 10*time.Second || cfg.Enrollment.Mode != "auto" || !cfg.Enrollment.RequireEKCert {
 		t.Errorf("sample values not read: %+v", cfg.Attestation)
 	}
@@ -55,6 +59,10 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"transport", func(c *service.Config) { c.Default.TransportURL = "amqp://x" }, "DEFAULT.transport_url"},
 		{"listen", func(c *service.Config) { c.API.Listen = "nope" }, "api.listen"},
 		{"heartbeat", func(c *service.Config) { c.Attestation.HeartbeatInterval = time.Minute }, "attestation.heartbeat_interval"},
+		{"max message size", func(c *service.Config) { c.Default.MaxMessageSize = 1000 }, "DEFAULT.max_message_size"},
+		{"validity shorter than a round gap", func(c *service.Config) { c.Attestation.VerdictValidity = 17 * time.Second }, "attestation.verdict_validity"},
+		{"negative retention", func(c *service.Config) { c.Database.HistoryRetention = -time.Hour }, "database.history_retention"},
+		{"tiny retention", func(c *service.Config) { c.Database.AuditRetention = time.Minute }, "database.audit_retention"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -103,7 +103,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	tr, err := oslo.NewTransport(oslo.Config{TransportURL: cfg.Default.TransportURL, ControlExchange: cfg.Default.ControlExchange,
-		Rabbit: &cfg.Rabbit, Logger: s.log})
+		Rabbit: &cfg.Rabbit, Logger: s.log, MaxMessageSize: cfg.Default.MaxMessageSize})
 	if err != nil {
 		return fmt.Errorf("messaging: %w", err)
 	}
@@ -112,8 +112,9 @@ func (s *Service) Run(ctx context.Context) error {
 	reg := metrics.New()
 	var sc *sched.Scheduler
 	eng := engine.New(engine.Config{
-		Issuer: cfg.Default.Issuer, Interval: a.Interval, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
-		NonceLifetime: a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
+		Issuer: cfg.Default.Issuer, Interval: a.Interval, Jitter: a.Jitter, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
+		HeartbeatInterval: a.HeartbeatInterval,
+		NonceLifetime:     a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
 		EnrollmentMode: cfg.Enrollment.Mode, RequireEKCert: cfg.Enrollment.RequireEKCert, EKRoots: roots, EKIntermediates: inter,
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
@@ -185,7 +186,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	run := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
@@ -200,6 +201,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run("scheduler", func() error { return sc.Run(ctx) })
 	run("api", func() error { return srv.Serve(ln) })
 	run("keystone", func() error { auth.open(ctx, cfg.Keystone, s.log); return nil })
+	run("housekeeping", func() error { s.housekeeping(ctx, eng, st); return nil })
 	run("heartbeat", func() error {
 		t := time.NewTicker(a.HeartbeatInterval)
 		defer t.Stop()
@@ -239,6 +241,41 @@ func (s *Service) Run(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	return ctx.Err()
+}
+
+// housekeepingInterval is how often in-memory state that ran out and
+// records past their retention are dropped.
+const housekeepingInterval = 10 * time.Minute
+
+// housekeeping prunes the engine's in-memory state and the store's history
+// and audit records, at start and then every housekeepingInterval.
+func (s *Service) housekeeping(ctx context.Context, eng *engine.Engine, st *store.Store) {
+	t := time.NewTicker(housekeepingInterval)
+	defer t.Stop()
+	for {
+		ps := eng.Prune()
+		s.log.Debug("pruned engine state", "nonces", ps.Nonces, "challenges", ps.Challenges, "published", ps.Published)
+		var hist, audit time.Time
+		now := time.Now()
+		if d := s.cfg.Database.HistoryRetention; d > 0 {
+			hist = now.Add(-d)
+		}
+		if d := s.cfg.Database.AuditRetention; d > 0 {
+			audit = now.Add(-d)
+		}
+		p, err := st.Prune(ctx, hist, audit)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("pruning history and audit failed", "error", err)
+		case p.History > 0 || p.Audit > 0:
+			s.log.Info("pruned records past their retention", "history", p.History, "audit", p.Audit)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // rpcMethods are the trustpool-attestation endpoint's methods.
@@ -316,10 +353,19 @@ func (a *agentClient) Quote(ctx context.Context, host string, args *attestrpc.Qu
 	var res attestrpc.QuoteResult
 	c := a.c.WithTarget(func(t *oslo.Target) { t.Server = host })
 	if err := c.Call(ctx, nil, attestrpc.MethodQuote, args, &res); err != nil {
+		if errors.Is(err, oslo.ErrInvalidReply) {
+			return nil, invalidReply{err}
+		}
 		return nil, err
 	}
 	return &res, nil
 }
+
+// invalidReply marks a quote answer that arrived but could not be used.
+type invalidReply struct{ err error }
+
+func (e invalidReply) Error() string   { return e.err.Error() }
+func (e invalidReply) Unwrap() []error { return []error{e.err, engine.ErrInvalidReply} }
 
 type publisher struct {
 	fanout   *oslo.Client

@@ -128,7 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	tr, err := oslo.NewTransport(oslo.Config{
 		TransportURL: a.cfg.Default.TransportURL, ControlExchange: a.cfg.Default.ControlExchange,
-		Rabbit: &a.cfg.Rabbit, Logger: a.log,
+		Rabbit: &a.cfg.Rabbit, Logger: a.log, MaxMessageSize: a.cfg.Default.MaxMessageSize,
 	})
 	if err != nil {
 		return fmt.Errorf("message transport: %w", err)

@@ -20,6 +20,14 @@ const DefaultConfigFile = "/etc/trustpool/agent.toml"
 // DefaultStateDir holds the AK blob.
 const DefaultStateDir = "/var/lib/trustpool/agent"
 
+// DefaultMaxMessageSize is the agent's default [DEFAULT] max_message_size:
+// it receives only quote requests and enrollment replies, each well under
+// a kilobyte.
+const DefaultMaxMessageSize = 1 << 20
+
+// MinMessageSize is the smallest [DEFAULT] max_message_size accepted.
+const MinMessageSize = 64 << 10
+
 // Config is agent.toml. Sections and keys use oslo's names where one exists;
 // [tpm] and [agent] hold the agent's own settings.
 type Config struct {
@@ -49,6 +57,11 @@ type DefaultSection struct {
 	ControlExchange string `toml:"control_exchange"`
 	// Debug enables debug logging.
 	Debug bool `toml:"debug"`
+	// MaxMessageSize bounds every message received from the bus, in
+	// bytes; larger ones are dropped before they are decoded
+	// (the agent receives only quote requests and enrollment replies). A Trustpool
+	// option: oslo.messaging's rabbit driver has none.
+	MaxMessageSize int `toml:"max_message_size"`
 }
 
 // TPMSection is [tpm].
@@ -94,7 +107,7 @@ type AgentSection struct {
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	return Config{
-		Default: DefaultSection{ControlExchange: attestrpc.DefaultControlExchange},
+		Default: DefaultSection{ControlExchange: attestrpc.DefaultControlExchange, MaxMessageSize: DefaultMaxMessageSize},
 		Rabbit:  oslo.DefaultRabbitOptions(),
 		TPM: TPMSection{
 			Device:      tpm.DefaultDevice,
@@ -135,6 +148,9 @@ func (c *Config) Validate() error {
 	}
 	if d.ControlExchange == "" {
 		bad("DEFAULT.control_exchange", "must not be empty")
+	}
+	if d.MaxMessageSize < MinMessageSize {
+		bad("DEFAULT.max_message_size", "must be at least %d bytes", MinMessageSize)
 	}
 
 	t := c.TPM

@@ -27,6 +27,9 @@ func TestSampleConfig(t *testing.T) {
 	if diff := cmp.Diff(def.Agent, cfg.Agent); diff != "" {
 		t.Errorf("sample [agent] differs from the defaults (-default +sample):\n%s", diff)
 	}
+	if cfg.Default.MaxMessageSize != agent.DefaultMaxMessageSize {
+		t.Errorf("sample max_message_size = %d, want the default %d", cfg.Default.MaxMessageSize, agent.DefaultMaxMessageSize)
+	}
 	if cfg.Default.ControlExchange != "trustpool" || !strings.HasPrefix(cfg.Default.TransportURL, "rabbit://") || cfg.Default.Host != "" {
 		t.Errorf("[DEFAULT] = %+v", cfg.Default)
 	}
@@ -90,6 +93,7 @@ func TestValidate(t *testing.T) {
 		{"amqp transport", func(c *agent.Config) { c.Default.TransportURL = "amqp://h/" }, []string{"DEFAULT.transport_url"}},
 		{"long host", func(c *agent.Config) { c.Default.Host = strings.Repeat("h", 256) }, []string{"DEFAULT.host"}},
 		{"no exchange", func(c *agent.Config) { c.Default.ControlExchange = "" }, []string{"DEFAULT.control_exchange"}},
+		{"tiny messages", func(c *agent.Config) { c.Default.MaxMessageSize = 0 }, []string{"DEFAULT.max_message_size"}},
 		{"no tpm", func(c *agent.Config) { c.TPM.Device = "" }, []string{"tpm.device: is required"}},
 		{"swtpm without port", func(c *agent.Config) { c.TPM.SWTPM = "127.0.0.1" }, []string{`tpm.swtpm: "127.0.0.1" is not host:port`}},
 		{"swtpm without host", func(c *agent.Config) { c.TPM.SWTPM = ":2321" }, []string{`tpm.swtpm: ":2321"`}},

@@ -10,14 +10,21 @@ import (
 
 // Ledger is an in-memory, concurrency-safe record of issued challenges that
 // enforces single use and the host binding: [Ledger.Consume] returns a
-// challenge at most once, and only for the host it was issued to. Expired
-// entries are dropped lazily. A service with several instances needs a
-// shared store with the same semantics instead.
+// challenge at most once, and only for the host it was issued to. Because
+// every entry names its host, everything of a deleted host can be dropped at
+// once ([Ledger.Forget]). Expired entries are dropped on every Issue and by
+// [Ledger.Prune]. A service with several instances needs a shared store with
+// the same semantics instead.
 type Ledger struct {
 	mu       sync.Mutex
 	lifetime time.Duration
 	issued   map[string]Challenge
-	used     map[string]time.Time
+	used     map[string]usedEntry
+}
+
+type usedEntry struct {
+	issuedAt time.Time
+	host     string
 }
 
 // NewLedger returns a ledger whose challenges expire after lifetime (zero:
@@ -26,7 +33,7 @@ func NewLedger(lifetime time.Duration) *Ledger {
 	if lifetime <= 0 {
 		lifetime = DefaultNonceLifetime
 	}
-	return &Ledger{lifetime: lifetime, issued: map[string]Challenge{}, used: map[string]time.Time{}}
+	return &Ledger{lifetime: lifetime, issued: map[string]Challenge{}, used: map[string]usedEntry{}}
 }
 
 // Issue creates and records a fresh challenge for host.
@@ -60,7 +67,7 @@ func (l *Ledger) Consume(host string, nonce []byte, now time.Time) (Challenge, e
 		return Challenge{}, fmt.Errorf("consume nonce: %w", ErrNonceUnknown)
 	}
 	delete(l.issued, k)
-	l.used[k] = ch.IssuedAt
+	l.used[k] = usedEntry{issuedAt: ch.IssuedAt, host: ch.Host}
 	if ch.Host != host {
 		return Challenge{}, fmt.Errorf("consume nonce: %w: issued to %q, presented for %q", ErrNonceHost, ch.Host, host)
 	}
@@ -70,17 +77,66 @@ func (l *Ledger) Consume(host string, nonce []byte, now time.Time) (Challenge, e
 	return ch, nil
 }
 
+// Discard drops an issued nonce that will never be consumed (its round
+// ended without an answer). Evidence for it is refused afterwards as
+// unknown, exactly as after expiry.
+func (l *Ledger) Discard(nonce []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.issued, hex.EncodeToString(nonce))
+}
+
+// Forget drops every entry, issued or used, of host and returns how many it
+// dropped. A forgotten nonce is refused as unknown, so forgetting never
+// accepts anything that was refused before.
+func (l *Ledger) Forget(host string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for k, ch := range l.issued {
+		if ch.Host == host {
+			delete(l.issued, k)
+			n++
+		}
+	}
+	for k, e := range l.used {
+		if e.host == host {
+			delete(l.used, k)
+			n++
+		}
+	}
+	return n
+}
+
+// Prune drops expired entries and returns how many it dropped.
+func (l *Ledger) Prune(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gc(now)
+}
+
+// Len is the number of entries held, issued and used.
+func (l *Ledger) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.issued) + len(l.used)
+}
+
 // gc drops entries older than twice the lifetime; a nonce that old is
 // refused as expired by Verify anyway.
-func (l *Ledger) gc(now time.Time) {
+func (l *Ledger) gc(now time.Time) int {
+	n := 0
 	for k, ch := range l.issued {
 		if now.Sub(ch.IssuedAt) > 2*l.lifetime {
 			delete(l.issued, k)
+			n++
 		}
 	}
-	for k, t := range l.used {
-		if now.Sub(t) > 2*l.lifetime {
+	for k, e := range l.used {
+		if now.Sub(e.issuedAt) > 2*l.lifetime {
 			delete(l.used, k)
+			n++
 		}
 	}
+	return n
 }

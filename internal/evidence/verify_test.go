@@ -596,3 +596,52 @@ func TestLedgerHostBinding(t *testing.T) {
 		t.Errorf("NewChallenge without a host: %v", err)
 	}
 }
+
+func TestLedgerForgetDiscardPrune(t *testing.T) {
+	l := NewLedger(time.Minute)
+	issue := func(owner string) Challenge {
+		t.Helper()
+		ch, err := l.Issue(rand.Reader, t0, owner, testPCRs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	a1, a2, b1 := issue("a"), issue("a"), issue("b")
+	if _, err := l.Consume("a", a1.Nonce, t0); err != nil {
+		t.Fatal(err)
+	}
+	if l.Len() != 3 {
+		t.Fatalf("Len = %d, want 3", l.Len())
+	}
+	// Forgetting a host drops its issued and used nonces; they are then
+	// refused as unknown, never accepted.
+	if n := l.Forget("a"); n != 2 {
+		t.Errorf("Forget(a) dropped %d, want 2", n)
+	}
+	for _, ch := range []Challenge{a1, a2} {
+		if _, err := l.Consume("a", ch.Nonce, t0); !errors.Is(err, ErrNonceUnknown) {
+			t.Errorf("nonce of a forgotten owner: %v, want ErrNonceUnknown", err)
+		}
+	}
+	// A discarded nonce (the round ended without an answer) is refused.
+	l.Discard(b1.Nonce)
+	if _, err := l.Consume("b", b1.Nonce, t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Errorf("discarded nonce: %v, want ErrNonceUnknown", err)
+	}
+	if l.Len() != 0 {
+		t.Errorf("Len = %d after forget and discard, want 0", l.Len())
+	}
+	// Prune drops what expired, without a new Issue.
+	c1 := issue("c")
+	if _, err := l.Consume("c", c1.Nonce, t0); err != nil {
+		t.Fatal(err)
+	}
+	issue("c")
+	if n := l.Prune(t0.Add(time.Minute)); n != 0 {
+		t.Errorf("Prune before expiry dropped %d", n)
+	}
+	if n := l.Prune(t0.Add(3 * time.Minute)); n != 2 || l.Len() != 0 {
+		t.Errorf("Prune after expiry dropped %d, Len %d; want 2, 0", n, l.Len())
+	}
+}

@@ -99,13 +99,13 @@ func (c *Client) Call(ctx context.Context, rctx map[string]any, method string, a
 	if err != nil {
 		return err
 	}
-	lost, err := c.t.replies.ensure(ctx)
+	lost, replyQ, err := c.t.replies.ensure(ctx)
 	if err != nil {
 		return fmt.Errorf("call %s: %w", method, err)
 	}
 	req.IsCall = true
 	req.MsgID = NewUniqueID()
-	req.ReplyQ = c.t.replies.queue
+	req.ReplyQ = replyQ
 	if c.monitorTimeout > 0 {
 		s := c.monitorTimeout.Seconds()
 		req.Timeout = &s
@@ -137,7 +137,11 @@ func (c *Client) Call(ctx context.Context, rctx map[string]any, method string, a
 	var last json.RawMessage
 	for {
 		select {
-		case r := <-replies:
+		case m := <-replies:
+			if m.err != nil {
+				return fmt.Errorf("call %s: reply from %s: %w", method, c.describe(), m.err)
+			}
+			r := m.r
 			if r.Failure != nil {
 				return &RemoteError{Failure: *r.Failure}
 			}
@@ -154,7 +158,7 @@ func (c *Client) Call(ctx context.Context, rctx map[string]any, method string, a
 				return nil
 			}
 			if err := json.Unmarshal(last, result); err != nil {
-				return fmt.Errorf("call %s: decode result: %w", method, err)
+				return fmt.Errorf("call %s: decode result: %w: %w", method, ErrInvalidReply, err)
 			}
 			return nil
 		case <-monitor:
@@ -266,14 +270,14 @@ func encodeArgs(args any) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
-// replyWaiter is the transport's one reply queue (reply_<uuid>) and the
-// table of calls waiting on it.
+// replyWaiter is the transport's one reply queue (reply_<uuid>, a new
+// name on every connection) and the table of calls waiting on it.
 type replyWaiter struct {
-	t     *Transport
-	queue string
-	done  chan struct{} // closed by close
+	t    *Transport
+	done chan struct{} // closed by close
 
 	mu        sync.Mutex
+	queue     string // the current connection's reply queue
 	started   bool
 	stop      context.CancelFunc
 	stopped   chan struct{}
@@ -281,29 +285,35 @@ type replyWaiter struct {
 	lost      chan struct{} // closed when the current connection is lost
 	attempted chan struct{} // closed after the first connection attempt
 	lastErr   error
-	waiters   map[string]chan *Reply
+	waiters   map[string]chan replyMsg
 	closed    bool
+}
+
+// replyMsg is a decoded reply, or the reason a reply meant for the call
+// was unusable (wrapping ErrInvalidReply).
+type replyMsg struct {
+	r   *Reply
+	err error
 }
 
 func newReplyWaiter(t *Transport) *replyWaiter {
 	return &replyWaiter{
 		t:         t,
-		queue:     "reply_" + NewUniqueID(),
 		done:      make(chan struct{}),
 		attempted: make(chan struct{}),
 		lost:      make(chan struct{}),
-		waiters:   map[string]chan *Reply{},
+		waiters:   map[string]chan replyMsg{},
 	}
 }
 
 // ensure starts the reply consumer if needed and returns a channel closed
-// when its current connection is lost. It fails fast when the broker is
-// unreachable.
-func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, error) {
+// when its current connection is lost, and the reply queue of that
+// connection. It fails fast when the broker is unreachable.
+func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, string, error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		return nil, ErrClosed
+		return nil, "", ErrClosed
 	}
 	if !w.started {
 		w.started = true
@@ -327,24 +337,34 @@ func (w *replyWaiter) ensure(ctx context.Context) (<-chan struct{}, error) {
 	select {
 	case <-attempted:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for reply queue: %w", ctx.Err())
+		return nil, "", fmt.Errorf("wait for reply queue: %w", ctx.Err())
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.connected {
-		return nil, fmt.Errorf("reply queue unavailable: %w", w.lastErr)
+		return nil, "", fmt.Errorf("reply queue unavailable: %w", w.lastErr)
 	}
-	return w.lost, nil
+	return w.lost, w.queue, nil
 }
 
 func (w *replyWaiter) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
-	if _, err := cc.ch.QueueDeclare(w.queue, false, false, false, false, w.t.opts.TransientQueueArguments()); err != nil {
+	// Exclusive, unlike oslo's: no other connection, whatever its
+	// permissions, can consume, purge or delete the replies to our calls,
+	// although every server we call learns the queue's name. Calls in
+	// flight fail when the connection goes anyway, and servers publish to
+	// it as to any queue. A new name per connection: the broker may hold
+	// the old one for a dead connection until its heartbeat times out.
+	q := "reply_" + NewUniqueID()
+	if _, err := cc.ch.QueueDeclare(q, false, false, true, false, w.t.opts.TransientQueueArguments()); err != nil {
 		return nil, fmt.Errorf("declare reply queue: %w", err)
 	}
-	d, err := cc.ch.Consume(w.queue, "", true, false, false, false, w.t.opts.ConsumerArguments())
+	d, err := cc.ch.Consume(q, "", true, false, false, false, w.t.opts.ConsumerArguments())
 	if err != nil {
 		return nil, fmt.Errorf("consume reply queue: %w", err)
 	}
+	w.mu.Lock()
+	w.queue = q
+	w.mu.Unlock()
 	return d, nil
 }
 
@@ -377,27 +397,41 @@ func (w *replyWaiter) down(err error) {
 }
 
 func (w *replyWaiter) handle(d amqp.Delivery) {
-	r, err := DecodeReply(d.Body)
+	// The size is checked before anything is decoded.
+	err := w.t.checkSize(d.Body)
+	var r *Reply
+	if err == nil {
+		r, err = DecodeReply(d.Body)
+	}
 	if err != nil {
-		w.t.log.Warn("dropping undecodable reply", "error", err)
+		w.t.log.Warn("dropping unusable reply", "error", err, "bytes", len(d.Body))
+		// Fail the calls the reply names at once: their server answered,
+		// so waiting for the timeout would report the wrong thing.
+		for _, id := range salvageMsgIDs(d.Body) {
+			w.deliver(id, replyMsg{err: fmt.Errorf("%w: %w", ErrInvalidReply, err)})
+		}
 		return
 	}
+	w.deliver(r.MsgID, replyMsg{r: r})
+}
+
+func (w *replyWaiter) deliver(msgID string, m replyMsg) {
 	w.mu.Lock()
-	ch := w.waiters[r.MsgID]
+	ch := w.waiters[msgID]
 	w.mu.Unlock()
 	if ch == nil {
 		// The caller gave up (timeout) or the reply is a stray.
 		return
 	}
 	select {
-	case ch <- r:
+	case ch <- m:
 	default:
-		w.t.log.Warn("dropping reply: caller not keeping up", "msg_id", r.MsgID)
+		w.t.log.Warn("dropping reply: caller not keeping up", "msg_id", msgID)
 	}
 }
 
-func (w *replyWaiter) register(msgID string) <-chan *Reply {
-	ch := make(chan *Reply, 16)
+func (w *replyWaiter) register(msgID string) <-chan replyMsg {
+	ch := make(chan replyMsg, 16)
 	w.mu.Lock()
 	w.waiters[msgID] = ch
 	w.mu.Unlock()

@@ -46,21 +46,39 @@
 //   - A [Server] consumes <topic>, <topic>.<server> and a private
 //     <topic>_fanout_<uuid> queue on its own connection, acknowledges each
 //     request before dispatching it (at-most-once), drops repeated
-//     _unique_id values and messages without a JSON content type, checks
+//     _unique_id values, messages without a JSON content type and requests
+//     published to the default exchange (oslo clients never do; it would
+//     bypass RabbitMQ's topic permissions), checks
 //     namespace and version as oslo's dispatcher does, and replies once with
 //     ending=true to the caller's queue on the default exchange (mandatory,
 //     retried while the queue is missing). It sends ending=false keep-alives
 //     only when the caller asked for call monitoring (_timeout).
-//   - A [Client] call waits on the transport's single reply_<uuid> queue. A
+//   - A [Client] call waits on the transport's single reply_<uuid> queue,
+//     declared exclusive (oslo's is not), so no other connection can read,
+//     purge or delete it, and named anew on every connection. A
 //     lost broker connection fails calls in flight with [ErrConnection] at
 //     once; no reply by the deadline gives [ErrTimeout]; a remote failure
 //     gives *[RemoteError].
 //   - A [Listener] binds its own queue (never the publishers' shared
 //     <topic>.<priority> queue) and acknowledges a notification only after
 //     its handler returns; a handler error requeues it.
+//   - Every received body (requests, replies, notifications) is checked
+//     against the transport's maximum message size ([Config.MaxMessageSize],
+//     default [DefaultMaxMessageSize]; oslo's rabbit driver has no such
+//     option) before it is decoded; larger ones are dropped. A call whose
+//     reply is too large or does not decode fails at once with
+//     [ErrInvalidReply] rather than timing out; a request that is too large
+//     or does not decode gets a ValueError reply when its reply address can
+//     be read without decoding it (one attempt, under the executor bound).
+//   - Servers and listeners declare their exchanges, queues and bindings
+//     again every 30 s: permission to declare an exchange (which every oslo
+//     client of it needs) is also permission to delete it, bindings and all.
 //   - Servers and listeners reconnect by themselves with oslo's backoff
 //     (rabbit_retry_interval, rabbit_retry_backoff, rabbit_interval_max),
 //     failing over across the transport_url's hosts.
+//
+// Work caused by a received message is bounded: a server runs at most 64
+// handlers and failure replies at once, all of which Run waits for.
 //
 // What this package does not do: it does not authenticate or authorise the
 // sender of a message. Anything that can publish to the broker vhost can

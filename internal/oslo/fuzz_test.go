@@ -204,3 +204,34 @@ func FuzzDecodeNotification(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSalvage: the scans that look into messages too large or too broken
+// to decode never panic and return only well-formed addresses.
+func FuzzSalvage(f *testing.F) {
+	fuzzBodies(f, allSamples(f)...)
+	f.Add([]byte(`{"_msg_id": "a", "_reply_q": "reply_1"}`))
+	f.Add([]byte(`{"oslo.version": "2.0", "oslo.message": "{\"_msg_id\": \"a\", \"_reply_q\": \"q\", \"x\": NaN}"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		check := func(what, v string, ok func(byte) bool, maxLen int) {
+			if v == "" || len(v) > maxLen {
+				t.Fatalf("%s %q: bad length", what, v)
+			}
+			for i := range len(v) {
+				if !ok(v[i]) {
+					t.Fatalf("%s %q: byte %q not allowed", what, v, v[i])
+				}
+			}
+		}
+		if m, r, ok := salvageReplyAddress(body); ok {
+			check("msg id", m, msgIDByte, 64)
+			check("reply queue", r, queueByte, 255)
+		}
+		ids := salvageMsgIDs(body)
+		if len(ids) > maxSalvagedIDs {
+			t.Fatalf("%d ids, max %d", len(ids), maxSalvagedIDs)
+		}
+		for _, id := range ids {
+			check("msg id", id, msgIDByte, 64)
+		}
+	})
+}

@@ -108,26 +108,37 @@ func (l *Listener) Run(ctx context.Context) error {
 		setup:   l.setup,
 		handle:  func(d amqp.Delivery) { l.handle(ctx, d) },
 		up:      func() { l.readyOnce.Do(func() { close(l.ready) }) },
+		refresh: func(cc *consumeConn) error { return l.declare(cc.ch) },
 	})
 	return nil
 }
 
-func (l *Listener) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
-	ch, o := cc.ch, &l.t.opts
+// declare declares the exchange and the listener's queue and binds it; it
+// is idempotent: refresh runs it again.
+func (l *Listener) declare(ch *amqp.Channel) error {
+	o := &l.t.opts
 	exchange := l.cfg.Exchange
 	if exchange == "" {
 		exchange = l.t.exchange
 	}
 	if err := l.t.declareTopicExchange(ch, exchange); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := ch.QueueDeclare(l.cfg.Queue, o.Durable(), o.AMQPAutoDelete, false, false, o.QueueArguments()); err != nil {
-		return nil, fmt.Errorf("declare queue %q: %w", l.cfg.Queue, err)
+		return fmt.Errorf("declare queue %q: %w", l.cfg.Queue, err)
 	}
 	for _, p := range l.priorities() {
 		if err := ch.QueueBind(l.cfg.Queue, l.cfg.Topic+"."+p, exchange, false, nil); err != nil {
-			return nil, fmt.Errorf("bind queue %q: %w", l.cfg.Queue, err)
+			return fmt.Errorf("bind queue %q: %w", l.cfg.Queue, err)
 		}
+	}
+	return nil
+}
+
+func (l *Listener) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
+	ch, o := cc.ch, &l.t.opts
+	if err := l.declare(ch); err != nil {
+		return nil, err
 	}
 	d, err := ch.Consume(l.cfg.Queue, "", false, false, false, false, o.ConsumerArguments())
 	if err != nil {
@@ -137,10 +148,15 @@ func (l *Listener) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 }
 
 func (l *Listener) handle(ctx context.Context, d amqp.Delivery) {
-	n, err := DecodeNotification(d.Body)
+	// The size is checked before anything is decoded.
+	err := l.t.checkSize(d.Body)
+	var n *Notification
+	if err == nil {
+		n, err = DecodeNotification(d.Body)
+	}
 	if err != nil {
 		// oslo rejects what it cannot decode; requeueing would loop forever.
-		l.log.Warn("dropping undecodable notification", "error", err)
+		l.log.Warn("dropping unusable notification", "error", err, "bytes", len(d.Body))
 		if err := d.Reject(false); err != nil {
 			l.log.Warn("reject failed", "error", err)
 		}

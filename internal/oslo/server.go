@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -90,8 +89,16 @@ func (s *Server) Run(ctx context.Context) error {
 		purpose: "rpc-server:" + s.target.Topic,
 		setup:   s.setup,
 		handle: func(d amqp.Delivery) {
-			req, ok := s.accept(d)
-			if !ok {
+			// Every piece of work a message causes, a failure reply to a
+			// message that could not be used included, runs under the
+			// executor bound and is waited for by Run.
+			var job func()
+			switch req, rej := s.accept(d); {
+			case req != nil:
+				job = func() { s.dispatch(ctx, req) }
+			case rej != nil:
+				job = func() { s.replyRejected(ctx, rej) }
+			default:
 				return
 			}
 			select {
@@ -103,10 +110,14 @@ func (s *Server) Run(ctx context.Context) error {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				s.dispatch(ctx, req)
+				job()
 			}()
 		},
 		up: func() { s.readyOnce.Do(func() { close(s.ready) }) },
+		refresh: func(cc *consumeConn) error {
+			_, err := s.declare(cc.ch)
+			return err
+		},
 		teardown: func(cc *consumeConn) {
 			// oslo deletes its own fanout queue when it stops.
 			if _, err := cc.ch.QueueDelete(s.fanoutQ, false, false, false); err != nil {
@@ -118,8 +129,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
-	ch, o := cc.ch, &s.t.opts
+// declare declares the server's exchanges and queues and binds them; it
+// returns the queues to consume. It is idempotent: refresh runs it again.
+func (s *Server) declare(ch *amqp.Channel) ([]string, error) {
+	o := &s.t.opts
 	exchange := s.target.Exchange
 	if exchange == "" {
 		exchange = s.t.exchange
@@ -149,7 +162,15 @@ func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 	if err := ch.QueueBind(s.fanoutQ, s.target.Topic, fanoutEx, false, nil); err != nil {
 		return nil, fmt.Errorf("bind queue %q: %w", s.fanoutQ, err)
 	}
-	queues = append(queues, s.fanoutQ)
+	return append(queues, s.fanoutQ), nil
+}
+
+func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
+	ch, o := cc.ch, &s.t.opts
+	queues, err := s.declare(ch)
+	if err != nil {
+		return nil, err
+	}
 	consumerArgs := o.ConsumerArguments()
 	merged := make(chan amqp.Delivery)
 	var wg sync.WaitGroup
@@ -174,34 +195,55 @@ func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 	return merged, nil
 }
 
+// rejection is a call that could not be used but whose reply address
+// could be read: its caller is told why instead of waiting for its timeout.
+type rejection struct {
+	req *Request
+	err error
+}
+
 // accept acknowledges a delivery and decodes it. Messages oslo would
-// reject (no content type, bad envelope, duplicates) are dropped.
-func (s *Server) accept(d amqp.Delivery) (*Request, bool) {
+// reject (no content type, bad envelope, duplicates) and messages larger
+// than the transport's limit are dropped; for a dropped call whose reply
+// address is readable it returns a rejection to answer.
+func (s *Server) accept(d amqp.Delivery) (*Request, *rejection) {
 	// Acknowledge before dispatch: at-most-once, as oslo.
 	if err := d.Ack(false); err != nil {
 		s.log.Warn("ack failed, dropping request", "error", err)
-		return nil, false
+		return nil, nil
 	}
 	if d.ContentType != "application/json" {
 		s.log.Warn("dropping message without application/json content type", "content_type", d.ContentType)
-		return nil, false
+		return nil, nil
 	}
-	req, err := DecodeRequest(d.Body)
+	if d.Exchange == "" {
+		// oslo clients send requests through the topic and fanout
+		// exchanges; the default exchange reaches any queue by name, past
+		// the broker's per-user topic permissions.
+		s.log.Warn("dropping request sent through the default exchange", "routing_key", d.RoutingKey)
+		return nil, nil
+	}
+	// The size is checked before anything is decoded.
+	err := s.t.checkSize(d.Body)
+	var req *Request
+	if err == nil {
+		req, err = DecodeRequest(d.Body)
+	}
 	if err != nil {
-		s.log.Warn("dropping undecodable message", "error", err)
+		s.log.Warn("dropping unusable message", "error", err, "bytes", len(d.Body))
 		// A Python caller waits for a reply until its timeout; when the
 		// reply address can still be read, tell it what was wrong instead
 		// (Python's json writes NaN and Infinity, which JSON cannot carry).
 		if msgID, replyQ, ok := salvageReplyAddress(d.Body); ok {
-			go s.replyUndecodable(&Request{IsCall: true, MsgID: msgID, ReplyQ: replyQ}, err)
+			return nil, &rejection{req: &Request{IsCall: true, MsgID: msgID, ReplyQ: replyQ}, err: err}
 		}
-		return nil, false
+		return nil, nil
 	}
 	if req.UniqueID != "" && !s.dedup.add(req.UniqueID) {
 		s.log.Info("ignoring duplicate message", "unique_id", req.UniqueID, "method", req.Method)
-		return nil, false
+		return nil, nil
 	}
-	return req, true
+	return req, nil
 }
 
 func (s *Server) dispatch(ctx context.Context, req *Request) {
@@ -306,6 +348,12 @@ func (s *Server) keepAlive(ctx context.Context, req *Request, interval time.Dura
 // kombu_missing_consumer_retry_timeout and then forgets the queue for a
 // while; so do we.
 func (s *Server) reply(ctx context.Context, req *Request, r *Reply) error {
+	return s.publishReply(ctx, req, r, time.Duration(s.t.opts.KombuMissingConsumerRetryTimeout)*time.Second)
+}
+
+// publishReply sends r, retrying for up to retryMissing while the reply
+// queue is missing (0: one attempt).
+func (s *Server) publishReply(ctx context.Context, req *Request, r *Reply, retryMissing time.Duration) error {
 	if s.gone.has(req.ReplyQ) {
 		return fmt.Errorf("reply queue %s recently missing, reply dropped", req.ReplyQ)
 	}
@@ -316,17 +364,17 @@ func (s *Server) reply(ctx context.Context, req *Request, r *Reply) error {
 		return fmt.Errorf("encode reply: %w", err)
 	}
 	// A reply is still sent when the server is stopping; bound it instead.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(s.t.opts.KombuMissingConsumerRetryTimeout)*time.Second+5*time.Second)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retryMissing+5*time.Second)
 	defer cancel()
-	deadline := time.Now().Add(time.Duration(s.t.opts.KombuMissingConsumerRetryTimeout) * time.Second)
+	deadline := time.Now().Add(retryMissing)
 	for {
 		err := s.t.publish(pctx, publishing{exchange: "", key: req.ReplyQ, mandatory: s.t.opts.DirectMandatoryFlag, body: body})
 		if !errors.Is(err, errReturned) {
 			return err
 		}
-		if time.Now().After(deadline) {
+		if !time.Now().Before(deadline) {
 			s.gone.add(req.ReplyQ)
-			return fmt.Errorf("reply queue %s missing for %ds, reply dropped", req.ReplyQ, s.t.opts.KombuMissingConsumerRetryTimeout)
+			return fmt.Errorf("reply queue %s missing for %s, reply dropped", req.ReplyQ, retryMissing)
 		}
 		if !sleepCtx(pctx, 250*time.Millisecond) {
 			return fmt.Errorf("reply to %s: %w", req.ReplyQ, pctx.Err())
@@ -334,32 +382,18 @@ func (s *Server) reply(ctx context.Context, req *Request, r *Reply) error {
 	}
 }
 
-var (
-	msgIDField  = regexp.MustCompile(`"_msg_id"\s*:\s*"([0-9A-Za-z-]{1,64})"`)
-	replyQField = regexp.MustCompile(`"_reply_q"\s*:\s*"([0-9A-Za-z_.:-]{1,255})"`)
-)
-
-// salvageReplyAddress finds _msg_id and _reply_q in a request that does not
-// decode.
-func salvageReplyAddress(body []byte) (msgID, replyQ string, ok bool) {
-	inner := body
-	var env struct {
-		Message string `json:"oslo.message"`
+// replyRejected tells the caller of an unusable message why it was
+// dropped. It makes one attempt: the address comes from a message that may
+// not come from an oslo caller at all, and a real caller's reply queue
+// exists before it sends.
+func (s *Server) replyRejected(ctx context.Context, rej *rejection) {
+	msg := fmt.Sprintf("request could not be decoded: %v", rej.err)
+	if errors.Is(rej.err, ErrMessageTooLarge) {
+		msg = fmt.Sprintf("request refused: %v", rej.err)
 	}
-	if json.Unmarshal(body, &env) == nil && env.Message != "" {
-		inner = []byte(env.Message)
-	}
-	m, r := msgIDField.FindSubmatch(inner), replyQField.FindSubmatch(inner)
-	if m == nil || r == nil {
-		return "", "", false
-	}
-	return string(m[1]), string(r[1]), true
-}
-
-func (s *Server) replyUndecodable(req *Request, decodeErr error) {
-	f := NewValueError(fmt.Sprintf("request could not be decoded: %v", decodeErr)).Failure
-	if err := s.reply(context.Background(), req, &Reply{Failure: &f, Ending: true}); err != nil {
-		s.log.Warn("reply failed", "error", err, "reply_q", req.ReplyQ)
+	f := NewValueError(msg).Failure
+	if err := s.publishReply(ctx, rej.req, &Reply{Failure: &f, Ending: true}, 0); err != nil {
+		s.log.Warn("reply failed", "error", err, "reply_q", rej.req.ReplyQ)
 	}
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 	Rabbit *RabbitOptions
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
+	// MaxMessageSize bounds the body of every message this transport's
+	// servers, listeners and reply consumer receive, in bytes; larger ones
+	// are dropped before they are decoded. 0 means DefaultMaxMessageSize.
+	MaxMessageSize int
 }
 
 // Transport owns the broker connections of one process: a publishing
@@ -58,6 +62,8 @@ type Transport struct {
 	exchange string
 	log      *slog.Logger
 	connName string
+	// maxMessageSize bounds received bodies (see Config.MaxMessageSize).
+	maxMessageSize int
 
 	hostMu   sync.Mutex
 	hosts    []Host // shuffled once, as oslo does
@@ -91,6 +97,13 @@ func NewTransport(cfg Config) (*Transport, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("validate rabbit options: %w", err)
 	}
+	maxSize := cfg.MaxMessageSize
+	switch {
+	case maxSize < 0:
+		return nil, fmt.Errorf("max message size %d: %w: must not be negative", maxSize, ErrInvalidOption)
+	case maxSize == 0:
+		maxSize = DefaultMaxMessageSize
+	}
 	exchange := cfg.ControlExchange
 	if exchange == "" {
 		exchange = DefaultControlExchange
@@ -103,13 +116,14 @@ func NewTransport(cfg Config) (*Transport, error) {
 	// Load spreading, as oslo's random.shuffle: no security decision rests on it.
 	rand.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] }) //nolint:gosec // G404: not security-relevant
 	t := &Transport{
-		url:      u,
-		opts:     opts,
-		exchange: exchange,
-		log:      log,
-		hosts:    hosts,
-		declared: map[string]*amqp.Connection{},
-		connName: fmt.Sprintf("%s:%d:%s", filepath.Base(os.Args[0]), os.Getpid(), NewUniqueID()),
+		url:            u,
+		opts:           opts,
+		exchange:       exchange,
+		log:            log,
+		hosts:          hosts,
+		declared:       map[string]*amqp.Connection{},
+		maxMessageSize: maxSize,
+		connName:       fmt.Sprintf("%s:%d:%s", filepath.Base(os.Args[0]), os.Getpid(), NewUniqueID()),
 	}
 	t.replies = newReplyWaiter(t)
 	return t, nil
@@ -485,7 +499,17 @@ type consumer struct {
 	down func(error)
 	// teardown runs on a graceful stop, before the connection closes.
 	teardown func(*consumeConn)
+	// refresh, when set, runs every declarationRefresh while connected:
+	// it declares and binds again what setup did, so exchanges and
+	// bindings another client deleted come back. An error reconnects.
+	refresh func(*consumeConn) error
 }
+
+// declarationRefresh is how often consumers re-declare their exchanges,
+// queues and bindings. Anyone allowed to declare an exchange (which every
+// oslo client of it must be) may also delete it, taking every binding with
+// it; the server would otherwise never receive another message.
+var declarationRefresh = 30 * time.Second
 
 // consumeLoop keeps a consuming connection up until ctx is done: it
 // connects with oslo's backoff, declares and consumes, then hands
@@ -522,11 +546,23 @@ func (t *Transport) consumeLoop(ctx context.Context, c consumer) {
 			c.up()
 		}
 		lost := false
+		var refresh <-chan time.Time
+		var tk *time.Ticker
+		if c.refresh != nil {
+			tk = time.NewTicker(declarationRefresh)
+			refresh = tk.C
+		}
 	loop:
 		for {
 			select {
 			case <-ctx.Done():
 				break loop
+			case <-refresh:
+				if err := c.refresh(cc); err != nil {
+					lost = true
+					t.log.Warn("re-declaring exchanges and bindings failed, reconnecting", "purpose", c.purpose, "error", err)
+					break loop
+				}
 			case d, ok := <-deliveries:
 				if !ok {
 					lost = true
@@ -540,6 +576,9 @@ func (t *Transport) consumeLoop(ctx context.Context, c consumer) {
 				}
 				break loop
 			}
+		}
+		if tk != nil {
+			tk.Stop()
 		}
 		if !lost {
 			if c.teardown != nil {

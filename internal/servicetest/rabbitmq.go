@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -284,6 +285,10 @@ func (r *Rabbit) Ctl(t testing.TB, args ...string) string {
 	}
 	return out
 }
+
+// CtlEnv is the environment in which `rabbitmqctl`, first on its PATH,
+// manages this node: for running operator scripts against it.
+func (r *Rabbit) CtlEnv() []string { return slices.Clone(r.node.env) }
 
 // StopApp stops the RabbitMQ application on the node (rabbitmqctl
 // stop_app): every connection is closed and the port stops listening, while

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/trustpool/trustpool/internal/eventlog"
@@ -143,5 +144,39 @@ func TestEKTemplatesSimulator(t *testing.T) {
 			h := &host{t: t, agent: agent}
 			h.enroll(t.Context())
 		})
+	}
+}
+
+// TestIMALogAllocatesWhatIsThere: reading a short IMA list (and reading at
+// its end, as the watcher does every few seconds) allocates about the
+// list's size, not the 16 MiB an incremental read may return at most.
+func TestIMALogAllocatesWhatIsThere(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "binary_runtime_measurements")
+	d := sha256.Sum256([]byte("boot_aggregate"))
+	e, _ := eventlog.IMAEntryBytes(10, d[:], "boot_aggregate", nil, false, 20)
+	list := bytes.Repeat(e, 5) // about 500 bytes, like the demo's list
+	if err := os.WriteFile(p, list, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agent, err := tpm.New(nil, tpm.Config{IMALogPath: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const calls = 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range calls {
+		data, _, next, err := agent.IMALog(0)
+		if err != nil || !bytes.Equal(data, list) {
+			t.Fatalf("IMALog(0) = %d bytes, %v", len(data), err)
+		}
+		if data, _, _, err := agent.IMALog(next); err != nil || len(data) != 0 {
+			t.Fatalf("IMALog(end) = %d bytes, %v", len(data), err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / (2 * calls); per > 64<<10 {
+		t.Errorf("IMALog allocates %d bytes per call for a %d-byte list, want far less than 64 KiB", per, len(list))
 	}
 }

@@ -162,16 +162,44 @@ func (t *TPM) IMALog(offset int64) (data []byte, hashSize int, next int64, err e
 		return nil, 0, offset, fmt.Errorf("read IMA log: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, eventlog.MaxIMAChunk)
-	n, err := f.ReadAt(buf, offset)
-	if err != nil && !errors.Is(err, io.EOF) {
+	// Size the buffer to what there is (securityfs reports size 0: then
+	// start small and grow), never eventlog.MaxIMAChunk up front: the
+	// watcher reads the list every few seconds.
+	hint := imaReadHint
+	if fi, err := f.Stat(); err == nil && fi.Size() > offset {
+		hint = int(min(fi.Size()-offset+1, eventlog.MaxIMAChunk))
+	}
+	buf, err := readUpTo(io.NewSectionReader(f, offset, eventlog.MaxIMAChunk), hint, eventlog.MaxIMAChunk)
+	if err != nil {
 		return nil, 0, offset, fmt.Errorf("read IMA log: %w", err)
 	}
-	buf = buf[:n]
 	_, consumed, perr := eventlog.ParseIMA(buf, hashSize)
 	if perr != nil {
 		// Let the verifier judge (and reject) a log we cannot parse.
 		return buf, hashSize, offset + int64(len(buf)), nil
 	}
 	return buf[:consumed], hashSize, offset + int64(consumed), nil
+}
+
+// imaReadHint is the first buffer size when the list's size is unknown.
+const imaReadHint = 4 << 10
+
+// readUpTo reads r to its end or to limit bytes, starting with a buffer of
+// hint bytes and growing it as needed.
+func readUpTo(r io.Reader, hint, limit int) ([]byte, error) {
+	buf := make([]byte, 0, min(max(hint, 512), limit))
+	for len(buf) < limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(cap(buf), limit-len(buf)))
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
 }

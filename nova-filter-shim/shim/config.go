@@ -15,6 +15,14 @@ import (
 // DefaultConfigFile is where the daemon reads its configuration.
 const DefaultConfigFile = "/etc/trustpool/filter-shim.toml"
 
+// DefaultMaxMessageSize is the shim's default [DEFAULT] max_message_size:
+// smaller than the service's, still room for the snapshot of about 6,000
+// hosts.
+const DefaultMaxMessageSize = 4 << 20
+
+// MinMessageSize is the smallest [DEFAULT] max_message_size accepted.
+const MinMessageSize = 64 << 10
+
 // Config is filter-shim.toml. Sections and keys use oslo's names where one
 // exists; [filter_shim] holds the shim's own settings.
 type Config struct {
@@ -41,6 +49,12 @@ type DefaultSection struct {
 	Host string `toml:"host"`
 	// Debug enables debug logging.
 	Debug bool `toml:"debug"`
+	// MaxMessageSize bounds every message received from the bus, in
+	// bytes; larger ones are dropped before they are decoded
+	// (the get_verdicts snapshot carries every host's verdict, about 0.6 KiB
+	// each). A Trustpool
+	// option: oslo.messaging's rabbit driver has none.
+	MaxMessageSize int `toml:"max_message_size"`
 }
 
 // Section is [filter_shim].
@@ -80,7 +94,7 @@ type Section struct {
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	return Config{
-		Default: DefaultSection{ControlExchange: oslo.DefaultControlExchange},
+		Default: DefaultSection{ControlExchange: oslo.DefaultControlExchange, MaxMessageSize: DefaultMaxMessageSize},
 		Rabbit:  oslo.DefaultRabbitOptions(),
 		Shim: Section{
 			VerdictPublicKey: "/etc/trustpool/verdict_public_key.pem",
@@ -113,6 +127,9 @@ func (c *Config) Validate() error {
 		bad("DEFAULT.transport_url", "is required (rabbit://user:password@host:5672/vhost)")
 	} else if _, err := oslo.ParseTransportURL(c.Default.TransportURL); err != nil {
 		bad("DEFAULT.transport_url", "%v", err)
+	}
+	if c.Default.MaxMessageSize < MinMessageSize {
+		bad("DEFAULT.max_message_size", "must be at least %d bytes", MinMessageSize)
 	}
 	s := c.Shim
 	if s.VerdictPublicKey == "" {

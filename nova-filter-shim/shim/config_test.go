@@ -25,6 +25,9 @@ func TestSampleConfig(t *testing.T) {
 	if cfg.Shim != def.Shim {
 		t.Errorf("sample [filter_shim] differs from the defaults:\n sample  %+v\n default %+v", cfg.Shim, def.Shim)
 	}
+	if cfg.Default.MaxMessageSize != shim.DefaultMaxMessageSize {
+		t.Errorf("sample max_message_size = %d, want the default %d", cfg.Default.MaxMessageSize, shim.DefaultMaxMessageSize)
+	}
 	if cfg.Default.ControlExchange != "trustpool" || !strings.HasPrefix(cfg.Default.TransportURL, "rabbit://") {
 		t.Errorf("[DEFAULT] = %+v", cfg.Default)
 	}
@@ -68,6 +71,7 @@ func TestValidate(t *testing.T) {
 		{"bad mode", func(c *shim.Config) { c.Shim.SocketMode = "rw-rw----" }, []string{"filter_shim.socket_mode", "octal"}},
 		{"mode too big", func(c *shim.Config) { c.Shim.SocketMode = "07777" }, []string{"filter_shim.socket_mode"}},
 		{"no key", func(c *shim.Config) { c.Shim.VerdictPublicKey = "" }, []string{"filter_shim.verdict_public_key: is required"}},
+		{"tiny messages", func(c *shim.Config) { c.Default.MaxMessageSize = 100 }, []string{"DEFAULT.max_message_size"}},
 		{"several", func(c *shim.Config) {
 			c.Shim.SnapshotTimeout = 0
 			c.Shim.MaxVerdictAge = -time.Second

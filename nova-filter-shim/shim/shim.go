@@ -13,6 +13,16 @@
 //
 // Readiness: READY=1 is sent to systemd once the socket accepts
 // connections; STATUS= tells whether the snapshot has been loaded.
+//
+// Liveness: the service counts as heard from on every get_verdicts answer
+// and every verdicts_changed message holding a verdict signed with a
+// pinned key no longer ago than the verdict validity (learned from the
+// verdicts: the longest expires_at − verified_at seen). Replays of old
+// verdicts do not count. /healthz says degraded once nothing was heard for
+// longer than that validity.
+//
+// Dropped verdicts (forged, unsigned, older) are counted exactly in
+// /metrics and reported in at most one warning every 10 s.
 package shim
 
 import (
@@ -51,6 +61,11 @@ type Shim struct {
 	snapshotLoaded   atomic.Bool
 	subscribed       atomic.Bool
 	snapshotFailures atomic.Uint64
+	// lastHeard is when the service was last heard from (unix ns, 0:
+	// never); validity the longest verdict validity seen (ns).
+	lastHeard atomic.Int64
+	validity  atomic.Int64
+	drops     *dropReport
 }
 
 // New checks cfg and loads the pinned public key(s). It does not connect
@@ -77,7 +92,10 @@ func New(cfg Config) (*Shim, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Shim{cfg: cfg, log: log, keys: keys, ready: make(chan struct{})}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Shim{cfg: cfg, log: log, keys: keys, ready: make(chan struct{}), drops: newDropReport(log, dropLogInterval)}
 	s.cache = trustcache.New(trustcache.Options{
 		Verifier: verdict.NewVerifier(keys...), Now: cfg.Now, MaxAge: cfg.Shim.MaxVerdictAge,
 	})
@@ -125,10 +143,37 @@ func (s *Shim) Ready() <-chan struct{} { return s.ready }
 func (s *Shim) SnapshotLoaded() bool { return s.snapshotLoaded.Load() }
 
 func (s *Shim) state() localapi.State {
-	return localapi.State{
+	st := localapi.State{
 		SnapshotLoaded:   s.snapshotLoaded.Load(),
 		Subscribed:       s.subscribed.Load(),
 		SnapshotFailures: s.snapshotFailures.Load(),
+	}
+	if ns := s.lastHeard.Load(); ns != 0 {
+		st.LastHeard = time.Unix(0, ns)
+	}
+	if v := time.Duration(s.validity.Load()); v > 0 {
+		st.Silent = s.cfg.Now().Sub(st.LastHeard) > v
+	}
+	return st
+}
+
+// heard records that the service was heard from at now.
+func (s *Shim) heard(now time.Time) {
+	for {
+		old := s.lastHeard.Load()
+		if old >= now.UnixNano() || s.lastHeard.CompareAndSwap(old, now.UnixNano()) {
+			return
+		}
+	}
+}
+
+// learnValidity keeps the longest verdict validity seen.
+func (s *Shim) learnValidity(v time.Duration) {
+	for {
+		old := s.validity.Load()
+		if int64(v) <= old || s.validity.CompareAndSwap(old, int64(v)) {
+			return
+		}
 	}
 }
 
@@ -145,7 +190,7 @@ func (s *Shim) Run(ctx context.Context) error {
 	defer ln.Close()
 	tr, err := oslo.NewTransport(oslo.Config{
 		TransportURL: s.cfg.Default.TransportURL, ControlExchange: s.cfg.Default.ControlExchange,
-		Rabbit: &s.cfg.Rabbit, Logger: s.log,
+		Rabbit: &s.cfg.Rabbit, Logger: s.log, MaxMessageSize: s.cfg.Default.MaxMessageSize,
 	})
 	if err != nil {
 		return fmt.Errorf("message transport: %w", err)
@@ -179,6 +224,19 @@ func (s *Shim) Run(ctx context.Context) error {
 		Methods: map[string]oslo.Handler{"verdicts_changed": s.verdictsChanged},
 	})
 	wg.Go(func() { _ = rpc.Run(ctx) })
+	wg.Go(func() {
+		// Report drops held back by the rate limit.
+		t := time.NewTicker(dropLogInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.drops.flush(s.cfg.Now(), false)
+			}
+		}
+	})
 	wg.Go(func() {
 		select {
 		case <-rpc.Ready():
@@ -221,12 +279,17 @@ func (s *Shim) verdictsChanged(_ context.Context, req *oslo.Request) (any, error
 
 func (s *Shim) apply(source string, list []json.RawMessage) {
 	res := s.cache.Apply(list)
-	for _, d := range res.Drops {
-		lvl := slog.LevelWarn
-		if d.Reason == trustcache.DropDuplicate {
-			lvl = slog.LevelDebug
+	now := s.cfg.Now()
+	if res.Authentic > 0 {
+		s.learnValidity(res.MaxValidity)
+		// Recently signed by the service: it is alive (a replay of an old
+		// verdict is not).
+		if now.Sub(res.NewestVerifiedAt) <= time.Duration(s.validity.Load()) {
+			s.heard(now)
 		}
-		s.log.Log(context.Background(), lvl, "dropped verdict", "source", source, "host", d.Host, "reason", string(d.Reason), "error", d.Err)
+	}
+	if len(res.Drops) > 0 {
+		s.drops.add(now, source, res.Drops)
 	}
 	s.log.Debug("applied verdicts", "source", source, "received", len(list), "accepted", res.Accepted, "dropped", len(res.Drops))
 }
@@ -293,6 +356,7 @@ func (s *Shim) fetchSnapshot(ctx context.Context, client *oslo.Client) error {
 	if reply.Verdicts == nil {
 		return errors.New("get_verdicts: reply has no verdicts list")
 	}
+	s.heard(s.cfg.Now())
 	s.apply("get_verdicts", reply.Verdicts)
 	if !s.snapshotLoaded.Swap(true) {
 		s.log.Info("verdict snapshot loaded", "verdicts", len(reply.Verdicts), "hosts", s.cache.Len())

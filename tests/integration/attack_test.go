@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,57 @@ func (r *rogue) register(ctx context.Context, ekTPM, akTPM *tpm.TPM) (*attestrpc
 	err = r.client.Call(ctx, nil, attestrpc.MethodRegisterHost, attestrpc.RegisterHostArgs{
 		Host: r.name, EKPublic: ek.Public, EKCertificate: ek.Certificate, AKPublic: ak.Public, AgentVersion: "rogue"}, &res)
 	return &res, err
+}
+
+// enroll registers r's host with tp's EK and AK and activates the
+// credential in tp, as a genuine agent would.
+func (r *rogue) enroll(ctx context.Context, tp *tpm.TPM) {
+	r.t.Helper()
+	res, err := r.register(ctx, tp, tp)
+	if err != nil || res.State != attestrpc.StateChallenge {
+		r.t.Fatalf("register_host = %+v, %v", res, err)
+	}
+	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if ar, err := r.activate(ctx, res.ChallengeID, secret); err != nil || ar.State != attestrpc.StateEnrolled {
+		r.t.Fatalf("activate_credential = %+v, %v", ar, err)
+	}
+}
+
+// serveQuotes answers quote calls to r's host with fn until the test ends.
+func (r *rogue) serveQuotes(fn func(ctx context.Context, a *attestrpc.QuoteArgs) (any, error)) {
+	r.t.Helper()
+	srv := oslo.NewServer(r.tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: r.name}, oslo.Endpoint{
+		Version: attestrpc.APIVersion,
+		Methods: map[string]oslo.Handler{attestrpc.MethodQuote: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.QuoteArgs
+			b, _ := json.Marshal(req.Args)
+			if err := json.Unmarshal(b, &a); err != nil {
+				return nil, err
+			}
+			return fn(ctx, &a)
+		}},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	r.t.Cleanup(func() { cancel(); <-done })
+	<-srv.Ready()
+}
+
+// genuineQuote answers a with tp, as trustpool-agent would (without IMA).
+func genuineQuote(ctx context.Context, tp *tpm.TPM, a *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error) {
+	q, err := tp.Quote(ctx, a.Nonce, a.PCRSelection)
+	if err != nil {
+		return nil, err
+	}
+	log, err := tp.EventLog()
+	if err != nil {
+		return nil, err
+	}
+	return &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}, nil
 }
 
 func (r *rogue) activate(ctx context.Context, id string, secret []byte) (*attestrpc.ActivateCredentialResult, error) {
@@ -132,39 +184,17 @@ func TestReplayedQuoteRejected(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		recorded *attestrpc.QuoteResult
-		calls    int
 	)
-	srv := oslo.NewServer(r.tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: "replayer"}, oslo.Endpoint{
-		Version: attestrpc.APIVersion,
-		Methods: map[string]oslo.Handler{attestrpc.MethodQuote: func(ctx context.Context, req *oslo.Request) (any, error) {
-			var a attestrpc.QuoteArgs
-			b, _ := json.Marshal(req.Args)
-			if err := json.Unmarshal(b, &a); err != nil {
-				return nil, err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			if recorded != nil {
-				return recorded, nil // replay
-			}
-			q, err := tp.Quote(ctx, a.Nonce, a.PCRSelection)
-			if err != nil {
-				return nil, err
-			}
-			log, err := tp.EventLog()
-			if err != nil {
-				return nil, err
-			}
-			recorded = &attestrpc.QuoteResult{Attest: q.Attest, Signature: q.Signature, PCRs: q.PCRs, EventLog: log}
-			return recorded, nil
-		}},
+	r.serveQuotes(func(ctx context.Context, a *attestrpc.QuoteArgs) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if recorded != nil {
+			return recorded, nil // replay
+		}
+		q, err := genuineQuote(ctx, tp, a)
+		recorded = q
+		return q, err
 	})
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Run(sctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-srv.Ready()
 
 	// A profile so that genuine evidence is trusted.
 	imp := `[[profile]]
@@ -175,20 +205,53 @@ secure_boot = ["enabled"]
 	if code, body := e.api("POST", "/v1/profiles/import", e.admin, imp); code != http.StatusOK {
 		t.Fatalf("import = %d %v", code, body)
 	}
-	res, err := r.register(ctx, tp, tp)
-	if err != nil || res.State != attestrpc.StateChallenge {
-		t.Fatalf("register_host = %+v, %v", res, err)
-	}
-	secret, err := tp.ActivateCredential(ctx, res.Credential.IDObject, res.Credential.EncryptedSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ar, err := r.activate(ctx, res.ChallengeID, secret); err != nil || ar.State != attestrpc.StateEnrolled {
-		t.Fatalf("activate_credential = %+v, %v", ar, err)
-	}
+	r.enroll(ctx, tp)
 	first := e.verdicts.wait(t, "replayer", 0, 30*time.Second, "trusted from the genuine quote", status(verdict.Trusted))
 	v := e.verdicts.wait(t, "replayer", first.Seq, 30*time.Second, "untrusted from the replayed quote", status(verdict.Untrusted))
 	if !slices.ContainsFunc(v.Reasons, func(r string) bool { return strings.Contains(r, "nonce") }) {
 		t.Errorf("replayed quote untrusted for %v, want a nonce reason", v.Reasons)
+	}
+}
+
+// TestHostileQuoteReplies: an enrolled host's agent that answers a quote
+// with a reply larger than the service's max_message_size, or with one that
+// does not decode into a quote, gave no evidence: the host becomes unknown
+// with reason invalid_reply, not unreachable, and the service keeps
+// attesting it.
+func TestHostileQuoteReplies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newEnv(t, 2*time.Second)
+	e.cfg.Default.MaxMessageSize = 1 << 20
+	h := e.newHost("hostile", bootseed.BuildA())
+	e.startService()
+	ctx := t.Context()
+	tp, err := tpm.Open(h.tpmConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRogue(t, e, "hostile")
+	var mode atomic.Value // "genuine", "huge" or "garbled"
+	mode.Store("genuine")
+	r.serveQuotes(func(ctx context.Context, a *attestrpc.QuoteArgs) (any, error) {
+		switch mode.Load() {
+		case "huge":
+			return map[string]any{"attest": make([]byte, 2<<20)}, nil
+		case "garbled":
+			return map[string]any{"attest": "not base64 !"}, nil
+		}
+		return genuineQuote(ctx, tp, a)
+	})
+	r.enroll(ctx, tp)
+	last := e.verdicts.wait(t, "hostile", 0, 30*time.Second, "attested from a genuine quote", status(verdict.Untrusted))
+	for _, m := range []string{"huge", "garbled"} {
+		mode.Store(m)
+		last = e.verdicts.wait(t, "hostile", last.Seq, 30*time.Second, m+" reply: unknown with reason invalid_reply", func(v verdict.Verdict) bool {
+			return v.Status == verdict.Unknown && len(v.Reasons) == 1 && strings.HasPrefix(v.Reasons[0], "invalid_reply: ")
+		})
+		t.Logf("%s reply: %s", m, last.Reasons[0])
+		mode.Store("genuine")
+		last = e.verdicts.wait(t, "hostile", last.Seq, 30*time.Second, "attested again", status(verdict.Untrusted))
 	}
 }

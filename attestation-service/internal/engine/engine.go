@@ -13,8 +13,9 @@
 //   - untrusted: the evidence was invalid (any evidence.Verify error) or a
 //     profile failed; reasons name each failure.
 //   - unknown: no usable evidence: not enrolled (no activated binding, e.g.
-//     an EK awaiting approval), agent unreachable or past its deadline, or
-//     an internal error.
+//     an EK awaiting approval), agent unreachable or past its deadline
+//     (reason unreachable), an answer that cannot be used (too large, not
+//     decodable: reason invalid_reply), or an internal error.
 //
 // expires_at is verified_at + validity for verdicts from fresh evidence and
 // equal to verified_at for unknown verdicts; it is never extended: the
@@ -59,9 +60,23 @@
 // approve fingerprints they know (Approval.Fingerprint guards against a
 // request replaced after review).
 //
+// # Publication
+//
+// A verdict is cast on the fanout when its status, profiles or
+// reasons change, and also when the copy the shims hold (the last one
+// published) would expire before the next publication: the next heartbeat
+// (which republishes the stored verdicts) or the next round (interval +
+// jitter + two quote timeouts), plus a margin. So a host that stays trusted
+// and keeps answering never expires at a shim while the service runs.
+// After a restart the engine does not know what the shims hold, so every
+// host's first verdict is published.
+//
 // Nonces are 32 random bytes from evidence.Ledger, single use, with a
 // lifetime of at most 2 × interval. The ledger is in memory: one service
-// instance.
+// instance. Per-host memory is bounded: a host's lock exists only while
+// work on it is in progress; deleting a host drops its nonces, challenges
+// and publication record; Prune (on the service's timer) drops what ran
+// out.
 package engine
 
 import (
@@ -100,6 +115,10 @@ var (
 	ErrPendingMismatch = errors.New("pending EK differs from the one named")
 	// ErrNoEvidence: the host has no verified evidence to learn from.
 	ErrNoEvidence = errors.New("host has no verified evidence")
+	// ErrInvalidReply is wrapped by AgentClient errors when the agent
+	// answered but its reply was unusable (too large, not decodable, not
+	// a quote result): the host is unknown with reason invalid_reply.
+	ErrInvalidReply = errors.New("invalid reply")
 )
 
 // Enrollment modes.
@@ -109,6 +128,8 @@ const (
 )
 
 // AgentClient calls an agent's quote method (the service wires oslo RPC).
+// An answer that arrived but cannot be used is an error wrapping
+// ErrInvalidReply.
 type AgentClient interface {
 	Quote(ctx context.Context, host string, args *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error)
 }
@@ -121,12 +142,19 @@ type Publisher interface {
 
 // Config configures an Engine. Durations must be positive.
 type Config struct {
-	Issuer        string
-	Interval      time.Duration
-	Validity      time.Duration
-	QuoteTimeout  time.Duration
-	NonceLifetime time.Duration
-	PCRs          []int
+	Issuer   string
+	Interval time.Duration
+	// Jitter is the scheduler's jitter: a host's rounds are at most
+	// Interval + Jitter apart (plus the round itself).
+	Jitter       time.Duration
+	Validity     time.Duration
+	QuoteTimeout time.Duration
+	// HeartbeatInterval is how often the service calls Heartbeat (0: it
+	// does not); a heartbeat due before the shims' copy expires spares
+	// publishing an unchanged verdict.
+	HeartbeatInterval time.Duration
+	NonceLifetime     time.Duration
+	PCRs              []int
 	// RequiredProfiles apply to hosts without their own assignment.
 	RequiredProfiles     []string
 	EnrollmentMode       string
@@ -154,8 +182,13 @@ type Engine struct {
 	log    *slog.Logger
 
 	mu         sync.Mutex
-	hostLocks  map[string]*sync.Mutex
+	hostLocks  map[string]*lockEntry
 	challenges map[string]*enrollChallenge
+	// published is the expires_at of the newest verdict of each host cast
+	// on the fanout, i.e. how long the shims' copy lasts.
+	published map[string]time.Time
+	// lastHeartbeat is when Heartbeat last started.
+	lastHeartbeat time.Time
 
 	m engineMetrics
 }
@@ -194,7 +227,7 @@ func New(cfg Config) *Engine {
 	r := cfg.Metrics
 	e := &Engine{
 		cfg: cfg, ledger: evidence.NewLedger(cfg.NonceLifetime), log: cfg.Logger,
-		hostLocks: map[string]*sync.Mutex{}, challenges: map[string]*enrollChallenge{},
+		hostLocks: map[string]*lockEntry{}, challenges: map[string]*enrollChallenge{}, published: map[string]time.Time{},
 		m: engineMetrics{
 			rounds:       r.NewCounter("trustpool_attestation_rounds_total", "Attestation rounds by resulting status.", "status"),
 			verifySecs:   r.NewHistogram("trustpool_attestation_verify_seconds", "Time to verify evidence and evaluate profiles.", []float64{.0005, .001, .0025, .005, .01, .05, .1}),
@@ -207,15 +240,46 @@ func New(cfg Config) *Engine {
 	return e
 }
 
-func (e *Engine) hostLock(host string) *sync.Mutex {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	l, ok := e.hostLocks[host]
+// lockEntry is a host's mutex and the number of goroutines holding or
+// waiting for it; the entry is dropped when that reaches zero, so the map
+// holds only hosts with work in progress, whatever names peers send.
+type lockEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// hostMutex serialises the work on one host (Lock, then Unlock once).
+type hostMutex struct {
+	e    *Engine
+	host string
+	l    *lockEntry
+}
+
+func (e *Engine) hostLock(host string) *hostMutex { return &hostMutex{e: e, host: host} }
+
+// Lock takes the host's mutex.
+func (m *hostMutex) Lock() {
+	m.e.mu.Lock()
+	l, ok := m.e.hostLocks[m.host]
 	if !ok {
-		l = &sync.Mutex{}
-		e.hostLocks[host] = l
+		l = &lockEntry{}
+		m.e.hostLocks[m.host] = l
 	}
-	return l
+	l.refs++
+	m.e.mu.Unlock()
+	m.l = l
+	l.mu.Lock()
+}
+
+// Unlock releases it, dropping the entry when nobody else waits.
+func (m *hostMutex) Unlock() {
+	l := m.l
+	l.mu.Unlock()
+	m.e.mu.Lock()
+	if l.refs--; l.refs == 0 {
+		delete(m.e.hostLocks, m.host)
+	}
+	m.e.mu.Unlock()
 }
 
 // hostState is the per-host verification state kept in the store.
@@ -348,8 +412,15 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 	res, err := e.cfg.Agents.Quote(qctx, rec.Name, args)
 	cancel()
 	if err != nil {
-		if ctx.Err() != nil {
+		// The round is over: nothing can answer this nonce any more.
+		e.ledger.Discard(ch.Nonce)
+		switch {
+		case ctx.Err() != nil:
 			return unknown("internal: service shutting down")
+		case errors.Is(err, ErrInvalidReply):
+			// The agent answered, with nothing usable: no evidence.
+			sum.Reachable = true
+			return unknown("invalid_reply: " + err.Error())
 		}
 		return unknown("unreachable: " + err.Error())
 	}
@@ -501,8 +572,11 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 	return verdict.Trusted, satisfied, nil, all
 }
 
-// record assigns the next sequence number, signs, stores and (on change)
-// publishes v.
+// record assigns the next sequence number, signs, stores and, when needed,
+// publishes v: on a change of status, profiles or reasons, and whenever the
+// copy the shims hold would expire before the next publication (heartbeat
+// or round), so a host that stays trusted is never rejected for an expired
+// verdict; after a restart that is every host's first verdict.
 func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, error) {
 	v.Issuer = e.cfg.Issuer
 	if v.Profiles == nil {
@@ -542,14 +616,23 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 	if err := e.cfg.Store.SaveVerdict(ctx, rec.Name, sb, stb, hist); err != nil {
 		return v, err
 	}
-	if !changed {
+	refresh := e.needsRefresh(rec.Name, v)
+	if !changed && !refresh {
 		return v, nil
 	}
-	e.log.Info("verdict changed", "host", rec.Name, "status", v.Status, "seq", v.Seq, "reasons", v.Reasons)
+	kind := "refresh"
+	if changed {
+		kind = "change"
+		e.log.Info("verdict changed", "host", rec.Name, "status", v.Status, "seq", v.Seq, "reasons", v.Reasons)
+	}
 	if err := e.cfg.Publisher.PublishVerdicts(ctx, []verdict.Signed{signed}); err != nil {
 		e.log.Warn("cannot publish verdict", "host", rec.Name, "error", err)
 	} else {
-		e.m.published.Inc("change")
+		e.m.published.Inc(kind)
+		e.notePublished(rec.Name, v.ExpiresAt)
+	}
+	if !changed {
+		return v, nil
 	}
 	if old == nil || old.Status != v.Status {
 		ev := attestrpc.EventHostUntrusted
@@ -616,6 +699,9 @@ func (e *Engine) Snapshot(ctx context.Context) ([]verdict.Signed, error) {
 // Heartbeat republishes every current verdict (the stored signed bytes:
 // nothing is extended) on the fanout, in batches.
 func (e *Engine) Heartbeat(ctx context.Context) error {
+	e.mu.Lock()
+	e.lastHeartbeat = e.cfg.Now()
+	e.mu.Unlock()
 	vs, err := e.Snapshot(ctx)
 	if err != nil {
 		return err
@@ -626,9 +712,106 @@ func (e *Engine) Heartbeat(ctx context.Context) error {
 			return err
 		}
 		e.m.published.Add(float64(n), "heartbeat")
+		for _, s := range vs[:n] {
+			if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
+				e.notePublished(v.Host, v.ExpiresAt)
+			}
+		}
 		vs = vs[n:]
 	}
 	return nil
+}
+
+// publishMargin is how long before a round the shims' copy must still be
+// valid for the round to leave it alone: room for publishing and clocks.
+const publishMargin = time.Second
+
+// nextPublication is the latest time by which something will publish a
+// host's newest verdict again without this round doing it: the next round
+// (the scheduler's interval and jitter, plus a round that asks twice:
+// quote, then again for the full event log) or, sooner, the next
+// heartbeat, which republishes the verdict this round stored.
+func (e *Engine) nextPublication(now time.Time) time.Time {
+	next := now.Add(e.cfg.Interval + e.cfg.Jitter + 2*e.cfg.QuoteTimeout)
+	e.mu.Lock()
+	last := e.lastHeartbeat
+	e.mu.Unlock()
+	if hb := last.Add(e.cfg.HeartbeatInterval); e.cfg.HeartbeatInterval > 0 && !last.IsZero() && hb.After(now) && hb.Before(next) {
+		next = hb
+	}
+	return next
+}
+
+// needsRefresh reports whether v must be published although it did not
+// change: nothing was published for the host since this engine started
+// (after a restart shims may hold only expired copies), or the copy they
+// hold expires before the next publication. Unknown verdicts carry no
+// validity, so refreshing them changes nothing at the shims.
+func (e *Engine) needsRefresh(host string, v verdict.Verdict) bool {
+	e.mu.Lock()
+	exp, ok := e.published[host]
+	e.mu.Unlock()
+	if !ok {
+		return true
+	}
+	if !v.ExpiresAt.After(v.VerifiedAt) {
+		return false
+	}
+	now := e.cfg.Now()
+	return exp.Before(e.nextPublication(now).Add(publishMargin))
+}
+
+// notePublished records that the shims hold a verdict of host valid until
+// exp (a shim keeps the newest seq, so the latest expiry wins).
+func (e *Engine) notePublished(host string, exp time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old, ok := e.published[host]; !ok || exp.After(old) {
+		e.published[host] = exp
+	}
+}
+
+// forgetHost drops the in-memory state of a host: its nonces, enrollment
+// challenges and what was published for it.
+func (e *Engine) forgetHost(host string) {
+	e.ledger.Forget(host)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.published, host)
+	for id, c := range e.challenges {
+		if c.host == host {
+			delete(e.challenges, id)
+		}
+	}
+}
+
+// PruneStats says what Prune dropped.
+type PruneStats struct {
+	Nonces, Challenges, Published int
+}
+
+// Prune drops in-memory state that has run out: expired nonces and
+// enrollment challenges, and the record of verdicts published so long ago
+// that they have expired (the next round publishes again). The service
+// calls it on a timer; host deletion drops a host's state at once.
+func (e *Engine) Prune() PruneStats {
+	now := e.cfg.Now()
+	st := PruneStats{Nonces: e.ledger.Prune(now)}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, c := range e.challenges {
+		if now.After(c.expires) {
+			delete(e.challenges, id)
+			st.Challenges++
+		}
+	}
+	for h, exp := range e.published {
+		if now.After(exp) {
+			delete(e.published, h)
+			st.Published++
+		}
+	}
+	return st
 }
 
 // EnrolledHosts returns the hosts the scheduler should attest.
@@ -742,7 +925,11 @@ func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	if err := e.markUnknown(ctx, rec, "host deleted by an administrator"); err != nil {
 		return err
 	}
-	return e.cfg.Store.DeleteHost(ctx, host)
+	if err := e.cfg.Store.DeleteHost(ctx, host); err != nil {
+		return err
+	}
+	e.forgetHost(host)
+	return nil
 }
 
 // SetHostProfiles assigns required profiles to a host (nil: back to the

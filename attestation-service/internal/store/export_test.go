@@ -37,3 +37,13 @@ func (s *Store) Exec(ctx context.Context, stmt string, args ...any) error {
 	}
 	return nil
 }
+
+// SetPruneBatch sets the prune batch size until the returned func runs.
+func SetPruneBatch(n int) (restore func()) {
+	old := pruneBatch
+	pruneBatch = n
+	return func() { pruneBatch = old }
+}
+
+// LatestSchema is the version the migrations lead to.
+var LatestSchema = len(migrations)

@@ -12,6 +12,9 @@
 // migrations recorded in schema_migrations; a database newer than this code
 // is refused.
 //
+// History and audit records are kept until [Store.Prune] removes those older
+// than the retention the service is configured with.
+//
 // Sequence numbers live in their own table, keyed by host name, and survive
 // host deletion: a re-enrolled host never reuses a sequence number, so relying
 // parties that drop older-seq verdicts keep working.
@@ -629,6 +632,82 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditRecord, error) {
 	return out, rows.Err()
 }
 
+// Pruned says how many records Prune removed.
+type Pruned struct {
+	History, Audit int64
+}
+
+// pruneBatch bounds the rows one DELETE removes, so a large backlog never
+// holds a long lock (MariaDB) or a long write transaction (SQLite).
+var pruneBatch = 5000
+
+// pruneQueries are the statements of pruneTable, per table.
+var pruneQueries = map[string]struct{ sel, del string }{
+	"history": {"SELECT id FROM history WHERE at < ? ORDER BY id LIMIT ?", "DELETE FROM history WHERE id <= ? AND at < ?"},
+	"audit":   {"SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT ?", "DELETE FROM audit WHERE id <= ? AND at < ?"},
+}
+
+// Prune removes history entries recorded before historyBefore and audit
+// records before auditBefore; a zero time keeps that table whole.
+func (s *Store) Prune(ctx context.Context, historyBefore, auditBefore time.Time) (Pruned, error) {
+	var p Pruned
+	var err error
+	if !historyBefore.IsZero() {
+		if p.History, err = s.pruneTable(ctx, "history", historyBefore); err != nil {
+			return p, err
+		}
+	}
+	if !auditBefore.IsZero() {
+		if p.Audit, err = s.pruneTable(ctx, "audit", auditBefore); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// pruneTable deletes rows of table (history or audit) older than before,
+// in batches.
+func (s *Store) pruneTable(ctx context.Context, table string, before time.Time) (int64, error) {
+	// MariaDB refuses LIMIT in an IN subquery: find the batch's last id
+	// first, then delete up to it.
+	q, ok := pruneQueries[table]
+	if !ok {
+		return 0, fmt.Errorf("prune %s: not a prunable table", table)
+	}
+	var total int64
+	for {
+		rows, err := s.db.QueryContext(ctx, q.sel, micros(before), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		var maxID int64
+		n := 0
+		for rows.Next() {
+			if err := rows.Scan(&maxID); err != nil {
+				rows.Close()
+				return total, fmt.Errorf("prune %s: %w", table, err)
+			}
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		if n == 0 {
+			return total, nil
+		}
+		res, err := s.db.ExecContext(ctx, q.del, maxID, micros(before))
+		if err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		d, _ := res.RowsAffected()
+		total += d
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
 // tx runs fn in a transaction. InnoDB may abort one of two concurrent
 // transactions as a deadlock (gap locks of concurrent first inserts);
 // such a transaction is run again, a few times: fn must be re-runnable.
@@ -768,6 +847,11 @@ var migrations = []migration{
 		fill: fillEKFingerprints,
 		post: []string{`CREATE UNIQUE INDEX hosts_ek_fingerprint ON hosts (ek_fingerprint)`},
 	},
+	// 3: retention: Prune finds old history and audit records by time.
+	{sql: []string{
+		`CREATE INDEX history_at ON history (at)`,
+		`CREATE INDEX audit_at ON audit (at)`,
+	}},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

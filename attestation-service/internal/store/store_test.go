@@ -183,7 +183,7 @@ func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
 		}
 		s.Close()
 		s2 := open(t, url)
-		if v, err := s2.SchemaVersion(ctx); err != nil || v != 2 {
+		if v, err := s2.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
 			t.Errorf("SchemaVersion = %d, %v", v, err)
 		}
 		if _, err := s2.GetProfile(ctx, "keep"); err != nil {

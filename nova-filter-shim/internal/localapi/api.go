@@ -3,7 +3,8 @@
 //
 //	POST /v1/filter  {"hosts": [...], "trusted_host": "trusted"|"untrusted"|"unknown"|null, "profile": "<name>"|null}
 //	              → {"passes": [...], "rejected": {"<host>": "<reason>", ...}}
-//	GET  /healthz    200 when the snapshot is loaded and the fanout followed, else 503 (JSON detail)
+//	GET  /healthz    200 when the snapshot is loaded, the fanout followed and the service heard from
+//	                 within the verdict validity, else 503 with status "degraded" (JSON detail)
 //	GET  /metrics    Prometheus text exposition (format 0.0.4)
 //
 // Requests are bounded (body size and number of hosts) and decoded
@@ -50,6 +51,14 @@ type State struct {
 	Subscribed bool
 	// SnapshotFailures counts failed get_verdicts calls.
 	SnapshotFailures uint64
+	// LastHeard is when the service was last heard from: a get_verdicts
+	// answer, or a verdicts_changed message with a recently signed
+	// verdict under the pinned key. Zero: never.
+	LastHeard time.Time
+	// Silent: nothing was heard from the service for longer than the
+	// verdict validity, so every verdict held has expired or will before
+	// the service could renew it.
+	Silent bool
 }
 
 // Config configures the API.
@@ -370,14 +379,20 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := a.cfg.State()
+	var heard any
+	if !st.LastHeard.IsZero() {
+		heard = st.LastHeard.UTC().Format(time.RFC3339Nano)
+	}
 	body := map[string]any{
-		"status":          "ok",
-		"snapshot_loaded": st.SnapshotLoaded,
-		"subscribed":      st.Subscribed,
-		"hosts":           a.cfg.Cache.Len(),
+		"status":                  "ok",
+		"snapshot_loaded":         st.SnapshotLoaded,
+		"subscribed":              st.Subscribed,
+		"service_silent":          st.Silent,
+		"last_heard_from_service": heard,
+		"hosts":                   a.cfg.Cache.Len(),
 	}
 	code := http.StatusOK
-	if !st.SnapshotLoaded || !st.Subscribed {
+	if !st.SnapshotLoaded || !st.Subscribed || st.Silent {
 		body["status"] = "degraded"
 		code = http.StatusServiceUnavailable
 	}

@@ -184,6 +184,7 @@ func TestHealthz(t *testing.T) {
 		{localapi.State{SnapshotLoaded: true, Subscribed: true}, 200},
 		{localapi.State{Subscribed: true}, 503},
 		{localapi.State{SnapshotLoaded: true}, 503},
+		{localapi.State{SnapshotLoaded: true, Subscribed: true, Silent: true}, 503},
 	} {
 		pub, _ := shimtest.GoldenKey().Public().(ed25519.PublicKey)
 		api := localapi.New(localapi.Config{

@@ -77,6 +77,8 @@ func (a *API) Exposition() string {
 	sample(&b, "snapshot_loaded", nil, b2f(st.SnapshotLoaded))
 	family(&b, "subscribed", "gauge", "1 once the verdict fanout consumer has started (it reconnects by itself).")
 	sample(&b, "subscribed", nil, b2f(st.Subscribed))
+	family(&b, "service_silent", "gauge", "1 while nothing has been heard from the attestation service for longer than the verdict validity.")
+	sample(&b, "service_silent", nil, b2f(st.Silent))
 	family(&b, "snapshot_failures_total", "counter", "Failed get_verdicts calls.")
 	sample(&b, "snapshot_failures_total", nil, float64(st.SnapshotFailures))
 	return b.String()

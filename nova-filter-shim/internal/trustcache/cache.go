@@ -119,6 +119,16 @@ type Drop struct {
 type Result struct {
 	Accepted int
 	Drops    []Drop
+	// Authentic counts the verdicts whose signature verified with a pinned
+	// key, kept or not (duplicates and older seqs are authentic too).
+	Authentic int
+	// NewestVerifiedAt is the latest verified_at among the authentic
+	// verdicts (zero when there is none): how recently the service signed
+	// something in this batch. A replayed verdict is as old as it was.
+	NewestVerifiedAt time.Time
+	// MaxValidity is the longest expires_at − verified_at among the
+	// authentic verdicts: the service's verdict validity.
+	MaxValidity time.Duration
 }
 
 // Apply verifies each raw signed verdict (one JSON object per element, as in
@@ -133,6 +143,11 @@ func (c *Cache) Apply(raw []json.RawMessage) Result {
 			c.dropped[dropIndex[drop.Reason]].Add(1)
 			continue
 		}
+		res.Authentic++
+		if v.VerifiedAt.After(res.NewestVerifiedAt) {
+			res.NewestVerifiedAt = v.VerifiedAt
+		}
+		res.MaxValidity = max(res.MaxValidity, v.ExpiresAt.Sub(v.VerifiedAt))
 		if reason, ok := c.store(v); !ok {
 			d := Drop{Host: v.Host, Reason: reason, Err: fmt.Errorf("seq %d is not newer than the seq held", v.Seq)}
 			res.Drops = append(res.Drops, d)

@@ -293,3 +293,27 @@ var cmpEmpty = cmp.Transformer("empty", func(s []string) []string {
 	}
 	return s
 })
+
+// Apply tells which verdicts carried the pinned key's signature, however
+// they were then handled, and how recent and how long-lived they are:
+// the shim judges the service's liveness from that, never from forgeries.
+func TestApplyReportsAuthenticVerdicts(t *testing.T) {
+	c, _ := newCache(t, 0)
+	c.Apply([]json.RawMessage{sign(t, shimtest.Verdict("a", verdict.Trusted, 5, t0, time.Minute))})
+	res := c.Apply([]json.RawMessage{
+		sign(t, shimtest.Verdict("a", verdict.Trusted, 5, t0, time.Minute)),                                                                 // duplicate
+		sign(t, shimtest.Verdict("a", verdict.Trusted, 4, t0.Add(-time.Hour), 2*time.Minute)),                                               // older seq
+		sign(t, shimtest.Verdict("b", verdict.Unknown, 1, t0.Add(time.Second), 0)),                                                          // kept
+		shimtest.Forge(t, shimtest.GoldenKey(), shimtest.Verdict("c", verdict.Untrusted, 1, t0.Add(time.Hour), time.Hour), verdict.Trusted), // forged
+		shimtest.Sign(t, shimtest.OtherKey(), shimtest.Verdict("d", verdict.Trusted, 1, t0.Add(time.Hour), 3*time.Hour)),                    // unpinned key
+	})
+	if res.Accepted != 1 || res.Authentic != 3 || len(res.Drops) != 4 {
+		t.Errorf("Apply = accepted %d, authentic %d, %d drops; want 1, 3, 4", res.Accepted, res.Authentic, len(res.Drops))
+	}
+	if !res.NewestVerifiedAt.Equal(t0.Add(time.Second)) || res.MaxValidity != 2*time.Minute {
+		t.Errorf("NewestVerifiedAt %v, MaxValidity %v; want %v, 2m (forged and unpinned ones ignored)", res.NewestVerifiedAt, res.MaxValidity, t0.Add(time.Second))
+	}
+	if res := c.Apply(nil); res.Authentic != 0 || !res.NewestVerifiedAt.IsZero() {
+		t.Errorf("empty batch = %+v", res)
+	}
+}

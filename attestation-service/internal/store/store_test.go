@@ -373,7 +373,7 @@ func TestMigrationSplitsSharedEKs(t *testing.T) {
 		}
 		old.Close()
 		s := open(t, url)
-		if v, err := s.SchemaVersion(ctx); err != nil || v != 2 {
+		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
 			t.Fatalf("SchemaVersion = %d, %v", v, err)
 		}
 		for name, ek := range map[string]string{"a-first": "shared", "d-own": "own"} {

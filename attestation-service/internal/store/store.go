@@ -570,6 +570,9 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 		default:
 			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, now)
 		}
+		if err == nil {
+			err = bumpProfiles(ctx, tx)
+		}
 		if err != nil {
 			return fmt.Errorf("put profile %q: %w", p.Name, err)
 		}
@@ -589,14 +592,19 @@ const (
 
 // DeleteProfile removes a profile.
 func (s *Store) DeleteProfile(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, "DELETE FROM profiles WHERE name = ?", name)
-	if err != nil {
-		return fmt.Errorf("delete profile %q: %w", name, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("profile %q: %w", name, ErrNotFound)
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM profiles WHERE name = ?", name)
+		if err != nil {
+			return fmt.Errorf("delete profile %q: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("profile %q: %w", name, ErrNotFound)
+		}
+		if err := bumpProfiles(ctx, tx); err != nil {
+			return fmt.Errorf("delete profile %q: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // AddAudit appends an audit record.
@@ -851,6 +859,23 @@ var migrations = []migration{
 	{sql: []string{
 		`CREATE INDEX history_at ON history (at)`,
 		`CREATE INDEX audit_at ON audit (at)`,
+	}},
+	// 4: several service instances on one database: membership rows,
+	// enrollment challenges any instance can answer, the profiles
+	// generation, and per host the seq of the stored verdict (writes
+	// never go back) and when it was recorded (hand-overs keep the
+	// host's rhythm).
+	{sql: []string{
+		`CREATE TABLE members (name {name} PRIMARY KEY, incarnation {name} NOT NULL, started_at {int} NOT NULL,
+			heartbeat_at {int} NOT NULL, kid {name} NOT NULL, public_key {text} NOT NULL){engine}`,
+		`CREATE TABLE enroll_challenges (id {name} PRIMARY KEY, host {name} NOT NULL, ek_public {blob} NOT NULL,
+			ek_cert {blob}, ak_public {blob} NOT NULL, agent_version {name} NOT NULL, secret_hash {blob} NOT NULL,
+			expires_at {int} NOT NULL){engine}`,
+		`CREATE INDEX enroll_challenges_expires ON enroll_challenges (expires_at)`,
+		`CREATE INDEX enroll_challenges_host ON enroll_challenges (host)`,
+		`CREATE TABLE counters (name {name} PRIMARY KEY, value {int} NOT NULL){engine}`,
+		`ALTER TABLE hosts ADD COLUMN verdict_seq {int} NOT NULL DEFAULT 0`,
+		`ALTER TABLE hosts ADD COLUMN attested_at {int} NOT NULL DEFAULT 0`,
 	}},
 }
 

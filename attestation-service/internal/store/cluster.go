@@ -14,8 +14,8 @@ import (
 // which a register_host answered by one instance and the
 // activate_credential handled by another must both see.
 
-// ErrTooMany: the table holds as many live enrollment challenges as the
-// caller allows.
+// ErrTooMany means the table holds as many live enrollment challenges as
+// the caller allows.
 var ErrTooMany = errors.New("too many pending entries")
 
 // Member is one service instance's membership row.

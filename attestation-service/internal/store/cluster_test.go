@@ -221,7 +221,7 @@ func TestProfilesGeneration(t *testing.T) {
 			t.Fatal(err)
 		}
 		g3 := gen()
-		if !(g0 < g1 && g1 < g2 && g2 < g3) {
+		if g0 >= g1 || g1 >= g2 || g2 >= g3 {
 			t.Errorf("generations %d %d %d %d, want increasing", g0, g1, g2, g3)
 		}
 		// A refused change moves nothing.

@@ -33,6 +33,7 @@ type Config struct {
 	Attestation AttestationSection `toml:"attestation"`
 	Enrollment  EnrollmentSection  `toml:"enrollment"`
 	Keys        KeysSection        `toml:"keys"`
+	Cluster     ClusterSection     `toml:"cluster"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
 	ConfigDir string `toml:"-"`
@@ -124,6 +125,15 @@ type EnrollmentSection struct {
 	EKRootsDir string `toml:"ek_roots_dir"`
 }
 
+// ClusterSection is [cluster]: several instances sharing one database and
+// one bus (each named by its [DEFAULT] host).
+type ClusterSection struct {
+	// Lease is how long an instance counts as live after its last
+	// membership heartbeat (renewed every lease/4); a killed instance's
+	// hosts move to the others once it runs out.
+	Lease time.Duration `toml:"lease"`
+}
+
 // KeysSection is [keys].
 type KeysSection struct {
 	// VerdictSigningKey is the Ed25519 private key (PKCS #8 PEM, 0600).
@@ -160,6 +170,7 @@ func DefaultConfig() Config {
 		},
 		Enrollment: EnrollmentSection{Mode: engine.ModeAuto, RequireEKCert: true, EKRootsDir: "/etc/trustpool/ek-roots"},
 		Keys:       KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key"},
+		Cluster:    ClusterSection{Lease: 10 * time.Second},
 	}
 }
 
@@ -244,5 +255,19 @@ func (c *Config) Validate() error {
 	if c.Keys.VerdictSigningKey == "" {
 		bad("keys.verdict_signing_key", "is required")
 	}
+	if l := c.Cluster.Lease; l < time.Second || l > 10*time.Minute {
+		bad("cluster.lease", "must be between 1s and 10m")
+	}
 	return errors.Join(errs...)
+}
+
+// HandOverGap is how much of a verdict's validity a crash of another
+// instance can use up: the dead instance's lease, one membership refresh,
+// then the new owner's round (jitter and quote timeout). Above the margin
+// verdict_validity leaves after an interval, a healthy host's verdict may
+// expire at the shims during such a hand-over; the service says so at
+// start.
+func (c *Config) HandOverGap() time.Duration {
+	a := c.Attestation
+	return c.Cluster.Lease + c.Cluster.Lease/4 + a.Jitter + a.QuoteTimeout
 }

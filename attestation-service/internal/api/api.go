@@ -177,6 +177,9 @@ type Config struct {
 	// PublicKeyPEM and KID describe the verdict signing key.
 	PublicKeyPEM []byte
 	KID          string
+	// OtherKeys returns the verdict keys of the other live service
+	// instances (nil: none), listed after this instance's.
+	OtherKeys func() []attestapi.VerdictKey
 	// Health reports problems for /healthz (nil: healthy).
 	Health func(ctx context.Context) error
 	// Trigger asks for an immediate attestation.
@@ -543,9 +546,11 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, attestapi.Keys{VerdictKeys: []attestapi.VerdictKey{{
-		KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM),
-	}}})
+	keys := []attestapi.VerdictKey{{KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM)}}
+	if s.cfg.OtherKeys != nil {
+		keys = append(keys, s.cfg.OtherKeys()...)
+	}
+	writeJSON(w, http.StatusOK, attestapi.Keys{VerdictKeys: keys})
 	return nil
 }
 

@@ -171,8 +171,12 @@ type Config struct {
 	Metrics   *metrics.Registry
 	// Trigger asks the scheduler to attest a host now (set by the service).
 	Trigger func(host string)
-	Rand    io.Reader
-	Now     func() time.Time
+	// Owns reports whether this instance attests host (several instances
+	// share the fleet); the heartbeat republishes only those hosts' verdicts.
+	// Nil: every host.
+	Owns func(host string) bool
+	Rand io.Reader
+	Now  func() time.Time
 }
 
 // Engine is the attestation core. It is safe for concurrent use.
@@ -181,9 +185,10 @@ type Engine struct {
 	ledger *evidence.Ledger
 	log    *slog.Logger
 
-	mu         sync.Mutex
-	hostLocks  map[string]*lockEntry
-	challenges map[string]*enrollChallenge
+	mu        sync.Mutex
+	hostLocks map[string]*lockEntry
+	cache     map[string]*hostCache
+	profiles  profileCache
 	// published is the expires_at of the newest verdict of each host cast
 	// on the fanout, i.e. how long the shims' copy lasts.
 	published map[string]time.Time
@@ -221,13 +226,16 @@ func New(cfg Config) *Engine {
 	if cfg.Trigger == nil {
 		cfg.Trigger = func(string) {}
 	}
+	if cfg.Owns == nil {
+		cfg.Owns = func(string) bool { return true }
+	}
 	if cfg.NonceLifetime <= 0 || cfg.NonceLifetime > 2*cfg.Interval {
 		cfg.NonceLifetime = 2 * cfg.Interval
 	}
 	r := cfg.Metrics
 	e := &Engine{
 		cfg: cfg, ledger: evidence.NewLedger(cfg.NonceLifetime), log: cfg.Logger,
-		hostLocks: map[string]*lockEntry{}, challenges: map[string]*enrollChallenge{}, published: map[string]time.Time{},
+		hostLocks: map[string]*lockEntry{}, cache: map[string]*hostCache{}, published: map[string]time.Time{},
 		m: engineMetrics{
 			rounds:       r.NewCounter("trustpool_attestation_rounds_total", "Attestation rounds by resulting status.", "status"),
 			verifySecs:   r.NewHistogram("trustpool_attestation_verify_seconds", "Time to verify evidence and evaluate profiles.", []float64{.0005, .001, .0025, .005, .01, .05, .1}),
@@ -337,11 +345,19 @@ func decodeState(b []byte) (*hostState, error) {
 // Attest runs one attestation round for host and records the verdict.
 // It returns ErrNotEnrolled for hosts without an activated binding.
 func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
+	return e.AttestRound(ctx, host, true)
+}
+
+// AttestRound is Attest for the scheduler: a round due by the interval
+// (triggered false) is skipped, with an error wrapping
+// *RecentlyAttestedError, when another instance recorded a verdict for the
+// host less than half an interval ago (instances that briefly disagree
+// about who owns the host); a triggered round always runs.
+func (e *Engine) AttestRound(ctx context.Context, host string, triggered bool) (verdict.Verdict, error) {
 	l := e.hostLock(host)
 	l.Lock()
 	defer l.Unlock()
 	start := time.Now()
-	defer func() { e.m.roundSecs.Observe(time.Since(start).Seconds()) }()
 
 	rec, err := e.cfg.Store.GetHost(ctx, host)
 	if err != nil {
@@ -352,48 +368,71 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 	if !rec.Activated {
 		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
 	}
-	st, err := decodeState(rec.State)
+	now := e.cfg.Now()
+	if !triggered && !rec.AttestedAt.IsZero() && now.Sub(rec.AttestedAt) < e.cfg.Interval/2 && now.After(rec.AttestedAt) {
+		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, &RecentlyAttestedError{At: rec.AttestedAt})
+	}
+	defer func() { e.m.roundSecs.Observe(time.Since(start).Seconds()) }()
+	c := e.takeCache(host)
+	b, err := binding(c, rec)
 	if err != nil {
+		e.log.Error("stored keys unusable", "host", host, "error", err)
+	}
+	st, serr := state(c, rec.State)
+	if serr != nil {
 		// Unusable state: start over from a full verification.
-		e.log.Error("host state unusable, resetting", "host", host, "error", err)
+		e.log.Error("host state unusable, resetting", "host", host, "error", serr)
 		st = &hostState{}
 	}
-	v, sum := e.round(ctx, rec, st)
+	var v verdict.Verdict
+	var sum *Summary
+	if err != nil {
+		v, sum = unknownVerdict(rec.Name, e.cfg.Now(), "internal: "+err.Error())
+	} else {
+		v, sum = e.round(ctx, rec, b, st)
+	}
 	sum.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	st.Last = sum
 	e.m.rounds.Inc(string(v.Status))
-	v, err = e.record(ctx, rec, v, st)
+	v, stb, err := e.record(ctx, rec, v, st)
+	if err == nil && b.AK != nil {
+		e.putCache(host, &hostCache{ekRaw: rec.EKPublic, akRaw: rec.AKPublic, binding: b, stateRaw: stb, state: st})
+	}
 	return v, err
+}
+
+// RecentlyAttestedError says a round was skipped: the host's latest
+// verdict, recorded At (by another instance), is recent.
+type RecentlyAttestedError struct{ At time.Time }
+
+func (e *RecentlyAttestedError) Error() string {
+	return "attested at " + e.At.UTC().Format(time.RFC3339Nano) + " by another instance"
+}
+
+// unknownVerdict is an unknown verdict and its summary, reason given.
+func unknownVerdict(host string, now time.Time, reason string) (verdict.Verdict, *Summary) {
+	sum := &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}
+	return verdict.Verdict{Host: host, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum
 }
 
 // round does the work of Attest without persisting anything. When the
 // agent omitted the unchanged event log but the PCRs moved (so steady state
 // does not apply), it asks once more for the full log at once.
-func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState) (verdict.Verdict, *Summary) {
-	v, sum, retry := e.roundOnce(ctx, rec, st, false)
+func (e *Engine) round(ctx context.Context, rec *store.HostRecord, binding evidence.Binding, st *hostState) (verdict.Verdict, *Summary) {
+	v, sum, retry := e.roundOnce(ctx, rec, binding, st, false)
 	if retry {
-		v, sum, _ = e.roundOnce(ctx, rec, st, true)
+		v, sum, _ = e.roundOnce(ctx, rec, binding, st, true)
 	}
 	return v, sum
 }
 
-func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostState, fullLog bool) (_ verdict.Verdict, _ *Summary, retryFullLog bool) {
+func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, binding evidence.Binding, st *hostState, fullLog bool) (_ verdict.Verdict, _ *Summary, retryFullLog bool) {
 	now := e.cfg.Now()
 	sum := &Summary{At: now}
 	unknown := func(reason string) (verdict.Verdict, *Summary, bool) {
 		sum.Status, sum.Reasons = verdict.Unknown, []string{reason}
 		return verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum, false
 	}
-	ek, err := evidence.ParseEKPublic(rec.EKPublic)
-	if err != nil {
-		return unknown("internal: stored EK unusable")
-	}
-	ak, err := evidence.ParseAKPublic(rec.AKPublic)
-	if err != nil {
-		return unknown("internal: stored AK unusable")
-	}
-	binding := evidence.Binding{EK: ek, AK: ak, Activated: rec.Activated}
-
 	ch, err := e.ledger.Issue(e.cfg.Rand, now, rec.Name, e.cfg.PCRs)
 	if err != nil {
 		return unknown("internal: cannot draw a nonce")
@@ -501,7 +540,7 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 // appraise evaluates every defined profile and decides trust from the
 // host's required ones.
 func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostState, in policy.Input) (verdict.Status, []string, []string, []policy.Result) {
-	stored, err := e.cfg.Store.ListProfiles(ctx)
+	stored, err := e.profileSet(ctx)
 	if err != nil {
 		return verdict.Untrusted, nil, []string{"internal: cannot load profiles"}, nil
 	}
@@ -509,31 +548,30 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 	var all []policy.Result
 	satisfied := []string{}
 	for _, sp := range stored {
-		r := policy.Result{Profile: sp.Name}
-		ps, err := policy.Parse([]byte(sp.Body))
-		if err != nil || len(ps) != 1 {
+		r := policy.Result{Profile: sp.name}
+		if sp.p == nil {
 			r.Reasons = []string{"profile unusable"}
 		} else {
-			r = ps[0].Evaluate(in)
+			r = sp.p.Evaluate(in)
 			for _, reason := range r.IMAReasons {
 				if st.IMATaint == nil {
 					st.IMATaint = map[string][]string{}
 				}
-				if !slices.Contains(st.IMATaint[sp.Name], reason) && len(st.IMATaint[sp.Name]) < 32 {
-					st.IMATaint[sp.Name] = append(st.IMATaint[sp.Name], reason)
+				if !slices.Contains(st.IMATaint[sp.name], reason) && len(st.IMATaint[sp.name]) < 32 {
+					st.IMATaint[sp.name] = append(st.IMATaint[sp.name], reason)
 				}
 			}
-			for _, t := range st.IMATaint[sp.Name] {
+			for _, t := range st.IMATaint[sp.name] {
 				if !slices.Contains(r.Reasons, t) {
 					r.Reasons = append(r.Reasons, t+" (earlier this boot)")
 				}
 			}
 			r.Pass = len(r.Reasons) == 0
 		}
-		results[sp.Name] = r
+		results[sp.name] = r
 		all = append(all, r)
 		if r.Pass {
-			satisfied = append(satisfied, sp.Name)
+			satisfied = append(satisfied, sp.name)
 		}
 	}
 	sort.Strings(satisfied)
@@ -576,8 +614,12 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 // publishes v: on a change of status, profiles or reasons, and whenever the
 // copy the shims hold would expire before the next publication (heartbeat
 // or round), so a host that stays trusted is never rejected for an expired
-// verdict; after a restart that is every host's first verdict.
-func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, error) {
+// verdict; after a restart that is every host's first verdict. The sequence
+// number is taken, the verdict signed with it and stored in one store
+// transaction (store.RecordVerdict), so instances sharing the database
+// never store a verdict older than the one they replace. It returns the
+// recorded verdict and the stored state.
+func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, []byte, error) {
 	v.Issuer = e.cfg.Issuer
 	if v.Profiles == nil {
 		v.Profiles = []string{}
@@ -590,35 +632,35 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 			}
 		}
 	}
-	seq, err := e.cfg.Store.NextSeq(ctx, rec.Name)
-	if err != nil {
-		return v, err
-	}
-	v.Seq = seq
-	signed, err := e.cfg.Signer.Sign(v)
-	if err != nil {
-		return v, fmt.Errorf("sign verdict: %w", err)
-	}
-	sb, err := json.Marshal(signed)
-	if err != nil {
-		return v, fmt.Errorf("encode verdict: %w", err)
-	}
 	stb, err := json.Marshal(st)
 	if err != nil {
-		return v, fmt.Errorf("encode host state: %w", err)
+		return v, nil, fmt.Errorf("encode host state: %w", err)
 	}
 	changed := old == nil || old.Status != v.Status || !slices.Equal(old.Profiles, v.Profiles) || !slices.Equal(old.Reasons, v.Reasons)
-	var hist *store.HistoryEntry
-	if changed {
-		hist = &store.HistoryEntry{At: v.VerifiedAt, Status: string(v.Status), Reasons: v.Reasons, Profiles: v.Profiles,
-			Seq: v.Seq, EvidenceDigest: v.EvidenceDigest}
-	}
-	if err := e.cfg.Store.SaveVerdict(ctx, rec.Name, sb, stb, hist); err != nil {
-		return v, err
+	var signed verdict.Signed
+	_, err = e.cfg.Store.RecordVerdict(ctx, rec.Name, v.VerifiedAt, func(seq uint64) ([]byte, []byte, *store.HistoryEntry, error) {
+		v.Seq = seq
+		var err error
+		if signed, err = e.cfg.Signer.Sign(v); err != nil {
+			return nil, nil, nil, fmt.Errorf("sign verdict: %w", err)
+		}
+		sb, err := json.Marshal(signed)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("encode verdict: %w", err)
+		}
+		var hist *store.HistoryEntry
+		if changed {
+			hist = &store.HistoryEntry{At: v.VerifiedAt, Status: string(v.Status), Reasons: v.Reasons, Profiles: v.Profiles,
+				EvidenceDigest: v.EvidenceDigest}
+		}
+		return sb, stb, hist, nil
+	})
+	if err != nil {
+		return v, nil, err
 	}
 	refresh := e.needsRefresh(rec.Name, v)
 	if !changed && !refresh {
-		return v, nil
+		return v, stb, nil
 	}
 	kind := "refresh"
 	if changed {
@@ -632,7 +674,7 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 		e.notePublished(rec.Name, v.ExpiresAt)
 	}
 	if !changed {
-		return v, nil
+		return v, stb, nil
 	}
 	if old == nil || old.Status != v.Status {
 		ev := attestrpc.EventHostUntrusted
@@ -645,7 +687,7 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 			e.log.Warn("cannot send notification", "event", ev, "error", err)
 		}
 	}
-	return v, nil
+	return v, stb, nil
 }
 
 func nonNil(l []string) []string {
@@ -660,28 +702,24 @@ func nonNil(l []string) []string {
 func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string) error {
 	now := e.cfg.Now()
 	st := &hostState{Last: &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}}
-	_, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
+	_, _, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
 		VerifiedAt: now, ExpiresAt: now}, st)
 	return err
 }
 
 // Snapshot returns the current signed verdict of every host.
 func (e *Engine) Snapshot(ctx context.Context) ([]verdict.Signed, error) {
-	hosts, err := e.cfg.Store.ListHosts(ctx)
+	stored, err := e.cfg.Store.ListVerdicts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := []verdict.Signed{}
+	out := make([]verdict.Signed, 0, len(stored))
 	counts := map[verdict.Status]int{verdict.Trusted: 0, verdict.Untrusted: 0, verdict.Unknown: 0}
 	now := e.cfg.Now()
-	for _, h := range hosts {
-		if len(h.Verdict) == 0 {
-			counts[verdict.Unknown]++
-			continue
-		}
+	for _, h := range stored {
 		s, err := verdict.ParseSigned(h.Verdict)
 		if err != nil {
-			e.log.Error("stored verdict unusable", "host", h.Name, "error", err)
+			e.log.Error("stored verdict unusable", "host", h.Host, "error", err)
 			counts[verdict.Unknown]++
 			continue
 		}
@@ -702,22 +740,53 @@ func (e *Engine) Heartbeat(ctx context.Context) error {
 	e.mu.Lock()
 	e.lastHeartbeat = e.cfg.Now()
 	e.mu.Unlock()
-	vs, err := e.Snapshot(ctx)
+	stored, err := e.cfg.Store.ListVerdicts(ctx)
 	if err != nil {
 		return err
 	}
-	for len(vs) > 0 {
-		n := min(len(vs), 200)
-		if err := e.cfg.Publisher.PublishVerdicts(ctx, vs[:n]); err != nil {
+	type item struct {
+		s   verdict.Signed
+		exp time.Time
+	}
+	var mine []item
+	counts := map[verdict.Status]int{verdict.Trusted: 0, verdict.Untrusted: 0, verdict.Unknown: 0}
+	now := e.cfg.Now()
+	for _, h := range stored {
+		s, err := verdict.ParseSigned(h.Verdict)
+		if err != nil {
+			counts[verdict.Unknown]++
+			continue
+		}
+		v, err := verdict.Unmarshal([]byte(s.Verdict))
+		if err != nil {
+			counts[verdict.Unknown]++
+			continue
+		}
+		counts[v.StatusAt(now)]++
+		// Each instance republishes the hosts it attests.
+		if e.cfg.Owns(h.Host) {
+			mine = append(mine, item{s: s, exp: v.ExpiresAt})
+		}
+	}
+	for st, n := range counts {
+		e.m.hostStatuses.Set(float64(n), string(st))
+	}
+	for len(mine) > 0 {
+		n := min(len(mine), 200)
+		batch := make([]verdict.Signed, n)
+		for i := range n {
+			batch[i] = mine[i].s
+		}
+		if err := e.cfg.Publisher.PublishVerdicts(ctx, batch); err != nil {
 			return err
 		}
 		e.m.published.Add(float64(n), "heartbeat")
-		for _, s := range vs[:n] {
-			if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
-				e.notePublished(v.Host, v.ExpiresAt)
+		for i := range n {
+			if v, err := verdict.Unmarshal([]byte(mine[i].s.Verdict)); err == nil {
+				e.notePublished(v.Host, mine[i].exp)
 			}
 		}
-		vs = vs[n:]
+		mine = mine[n:]
 	}
 	return nil
 }
@@ -771,17 +840,17 @@ func (e *Engine) notePublished(host string, exp time.Time) {
 	}
 }
 
-// forgetHost drops the in-memory state of a host: its nonces, enrollment
-// challenges and what was published for it.
-func (e *Engine) forgetHost(host string) {
+// forgetHost drops what is kept of a host besides its record: its nonces,
+// cached keys and state, what was published for it (in memory) and its
+// enrollment challenges (in the store).
+func (e *Engine) forgetHost(ctx context.Context, host string) {
 	e.ledger.Forget(host)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	delete(e.published, host)
-	for id, c := range e.challenges {
-		if c.host == host {
-			delete(e.challenges, id)
-		}
+	delete(e.cache, host)
+	e.mu.Unlock()
+	if _, err := e.cfg.Store.DropChallenges(ctx, host); err != nil {
+		e.log.Warn("cannot drop enrollment challenges", "host", host, "error", err)
 	}
 }
 
@@ -790,21 +859,20 @@ type PruneStats struct {
 	Nonces, Challenges, Published int
 }
 
-// Prune drops in-memory state that has run out: expired nonces and
-// enrollment challenges, and the record of verdicts published so long ago
-// that they have expired (the next round publishes again). The service
+// Prune drops state that has run out: expired nonces, expired enrollment
+// challenges (in the store) and the record of verdicts published so long
+// ago that they have expired (the next round publishes again). The service
 // calls it on a timer; host deletion drops a host's state at once.
-func (e *Engine) Prune() PruneStats {
+func (e *Engine) Prune(ctx context.Context) PruneStats {
 	now := e.cfg.Now()
 	st := PruneStats{Nonces: e.ledger.Prune(now)}
+	if n, err := e.cfg.Store.PruneChallenges(ctx, now); err != nil {
+		e.log.Warn("cannot prune enrollment challenges", "error", err)
+	} else {
+		st.Challenges = int(n)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for id, c := range e.challenges {
-		if now.After(c.expires) {
-			delete(e.challenges, id)
-			st.Challenges++
-		}
-	}
 	for h, exp := range e.published {
 		if now.After(exp) {
 			delete(e.published, h)
@@ -812,6 +880,18 @@ func (e *Engine) Prune() PruneStats {
 		}
 	}
 	return st
+}
+
+// IsEnrolled reports whether host exists and has an activated binding.
+func (e *Engine) IsEnrolled(ctx context.Context, host string) (bool, error) {
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return rec.Activated, nil
 }
 
 // EnrolledHosts returns the hosts the scheduler should attest.
@@ -928,7 +1008,7 @@ func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	if err := e.cfg.Store.DeleteHost(ctx, host); err != nil {
 		return err
 	}
-	e.forgetHost(host)
+	e.forgetHost(ctx, host)
 	return nil
 }
 

@@ -185,3 +185,13 @@ func (s *Store) PruneChallenges(ctx context.Context, now time.Time) (int64, erro
 	n, _ := res.RowsAffected()
 	return n, nil
 }
+
+// CountChallenges is the number of stored challenges, expired ones
+// included.
+func (s *Store) CountChallenges(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM enroll_challenges").Scan(&n); err != nil {
+		return 0, fmt.Errorf("count enrollment challenges: %w", err)
+	}
+	return n, nil
+}

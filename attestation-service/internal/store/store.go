@@ -111,6 +111,8 @@ type HostRecord struct {
 	// Verdict is the latest signed verdict (JSON of verdict.Signed), nil
 	// when none.
 	Verdict []byte
+	// AttestedAt is when Verdict was recorded (zero: never).
+	AttestedAt time.Time
 }
 
 // Profile is a stored profile: its name and TOML text.
@@ -234,20 +236,26 @@ func decList(s sql.NullString) ([]string, error) {
 
 const hostCols = "name, ek_public, ek_cert, ak_public, activated, pending_ek_public, pending_ek_cert, pending_ak_public, pending_since, profiles, agent_version, created_at, updated_at, state, verdict, rejected_ek_fingerprint"
 
+// hostReadCols are the columns scanHost reads.
+const hostReadCols = hostCols + ", attested_at"
+
 func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
 	var (
 		h                          HostRecord
 		activated                  bool
 		pendingSince, created, upd int64
+		attested                   int64
 		profiles                   sql.NullString
 	)
 	err := row.Scan(&h.Name, &h.EKPublic, &h.EKCert, &h.AKPublic, &activated, &h.PendingEKPublic, &h.PendingEKCert,
-		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict, &h.RejectedEKFingerprint)
+		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict, &h.RejectedEKFingerprint,
+		&attested)
 	if err != nil {
 		return nil, err
 	}
 	h.Activated = activated
 	h.PendingSince, h.CreatedAt, h.UpdatedAt = fromMicros(pendingSince), fromMicros(created), fromMicros(upd)
+	h.AttestedAt = fromMicros(attested)
 	if h.Profiles, err = decList(profiles); err != nil {
 		return nil, err
 	}
@@ -256,7 +264,7 @@ func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
 
 // GetHost returns a host, or an error wrapping ErrNotFound.
 func (s *Store) GetHost(ctx context.Context, name string) (*HostRecord, error) {
-	h, err := scanHost(s.db.QueryRowContext(ctx, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name))
+	h, err := scanHost(s.db.QueryRowContext(ctx, "SELECT "+hostReadCols+" FROM hosts WHERE name = ?", name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("host %q: %w", name, ErrNotFound)
 	}
@@ -268,7 +276,7 @@ func (s *Store) GetHost(ctx context.Context, name string) (*HostRecord, error) {
 
 // ListHosts returns every host, sorted by name.
 func (s *Store) ListHosts(ctx context.Context) ([]*HostRecord, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+hostCols+" FROM hosts ORDER BY name")
+	rows, err := s.db.QueryContext(ctx, "SELECT "+hostReadCols+" FROM hosts ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}

@@ -115,6 +115,40 @@ func NewCA(rand io.Reader, name string) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key, serial: 1}, nil
 }
 
+// KeyPEM returns the CA's private key (PKCS #8 PEM), so that a simulator
+// can keep issuing from one CA across runs (its certificate is in a
+// service's EK roots).
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("simulated EK CA key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseCA loads a CA from its certificate and key (PEM, as CertPEM and
+// KeyPEM return them).
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("simulated EK CA: no PEM block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("simulated EK CA: %w", err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("simulated EK CA: %w", err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("simulated EK CA: key does not match the certificate")
+	}
+	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(cb), key: key, serial: time.Now().UnixNano()}, nil
+}
+
 func (ca *CA) issue(rand io.Reader, pub *ecdsa.PublicKey, label string) ([]byte, error) {
 	ca.mu.Lock()
 	ca.serial++

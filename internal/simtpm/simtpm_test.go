@@ -216,7 +216,25 @@ func TestEKCertificate(t *testing.T) {
 	if err := evidence.CheckEKCertificate(ek, ekk.Certificate, roots, nil, time.Now()); err != nil {
 		t.Errorf("EK certificate: %v", err)
 	}
+	// A CA loaded from its PEM issues certificates that chain too.
+	kp, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := simtpm.ParseCA(ca.CertPEM, kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp3 := newTPM(t, again)
+	ek3, _ := tp3.EK(context.Background())
+	ek3p, _ := evidence.ParseEKPublic(ek3.Public)
+	if err := evidence.CheckEKCertificate(ek3p, ek3.Certificate, roots, nil, time.Now()); err != nil {
+		t.Errorf("certificate from the reloaded CA: %v", err)
+	}
 	other, _ := simtpm.NewCA(rand.Reader, "other CA")
+	if _, err := simtpm.ParseCA(ca.CertPEM, mustKey(t, other)); err == nil {
+		t.Error("ParseCA accepted another CA's key")
+	}
 	wrong := x509.NewCertPool()
 	wrong.AddCert(other.Cert)
 	if err := evidence.CheckEKCertificate(ek, ekk.Certificate, wrong, nil, time.Now()); !errors.Is(err, evidence.ErrEKCertChain) {
@@ -241,4 +259,13 @@ func BenchmarkQuote(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func mustKey(t *testing.T, ca *simtpm.CA) []byte {
+	t.Helper()
+	k, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

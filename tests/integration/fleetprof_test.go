@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -12,13 +16,14 @@ import (
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
-// TestFleetProfile profiles the attestation service in process against a
-// simulated fleet (for finding hot spots; the figures in docs/benchmarks.md
-// come from make bench-fleet, with the service in its own process). Set
-// TRUSTPOOL_FLEET_PROFILE=HOSTS,INTERVAL,WINDOW[,DB] (e.g. 2000,30s,60s or
-// 2000,30s,60s,mariadb) and TRUSTPOOL_FLEET_PROFILE_OUT=cpu.pprof. The
-// profile covers the whole process (simulator included): look at the
-// service's packages.
+// TestFleetProfile profiles the attestation service, run in this process,
+// against a simulated fleet (fleet-sim, in its own process): CPU
+// (TRUSTPOOL_FLEET_PROFILE_OUT, default cpu.pprof) over the window, and
+// the heap at its end (same name with .heap). Set
+// TRUSTPOOL_FLEET_PROFILE=HOSTS,INTERVAL,WINDOW[,DB] (e.g. 10000,30s,60s
+// or 10000,30s,60s,mariadb). For finding hot spots; the figures in
+// docs/benchmarks.md come from make bench-fleet (the service built and run
+// as it ships).
 func TestFleetProfile(t *testing.T) {
 	spec := os.Getenv("TRUSTPOOL_FLEET_PROFILE")
 	if spec == "" {
@@ -36,13 +41,30 @@ func TestFleetProfile(t *testing.T) {
 	if len(parts) > 3 && parts[3] == "mariadb" {
 		e.cfg.Database.Connection = mariaURL(t)
 	}
-	f := e.newSimFleet(hosts, nil...)
+	bins := buildBinaries(t)
+	simDir := filepath.Join(e.dir, "sim")
+	if out, err := exec.Command(bins.sim, "-ca-dir", simDir, "-init", "-ima-files", "50").CombinedOutput(); err != nil {
+		t.Fatalf("fleet-sim -init: %v\n%s", err, out)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(simDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(e.rootsDir, "sim.pem"), string(caPEM))
 	e.startService()
-	e.importProfile("simfleet", f.files)
-	f.run(t, 30*time.Minute)
+	prof, err := os.ReadFile(filepath.Join(simDir, "profile.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := e.api("POST", "/v1/profiles/import", e.admin, string(prof)); code != 200 {
+		t.Fatalf("import = %d %v", code, body)
+	}
+	sim := startSim(t, bins.sim, filepath.Join(e.dir, "fleet-sim.log"), "-ca-dir", simDir, "-transport-url", e.rabbit.URL,
+		"-hosts", strconv.Itoa(hosts), "-ima-files", "50")
+	sim.waitEnrolled(t, 30*time.Minute)
 	waitFor(t, 10*time.Minute, "every simulated host trusted", func() bool {
-		for _, h := range f.Hosts() {
-			if v, _, ok := e.verdicts.get(h.Name); !ok || v.Status != verdict.Trusted {
+		for i := range hosts {
+			if v, _, ok := e.verdicts.get(fmt.Sprintf("sim-%05d", i)); !ok || v.Status != verdict.Trusted {
 				return false
 			}
 		}
@@ -57,15 +79,22 @@ func TestFleetProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q0 := f.Quotes()
 	if err := pprof.StartCPUProfile(pf); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(window)
 	pprof.StopCPUProfile()
 	pf.Close()
-	q := f.Quotes() - q0
-	t.Logf("%d hosts at %v: %d quotes in %v (%.1f/s); profile in %s", hosts, interval, q, window, float64(q)/window.Seconds(), out)
+	hf, err := os.Create(out + ".heap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(hf); err != nil {
+		t.Fatal(err)
+	}
+	hf.Close()
+	t.Logf("%d hosts at %v: profiles in %s and %s.heap", hosts, interval, out, out)
 }
 
 func mariaURL(t *testing.T) string {

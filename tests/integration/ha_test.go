@@ -149,7 +149,7 @@ verdict_signing_key = %q
 [cluster]
 lease = %q
 `, e.rabbit.URL, name, dbURL, k.WWWAuthenticateURI, k.AuthURL, k.Username, k.Password, port, haInterval.String(),
-		haJitter.String(), haQuote.String(), (2 * haInterval).String(), haValidity.String(), haInterval.String(),
+		haJitter.String(), haQuote.String(), (2*haInterval).String(), haValidity.String(), haInterval.String(),
 		e.rootsDir, keyPath, haLease.String()))
 	in := &instance{name: name, api: fmt.Sprintf("http://127.0.0.1:%d", port),
 		p: startProc(t, name, filepath.Join(e.dir, name+".log"), bin, "-config-file", conf)}
@@ -187,6 +187,7 @@ func TestSeveralInstances(t *testing.T) {
 }
 
 func severalInstances(t *testing.T, dbURL string) {
+	t.Helper()
 	e := newEnv(t, haInterval)
 	bin := buildService(t)
 	quotes := &quoteLog{ev: map[string][]quoteEvent{}}

@@ -398,8 +398,18 @@ func restJSON(t *testing.T, api, path, token string, out any) {
 	}
 }
 
-// startShim runs the real filter shim (built as it ships) pinning pub.
+// startShim runs the real filter shim (built as it ships) pinning pub, and
+// a collector on the fanout pinning it too (e.verdicts).
 func startShim(t *testing.T, e *env, pub ed25519.PublicKey) *shimClient {
+	t.Helper()
+	sc := startShimWith(t, e, pub, "")
+	e.verdicts = newCollector(t, e.rabbit.URL, pub)
+	return sc
+}
+
+// startShimWith runs the real filter shim with extra
+// [oslo_messaging_rabbit] lines.
+func startShimWith(t *testing.T, e *env, pub ed25519.PublicKey, rabbitOpts string) *shimClient {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "trustpool-filter-shim")
 	cmd := exec.Command("go", "build", "-o", bin, "./nova-filter-shim")
@@ -422,11 +432,11 @@ host = "test-scheduler"
 verdict_public_key = %q
 socket_path = %q
 socket_group = ""
-`, e.rabbit.URL, pubPath, sock))
+[oslo_messaging_rabbit]
+%s
+`, e.rabbit.URL, pubPath, sock, rabbitOpts))
 	startProc(t, "shim", filepath.Join(e.dir, "shim.log"), bin, "-config-file", conf)
 	sc := newShimClient(sock)
 	waitFor(t, 60*time.Second, "shim answering", func() bool { _, err := sc.passes([]string{"x"}); return err == nil })
-	// A collector on the fanout too, pinning the same key.
-	e.verdicts = newCollector(t, e.rabbit.URL, pub)
 	return sc
 }

@@ -23,7 +23,7 @@ export GOFLAGS := -buildvcs=false $(GOFLAGS)
 # Debian packages the project needs (tests start these services themselves;
 # nothing runs as a system service).
 DEB_PACKAGES := \
-	gcc libc6-dev libssl-dev pkg-config git make ca-certificates curl jq \
+	gcc libc6-dev libssl-dev pkg-config git make ca-certificates curl \
 	rabbitmq-server \
 	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware python3-openstackclient \
 	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \

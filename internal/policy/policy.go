@@ -117,6 +117,10 @@ type file struct {
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
+// reservedNames are the REST routes beside /v1/profiles/{name}: a profile
+// with one of these names could be created but never shown or deleted.
+var reservedNames = []string{"export", "import", "learn"}
+
 // Parse reads profiles from TOML and validates them.
 func Parse(data []byte) ([]*Profile, error) {
 	// Check the value types first: toml's own type errors name Go types.
@@ -174,6 +178,9 @@ func (p *Profile) Validate() error {
 	}
 	if !namePattern.MatchString(p.Name) {
 		bad("name must match %s", namePattern)
+	}
+	if slices.Contains(reservedNames, p.Name) {
+		bad("name is reserved (it is a path of the profiles API: %s)", strings.Join(reservedNames, ", "))
 	}
 	for k, vs := range p.PCRs {
 		i, err := strconv.Atoi(k)

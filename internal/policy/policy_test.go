@@ -87,6 +87,7 @@ func TestParseRejects(t *testing.T) {
 		"unknown_key":      "[[profile]]\nname = \"a\"\nkernal = [\"x\"]\n",
 		"empty_profile":    "[[profile]]\nname = \"a\"\n",
 		"bad_name":         "[[profile]]\nname = \"A B\"\n[profile.facts]\nsecure_boot=[\"enabled\"]\n",
+		"reserved_name":    "[[profile]]\nname = \"export\"\n[profile.facts]\nsecure_boot=[\"enabled\"]\n",
 		"duplicate_name":   "[[profile]]\nname = \"a\"\n[profile.facts]\nk=[\"v\"]\n[[profile]]\nname = \"a\"\n[profile.facts]\nk=[\"v\"]\n",
 		"bad_pcr_index":    "[[profile]]\nname = \"a\"\n[profile.pcrs]\n24 = [\"" + strings.Repeat("0", 64) + "\"]\n",
 		"bad_pcr_value":    "[[profile]]\nname = \"a\"\n[profile.pcrs]\n0 = [\"abc\"]\n",

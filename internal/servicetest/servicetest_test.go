@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -236,6 +237,9 @@ func TestFreePort(t *testing.T) {
 		}
 		seen[p] = true
 	}
+	if p := FreePort(t); p < minPort || p > maxPort || seen[p] {
+		t.Errorf("FreePort() = %d (seen before: %v)", p, seen[p])
+	}
 }
 
 // fakeT records a failure instead of failing the real test.
@@ -265,4 +269,55 @@ func nonLoopbackAddr() string {
 		}
 	}
 	return ""
+}
+
+// cleanupT runs a helper's cleanups when asked and records its errors.
+type cleanupT struct {
+	testing.TB
+	cleanups []func()
+	errs     []string
+}
+
+func (c *cleanupT) Helper()          {}
+func (c *cleanupT) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
+func (c *cleanupT) Errorf(format string, a ...any) {
+	c.errs = append(c.errs, fmt.Sprintf(format, a...))
+}
+func (c *cleanupT) end() {
+	for i := len(c.cleanups) - 1; i >= 0; i-- {
+		c.cleanups[i]()
+	}
+}
+
+func TestStartProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name, script string
+		wantErr      string
+	}{
+		{"clean exit on SIGTERM", `trap 'echo stopping; exit 0' TERM; echo started; while :; do sleep 0.05; done`, ""},
+		{"killed by SIGTERM", `echo started; exec sleep 60`, "on SIGTERM"},
+		{"exited early", `echo started; exit 3`, "exited before the test ended"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ct := &cleanupT{TB: t}
+			p := StartProcess(ct, "sh", nil, "sh", "-c", tc.script)
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(p.Log(), "started") || (tc.name == "exited early" && !p.Exited()) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%v: no start after 10s: %q", p, p.Log())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			ct.end()
+			if tc.wantErr == "" {
+				if len(ct.errs) != 0 || !strings.Contains(p.Log(), "stopping") {
+					t.Errorf("errors %q, log %q; want none and a clean stop", ct.errs, p.Log())
+				}
+				return
+			}
+			if len(ct.errs) != 1 || !strings.Contains(ct.errs[0], tc.wantErr) {
+				t.Errorf("errors %q; want one with %q", ct.errs, tc.wantErr)
+			}
+		})
+	}
 }

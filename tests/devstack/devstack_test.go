@@ -1,9 +1,11 @@
 // Package devstack tests the DevStack plugin (devstack/) with the real
 // parts it hands its output to: the configuration files it writes are loaded
 // by the real binaries' -check-config and by an independent TOML parser, the
-// systemd units it makes are checked by systemd-analyze verify, and its
-// Keystone registration runs against a real Keystone (internal/servicetest).
-// DevStack itself is replaced by our own fakes of its functions (fakes.bash);
+// systemd units it makes are checked by systemd-analyze verify, its
+// Keystone registration runs against a real Keystone (internal/servicetest),
+// and the daemons started from its configuration serve the real trustpool
+// CLI it then uses to pin the verdict key and learn the profile. DevStack
+// itself is replaced by our own fakes of its functions (fakes.bash);
 // plugin.bats tests the phases and service combinations against them.
 package devstack
 
@@ -26,49 +28,69 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/trustpool/trustpool/attestation-service/service"
+	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/config"
 	"github.com/trustpool/trustpool/internal/servicetest"
+	"github.com/trustpool/trustpool/internal/tpm"
+	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
+	"github.com/trustpool/trustpool/nova-filter-shim/shim"
 )
 
 func TestMain(m *testing.M) { servicetest.Main(m) }
 
-var binaries = map[string]string{
+// daemons are the plugin's services, each a devstack@ unit.
+var daemons = map[string]string{
 	"trustpool-attestation": "attestation-service",
 	"trustpool-filter-shim": "nova-filter-shim",
 	"trustpool-agent":       "compute-agent",
 }
 
-// buildBinaries builds the three daemons into a temporary directory.
+// buildBinaries builds the three daemons and the trustpool CLI into a
+// temporary directory, as the plugin's install phase does.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the daemons; skipped with -short")
 	}
 	dir := t.TempDir()
-	for bin, pkg := range binaries {
-		cmd := exec.CommandContext(t.Context(), "go", "build", "-o", filepath.Join(dir, bin), "./"+pkg)
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", bin, err, out)
-		}
+	for bin, pkg := range daemons {
+		build(t, dir, bin, pkg)
 	}
+	build(t, dir, "trustpool", "cli")
 	return dir
 }
 
-// driver runs devstack/ under the fakes in root (tests/devstack/driver.bash).
-func driver(t *testing.T, root, services string, env []string, steps ...string) {
+func build(t *testing.T, dir, bin, pkg string) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", filepath.Join(dir, bin), "./"+pkg)
+	cmd.Dir = filepath.Join("..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", bin, err, out)
+	}
+}
+
+// driver runs devstack/ under the fakes in root (tests/devstack/driver.bash)
+// and returns its output.
+func driver(t *testing.T, root, services string, env []string, steps ...string) string {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), "bash", append([]string{"driver.bash", root, services}, steps...)...)
 	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		t.Fatalf("driver.bash %s %v: %v\n%s", services, steps, err, out)
 	}
+	return string(out)
 }
 
 // nastyPassword has every character TOML and INI treat specially (quotes,
 // backslash, #, =, brackets), shell specials and non-ASCII.
 const nastyPassword = "p\"a\\s$s#w=o[r]d'&\t`é😀"
+
+// servicePassword is the password of the service user "trustpool" in the
+// Keystone the tests share: the first test to register it sets it, and the
+// plugin (like DevStack's create_service_user) never changes it.
+const servicePassword = "trustpool-" + "svc\"pw\\#"
 
 // nastyURL is a broker URL whose password has the characters a URL allows
 // in user info that shells and INI files treat specially (", \ and # must be
@@ -131,15 +153,18 @@ func checkConfigs(t *testing.T, bins string) {
 // checkUnits: stack extra creates the signing key with the real binary, and
 // the devstack@trustpool-* units (DevStack's run_process unit plus the
 // plugin's drop-in) load in systemd-analyze verify without a single finding,
-// with the ExecStart commands pointing at real binaries.
+// with the ExecStart commands pointing at real binaries. Nothing serves the
+// API here: a stand-in CLI answers key list (TestStartWithTheService runs
+// the real one).
 func checkUnits(t *testing.T, bins string) {
 	t.Helper()
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Fatal("systemd-analyze is missing (make deps installs systemd)")
 	}
+	bins = withStandInCLI(t, bins)
 	root := t.TempDir()
 	driver(t, root, "trustpool-attestation,trustpool-filter-shim,trustpool-agent", []string{
-		"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=False", "SERVE_KEYS=1", "TRUSTPOOL_PROFILE=",
+		"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=False", "TRUSTPOOL_PROFILE=",
 	}, "stack:post-config", "stack:extra")
 	// The real create-key made the verdict signing key the service needs.
 	key := filepath.Join(root, "opt", "stack", "data", "trustpool", "verdict-signing.key")
@@ -147,7 +172,7 @@ func checkUnits(t *testing.T, bins string) {
 		t.Errorf("verdict signing key after stack extra: %v, %v", fi, err)
 	}
 	units := filepath.Join(root, "etc", "systemd", "system")
-	for bin := range binaries {
+	for bin := range daemons {
 		unit := filepath.Join(units, "devstack@"+bin+".service")
 		dropin := filepath.Join(units, "devstack@"+bin+".service.d", "trustpool.conf")
 		b, err := os.ReadFile(dropin)
@@ -168,6 +193,24 @@ func checkUnits(t *testing.T, bins string) {
 	}
 }
 
+// withStandInCLI returns a directory with links to the daemons in bins and
+// a trustpool CLI stand-in whose key list prints a public key.
+func withStandInCLI(t *testing.T, bins string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for bin := range daemons {
+		if err := os.Symlink(filepath.Join(bins, bin), filepath.Join(dir, bin)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const script = "#!/bin/bash\n[[ \"$1 $2\" == \"key list\" ]] || exit 1\n" +
+		"printf -- '-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\\n-----END PUBLIC KEY-----\\n'\n"
+	if err := os.WriteFile(filepath.Join(dir, "trustpool"), []byte(script), 0o755); err != nil { //nolint:gosec // G306: an executable
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // TestKeystoneRegistration runs the plugin's Keystone registration twice
 // against a real Keystone (DevStack's helpers done with the openstack
 // client), then checks what exists: one user with role service on project
@@ -181,23 +224,20 @@ func TestKeystoneRegistration(t *testing.T) {
 	ks := servicetest.Keystone(t)
 	ctx := t.Context()
 	admin := ks.AdminToken(t)
-	api := keystoneAPI{t: t, url: ks.URL, token: admin}
+	api := tokenAPI{t: t, url: ks.URL, token: admin}
 	// What DevStack has before plugins run: the service project, and a
 	// catalog whose identity endpoints are the real URL (the harness's
 	// template has a placeholder).
 	api.ensureProject("service")
 	api.fixIdentityEndpoints()
 
-	const (
-		password = "trustpool-" + "svc\"pw\\#"
-		apiURL   = "http://127.0.0.1:9780/attestation"
-	)
+	const apiURL = "http://127.0.0.1:9780/attestation"
 	root := t.TempDir()
 	env := []string{
 		"REAL_KEYSTONE=1", "OS_CLOUD=", "OS_AUTH_URL=" + ks.URL, "OS_IDENTITY_API_VERSION=3",
 		"OS_USERNAME=" + ks.AdminUser, "OS_PASSWORD=" + ks.AdminPassword, "OS_PROJECT_NAME=" + ks.AdminProject,
 		"OS_USER_DOMAIN_ID=default", "OS_PROJECT_DOMAIN_ID=default", "OS_REGION_NAME=RegionOne",
-		"SERVICE_PASSWORD=" + password, "KEYSTONE_SERVICE_URI=" + ks.URL, "TRUSTPOOL_API_URL=" + apiURL,
+		"SERVICE_PASSWORD=" + servicePassword, "KEYSTONE_SERVICE_URI=" + ks.URL, "TRUSTPOOL_API_URL=" + apiURL,
 		"TRUSTPOOL_USE_SWTPM=False", "TRUSTPOOL_BIN_DIR=/nonexistent",
 	}
 	start := time.Now()
@@ -253,19 +293,188 @@ func TestKeystoneRegistration(t *testing.T) {
 	}
 }
 
+// TestStartWithTheService runs the steps of the plugin's extra phase that
+// use the attestation service, with the real trustpool CLI as DevStack's
+// admin: pinning the verdict public key (trustpool key list), then learning
+// the profile from the compute node (trustpool profile learn) twice, as a
+// second stack.sh would. What they talk to is what the plugin set up, for
+// real: its Keystone registration (the CLI finds the service in the
+// catalog), and the attestation service and agent started from the
+// configuration files it wrote, over RabbitMQ. The agent's TPM is a swtpm
+// with an EK certificate from the CA the plugin trusted, as on a TPM-less
+// DevStack node, but booted: its PCRs hold a measured boot and the agent
+// reads its event log. The plugin's own swtpm has neither yet, and the
+// service can neither verify a TPM whose PCR 0 was never extended nor learn
+// a profile's boot facts without an event log (devstack/README.rst).
+func TestStartWithTheService(t *testing.T) {
+	bins := buildBinaries(t)
+	ks := servicetest.Keystone(t)
+	rabbit := servicetest.RabbitMQ(t)
+	sw := servicetest.SWTPM(t, servicetest.SWTPMOptions{EKCert: true})
+	admin := ks.AdminToken(t)
+	api := tokenAPI{t: t, url: ks.URL, token: admin}
+	api.ensureProject("service")
+	api.fixIdentityEndpoints()
+	// A region of its own, with Keystone's endpoints in it as DevStack's
+	// REGION_NAME has them: the Keystone is shared with
+	// TestKeystoneRegistration, whose attestation endpoints lead nowhere.
+	const region, host = "RegionDevStackStart", "compute-dev"
+	api.ensureRegion(region)
+
+	// What the node has before post-config: nova-compute's host name, the
+	// swtpm of the pre-install phase and the swtpm-localca CA.
+	root, localCA := t.TempDir(), t.TempDir()
+	data := filepath.Join(root, "opt", "stack", "data", "trustpool")
+	conf := filepath.Join(root, "etc", "trustpool")
+	writeFile(t, filepath.Join(root, "etc", "nova", "nova-cpu.conf"), "[DEFAULT]\nhost = "+host+"\n")
+	writeFile(t, filepath.Join(data, "swtpm", "tpm"), "swtpm "+sw.ServerAddr+"\n")
+	writeFile(t, filepath.Join(localCA, "swtpm-localca-rootca-cert.pem"), readFile(t, sw.CACertPath))
+	writeFile(t, filepath.Join(localCA, "issuercert.pem"), readFile(t, sw.IssuerCertPath))
+	eventLog := filepath.Join(t.TempDir(), "binary_bios_measurements")
+	measuredBoot(t, sw, eventLog)
+
+	port := servicetest.FreePort(t)
+	apiURL := fmt.Sprintf("http://127.0.0.1:%d", port)
+	services := "trustpool-attestation,trustpool-filter-shim,trustpool-agent,n-cpu"
+	env := []string{
+		// The openstack client of keystone-fakes.bash.
+		"REAL_KEYSTONE=1", "OS_CLOUD=", "OS_AUTH_URL=" + ks.URL, "OS_IDENTITY_API_VERSION=3",
+		"OS_USERNAME=" + ks.AdminUser, "OS_PASSWORD=" + ks.AdminPassword, "OS_PROJECT_NAME=" + ks.AdminProject,
+		"OS_USER_DOMAIN_ID=default", "OS_PROJECT_DOMAIN_ID=default",
+		// DevStack's globals the plugin builds the CLI's credentials from.
+		"KEYSTONE_SERVICE_URI=" + ks.URL, "ADMIN_PASSWORD=" + ks.AdminPassword, "REGION_NAME=" + region,
+		"SERVICE_PASSWORD=" + servicePassword, "FAKE_TRANSPORT_URL=" + rabbit.URL,
+		fmt.Sprintf("TRUSTPOOL_API_PORT=%d", port), "TRUSTPOOL_API_URL=" + apiURL,
+		"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=True", "TRUSTPOOL_SWTPM_LOCALCA=" + localCA,
+		"TRUSTPOOL_WAIT_TIMEOUT=30",
+	}
+	driver(t, root, services, env, "stack:post-config")
+
+	// stack extra creates the key, then starts the daemons with these
+	// command lines (checkUnits); here they run as the test's children.
+	key := filepath.Join(data, "verdict-signing.key")
+	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-key", key).CombinedOutput(); err != nil {
+		t.Fatalf("create-key: %v\n%s", err, out)
+	}
+	svc := servicetest.StartProcess(t, "trustpool-attestation", nil,
+		filepath.Join(bins, "trustpool-attestation"), "-config-file", filepath.Join(conf, "attestation.toml"))
+	waitHealthy(t, svc, apiURL+"/healthz")
+	agent := servicetest.StartProcess(t, "trustpool-agent", []string{"TRUSTPOOL_TPM__EVENT_LOG=" + eventLog},
+		filepath.Join(bins, "trustpool-agent"), "-config-file", filepath.Join(conf, "agent.toml"))
+	defer func() {
+		if t.Failed() {
+			var h map[string]any
+			tokenAPI{t: t, url: apiURL, token: admin}.do(http.MethodGet, "/v1/hosts/"+host, nil, &h)
+			t.Logf("%v:\n%s\n%v:\n%s\nGET /v1/hosts/%s: %v", svc, svc.Log(), agent, agent.Log(), host, h)
+		}
+	}()
+
+	start := time.Now()
+	out := driver(t, root, services, env, "_trustpool_fetch_public_key", "_trustpool_learn_profile", "_trustpool_learn_profile")
+	t.Logf("key pinned and profile learned in %s:\n%s", time.Since(start).Round(time.Second), out)
+	learned := strings.Index(out, "learned profile devstack from "+host)
+	exists := strings.Index(out, "profile devstack exists; not learning it again")
+	if learned < 0 || exists < learned {
+		t.Errorf("want the profile learned, then found on the second run; got:\n%s", out)
+	}
+
+	// The pinned key, read as the shim reads it, is the service's.
+	pinned, err := shim.LoadPublicKeys(filepath.Join(conf, "verdict_public_key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := verdict.LoadKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pinned) != 1 || !pinned[0].Equal(priv.Public()) {
+		t.Errorf("pinned keys %x, want the service's %x", pinned, priv.Public())
+	}
+
+	// The host is trusted, by the profile learned from it.
+	var got struct {
+		Host struct {
+			Verdict struct {
+				EffectiveStatus string   `json:"effective_status"`
+				Profiles        []string `json:"profiles"`
+			} `json:"verdict"`
+		} `json:"host"`
+	}
+	tokenAPI{t: t, url: apiURL, token: admin}.do(http.MethodGet, "/v1/hosts/"+host, nil, &got)
+	if v := got.Host.Verdict; v.EffectiveStatus != "trusted" || !slices.Contains(v.Profiles, "devstack") {
+		t.Errorf("%s: %+v, want trusted by profile devstack", host, v)
+	}
+}
+
+// measuredBoot extends the swtpm's boot PCRs as firmware would and writes
+// the event log to path.
+func measuredBoot(t *testing.T, sw *servicetest.SWTPMServer, path string) {
+	t.Helper()
+	c, err := tpm.DialSWTPM(t.Context(), sw.ServerAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	log, err := bootseed.Seed(t.Context(), c, bootseed.BuildA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, string(log))
+}
+
+// waitHealthy waits up to a minute for GET url to answer 200.
+func waitHealthy(t *testing.T, p *servicetest.Process, url string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("%v not healthy (%v, %v); log:\n%s", p, resp, err, p.Log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil { //nolint:gosec // G301: test directories
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type discard struct{}
 
 func (discard) Header() http.Header         { return http.Header{} }
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
 func (discard) WriteHeader(int)             {}
 
-// keystoneAPI is the few Keystone v3 admin calls the test makes.
-type keystoneAPI struct {
+// tokenAPI calls a JSON REST API with a token: the few Keystone v3 admin
+// calls the tests make, and the attestation service's API.
+type tokenAPI struct {
 	t          *testing.T
 	url, token string
 }
 
-func (k keystoneAPI) do(method, path string, in, out any) {
+func (k tokenAPI) do(method, path string, in, out any) {
 	k.t.Helper()
 	var body io.Reader
 	if in != nil {
@@ -299,7 +508,7 @@ func (k keystoneAPI) do(method, path string, in, out any) {
 	}
 }
 
-func (k keystoneAPI) list(path, key string) []map[string]any {
+func (k tokenAPI) list(path, key string) []map[string]any {
 	k.t.Helper()
 	var out map[string]json.RawMessage
 	k.do(http.MethodGet, path, nil, &out)
@@ -310,14 +519,34 @@ func (k keystoneAPI) list(path, key string) []map[string]any {
 	return items
 }
 
-func (k keystoneAPI) ensureProject(name string) {
+func (k tokenAPI) ensureProject(name string) {
 	k.t.Helper()
 	if len(k.list("/projects?name="+name, "projects")) == 0 {
 		k.do(http.MethodPost, "/projects", map[string]any{"project": map[string]any{"name": name, "domain_id": "default"}}, nil)
 	}
 }
 
-func (k keystoneAPI) fixIdentityEndpoints() {
+// ensureRegion creates region id with Keystone's public and internal
+// endpoints in it, unless it exists.
+func (k tokenAPI) ensureRegion(id string) {
+	k.t.Helper()
+	for _, r := range k.list("/regions", "regions") {
+		if r["id"] == id {
+			return
+		}
+	}
+	k.do(http.MethodPost, "/regions", map[string]any{"region": map[string]any{"id": id}}, nil)
+	services := k.list("/services?type=identity", "services")
+	if len(services) != 1 {
+		k.t.Fatalf("identity services: %v, want one", services)
+	}
+	for _, iface := range []string{"public", "internal"} {
+		k.do(http.MethodPost, "/endpoints", map[string]any{"endpoint": map[string]any{
+			"service_id": services[0]["id"], "interface": iface, "region_id": id, "url": k.url}}, nil)
+	}
+}
+
+func (k tokenAPI) fixIdentityEndpoints() {
 	k.t.Helper()
 	for _, s := range k.list("/services?type=identity", "services") {
 		for _, e := range k.list("/endpoints?service_id="+s["id"].(string), "endpoints") {

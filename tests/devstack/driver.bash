@@ -6,7 +6,7 @@
 # ROOT is the fake root, SERVICES the enabled services (comma-separated),
 # each STEP either stack:PHASE, unstack, clean, or a plugin function name.
 # With REAL_KEYSTONE=1 the Keystone helpers run against a real Keystone
-# (keystone-fakes.bash); with SERVE_KEYS=1 curl answers GET /v1/keys.
+# (keystone-fakes.bash).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 FAKE_ROOT=$1 ENABLED=$2
@@ -16,12 +16,6 @@ source "$here/fakes.bash"
 if [[ -n ${REAL_KEYSTONE:-} ]]; then
     # shellcheck source=tests/devstack/keystone-fakes.bash
     source "$here/keystone-fakes.bash"
-fi
-if [[ -n ${SERVE_KEYS:-} ]]; then
-    cat > "$FAKE_ROOT/fakebin/curl" <<'CURL'
-#!/bin/bash
-printf '{"verdict_keys": [{"kid": "k1", "algorithm": "Ed25519", "public_key_pem": "-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\\n-----END PUBLIC KEY-----\\n"}]}'
-CURL
 fi
 ENABLED_SERVICES=$ENABLED
 # shellcheck source=devstack/settings

@@ -6,9 +6,10 @@
 #   run_process trustpool-agent /opt/stack/trustpool/bin/trustpool-agent ...
 #
 # Everything lives under $FAKE_ROOT: configuration, data, systemd and Apache
-# directories, nova.conf. Commands the plugin runs (swtpm_setup, modprobe,
-# curl, openstack, ...) are recorders in $FAKE_ROOT/fakebin, put first on
-# PATH; a test replaces one by writing its own script there.
+# directories, nova.conf, /usr/local/bin. Commands the plugin runs
+# (swtpm_setup, modprobe, openstack, ...) are recorders in $FAKE_ROOT/fakebin,
+# put first on PATH; a test replaces one by writing its own script there.
+# curl has one too, so that a test can tell the plugin never calls it.
 #
 # Usage (bats): FAKE_ROOT=$BATS_TEST_TMPDIR; source fakes.bash; then set
 # ENABLED_SERVICES and source devstack/settings and devstack/plugin.sh.
@@ -28,7 +29,7 @@ STACK_USER=$(id -un)
 SERVICE_HOST=192.0.2.10
 SERVICE_PROTOCOL=http
 SERVICE_TIMEOUT=3
-REGION_NAME=RegionOne
+REGION_NAME=${REGION_NAME:-RegionOne}
 SERVICE_PASSWORD=${SERVICE_PASSWORD:-secretservice}
 ADMIN_PASSWORD=${ADMIN_PASSWORD:-secretadmin}
 SERVICE_DOMAIN_NAME=Default
@@ -47,8 +48,9 @@ TRUSTPOOL_CONF_DIR=$FAKE_ROOT/etc/trustpool
 TRUSTPOOL_SHIM_SOCKET=$FAKE_ROOT/run/trustpool/filter-shim.sock
 TRUSTPOOL_DEV_DIR=$FAKE_ROOT/dev
 TRUSTPOOL_SYS_DIR=$FAKE_ROOT/sys
-TRUSTPOOL_SWTPM_LOCALCA=$FAKE_ROOT/var/lib/swtpm-localca
-mkdir -p "$DEST" "$DATA_DIR" "$SYSTEMD_DIR" "$FAKE_ROOT/etc/nova" \
+TRUSTPOOL_SWTPM_LOCALCA=${TRUSTPOOL_SWTPM_LOCALCA:-$FAKE_ROOT/var/lib/swtpm-localca}
+TRUSTPOOL_CLI_LINK=$FAKE_ROOT/usr/local/bin/trustpool
+mkdir -p "$DEST" "$DATA_DIR" "$SYSTEMD_DIR" "$FAKE_ROOT/etc/nova" "$FAKE_ROOT/usr/local/bin" \
     "$FAKE_ROOT/etc/apache2/sites-available" "$FAKE_ROOT/fakebin" \
     "$FAKE_ROOT/var/lib/swtpm-localca" "$FAKE_ROOT/dev" "$FAKE_ROOT/sys/class/tpm"
 echo "root CA" > "$FAKE_ROOT/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem"

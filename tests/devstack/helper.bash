@@ -6,7 +6,7 @@
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 
 # fake_devstack: the fakes under a fresh root, with prebuilt stand-in
-# binaries that record their arguments.
+# binaries that record their arguments (the CLI's: fake_cli).
 fake_devstack() {
     FAKE_ROOT=$BATS_TEST_TMPDIR/root
     mkdir -p "$FAKE_ROOT"
@@ -22,6 +22,7 @@ fake_devstack() {
             "$b" "$CALLS" > "$FAKE_BIN/$b"
         chmod +x "$FAKE_BIN/$b"
     done
+    fake_cli
     TRUSTPOOL_BIN_DIR=$FAKE_BIN
     # No TPM on the test machine unless a test makes one.
     TRUSTPOOL_USE_SWTPM=${TRUSTPOOL_USE_SWTPM:-False}
@@ -96,18 +97,70 @@ swtpm_appears() {
     FAKE_ON_STOP[trustpool-swtpm]='rm -rf "$FAKE_ROOT"/dev/tpm*1 "$FAKE_ROOT"/sys/class/tpm/tpm1 "$FAKE_ROOT/sys/devices"'
 }
 
-# serve_keys: curl answers GET /v1/keys with a public key.
-serve_keys() {
-    cat > "$FAKE_ROOT/fakebin/curl" <<EOF
+# fake_cli: the stand-in trustpool CLI. It records its arguments, and the
+# credentials it was given as "trustpool-auth VAR=VALUE ...". Until
+# serve_api, it prints nothing and succeeds. After serve_api, it answers
+# like a service whose state is in $FAKE_API (outside the fake root):
+#   key list          a public key PEM
+#   profile show      the profile's description ($FAKE_API/profile), or
+#                     exit 4 (not found) when there is none
+#   profile learn     stores --description as the profile and succeeds,
+#                     unless $FAKE_API/learn says otherwise: "fail N" fails
+#                     the next N times without storing (not attested yet),
+#                     "unsatisfied" stores, then fails (the host does not
+#                     satisfy it), "conflict" fails because another node
+#                     stored one just before, "never" always fails.
+fake_cli() {
+    FAKE_API=$BATS_TEST_TMPDIR/api
+    mkdir -p "$FAKE_API"
+    cat > "$FAKE_BIN/trustpool" <<EOF
 #!/bin/bash
-echo "curl \$*" >> "$CALLS"
-case "\$*" in
-    */v1/keys) printf '{"verdict_keys": [{"kid": "k1", "algorithm": "Ed25519", "public_key_pem": "-----BEGIN PUBLIC KEY-----\\\\nMCowBQYDK2VwAyEA\\\\n-----END PUBLIC KEY-----\\\\n"}]}' ;;
-    */v1/profiles/learn*) echo '{"profile": {}}' ;;
-    */v1/profiles/*) exit 22 ;;
+api=$FAKE_API
+echo "trustpool \$*" >> "$CALLS"
+echo "trustpool-auth OS_AUTH_URL=\$OS_AUTH_URL OS_USERNAME=\$OS_USERNAME OS_PASSWORD=\$OS_PASSWORD OS_PROJECT_NAME=\$OS_PROJECT_NAME OS_USER_DOMAIN_ID=\$OS_USER_DOMAIN_ID OS_PROJECT_DOMAIN_ID=\$OS_PROJECT_DOMAIN_ID OS_REGION_NAME=\$OS_REGION_NAME OS_CLOUD=\${OS_CLOUD-unset} OS_PROJECT_ID=\${OS_PROJECT_ID-unset} OS_ATTESTATION_URL=\${OS_ATTESTATION_URL-unset}" >> "$CALLS"
+[[ -e \$api/serving ]] || exit 0
+EOF
+    cat >> "$FAKE_BIN/trustpool" <<'EOF'
+case "$1 $2" in
+    "key list")
+        printf -- '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n\n' ;;
+    "profile show")
+        [[ -f $api/profile ]] || { echo "trustpool: profile not found" >&2; exit 4; }
+        cat "$api/profile" ;;
+    "profile learn")
+        desc=""
+        while (($#)); do
+            [[ $1 != --description ]] || desc=$2
+            shift
+        done
+        read -r what n 2> /dev/null < "$api/learn" || what=""
+        case $what in
+            fail)
+                if ((n > 0)); then
+                    echo "fail $((n - 1))" > "$api/learn"
+                    echo "trustpool: host has no verified evidence yet" >&2
+                    exit 1
+                fi ;;
+            unsatisfied)
+                echo "$desc" > "$api/profile"
+                echo "trustpool: host does not satisfy the profile learned from it" >&2
+                exit 1 ;;
+            conflict)
+                echo "learned by DevStack from another-compute" > "$api/profile"
+                echo "trustpool: profile exists" >&2
+                exit 1 ;;
+            never)
+                echo "trustpool: host not found" >&2
+                exit 4 ;;
+        esac
+        echo "$desc" > "$api/profile" ;;
 esac
 EOF
+    chmod +x "$FAKE_BIN/trustpool"
 }
+
+# serve_api: the stand-in CLI answers (fake_cli).
+serve_api() { touch "$FAKE_API/serving"; }
 
 # refute COMMAND...: fail (with the command) when COMMAND succeeds. A bare
 # `! cmd` does not fail a bats test unless it is the test's last line.

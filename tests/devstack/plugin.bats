@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # shellcheck disable=SC2034 # variables set here are read by the sourced plugin
 # shellcheck disable=SC2016 # stand-in scripts are written in single quotes
+# shellcheck disable=SC2030,SC2031 # each test runs in its own subshell: settings do not leak, by design
 # The Trustpool DevStack plugin against our own fakes of DevStack's functions
 # (fakes.bash): settings, every phase, per combination of enabled services,
 # re-runs, unstack and clean. The configurations it writes are also loaded by
@@ -146,7 +147,47 @@ ALL=trustpool-attestation,trustpool-filter-shim,trustpool-agent,n-api,n-sch,n-cp
     [[ $output == *"has no trustpool-agent"* ]]
 }
 
-@test "install: builds the three daemons with the Go at TRUSTPOOL_GO" {
+@test "install: the prebuilt directory must have the CLI too" {
+    load_plugin trustpool-attestation
+    rm "$FAKE_BIN/trustpool"
+    run phase stack install
+    [ "$status" -ne 0 ]
+    [[ $output == *"$FAKE_BIN has no trustpool" ]]
+}
+
+@test "install: the CLI is linked onto PATH, a stale link replaced, clean removes it" {
+    load_plugin trustpool-agent
+    ln -s /nonexistent/trustpool "$TRUSTPOOL_CLI_LINK"
+    phase stack install
+    [ "$(readlink "$TRUSTPOOL_CLI_LINK")" = "$FAKE_BIN/trustpool" ]
+    phase stack install
+    [ "$(readlink "$TRUSTPOOL_CLI_LINK")" = "$FAKE_BIN/trustpool" ]
+    phase clean
+    [ ! -e "$TRUSTPOOL_CLI_LINK" ] && [ ! -L "$TRUSTPOOL_CLI_LINK" ]
+}
+
+@test "install: someone else's trustpool on PATH is left alone, also by clean" {
+    load_plugin trustpool-agent
+    echo "not ours" > "$TRUSTPOOL_CLI_LINK"
+    phase stack install
+    called warn
+    [ "$(cat "$TRUSTPOOL_CLI_LINK")" = "not ours" ]
+    phase clean
+    [ "$(cat "$TRUSTPOOL_CLI_LINK")" = "not ours" ]
+}
+
+@test "install: no link when TRUSTPOOL_CLI_LINK is empty or is the binary itself" {
+    TRUSTPOOL_CLI_LINK=""
+    load_plugin trustpool-agent
+    phase stack install
+    [ -z "$(ls "$FAKE_ROOT/usr/local/bin")" ]
+    TRUSTPOOL_CLI_LINK=$FAKE_BIN/trustpool
+    phase stack install
+    [ -f "$FAKE_BIN/trustpool" ] && [ ! -L "$FAKE_BIN/trustpool" ]
+    [ -z "$(ls "$FAKE_ROOT/usr/local/bin")" ]
+}
+
+@test "install: builds the three daemons and the CLI with the Go at TRUSTPOOL_GO" {
     unset TRUSTPOOL_BIN_DIR
     TRUSTPOOL_GO=$FAKE_ROOT/fakebin/go
     printf '#!/bin/bash\nif [[ $1 == env ]]; then echo go1.22.5; exit; fi\necho "go $* GOCACHE=$GOCACHE" >> "%s"\n' \
@@ -157,6 +198,8 @@ ALL=trustpool-attestation,trustpool-filter-shim,trustpool-agent,n-api,n-sch,n-cp
     called "go build -trimpath -o $REPO/bin/trustpool-agent ./compute-agent GOCACHE=$DEST/.trustpool-go/cache"
     called "go build -trimpath -o $REPO/bin/trustpool-attestation ./attestation-service"
     called "go build -trimpath -o $REPO/bin/trustpool-filter-shim ./nova-filter-shim"
+    called "go build -trimpath -o $REPO/bin/trustpool ./cli"
+    [ "$(readlink "$TRUSTPOOL_CLI_LINK")" = "$REPO/bin/trustpool" ]
 }
 
 @test "install: a missing or too old Go stops stack.sh with the reason" {
@@ -331,12 +374,19 @@ trustpool_filter.TrustedFilter" ]
 
 @test "extra, filter shim: pins the service's public key, starts, makes the trusted flavor" {
     load_plugin trustpool-filter-shim,n-api
-    serve_keys
+    serve_api
     printf '#!/bin/bash\necho "openstack $*" >> "%s"\n[[ $* != *"flavor show"* ]]\n' "$CALLS" > "$FAKE_ROOT/fakebin/openstack"
     phase stack post-config
     phase stack extra
-    called "curl -sSf http://192.0.2.10/attestation/v1/keys"
-    grep -q 'BEGIN PUBLIC KEY' "$TRUSTPOOL_PUBLIC_KEY"
+    grep -qx "trustpool key list --long -f value -c Public Key" "$CALLS"
+    [ "$(cat "$TRUSTPOOL_PUBLIC_KEY")" = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEA
+-----END PUBLIC KEY-----" ]
+    [ "$(stat -c %a "$TRUSTPOOL_PUBLIC_KEY")" = 644 ]
+    # The key is pinned before the shim starts.
+    [ "$(grep -n '^trustpool key list' "$CALLS" | cut -d: -f1)" -lt \
+        "$(grep -n '^run_process trustpool-filter-shim' "$CALLS" | cut -d: -f1)" ]
+    refute called curl
     grep -qx "run_process trustpool-filter-shim $FAKE_BIN/trustpool-filter-shim -config-file $TRUSTPOOL_SHIM_CONF" "$CALLS"
     grep -qx 'RuntimeDirectory=trustpool' "$SYSTEMD_DIR/devstack@trustpool-filter-shim.service.d/trustpool.conf"
     called "openstack flavor create --ram 512 --disk 1 --vcpus 1 trusted"
@@ -348,29 +398,113 @@ trustpool_filter.TrustedFilter" ]
     phase stack post-config
     run phase stack extra
     [ "$status" -ne 0 ]
-    [[ $output == *"verdict public key"* ]]
+    [[ $output == *"the service has no verdict public key"* ]]
     refute called "run_process trustpool-filter-shim"
+    [ ! -e "$TRUSTPOOL_PUBLIC_KEY" ]
+}
+
+@test "extra, filter shim: a failing key list stops stack.sh too" {
+    load_plugin trustpool-filter-shim
+    printf '#!/bin/bash\necho "trustpool: attestation service unreachable" >&2\nexit 5\n' > "$FAKE_BIN/trustpool"
+    phase stack post-config
+    run phase stack extra
+    [ "$status" -ne 0 ]
+    [[ $output == *"trustpool: attestation service unreachable"* ]]
+    [[ $output == *"trustpool key list failed"* ]]
+    refute called "run_process trustpool-filter-shim"
+}
+
+@test "extra: the CLI runs as DevStack's admin whatever OS_* the caller has" {
+    load_plugin trustpool-filter-shim,trustpool-agent
+    serve_api
+    phase stack post-config
+    export OS_CLOUD=devstack OS_PROJECT_ID=demo-project OS_ATTESTATION_URL=http://elsewhere OS_USERNAME=demo
+    phase stack extra
+    unset OS_CLOUD OS_PROJECT_ID OS_ATTESTATION_URL OS_USERNAME
+    [ "$(calls_of trustpool-auth | sort -u)" = "trustpool-auth OS_AUTH_URL=http://192.0.2.10/identity OS_USERNAME=admin OS_PASSWORD=secretadmin OS_PROJECT_NAME=admin OS_USER_DOMAIN_ID=default OS_PROJECT_DOMAIN_ID=default OS_REGION_NAME=RegionOne OS_CLOUD=unset OS_PROJECT_ID=unset OS_ATTESTATION_URL=unset" ]
+    [ "$(calls_of trustpool-auth | wc -l)" -ge 3 ]
 }
 
 @test "extra, agent: TPM group, log access as root, then learns the profile" {
     load_plugin trustpool-agent
-    serve_keys
+    serve_api
     phase stack post-config
-    phase stack extra
+    run phase stack extra
+    [ "$status" -eq 0 ]
+    [[ $output == *"learned profile devstack from $(hostname)"* ]]
     dropin=$SYSTEMD_DIR/devstack@trustpool-agent.service.d/trustpool.conf
     grep -qx 'SupplementaryGroups=tss' "$dropin"
     grep -qx "ExecStartPre=+/usr/bin/systemd-tmpfiles --create $TRUSTPOOL_CONF_DIR/agent-tmpfiles.conf" "$dropin"
     grep -qx "run_process trustpool-agent $FAKE_BIN/trustpool-agent -config-file $TRUSTPOOL_AGENT_CONF" "$CALLS"
-    called "curl -sSf -X POST"
-    called "-d {\"host\":\"$(hostname)\",\"name\":\"devstack\"} http://192.0.2.10/attestation/v1/profiles/learn"
+    grep -qx "trustpool profile show devstack -f value -c description" "$CALLS"
+    grep -qx "trustpool profile learn devstack --host $(hostname) --description learned by DevStack from $(hostname) --wait-timeout 3s" "$CALLS"
+    [ "$(cat "$FAKE_API/profile")" = "learned by DevStack from $(hostname)" ]
+    refute called curl
+}
+
+@test "extra, agent: the profile is learned from nova-compute's host name" {
+    load_plugin trustpool-agent,n-cpu
+    iniset "$NOVA_CPU_CONF" DEFAULT host compute-7
+    serve_api
+    phase stack post-config
+    phase stack extra
+    called "trustpool profile learn devstack --host compute-7 --description learned by DevStack from compute-7"
 }
 
 @test "extra, agent: an existing profile is not learned again" {
     load_plugin trustpool-agent
     phase stack post-config
-    phase stack extra
-    called "http://192.0.2.10/attestation/v1/profiles/devstack"
-    refute called "/v1/profiles/learn"
+    run phase stack extra
+    [ "$status" -eq 0 ]
+    [[ $output == *"profile devstack exists; not learning it again"* ]]
+    called "trustpool profile show devstack"
+    refute called "trustpool profile learn"
+}
+
+@test "extra, agent: learning is retried until the host has been attested" {
+    load_plugin trustpool-agent
+    TRUSTPOOL_WAIT_TIMEOUT=30
+    serve_api
+    echo "fail 2" > "$FAKE_API/learn"
+    phase stack post-config
+    run phase stack extra
+    [ "$status" -eq 0 ]
+    [ "$(calls_of trustpool | grep -c '^trustpool profile learn')" = 3 ]
+    [[ $output == *"learned profile devstack"* ]]
+}
+
+@test "extra, agent: a host never attested stops stack.sh after TRUSTPOOL_WAIT_TIMEOUT" {
+    load_plugin trustpool-agent
+    TRUSTPOOL_WAIT_TIMEOUT=1
+    serve_api
+    echo never > "$FAKE_API/learn"
+    phase stack post-config
+    run phase stack extra
+    [ "$status" -ne 0 ]
+    [[ $output == *"could not learn profile devstack from $(hostname)"* ]]
+    [ ! -e "$FAKE_API/profile" ]
+}
+
+@test "extra, agent: a host that fails the profile learned from it stops stack.sh" {
+    load_plugin trustpool-agent
+    serve_api
+    echo unsatisfied > "$FAKE_API/learn"
+    phase stack post-config
+    run phase stack extra
+    [ "$status" -ne 0 ]
+    [[ $output == *"was not appraised as satisfying the profile devstack learned from it"* ]]
+    [ "$(calls_of trustpool | grep -c '^trustpool profile learn')" = 1 ]
+}
+
+@test "extra, agent: another compute node learning the profile first is fine" {
+    load_plugin trustpool-agent
+    serve_api
+    echo conflict > "$FAKE_API/learn"
+    phase stack post-config
+    run phase stack extra
+    [ "$status" -eq 0 ]
+    [[ $output == *"profile devstack exists; not learning it again"* ]]
+    [ "$(calls_of trustpool | grep -c '^trustpool profile learn')" = 1 ]
 }
 
 # ------------------------------------------------------------------ unstack, clean
@@ -389,7 +523,7 @@ trustpool_filter.TrustedFilter" ]
 lifecycle() {
     load_plugin "$1"
     swtpm_appears
-    serve_keys
+    serve_api
     before=$(tree)
     stack_all
     first=$(cd "$FAKE_ROOT" && find etc/trustpool etc/systemd opt -type f -print0 | sort -z | xargs -0 sha256sum)

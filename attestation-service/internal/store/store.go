@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -726,16 +727,31 @@ func (s *Store) pruneTable(ctx context.Context, table string, before time.Time) 
 
 // tx runs fn in a transaction. InnoDB may abort one of two concurrent
 // transactions as a deadlock (gap locks of concurrent first inserts);
-// such a transaction is run again, a few times: fn must be re-runnable.
+// such a transaction is run again, up to deadlockRetries times, after a
+// short random pause (writers retrying in lockstep deadlock again): fn must
+// be re-runnable.
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	var err error
-	for range 5 {
+	pause := time.Millisecond
+	for range deadlockRetries {
 		if err = s.tx1(ctx, fn); !isDeadlock(err) {
 			return err
 		}
+		t := time.NewTimer(pause/2 + rand.N(pause)) //nolint:gosec // G404: jitter of a retry pause, not a secret
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(2*pause, 64*time.Millisecond)
 	}
 	return err
 }
+
+// deadlockRetries bounds the attempts of a transaction InnoDB keeps
+// choosing as the deadlock victim.
+const deadlockRetries = 10
 
 func (s *Store) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)

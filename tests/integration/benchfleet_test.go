@@ -153,40 +153,6 @@ func buildBinaries(t *testing.T) benchBins {
 	return b
 }
 
-// proc is a child process measured through /proc.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
-}
-
-func startProc(t *testing.T, name, logPath string, argv ...string) *proc {
-	t.Helper()
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	logf.Close()
-	p := &proc{cmd: cmd, done: make(chan struct{}), log: logPath}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
 func loadAvg() float64 {
 	b, _ := os.ReadFile("/proc/loadavg")
 	f := strings.Fields(string(b))
@@ -329,7 +295,7 @@ func benchFleet(t *testing.T, bins benchBins, db string, hosts int, interval, wi
 	if err := os.WriteFile(pubPath, pubPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	apiPort := freeTCPPort(t)
+	apiPort := servicetest.FreePort(t)
 	svcConf := filepath.Join(dir, "attestation.toml")
 	k := e.cfg.Keystone
 	writeFile(t, svcConf, fmt.Sprintf(`[DEFAULT]
@@ -361,7 +327,7 @@ ek_roots_dir = %q
 [keys]
 verdict_signing_key = %q
 `, rabbit.URL, url, k.WWWAuthenticateURI, k.AuthURL, k.Username, k.Password, apiPort, interval.String(), (2*interval).String(), (3*interval).String(), interval.String(), roots, keyPath))
-	svc := startProc(t, "service", filepath.Join(dir, "service.log"), bins.service, "-config-file", svcConf)
+	svc := servicetest.StartProcess(t, "trustpool-attestation", nil, bins.service, "-config-file", svcConf)
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, 60*time.Second, "service healthy", func() bool {
 		resp, err := http.Get(api + "/healthz")
@@ -398,7 +364,7 @@ socket_path = %q
 socket_group = ""
 max_hosts = 20000
 `, rabbit.URL, pubPath, sock))
-	shim := startProc(t, "shim", filepath.Join(dir, "shim.log"), bins.shim, "-config-file", shimConf)
+	shim := servicetest.StartProcess(t, "trustpool-filter-shim", nil, bins.shim, "-config-file", shimConf)
 	sc := newShimClient(sock)
 	waitFor(t, 60*time.Second, "shim answering", func() bool { _, err := sc.passes([]string{"x"}); return err == nil })
 
@@ -423,7 +389,7 @@ max_hosts = 20000
 	// The measurement window.
 	r.loadBefore = loadAvg()
 	t0 := time.Now()
-	svc0, broker0, shim0, sim0 := cpuTicks(t, svc.cmd.Process.Pid), cpuTicks(t, brokerPID), cpuTicks(t, shim.cmd.Process.Pid), cpuTicks(t, sim.cmd.Process.Pid)
+	svc0, broker0, shim0, sim0 := cpuTicks(t, svc.PID()), cpuTicks(t, brokerPID), cpuTicks(t, shim.PID()), cpuTicks(t, sim.cmd.Process.Pid)
 	var db0 int64
 	if dbPID != 0 {
 		db0 = cpuTicks(t, dbPID)
@@ -457,9 +423,9 @@ max_hosts = 20000
 	el := time.Since(t0).Seconds()
 	hz := float64(clockTicks(t))
 	pct := func(t0, t1 int64) float64 { return float64(t1-t0) / hz / el * 100 }
-	r.svcCPU = pct(svc0, cpuTicks(t, svc.cmd.Process.Pid))
+	r.svcCPU = pct(svc0, cpuTicks(t, svc.PID()))
 	r.brokerCPU = pct(broker0, cpuTicks(t, brokerPID))
-	r.shimCPU = pct(shim0, cpuTicks(t, shim.cmd.Process.Pid))
+	r.shimCPU = pct(shim0, cpuTicks(t, shim.PID()))
 	r.simCPU = pct(sim0, cpuTicks(t, sim.cmd.Process.Pid))
 	if dbPID != 0 {
 		r.dbCPU = pct(db0, cpuTicks(t, dbPID))
@@ -468,7 +434,7 @@ max_hosts = 20000
 	hist1, size1 := dbStats(t, db, raw, sqlitePath, mysqlDB)
 	r.histRate = float64(hist1-hist0) / el
 	r.growthPerDay = (size1 - size0) / el * 86400
-	r.rssMB = float64(statusKB(t, svc.cmd.Process.Pid, "VmRSS")) * 1024 / 1e6
+	r.rssMB = float64(statusKB(t, svc.PID(), "VmRSS")) * 1024 / 1e6
 	r.loadAfter = loadAvg()
 	slices.Sort(lat)
 	r.probes = len(lat)
@@ -492,20 +458,6 @@ func readPID(t *testing.T, path string) int {
 	return pid
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		p := 10000 + int(time.Now().UnixNano()%22000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err == nil {
-			l.Close()
-			return p
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 func writeFile(t *testing.T, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -515,7 +467,9 @@ func writeFile(t *testing.T, path, text string) {
 
 // simProc is a fleet-sim process driven through its standard input.
 type simProc struct {
-	*proc
+	cmd      *exec.Cmd
+	done     chan struct{}
+	log      string
 	in       io.Writer
 	lines    chan map[string]any
 	enrolled chan struct{}
@@ -542,7 +496,7 @@ func startSim(t *testing.T, bin, logPath string, args ...string) *simProc {
 		t.Fatal(err)
 	}
 	logf.Close()
-	s := &simProc{proc: &proc{cmd: cmd, done: make(chan struct{}), log: logPath}, in: in,
+	s := &simProc{cmd: cmd, done: make(chan struct{}), log: logPath, in: in,
 		lines: make(chan map[string]any, 16), enrolled: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(out)

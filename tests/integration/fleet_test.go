@@ -91,7 +91,7 @@ func hasReason(v verdict.Verdict, prefix, contains string) bool {
 // host is trusted; each fault the simulator injects is caught with its
 // reason, and the untouched hosts stay trusted.
 func TestSimulatedFleet(t *testing.T) {
-	e := newEnv(t, 10*time.Second)
+	e := newEnv(t, 5*time.Second)
 	f := e.newSimFleet(fleetHosts, func(c *agenttest.Config) { c.IMAGrowth = 2 * time.Minute })
 	e.startService()
 	e.importProfile("simfleet", f.files)

@@ -23,13 +23,13 @@ import (
 // haHosts is the simulated fleet of the multi-instance test.
 const haHosts = 150
 
-// HA timing: with lease 3 s the worst hand-over (lease + lease/4 + jitter
+// HA timing: with lease 2 s the worst hand-over (lease + lease/4 + jitter
 // + quote timeout) plus one interval stays below the verdict validity.
 const (
-	haInterval = 5 * time.Second
-	haJitter   = time.Second
-	haLease    = 3 * time.Second
-	haQuote    = 2 * time.Second
+	haInterval = 4 * time.Second
+	haJitter   = 500 * time.Millisecond
+	haLease    = 2 * time.Second
+	haQuote    = 1500 * time.Millisecond
 	haValidity = 3 * haInterval
 )
 
@@ -71,7 +71,7 @@ func (q *quoteLog) since(t time.Time) map[string][]quoteEvent {
 // instance is one trustpool-attestation process.
 type instance struct {
 	name string
-	p    *proc
+	p    *servicetest.Process
 	api  string
 }
 
@@ -97,26 +97,46 @@ func (in *instance) metric(t *testing.T, name string) float64 {
 	return sum
 }
 
-func buildService(t *testing.T) string {
+// builtBinaries holds the daemons built once per test binary (go build
+// takes seconds, linking the race runtime more).
+var (
+	builtMu       sync.Mutex
+	builtBinaries = map[string]string{}
+)
+
+// buildDaemon builds pkg (relative to the module root) once, with the race
+// detector when the tests run with it.
+func buildDaemon(t *testing.T, pkg, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "trustpool-attestation")
+	builtMu.Lock()
+	defer builtMu.Unlock()
+	if bin, ok := builtBinaries[pkg]; ok {
+		return bin
+	}
+	bin := filepath.Join(servicetest.SharedDir(t, "bin"), name)
 	args := []string{"build", "-o", bin}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "./attestation-service")...)
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = "../.."
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build the service: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
+	builtBinaries[pkg] = bin
 	return bin
+}
+
+func buildService(t *testing.T) string {
+	t.Helper()
+	return buildDaemon(t, "./attestation-service", "trustpool-attestation")
 }
 
 // startInstance runs one service instance named name on dbURL with the
 // shared verdict key.
 func (e *env) startInstance(t *testing.T, bin, name, dbURL, keyPath string) *instance {
 	t.Helper()
-	port := freeTCPPort(t)
+	port := servicetest.FreePort(t)
 	conf := filepath.Join(e.dir, name+".toml")
 	k := e.cfg.Keystone
 	writeFile(t, conf, fmt.Sprintf(`[DEFAULT]
@@ -152,7 +172,7 @@ lease = %q
 		haJitter.String(), haQuote.String(), (2*haInterval).String(), haValidity.String(), haInterval.String(),
 		e.rootsDir, keyPath, haLease.String()))
 	in := &instance{name: name, api: fmt.Sprintf("http://127.0.0.1:%d", port),
-		p: startProc(t, name, filepath.Join(e.dir, name+".log"), bin, "-config-file", conf)}
+		p: servicetest.StartProcess(t, name, nil, bin, "-config-file", conf)}
 	waitFor(t, 60*time.Second, name+" healthy", func() bool {
 		resp, err := http.Get(in.api + "/healthz")
 		if err != nil {
@@ -175,6 +195,7 @@ lease = %q
 func TestSeveralInstances(t *testing.T) {
 	for _, db := range []string{"mariadb", "postgresql"} {
 		t.Run(db, func(t *testing.T) {
+			t.Parallel()
 			var url string
 			if db == "mariadb" {
 				url = servicetest.MariaDB(t).URL
@@ -294,9 +315,7 @@ func severalInstances(t *testing.T, dbURL string) {
 	// kill -9 of one instance: its hosts move within an interval plus the
 	// lease, and no healthy host's verdict expires at the shim meanwhile.
 	killed := time.Now()
-	if err := inst["svc-b"].p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
+	inst["svc-b"].p.Kill(t)
 	deadline := killed.Add(haInterval + haLease + haLease/4 + haJitter + haQuote)
 	failures := 0
 	for time.Since(killed) < deadline.Sub(killed)+haInterval {
@@ -411,12 +430,7 @@ func startShim(t *testing.T, e *env, pub ed25519.PublicKey) *shimClient {
 // [oslo_messaging_rabbit] lines.
 func startShimWith(t *testing.T, e *env, pub ed25519.PublicKey, rabbitOpts string) *shimClient {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "trustpool-filter-shim")
-	cmd := exec.Command("go", "build", "-o", bin, "./nova-filter-shim")
-	cmd.Dir = "../.."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build the shim: %v\n%s", err, out)
-	}
+	bin := buildDaemon(t, "./nova-filter-shim", "trustpool-filter-shim")
 	pem, err := verdict.MarshalPublicKeyPEM(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -435,7 +449,7 @@ socket_group = ""
 [oslo_messaging_rabbit]
 %s
 `, e.rabbit.URL, pubPath, sock, rabbitOpts))
-	startProc(t, "shim", filepath.Join(e.dir, "shim.log"), bin, "-config-file", conf)
+	servicetest.StartProcess(t, "trustpool-filter-shim", nil, bin, "-config-file", conf)
 	sc := newShimClient(sock)
 	waitFor(t, 60*time.Second, "shim answering", func() bool { _, err := sc.passes([]string{"x"}); return err == nil })
 	return sc

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
@@ -23,10 +24,11 @@ const maxCachedHosts = 1 << 17
 type hostCache struct {
 	ekRaw, akRaw []byte
 	binding      evidence.Binding
-	// stateRaw is the state as stored; state is it decoded. Rounds mutate
-	// state, so an entry is taken out of the cache for the round and put
-	// back only once the new state is stored.
-	stateRaw []byte
+	// stateSum is SHA-256 of the state as stored (a digest, not the
+	// bytes: a few KiB per host add up over a fleet); state is it decoded.
+	// Rounds mutate state, so an entry is taken out of the cache for the
+	// round and put back only once the new state is stored.
+	stateSum [sha256.Size]byte
 	state    *hostState
 }
 
@@ -71,7 +73,7 @@ func binding(c *hostCache, rec *store.HostRecord) (evidence.Binding, error) {
 // state returns the host's decoded state, from c when the stored bytes
 // are the ones c decoded.
 func state(c *hostCache, raw []byte) (*hostState, error) {
-	if c != nil && c.state != nil && bytes.Equal(c.stateRaw, raw) {
+	if c != nil && c.state != nil && c.stateSum == sha256.Sum256(raw) {
 		return c.state, nil
 	}
 	return decodeState(raw)

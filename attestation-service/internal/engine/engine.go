@@ -396,7 +396,7 @@ func (e *Engine) AttestRound(ctx context.Context, host string, triggered bool) (
 	e.m.rounds.Inc(string(v.Status))
 	v, stb, err := e.record(ctx, rec, v, st)
 	if err == nil && b.AK != nil {
-		e.putCache(host, &hostCache{ekRaw: rec.EKPublic, akRaw: rec.AKPublic, binding: b, stateRaw: stb, state: st})
+		e.putCache(host, &hostCache{ekRaw: rec.EKPublic, akRaw: rec.AKPublic, binding: b, stateSum: sha256.Sum256(stb), state: st})
 	}
 	return v, err
 }

@@ -72,11 +72,25 @@
 // host's first verdict is published.
 //
 // Nonces are 32 random bytes from evidence.Ledger, single use, with a
-// lifetime of at most 2 × interval. The ledger is in memory: one service
-// instance. Per-host memory is bounded: a host's lock exists only while
-// work on it is in progress; deleting a host drops its nonces, challenges
-// and publication record; Prune (on the service's timer) drops what ran
-// out.
+// lifetime of at most 2 × interval. The ledger is in memory: a nonce is
+// issued and consumed within one round by one instance, so nothing of it
+// must survive an instance change. Enrollment challenges do (register_host
+// and activate_credential may reach different instances): they are in the
+// store, with a hash of the secret only. Per-host memory is bounded: a
+// host's lock exists only while work on it is in progress; deleting a host
+// drops its nonces, challenges, cache entry and publication record; Prune
+// (on the service's timer) drops what ran out.
+//
+// # Several instances
+//
+// Instances sharing one store never store a verdict older than the one
+// they replace (store.RecordVerdict takes the seq and stores the verdict
+// signed with it in one transaction). Caches (parsed keys, decoded state,
+// parsed profiles) are checked against the store every round. A round due
+// by the interval is skipped (RecentlyAttestedError) when another instance
+// recorded the host's verdict less than half an interval ago; the service
+// decides which instance owns which host (package cluster) and Heartbeat
+// republishes only the hosts Config.Owns reports.
 package engine
 
 import (

@@ -104,8 +104,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -353,7 +355,51 @@ func decodeState(b []byte) (*hostState, error) {
 	if err := json.Unmarshal(b, st); err != nil {
 		return nil, fmt.Errorf("decode host state: %w", err)
 	}
+	// A verified round's PCRs and boot facts are Previous's (see
+	// encodeState).
+	if l, p := st.Last, st.Previous; l != nil && l.Verified && p != nil {
+		if l.PCRs == nil && p.PCRs != nil {
+			l.PCRs = make(map[string]string, len(p.PCRs))
+			for i, v := range p.PCRs {
+				l.PCRs[strconv.Itoa(i)] = hex.EncodeToString(v)
+			}
+		}
+		if l.Boot == nil && p.Boot != nil {
+			l.Boot = p.Boot.Map()
+		}
+	}
 	return st, nil
+}
+
+// encodeState is the stored form of st. Every round writes it, so what
+// can be derived is left out: after a verified round the summary's PCRs
+// and boot facts are those of Previous (decodeState puts them back).
+func encodeState(st *hostState) ([]byte, error) {
+	if l, p := st.Last, st.Previous; l != nil && l.Verified && p != nil && sameAsPrevious(l, p) {
+		c := *st
+		lc := *l
+		lc.PCRs, lc.Boot = nil, nil
+		c.Last = &lc
+		return json.Marshal(&c)
+	}
+	return json.Marshal(st)
+}
+
+// sameAsPrevious reports whether the summary's PCRs and boot facts are
+// Previous's, so they can be derived.
+func sameAsPrevious(l *Summary, p *evidence.Previous) bool {
+	if len(l.PCRs) != len(p.PCRs) {
+		return false
+	}
+	for i, v := range p.PCRs {
+		if l.PCRs[strconv.Itoa(i)] != hex.EncodeToString(v) {
+			return false
+		}
+	}
+	if p.Boot == nil {
+		return l.Boot == nil
+	}
+	return maps.Equal(l.Boot, p.Boot.Map())
 }
 
 // Attest runs one attestation round for host and records the verdict.
@@ -646,7 +692,7 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 			}
 		}
 	}
-	stb, err := json.Marshal(st)
+	stb, err := encodeState(st)
 	if err != nil {
 		return v, nil, fmt.Errorf("encode host state: %w", err)
 	}

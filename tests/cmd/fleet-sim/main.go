@@ -110,9 +110,8 @@ func run(o options, in io.Reader, out io.Writer) error {
 	defer stop()
 	var mu sync.Mutex
 	emit := func(v any) {
-		b, _ := json.Marshal(v)
 		mu.Lock()
-		fmt.Fprintln(out, string(b))
+		fmt.Fprintln(out, fmtJSON(v))
 		mu.Unlock()
 	}
 	byName := map[string]*agenttest.Host{}
@@ -229,4 +228,9 @@ func loadCA(dir string) (*simtpm.CA, error) {
 		return nil, err
 	}
 	return simtpm.ParseCA(c, k)
+}
+
+func fmtJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -54,11 +54,18 @@ type entry struct {
 	index int // in the heap; -1 when not queued
 }
 
-// queue is a min-heap of entries by due time.
+// queue is a min-heap of entries: triggered rounds first (a change to
+// look at must not wait behind interval rounds that are late because every
+// slot is busy), then by due time.
 type queue []*entry
 
-func (q queue) Len() int           { return len(q) }
-func (q queue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].triggered != q[j].triggered {
+		return q[i].triggered
+	}
+	return q[i].due.Before(q[j].due)
+}
 func (q queue) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
 	q[i].index, q[j].index = i, j

@@ -293,3 +293,26 @@ func TestRoundNamesNextDue(t *testing.T) {
 		}
 	})
 }
+
+// A triggered round goes before interval rounds that are overdue because
+// every slot was busy.
+func TestTriggerJumpsTheQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{rounds: map[string][]time.Time{}, dur: 5 * time.Second}
+		s, cancel := start(t, sched.Config{Interval: time.Minute, Concurrency: 1, Rand: func() float64 { return 0 }}, r)
+		t0 := time.Now()
+		s.Trigger("busy") // holds the only slot for 5 s
+		time.Sleep(time.Millisecond)
+		for i := range 5 {
+			s.AddDue(fmt.Sprintf("late%d", i), t0.Add(time.Second)) // overdue once the slot frees
+		}
+		time.Sleep(2 * time.Second)
+		s.Trigger("changed")
+		time.Sleep(8 * time.Second)
+		cancel()
+		synctest.Wait()
+		if got := r.rounds["changed"]; len(got) != 1 || got[0].Sub(t0) != 5*time.Second {
+			t.Errorf("triggered round at %v, want at 5s, before the overdue interval rounds", got)
+		}
+	})
+}

@@ -76,7 +76,7 @@ func TestBenchFleet(t *testing.T) {
 	}
 }
 
-const fleetHeader = `| hosts | db | interval | attestations/s | service CPU (% of a core) | service CPU per attestation | service RSS | broker CPU | db CPU | shim CPU | simulator CPU | history rows/s | db growth/day | detection p50 / p99 / max (probes) | load (1 min) before / after |
+const fleetHeader = `| hosts | db | interval | attestations/s | service CPU (% of a core) | service CPU per attestation | service RSS | broker CPU | db CPU | shim CPU | simulator CPU | history rows/s | history growth/day (sqlite file) | detection p50 / p99 / max (probes) | load (1 min) before / after |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 `
 
@@ -90,6 +90,7 @@ type fleetResult struct {
 	rssMB                     float64
 	histRate                  float64
 	growthPerDay              float64
+	fileGrowthPerDay          float64
 	p50, p99, pmax            time.Duration
 	probes                    int
 	loadBefore, loadAfter     float64
@@ -101,9 +102,13 @@ func (r fleetResult) row() string {
 	if r.rate > 0 {
 		perAtt = fmt.Sprintf("%.2f ms", r.svcCPU/100*1000/r.rate)
 	}
-	return fmt.Sprintf("| %d | %s | %v | %.1f | %.1f | %s | %.0f MB | %.1f | %s | %.1f | %.1f | %.2f | %.1f MB | %v / %v / %v (%d) | %.2f / %.2f |",
+	growth := fmt.Sprintf("%.1f MB", r.growthPerDay/1e6)
+	if r.db == "sqlite" {
+		growth += fmt.Sprintf(" (%.1f MB)", r.fileGrowthPerDay/1e6)
+	}
+	return fmt.Sprintf("| %d | %s | %v | %.1f | %.1f | %s | %.0f MB | %.1f | %s | %.1f | %.1f | %.2f | %s | %v / %v / %v (%d) | %.2f / %.2f |",
 		r.hosts, r.db, r.interval, r.rate, r.svcCPU, perAtt, r.rssMB, r.brokerCPU, dbCPUText(r), r.shimCPU, r.simCPU, r.histRate,
-		r.growthPerDay/1e6, r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.pmax.Round(time.Millisecond), r.probes,
+		growth, r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.pmax.Round(time.Millisecond), r.probes,
 		r.loadBefore, r.loadAfter)
 }
 
@@ -218,27 +223,22 @@ func rounds(t *testing.T, api string) float64 {
 	return sum
 }
 
-// dbStats returns the history row count and the database's size in bytes.
-func dbStats(t *testing.T, db string, raw *sql.DB, sqlitePath, mysqlDB string) (int64, float64) {
+// dbStats returns the history rows, their payload in bytes (the columns'
+// contents: what a day of them adds, before page and index overhead) and,
+// for sqlite, the database file's size (the WAL, a bounded journal, left
+// out).
+func dbStats(t *testing.T, db string, raw *sql.DB, sqlitePath string) (rows int64, payload, file float64) {
 	t.Helper()
-	var n int64
-	if err := raw.QueryRow("SELECT COUNT(*) FROM history").Scan(&n); err != nil {
+	if err := raw.QueryRow(`SELECT COUNT(*), COALESCE(SUM(LENGTH(host) + LENGTH(status) + LENGTH(reasons) + LENGTH(profiles)
+		+ LENGTH(evidence_digest) + 24), 0) FROM history`).Scan(&rows, &payload); err != nil {
 		t.Fatal(err)
 	}
 	if db == "sqlite" {
-		size := 0.0
-		for _, suffix := range []string{"", "-wal", "-shm"} {
-			if fi, err := os.Stat(sqlitePath + suffix); err == nil {
-				size += float64(fi.Size())
-			}
+		if fi, err := os.Stat(sqlitePath); err == nil {
+			file = float64(fi.Size())
 		}
-		return n, size
 	}
-	var size sql.NullFloat64
-	if err := raw.QueryRow("SELECT SUM(data_length + index_length) FROM information_schema.tables WHERE table_schema = ?", mysqlDB).Scan(&size); err != nil {
-		t.Fatal(err)
-	}
-	return n, size.Float64
+	return rows, payload, file
 }
 
 func benchFleet(t *testing.T, bins benchBins, db string, hosts int, interval, window time.Duration, probes int) fleetResult {
@@ -248,7 +248,7 @@ func benchFleet(t *testing.T, bins benchBins, db string, hosts int, interval, wi
 	dir := e.dir
 	brokerPID := readPID(t, filepath.Join(rabbit.Dir, "rabbit.pid"))
 
-	var url, sqlitePath, mysqlDB string
+	var url, sqlitePath string
 	dbPID := 0
 	var raw *sql.DB
 	var err error
@@ -259,7 +259,7 @@ func benchFleet(t *testing.T, bins benchBins, db string, hosts int, interval, wi
 		raw, err = sql.Open("sqlite3", "file:"+sqlitePath+"?mode=ro&_busy_timeout=5000")
 	case "mariadb":
 		m := servicetest.MariaDB(t)
-		url, mysqlDB, dbPID = m.URL, m.Database, m.PID
+		url, dbPID = m.URL, m.PID
 		raw, err = sql.Open("mysql", m.DSN)
 	default:
 		t.Fatalf("unknown database %q", db)
@@ -395,7 +395,7 @@ max_hosts = 20000
 		db0 = cpuTicks(t, dbPID)
 	}
 	rounds0 := rounds(t, api)
-	hist0, size0 := dbStats(t, db, raw, sqlitePath, mysqlDB)
+	hist0, payload0, file0 := dbStats(t, db, raw, sqlitePath)
 
 	var lat []time.Duration
 	gap := window / time.Duration(probes+1)
@@ -431,9 +431,10 @@ max_hosts = 20000
 		r.dbCPU = pct(db0, cpuTicks(t, dbPID))
 	}
 	r.rate = (rounds(t, api) - rounds0) / el
-	hist1, size1 := dbStats(t, db, raw, sqlitePath, mysqlDB)
+	hist1, payload1, file1 := dbStats(t, db, raw, sqlitePath)
 	r.histRate = float64(hist1-hist0) / el
-	r.growthPerDay = (size1 - size0) / el * 86400
+	r.growthPerDay = (payload1 - payload0) / el * 86400
+	r.fileGrowthPerDay = (file1 - file0) / el * 86400
 	r.rssMB = float64(statusKB(t, svc.PID(), "VmRSS")) * 1024 / 1e6
 	r.loadAfter = loadAvg()
 	slices.Sort(lat)

@@ -18,10 +18,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/servicetest"
 	"github.com/trustpool/trustpool/internal/verdict"
 
@@ -397,7 +400,8 @@ max_hosts = 20000
 	rounds0 := rounds(t, api)
 	hist0, payload0, file0 := dbStats(t, db, raw, sqlitePath)
 
-	var lat []time.Duration
+	var lat, fanLat []time.Duration
+	fan := watchUntrusted(t, rabbit.URL)
 	gap := window / time.Duration(probes+1)
 	for i := range probes {
 		time.Sleep(gap)
@@ -408,6 +412,9 @@ max_hosts = 20000
 			p, err := sc.passes([]string{h})
 			if err == nil && !p[h] {
 				lat = append(lat, time.Since(tp))
+				if at, ok := fan.first(h); ok {
+					fanLat = append(fanLat, at.Sub(tp))
+				}
 				break
 			}
 			if time.Since(tp) > 60*time.Second {
@@ -438,11 +445,19 @@ max_hosts = 20000
 	r.rssMB = float64(statusKB(t, svc.PID(), "VmRSS")) * 1024 / 1e6
 	r.loadAfter = loadAvg()
 	slices.Sort(lat)
+	slices.Sort(fanLat)
 	r.probes = len(lat)
-	if len(lat) > 0 {
-		q := func(p float64) time.Duration { return lat[int(math.Ceil(p*float64(len(lat))))-1] }
-		r.p50, r.p99, r.pmax = q(0.5), q(0.99), lat[len(lat)-1]
+	q := func(l []time.Duration, p float64) time.Duration {
+		if len(l) == 0 {
+			return 0
+		}
+		return l[int(math.Ceil(p*float64(len(l))))-1]
 	}
+	if len(lat) > 0 {
+		r.p50, r.p99, r.pmax = q(lat, 0.5), q(lat, 0.99), lat[len(lat)-1]
+	}
+	t.Logf("detection at the shim: %v", lat)
+	t.Logf("untrusted verdict on the fanout (p50 %v, p99 %v): %v", q(fanLat, 0.5), q(fanLat, 0.99), fanLat)
 	return r
 }
 
@@ -554,4 +569,61 @@ func (s *simProc) command(t *testing.T, line string) map[string]any {
 		t.Fatalf("fleet-sim %q: no answer", line)
 		return nil
 	}
+}
+
+// untrustedWatch follows the verdict fanout and notes when each host's
+// first untrusted verdict arrived (timing only: signatures are the shim's
+// business).
+type untrustedWatch struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func watchUntrusted(t *testing.T, url string) *untrustedWatch {
+	t.Helper()
+	w := &untrustedWatch{seen: map[string]time.Time{}}
+	tr, err := oslo.NewTransport(oslo.Config{TransportURL: url, ControlExchange: attestrpc.DefaultControlExchange, MaxMessageSize: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.VerdictsTopic, Server: "bench-watch"}, oslo.Endpoint{
+		Version: attestrpc.APIVersion,
+		Methods: map[string]oslo.Handler{attestrpc.MethodVerdictsChanged: func(_ context.Context, req *oslo.Request) (any, error) {
+			now := time.Now()
+			var list []verdict.Signed
+			if err := json.Unmarshal(req.Args["verdicts"], &list); err != nil {
+				return nil, err
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			for _, s := range list {
+				if !strings.Contains(s.Verdict, `"untrusted"`) {
+					continue
+				}
+				if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil && v.Status == verdict.Untrusted {
+					if _, ok := w.seen[v.Host]; !ok {
+						w.seen[v.Host] = now
+					}
+				}
+			}
+			return nil, nil
+		}},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	select {
+	case <-srv.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("fanout watch not ready")
+	}
+	t.Cleanup(func() { cancel(); <-done; tr.Close() })
+	return w
+}
+
+func (w *untrustedWatch) first(host string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.seen[host]
+	return at, ok
 }

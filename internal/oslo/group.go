@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -17,7 +19,9 @@ import (
 // does: acknowledged before dispatch, size-checked, deduplicated, replied
 // to once. Unlike a Server, a member does not consume the topic's shared
 // queue or a fanout queue: a group answers only calls addressed to one of
-// its servers. A real agent uses NewServer.
+// its servers; and the periodic re-declaration runs on a channel of its
+// own, a few members at a time, so that a large group keeps serving while
+// it re-declares. A real agent uses NewServer.
 type ServerGroup struct {
 	t        *Transport
 	topic    string
@@ -26,6 +30,8 @@ type ServerGroup struct {
 	order    []string
 	ready    chan struct{}
 	once     sync.Once
+	// refreshing is set while a background re-declaration runs.
+	refreshing atomic.Bool
 	// Concurrency bounds handlers in flight across the group (default
 	// executorPoolSize × 4).
 	Concurrency int
@@ -95,21 +101,64 @@ func (g *ServerGroup) Run(ctx context.Context) error {
 				job()
 			}()
 		},
-		up:      func() { g.once.Do(func() { close(g.ready) }) },
-		refresh: func(cc *consumeConn) error { return g.declare(cc.ch) },
+		up: func() { g.once.Do(func() { close(g.ready) }) },
+		refresh: func(cc *consumeConn) error {
+			if g.refreshing.CompareAndSwap(false, true) {
+				spread := declarationRefresh / 3
+				wg.Go(func() {
+					defer g.refreshing.Store(false)
+					g.redeclare(ctx, cc, spread)
+				})
+			}
+			return nil
+		},
 	})
 	wg.Wait()
 	return nil
 }
 
+// redeclare declares every member again on a channel of its own, in
+// batches spread over spread: declaring thousands of queues in one go on
+// the consuming goroutine would stop deliveries for as long. A failure is
+// logged; the next refresh tries again (a lost connection is noticed by
+// the consume loop).
+func (g *ServerGroup) redeclare(ctx context.Context, cc *consumeConn, spread time.Duration) {
+	ch, err := cc.conn.Channel()
+	if err != nil {
+		g.t.log.Warn("re-declaring group queues failed", "topic", g.topic, "error", err)
+		return
+	}
+	defer func() { _ = ch.Close() }()
+	const batch = 25
+	pause := spread / time.Duration(len(g.order)/batch+1)
+	for i := 0; i < len(g.order); i += batch {
+		if err := g.declareSome(ch, g.order[i:min(i+batch, len(g.order))]); err != nil {
+			g.t.log.Warn("re-declaring group queues failed", "topic", g.topic, "error", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-cc.done:
+			return
+		case <-time.After(pause):
+		}
+	}
+}
+
 // declare declares the exchange and every member's directed queue and
 // binding (idempotent).
 func (g *ServerGroup) declare(ch *amqp.Channel) error {
+	return g.declareSome(ch, g.order)
+}
+
+// declareSome declares the exchange and the queues qs with their bindings.
+func (g *ServerGroup) declareSome(ch *amqp.Channel, qs []string) error {
 	o := &g.t.opts
 	if err := g.t.declareTopicExchange(ch, g.exchange); err != nil {
 		return err
 	}
-	for _, q := range g.order {
+	for _, q := range qs {
 		if _, err := ch.QueueDeclare(q, o.Durable(), o.AMQPAutoDelete, false, false, o.QueueArguments()); err != nil {
 			return fmt.Errorf("declare queue %q: %w", q, err)
 		}
@@ -143,6 +192,15 @@ func (g *ServerGroup) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 				case <-cc.done:
 					return
 				}
+			}
+			// The broker cancelled this member's consumer (its queue was
+			// deleted) while the connection stays up: re-declaring alone
+			// would not consume again, so the group reconnects.
+			select {
+			case <-cc.done:
+			default:
+				g.t.log.Warn("group consumer cancelled by the broker, reconnecting", "queue", q)
+				cc.close()
 			}
 		}()
 	}

@@ -82,3 +82,48 @@ func mgmtList(t *testing.T, rabbit *servicetest.Rabbit, path string) []map[strin
 	}
 	return out
 }
+
+// TestServerGroupRedeclares: the exchange deleted behind the group's back
+// (anyone who may declare it may delete it, and every binding with it)
+// comes back with the periodic re-declaration, which runs beside serving;
+// a member's queue deleted (its consumer cancelled) comes back too.
+func TestServerGroupRedeclares(t *testing.T) {
+	// Restored after the group has stopped (cleanups run last first).
+	t.Cleanup(oslo.SetDeclarationRefresh(600 * time.Millisecond))
+	rabbit := servicetest.RabbitMQ(t)
+	g := oslo.NewServerGroup(newTransport(t, rabbit.URL, nil), "regroup")
+	for _, n := range []string{"a", "b", "c"} {
+		g.Add(n, oslo.Endpoint{Methods: map[string]oslo.Handler{
+			"whoami": func(context.Context, *oslo.Request) (any, error) { return n, nil },
+		}})
+	}
+	startServer(t, g.Run, g.Ready())
+	client := newTransport(t, rabbit.URL, nil).Client(oslo.Target{Topic: "regroup", Server: "b"})
+	works := func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		var got string
+		return client.Call(ctx, nil, "whoami", map[string]any{}, &got) == nil && got == "b"
+	}
+	if !works() {
+		t.Fatal("call to b fails before anything is deleted")
+	}
+	ch := rawChannel(t, rabbit)
+	for _, tc := range []struct {
+		what   string
+		delete func() error
+	}{
+		{"the exchange", func() error { return ch.ExchangeDelete("trustpool-test", false, false) }},
+		{"b's queue", func() error { _, err := ch.QueueDelete("regroup.b", false, false, false); return err }},
+	} {
+		if err := tc.delete(); err != nil {
+			t.Fatalf("delete %s: %v", tc.what, err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !works() {
+			if time.Now().After(deadline) {
+				t.Fatalf("calls to b still fail 30 s after %s was deleted", tc.what)
+			}
+		}
+	}
+}

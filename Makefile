@@ -28,7 +28,7 @@ DEB_PACKAGES := \
 	python3-oslo.messaging python3-oslo.policy python3-keystone python3-keystonemiddleware python3-openstackclient \
 	python3-nova python3-oslotest python3-wsgi-intercept python3-placement \
 	python3-pip python3-setuptools \
-	swtpm swtpm-tools tpm2-tools \
+	swtpm swtpm-tools tpm2-tools qemu-guest-agent cryptsetup-bin \
 	mariadb-server mariadb-client postgresql postgresql-client \
 	bats shellcheck python3-bashate \
 	systemd lintian debootstrap
@@ -163,6 +163,11 @@ bench-oslo: deps ## RPC round trips/s and latency: Go<->Go against Python<->Pyth
 bench-filter: deps ## TrustedFilter's added scheduling time over 1,000 hosts (Nova's filter handler, stock filters vs + TrustedFilter)
 	TRUSTPOOL_FILTER_BENCH=1 $(GO) test -count=1 -v -run TestBenchmark ./nova-filter-shim/python/
 
+.PHONY: bench-placement
+bench-placement: deps ## scheduling time at 1,000 and 5,000 hosts through Nova's scheduler and real Placement, TrustedFilter alone vs the trait prefilter + TrustedFilter; verdict change → trait in Placement (p50/p99)
+	TRUSTPOOL_PLACEMENT_BENCH=1 $(GO) test -count=1 -v -timeout 90m -run TestBenchmarkPlacement ./nova-filter-shim/python/
+	TRUSTPOOL_BENCH_RUNS=20 $(GO) test -count=1 -v -run TestBenchVerdictToTrait ./tests/integration/
+
 .PHONY: bench-attestation
 bench-attestation: deps ## time from a PCR extend to the signed untrusted verdict on the fanout (p50/p99)
 	TRUSTPOOL_BENCH_RUNS=20 $(GO) test -count=1 -v -run TestBenchExtendToUntrusted ./tests/integration/
@@ -183,6 +188,10 @@ bench-fleet: deps ## fleet scale: BENCH_FLEET_HOSTS simulated hosts at 30 s on B
 	  TRUSTPOOL_FLEET_BENCH_OUT=$(CURDIR)/build/bench-fleet.md \
 	  $(GO) test -count=1 -v -timeout 6h -run TestBenchFleet ./tests/integration/
 	@cat build/bench-fleet.md
+
+.PHONY: bench-launch
+bench-launch: deps ## trusted launch on swtpm: notification → secret unsealed and POST → receipt delivered, with the phase split (p50/p99)
+	TRUSTPOOL_BENCH_LAUNCHES=60 $(GO) test -count=1 -v -run TestBenchLaunch ./tests/integration/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZ_TIME each (default 30s)

@@ -4,6 +4,7 @@
 //
 //	trustpool-attestation [-config-file FILE] [-set section.key=value ...]
 //	trustpool-attestation create-key PATH
+//	trustpool-attestation create-launch-key [-kem KEM] PATH
 //	trustpool-attestation inspect-eventlog FILE
 package main
 
@@ -38,6 +39,10 @@ var program = daemon.Program[service.Config]{
 		Name: "create-key", Usage: "PATH",
 		Summary: "create the verdict signing key ([keys] verdict_signing_key) once, as the service's user; prints the public key shims pin",
 		Run:     service.CreateKeyMain,
+	}, {
+		Name: "create-launch-key", Usage: "[-kem mlkem768x25519|x25519] PATH",
+		Summary: "create the HPKE launch key ([keys] launch_key) once, as the service's user; prints the fingerprint tenants pin",
+		Run:     service.CreateLaunchKeyMain,
 	}, {
 		Name: "inspect-eventlog", Usage: "FILE",
 		Summary: "print a TCG firmware event log's replayed PCRs and boot facts as JSON (offline, not verified)",

@@ -15,7 +15,13 @@
 # host; all three hosts are trusted; a PCR is extended behind the event log's
 # back on the second host, which turns untrusted with its reason; the third
 # host's agent is stopped and the host becomes unreachable; a project member
-# is refused the operator's data but verifies a signed verdict offline.
+# is refused the operator's data but verifies a signed verdict offline. Then
+# the tenant's act, trusted launch: the member seals a secret to the
+# service's pinned launch key for an instance on the trusted host, it is
+# delivered into the instance, the signed receipt verifies and the
+# instance's proof checks; a launch aimed at the tampered host is refused
+# with its reason, and its signed receipt says so. (There is no Nova here:
+# an "instance" is a directory the agent's directory injector writes into.)
 # The CLI authenticates with a clouds.yaml the demo writes (and prints); the
 # attestation endpoint is registered in Keystone's catalog with
 # python-openstackclient.
@@ -278,7 +284,13 @@ watch_interval = "1s"
 retry_initial = "500ms"
 retry_max = "5s"
 rpc_timeout = "5s"
+
+[launch]
+# No hypervisor here: <instances>/<instance id>/ stands for an instance.
+injector = "directory"
+directory = "$dir/instances"
 EOF
+  mkdir -p "$dir/instances"
   printf '  %-10s swtpm 127.0.0.1:%s, EK certificate, booted build-a\n' "$host" "$port"
 }
 
@@ -340,9 +352,12 @@ ek_roots_dir = "$dir/ek-roots"
 
 [keys]
 verdict_signing_key = "$dir/verdict-signing.key"
+launch_key = "$dir/launch.key"
 EOF
-  # The service never makes a signing key on its own (shims pin it): create it.
+  # The service never makes its keys on its own (shims and tenants pin
+  # them): create them.
   "$WORK/bin/trustpool-attestation" create-key "$dir/verdict-signing.key" | sed 's/^/  /'
+  "$WORK/bin/trustpool-attestation" create-launch-key "$dir/launch.key" | sed 's/^/  /'
   "$WORK/bin/trustpool-attestation" -config-file "$dir/attestation.toml" > "$dir/service.log" 2>&1 &
 
   PIDS+=($!)
@@ -389,6 +404,62 @@ wait_status() {
     ((SECONDS < deadline)) || die "$host is $got after ${secs}s, expected $want (logs in $WORK; rerun with KEEP_DEMO_DIR=1)"
     sleep 0.5
   done
+}
+
+# start_instance HOST PROJECT: an "instance" of PROJECT on HOST (what a
+# hypervisor would run, and the owner it records), printed as its id.
+start_instance() {
+  local id
+  id=$(cat /proc/sys/kernel/random/uuid)
+  mkdir -m 700 "$WORK/$1/instances/$id"
+  printf '%s' "$2" > "$WORK/$1/instances/$id.owner"
+  echo "$id"
+}
+
+# tenant_act: trusted launch, as the project member.
+tenant_act() {
+  local member=(--os-cloud trustpool-demo-member) project fp good bad hid_good hid_bad id_good id_bad rc proof
+  step "the tenant's act: trusted launch (a secret only an attested host's TPM can unseal)"
+  project=$(openstack --os-cloud trustpool-demo project show demo -f value -c id)
+  echo "  the member pins the service's launch key by its fingerprint (published by the operator):"
+  tp "${member[@]}" key list --use launch
+  fp=$("$TRUSTPOOL" "${member[@]}" key list --use launch -f value -c Fingerprint)
+  head -c 32 /dev/urandom | base64 > "$WORK/volume.key"
+  chmod 600 "$WORK/volume.key"
+  good=$(start_instance compute-1 "$project")
+  bad=$(start_instance compute-2 "$project")
+  # Nova shows the tenant each server's hostId, sha224(project_id + host).
+  hid_good=$(printf '%s%s' "$project" compute-1 | sha224sum | cut -d' ' -f1)
+  hid_bad=$(printf '%s%s' "$project" compute-2 | sha224sum | cut -d' ' -f1)
+  echo "  instance $good runs on compute-1 (hostId $hid_good)"
+  echo "  instance $bad runs on compute-2 (hostId $hid_bad), the tampered host"
+
+  echo "  1. a launch for the instance on compute-1: sealed here, compute-1 attested afresh, sealed to its TPM, delivered"
+  (cd "$WORK" && tp "${member[@]}" launch create --profile build-a --secret-file volume.key --launch-key-fingerprint "$fp" \
+    --server "$good" --host-id "$hid_good" --wait --public-key verdict-key.pem -c id -c state -c instance_id -c host_id)
+  id_good=$("$TRUSTPOOL" "${member[@]}" launch list -f value -c ID -c "Instance ID" | awk -v i="$good" '$2 == i {print $1}')
+  echo "  the instance received (mode, bytes):"
+  stat -c '    %A %s %n' "$WORK/compute-1/instances/$good/launch-secret" "$WORK/compute-1/instances/$good/launch-receipt.json"
+  echo "  the launch's signed receipt, verified with the pinned verdict key:"
+  (cd "$WORK" && tp "${member[@]}" launch verify "$id_good" --public-key verdict-key.pem --server "$good" --host-id "$hid_good")
+  echo "  inside the instance, the tenant's challenge is answered with the secret; the tenant checks the proof:"
+  show_cmd trustpool launch prove --challenge nonce-42 '   # in the instance'
+  proof=$("$TRUSTPOOL" launch prove --secret-file "$WORK/compute-1/instances/$good/launch-secret" --challenge nonce-42)
+  echo "  $proof"
+  (cd "$WORK" && tp launch check --secret-file volume.key --challenge nonce-42 --proof "$proof")
+
+  echo "  2. the same for the instance on compute-2 (PCR 4 extended behind the event log's back): refused"
+  rc=0
+  (cd "$WORK" && tp "${member[@]}" launch create --profile build-a --secret-file volume.key --launch-key-fingerprint "$fp" \
+    --server "$bad" --host-id "$hid_bad" --wait -c id -c state -c reasons) || rc=$?
+  echo "  (exit status $rc: refused)"
+  ((rc == 1)) || die "the launch to the tampered host exited $rc, expected 1"
+  [[ ! -e $WORK/compute-2/instances/$bad/launch-secret ]] || die "the tampered host received the secret"
+  id_bad=$("$TRUSTPOOL" "${member[@]}" launch list -f value -c ID -c "Instance ID" | awk -v i="$bad" '$2 == i {print $1}')
+  echo "  nothing reached the instance; the signed receipt of the refusal:"
+  (cd "$WORK" && tp "${member[@]}" launch verify "$id_bad" --public-key verdict-key.pem --state refused \
+    -c signature -c state -c reasons -c instance_id -c verdict_seq -c issued_at)
+  tp "${member[@]}" launch list
 }
 
 elapsed() { # elapsed T0_NS: seconds since T0 with one decimal
@@ -471,14 +542,16 @@ full_demo() {
   echo "  the operator hands out compute-2's signed verdict (as shims receive it); the member checks it:"
   show_cmd trustpool host show compute-2 --long -f json -c signed_verdict '>' compute-2-verdict.json
   "$TRUSTPOOL" host show compute-2 --long -f json -c signed_verdict > "$WORK/compute-2-verdict.json"
-  show_cmd trustpool --os-cloud trustpool-demo-member key list --long -f value -c '"Public Key"' '>' verdict-key.pem
-  "$TRUSTPOOL" --os-cloud trustpool-demo-member key list --long -f value -c "Public Key" > "$WORK/verdict-key.pem"
+  show_cmd trustpool --os-cloud trustpool-demo-member key list --use verdict --long -f value -c '"Public Key"' '>' verdict-key.pem
+  "$TRUSTPOOL" --os-cloud trustpool-demo-member key list --use verdict --long -f value -c "Public Key" > "$WORK/verdict-key.pem"
   (cd "$WORK" && tp verdict verify compute-2-verdict.json --public-key verdict-key.pem)
+
+  tenant_act
 
   step "the audit log of administrative changes"
   tp audit list --limit 5
 
-  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable"
+  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; a launch delivered to compute-1, one to compute-2 refused"
   echo "  the CLI's clouds.yaml ($CLOUDS):"
   sed 's/^/    /' "$CLOUDS"
   if [[ ${DEMO_WAIT:-} == 1 || (-z ${DEMO_WAIT:-} && -t 0 && -t 1) ]]; then

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
@@ -34,6 +36,10 @@ type Config struct {
 	Enrollment  EnrollmentSection  `toml:"enrollment"`
 	Keys        KeysSection        `toml:"keys"`
 	Cluster     ClusterSection     `toml:"cluster"`
+	Placement   PlacementSection   `toml:"placement"`
+	Nova        NovaSection        `toml:"nova"`
+	Revocation  RevocationSection  `toml:"revocation"`
+	Launch      LaunchSection      `toml:"launch"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
 	ConfigDir string `toml:"-"`
@@ -41,6 +47,9 @@ type Config struct {
 	Logger *slog.Logger `toml:"-"`
 	// NotifySocket is $NOTIFY_SOCKET for systemd readiness; "" sends nothing.
 	NotifySocket string `toml:"-"`
+	// LaunchObserver, when set, receives the phase timings of every
+	// trusted launch that ends (benchmarks).
+	LaunchObserver func(LaunchTiming) `toml:"-"`
 }
 
 // DefaultSection is [DEFAULT].
@@ -145,6 +154,70 @@ type KeysSection struct {
 	// in place of a lost one makes every shim pinning the old key drop all
 	// verdicts.
 	CreateVerdictSigningKey bool `toml:"create_verdict_signing_key"`
+	// LaunchKey is the HPKE launch key tenants seal their launch secrets
+	// to. Create it with `trustpool-attestation create-launch-key PATH`; a
+	// missing key stops the service (with [launch] enabled) unless
+	// CreateLaunchKey is set.
+	LaunchKey string `toml:"launch_key"`
+	// CreateLaunchKey creates the launch key at start when the file does
+	// not exist (DevStack sets it). Off by default: tenants pin the key.
+	CreateLaunchKey bool `toml:"create_launch_key"`
+	// LaunchKeyKEM is the KEM of a launch key created at start.
+	LaunchKeyKEM string `toml:"launch_key_kem"`
+}
+
+// PlacementSection is [placement]: verdicts mirrored onto Placement traits
+// (CUSTOM_TRUSTPOOL_TRUSTED, CUSTOM_TRUSTPOOL_PROFILE_<NAME>) with the
+// [keystone_authtoken] service user, which needs Placement's admin rights.
+// The endpoint keys are keystoneauth's adapter options, as in Nova's
+// [placement].
+type PlacementSection struct {
+	// MirrorTraits turns the mirroring on (default off).
+	MirrorTraits bool `toml:"mirror_traits"`
+	// NodeLookup finds a host's compute node providers: "nova" (Nova's
+	// hypervisor list: every node of the service host, e.g. Ironic; needs
+	// [nova] and the os-hypervisors API) or "name" (the provider named like
+	// the host).
+	NodeLookup string `toml:"node_lookup"`
+	// ReconcileInterval between full comparisons of Placement with the
+	// verdicts (also done at start).
+	ReconcileInterval time.Duration `toml:"reconcile_interval"`
+	RegionName        string        `toml:"region_name"`
+	ValidInterfaces   []string      `toml:"valid_interfaces"`
+	EndpointOverride  string        `toml:"endpoint_override"`
+	// Timeout bounds each request.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// NovaSection is [nova]: the Nova API, used with the [keystone_authtoken]
+// service user to disable compute services ([revocation]), to find
+// compute nodes ([placement] node_lookup = "nova") and to find where a
+// launch's server runs and whose it is ([launch] nova_api).
+type NovaSection struct {
+	RegionName       string        `toml:"region_name"`
+	ValidInterfaces  []string      `toml:"valid_interfaces"`
+	EndpointOverride string        `toml:"endpoint_override"`
+	Timeout          time.Duration `toml:"timeout"`
+}
+
+// RevocationSection is [revocation]: what happens when a host turns
+// untrusted besides the signed verdict.
+type RevocationSection struct {
+	// Notifications sends trustpool.host.trusted / trustpool.host.untrusted
+	// (default on).
+	Notifications bool `toml:"notifications"`
+	// DisableComputeService disables the host's nova-compute service
+	// (default off) and enables it again on the next trusted verdict if
+	// Trustpool disabled it.
+	DisableComputeService bool `toml:"disable_compute_service"`
+	// DisableOnUnknown also disables on unknown (unreachable) verdicts.
+	DisableOnUnknown bool `toml:"disable_on_unknown"`
+	// BrakePercent, BrakeWindow, BrakeMinHosts: when more than
+	// BrakePercent % of the enrolled hosts, and at least BrakeMinHosts,
+	// turn untrusted within BrakeWindow, stop disabling and alert.
+	BrakePercent  int           `toml:"brake_percent"`
+	BrakeWindow   time.Duration `toml:"brake_window"`
+	BrakeMinHosts int           `toml:"brake_min_hosts"`
 }
 
 // DefaultConfig returns the defaults of every key.
@@ -169,8 +242,14 @@ func DefaultConfig() Config {
 			PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
 		},
 		Enrollment: EnrollmentSection{Mode: engine.ModeAuto, RequireEKCert: true, EKRootsDir: "/etc/trustpool/ek-roots"},
-		Keys:       KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key"},
+		Keys: KeysSection{VerdictSigningKey: "/var/lib/trustpool/verdict-signing.key", LaunchKey: DefaultLaunchKey,
+			LaunchKeyKEM: launch.KEMMLKEM768X25519},
+		Launch: defaultLaunch(),
+		Placement: PlacementSection{NodeLookup: "nova", ReconcileInterval: 5 * time.Minute,
+			ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
+		Nova:       NovaSection{ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
 		Cluster:    ClusterSection{Lease: 10 * time.Second},
+		Revocation: RevocationSection{Notifications: true, BrakePercent: 20, BrakeWindow: 10 * time.Minute, BrakeMinHosts: 3},
 	}
 }
 
@@ -257,6 +336,49 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Cluster.Lease; l < time.Second || l > 10*time.Minute {
 		bad("cluster.lease", "must be between 1s and 10m")
+	}
+	c.validateLaunch(bad)
+	p := c.Placement
+	switch p.NodeLookup {
+	case "nova", "name":
+	default:
+		bad("placement.node_lookup", "%q is not nova or name", p.NodeLookup)
+	}
+	if p.ReconcileInterval < time.Second {
+		bad("placement.reconcile_interval", "must be at least 1s")
+	}
+	checkEndpoint := func(section string, ifaces []string, override string, timeout time.Duration) {
+		if len(ifaces) == 0 {
+			bad(section+".valid_interfaces", "must not be empty")
+		}
+		for _, i := range ifaces {
+			if i != "public" && i != "internal" && i != "admin" {
+				bad(section+".valid_interfaces", "%q is not public, internal or admin", i)
+			}
+		}
+		if override != "" {
+			if u, err := url.Parse(override); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(section+".endpoint_override", "%q is not an http or https URL", override)
+			}
+		}
+		if timeout <= 0 {
+			bad(section+".timeout", "must be positive")
+		}
+	}
+	checkEndpoint("placement", p.ValidInterfaces, p.EndpointOverride, p.Timeout)
+	checkEndpoint("nova", c.Nova.ValidInterfaces, c.Nova.EndpointOverride, c.Nova.Timeout)
+	r := c.Revocation
+	if r.BrakePercent < 1 || r.BrakePercent > 100 {
+		bad("revocation.brake_percent", "must be 1-100 (100: never brake)")
+	}
+	if r.BrakeWindow <= 0 {
+		bad("revocation.brake_window", "must be positive")
+	}
+	if r.BrakeMinHosts < 1 {
+		bad("revocation.brake_min_hosts", "must be at least 1")
+	}
+	if r.DisableOnUnknown && !r.DisableComputeService {
+		bad("revocation.disable_on_unknown", "needs revocation.disable_compute_service")
 	}
 	return errors.Join(errs...)
 }

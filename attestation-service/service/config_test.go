@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,16 @@ func TestSampleConfigLoadsAndValidates(t *testing.T) {
 	}
 	if cfg.Attestation.Interval != 10*time.Second || cfg.Enrollment.Mode != "auto" || !cfg.Enrollment.RequireEKCert {
 		t.Errorf("sample values not read: %+v", cfg.Attestation)
+	}
+	// The sample documents the defaults of [launch] and the launch key.
+	if def := service.DefaultConfig(); !reflect.DeepEqual(def.Launch, cfg.Launch) || def.Keys.LaunchKey != cfg.Keys.LaunchKey ||
+		def.Keys.LaunchKeyKEM != cfg.Keys.LaunchKeyKEM || cfg.Keys.CreateLaunchKey {
+		t.Errorf("sample [launch] %+v, keys %+v: want the defaults %+v", cfg.Launch, cfg.Keys, def.Launch)
+	}
+	// The actions are off by default, notifications on.
+	if cfg.Placement.MirrorTraits || cfg.Revocation.DisableComputeService || !cfg.Revocation.Notifications ||
+		cfg.Placement.NodeLookup != "nova" || cfg.Revocation.BrakeWindow != 10*time.Minute {
+		t.Errorf("sample [placement] / [revocation]: %+v %+v", cfg.Placement, cfg.Revocation)
 	}
 	if _, err := service.New(cfg); err != nil {
 		t.Errorf("New(sample) = %v", err)
@@ -59,10 +70,28 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"transport", func(c *service.Config) { c.Default.TransportURL = "amqp://x" }, "DEFAULT.transport_url"},
 		{"listen", func(c *service.Config) { c.API.Listen = "nope" }, "api.listen"},
 		{"heartbeat", func(c *service.Config) { c.Attestation.HeartbeatInterval = time.Minute }, "attestation.heartbeat_interval"},
+		{"node lookup", func(c *service.Config) { c.Placement.NodeLookup = "guess" }, "placement.node_lookup"},
+		{"reconcile", func(c *service.Config) { c.Placement.ReconcileInterval = 0 }, "placement.reconcile_interval"},
+		{"placement interfaces", func(c *service.Config) { c.Placement.ValidInterfaces = []string{"private"} }, "placement.valid_interfaces"},
+		{"placement override", func(c *service.Config) { c.Placement.EndpointOverride = "placement:8778" }, "placement.endpoint_override"},
+		{"nova timeout", func(c *service.Config) { c.Nova.Timeout = 0 }, "nova.timeout"},
+		{"nova interfaces", func(c *service.Config) { c.Nova.ValidInterfaces = nil }, "nova.valid_interfaces"},
+		{"brake percent", func(c *service.Config) { c.Revocation.BrakePercent = 0 }, "revocation.brake_percent"},
+		{"brake window", func(c *service.Config) { c.Revocation.BrakeWindow = 0 }, "revocation.brake_window"},
+		{"brake min hosts", func(c *service.Config) { c.Revocation.BrakeMinHosts = 0 }, "revocation.brake_min_hosts"},
+		{"unknown without disable", func(c *service.Config) { c.Revocation.DisableOnUnknown = true }, "revocation.disable_on_unknown"},
 		{"max message size", func(c *service.Config) { c.Default.MaxMessageSize = 1000 }, "DEFAULT.max_message_size"},
 		{"validity shorter than a round gap", func(c *service.Config) { c.Attestation.VerdictValidity = 17 * time.Second }, "attestation.verdict_validity"},
 		{"negative retention", func(c *service.Config) { c.Database.HistoryRetention = -time.Hour }, "database.history_retention"},
 		{"tiny retention", func(c *service.Config) { c.Database.AuditRetention = time.Minute }, "database.audit_retention"},
+		{"launch kem", func(c *service.Config) { c.Keys.LaunchKeyKEM = "rsa" }, "keys.launch_key_kem"},
+		{"no launch key", func(c *service.Config) { c.Keys.LaunchKey = "" }, "keys.launch_key"},
+		{"nova's own queue", func(c *service.Config) { c.Launch.NotificationQueue = "versioned_notifications.info" }, "launch.notification_queue"},
+		{"notification broker", func(c *service.Config) { c.Launch.NotificationTransportURL = "amqp://x" }, "launch.notification_transport_url"},
+		{"deliver timeout", func(c *service.Config) { c.Launch.DeliverTimeout = 0 }, "launch.deliver_timeout"},
+		{"launch concurrency", func(c *service.Config) { c.Launch.Concurrency = 0 }, "launch.concurrency"},
+		{"request lifetime", func(c *service.Config) { c.Launch.MaxRequestLifetime = time.Second }, "launch.max_request_lifetime"},
+		{"nova endpoint", func(c *service.Config) { c.Nova.EndpointOverride = "nova:8774" }, "nova.endpoint_override"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,11 +2,15 @@
 // (trustpool-attestation): it builds the store, the verdict signer, the
 // oslo.messaging transport, the attestation engine, the scheduler, the RPC
 // server on trustpool-attestation (register_host, activate_credential,
-// measurements_changed, get_verdicts), the verdict fanout and heartbeat, and
-// the Keystone-protected REST API, and runs them until its context ends.
+// measurements_changed, get_verdicts), the verdict fanout and heartbeat, the
+// Keystone-protected REST API, the trusted-launch launcher with its launch
+// key and its listener of Nova's instance notifications (launch.go) and,
+// when configured, the verdict actions on the [keystone_authtoken] service
+// user's session (actions.go: Placement traits, compute service disables),
+// and runs them until its context ends.
 //
-// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL and
-// PublicKey let them find it.
+// Tests start it in-process with New(cfg) and Run(ctx); Ready, APIURL,
+// PublicKey and LaunchPublicKey let them find it.
 package service
 
 import (
@@ -39,6 +43,7 @@ import (
 	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
+	"github.com/trustpool/trustpool/keystone-auth/credentials"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
 
@@ -49,6 +54,11 @@ type Service struct {
 	ready  chan struct{}
 	apiURL atomic.Value // string
 	pub    ed25519.PublicKey
+	// launchPub is the launch public key (*launch.PublicKey).
+	launchPub atomic.Value
+	// launchNova is the launcher's Nova client ([launch] nova_api; nil when
+	// off), connected once Keystone answers.
+	launchNova *novaServers
 }
 
 // New checks cfg and returns a Service; Run starts it.
@@ -128,7 +138,17 @@ func (s *Service) Run(ctx context.Context) error {
 			sc.TriggerOnce(h)
 		}
 	}
-	eng := engine.New(engine.Config{
+	var eng *engine.Engine
+	notifier := oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)
+	// pubr publishes verdicts and notifications; launches notify through it
+	// whatever [revocation] notifications says of the trust ones.
+	pubr := &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: notifier}
+	acts := newActions(cfg, s.log, st, func() *engine.Engine { return eng }, reg, notifier)
+	var observer engine.VerdictObserver
+	if acts.enabled() {
+		observer = acts
+	}
+	eng = engine.New(engine.Config{
 		Issuer: cfg.Default.Issuer, Interval: a.Interval, Jitter: a.Jitter, Validity: a.VerdictValidity, QuoteTimeout: a.QuoteTimeout,
 		HeartbeatInterval: a.HeartbeatInterval,
 		NonceLifetime:     a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
@@ -136,10 +156,16 @@ func (s *Service) Run(ctx context.Context) error {
 		AllowMissingEventLog: a.AllowMissingEventLog,
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
 		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
-		Publisher: &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)},
+		Publisher: trustNotifications{on: cfg.Revocation.Notifications, Publisher: pubr},
 		Trigger:   trigger,
 		Owns:      ms.Owns,
+		Observer:  observer,
 	})
+	lr, nl, closeLaunches, err := s.launches(st, signer, eng, tr, pubr, reg)
+	if err != nil {
+		return err
+	}
+	defer closeLaunches()
 	sc = sched.New(sched.Config{Interval: a.Interval, Jitter: a.Jitter, Concurrency: a.Concurrency,
 		Attest: func(ctx context.Context, host string, triggered bool) time.Time {
 			_, err := eng.AttestRound(ctx, host, triggered)
@@ -187,7 +213,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	auth := &lazyAuth{}
 	handler := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: auth.wrap, Metrics: reg, Logger: s.log,
-		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: trigger, OtherKeys: otherKeys(ms, signer.KID()),
+		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: trigger, OtherKeys: otherKeys(ms, signer.KID()), Launches: lr,
 		Health: func(ctx context.Context) error {
 			if err := st.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)
@@ -229,8 +255,35 @@ func (s *Service) Run(ctx context.Context) error {
 	run("placement", func() error { pl.run(ctx); return nil })
 	run("scheduler", func() error { return sc.Run(ctx) })
 	run("api", func() error { return srv.Serve(ln) })
-	run("keystone", func() error { auth.open(ctx, cfg.Keystone, s.log); return nil })
+	run("keystone", func() error {
+		auth.open(ctx, cfg.Keystone, s.log, func(p *credentials.Provider) {
+			if acts.enabled() {
+				go acts.connect(ctx, p.ProviderClient())
+			}
+			if s.launchNova != nil {
+				s.launchNova.connect(ctx, p.ProviderClient())
+			}
+		})
+		return nil
+	})
 	run("housekeeping", func() error { s.housekeeping(ctx, eng, st); return nil })
+	acts.run(ctx, run)
+	if lr != nil {
+		run("launcher", func() error { return lr.Run(ctx) })
+	}
+	listening := make(chan struct{})
+	if nl != nil {
+		run("nova notification listener", func() error { return nl.Run(ctx) })
+		go func() {
+			select {
+			case <-nl.Ready():
+				close(listening)
+			case <-ctx.Done():
+			}
+		}()
+	} else {
+		close(listening)
+	}
 	run("heartbeat", func() error {
 		t := time.NewTicker(a.HeartbeatInterval)
 		defer t.Stop()
@@ -245,8 +298,19 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	})
+	ready := make(chan struct{})
+	go func() {
+		for _, c := range []<-chan struct{}{rpc.Ready(), listening} {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(ready)
+	}()
 	select {
-	case <-rpc.Ready():
+	case <-ready:
 		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", sc.Hosts(), "members", ms.View().Members, "kid", signer.KID())
 		close(s.ready)
 		if _, err := sdnotify.Notify(cfg.NotifySocket, sdnotify.Ready); err != nil {
@@ -421,7 +485,7 @@ type lazyAuth struct {
 	mw atomic.Pointer[authtoken.Middleware]
 }
 
-func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger) {
+func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.Logger, onReady func(*credentials.Provider)) {
 	delay := time.Second
 	for {
 		setup, err := authtoken.Open(ctx, opts, authtoken.OpenConfig{
@@ -432,6 +496,7 @@ func (l *lazyAuth) open(ctx context.Context, opts authtoken.Options, log *slog.L
 		if err == nil {
 			l.mw.Store(setup.Middleware)
 			log.Info("keystone authentication ready")
+			onReady(setup.Provider)
 			return
 		}
 		log.Warn("keystone not usable yet, retrying", "error", err, "retry_in", delay)

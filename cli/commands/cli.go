@@ -1,6 +1,6 @@
 // Package commands is the trustpool command line client: the command tree
-// (hosts, profiles, keys, audit, offline verdict verification, shell
-// completion), its OpenStack-style authentication options and
+// (hosts, profiles, keys, audit, offline verdict verification, trusted
+// launches, shell completion), its OpenStack-style authentication options and
 // python-openstackclient-style output. cli/main.go is a thin wrapper:
 //
 //	err := commands.New(commands.DefaultConfig()).Run(ctx, os.Args[1:])
@@ -248,7 +248,8 @@ func (c *CLI) newRoot() *cobra.Command {
 		Long: Name + ": command line client of the Trustpool attestation service, for operators and tenants.\n\n" +
 			"Trustpool attests compute hosts with their TPMs and tells Nova which hosts are trusted.\n" +
 			"This command manages hosts, profiles (reference values) and keys, reads the audit log,\n" +
-			"and verifies signed verdicts offline.\n\n" +
+			"verifies signed verdicts offline, and runs trusted launches for tenants: a secret that\n" +
+			"only an attested host's TPM can unseal, delivered into their instance with a signed receipt.\n\n" +
 			"Authentication is OpenStack's: --os-cloud with clouds.yaml (and secure.yaml), or the\n" +
 			"OS_* variables of an openrc file (password or application credential). The service's\n" +
 			"endpoint comes from the Keystone catalog (service type \"" + session.ServiceType + "\") unless\n" +
@@ -287,7 +288,8 @@ func (c *CLI) newRoot() *cobra.Command {
 	pf.SortFlags = false
 
 	root.AddGroup(&cobra.Group{ID: "api", Title: "Commands:"})
-	for _, g := range []*cobra.Command{c.hostCommand(), c.profileCommand(), c.keyCommand(), c.auditCommand(), c.verdictCommand()} {
+	for _, g := range []*cobra.Command{c.hostCommand(), c.profileCommand(), c.keyCommand(), c.auditCommand(), c.verdictCommand(),
+		c.launchCommand()} {
 		g.GroupID = "api"
 		root.AddCommand(g)
 	}

@@ -289,3 +289,112 @@ func TestAuthOptionErrors(t *testing.T) {
 		t.Errorf("missing clouds.yaml: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// asAdmin points the CLI at a Keystone with an admin user, through OS_*.
+func asAdmin(t *testing.T) {
+	t.Helper()
+	clearOS(t)
+	ks := keystonetest.New(t)
+	ks.AddUser(keystonetest.User{Name: "boss", Password: "pw", ProjectName: "admin", ProjectID: "admin-id", Roles: []string{"admin"}})
+	for k, v := range map[string]string{"OS_AUTH_URL": ks.URL, "OS_USERNAME": "boss", "OS_PASSWORD": "pw", "OS_PROJECT_NAME": "admin",
+		"OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default"} {
+		t.Setenv(k, v)
+	}
+}
+
+// TestLearnFacts: profile learn sends "facts": [] for --no-facts (a
+// profile of PCRs alone), the facts named with --fact, and no facts key
+// without either (the service's defaults); the two flags exclude each
+// other.
+func TestLearnFacts(t *testing.T) {
+	asAdmin(t)
+	var body atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != attestapi.PathProfilesLearn {
+			http.NotFound(w, r)
+			return
+		}
+		var got map[string]json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Error(err)
+		}
+		body.Store(got)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(attestapi.Learned{Profile: attestapi.Profile{Name: "p", PCRs: map[string][]string{"0": {"00"}}},
+			FactPCRs: map[string][]string{}, AddedPCRs: []int{}})
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		flags []string
+		facts string // "" means absent
+	}{
+		{[]string{"--no-facts"}, "[]"},
+		{nil, ""},
+		{[]string{"--fact", "secure_boot", "--fact", "kernel"}, `["secure_boot","kernel"]`},
+	} {
+		body.Store(map[string]json.RawMessage(nil))
+		args := append([]string{"--os-attestation-url", srv.URL, "profile", "learn", "p", "--host", "compute-1", "--no-wait"}, tc.flags...)
+		if r := runCLI(t, commands.Config{}, args...); r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", tc.flags, r.code, r.stderr)
+		}
+		got := body.Load().(map[string]json.RawMessage)
+		facts, ok := got["facts"]
+		if (tc.facts == "") == ok || ok && string(facts) != tc.facts {
+			t.Errorf("%v: request body %v, want facts %q", tc.flags, got, tc.facts)
+		}
+	}
+	r := runCLI(t, commands.Config{}, "--os-attestation-url", srv.URL, "profile", "learn", "p", "--host", "h", "--no-facts", "--fact", "kernel")
+	if r.code != commands.ExitUsage || !strings.Contains(r.stderr, "no-facts") {
+		t.Errorf("--no-facts with --fact: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestApproveForceHint: when approving would move an EK another host holds
+// (the service's 409 with reason ek_bound_to_other_host, whose message
+// speaks the API's "force": true), approve-ek names its --force flag and
+// the holder, keeping the status and request id; other conflicts pass
+// through as the service worded them.
+func TestApproveForceHint(t *testing.T) {
+	asAdmin(t)
+	const apiMsg = `the pending EK is bound to host compute-1: approve with "force": true to move it here (compute-1 then loses its binding)`
+	var hostLookup atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "POST /v1/hosts/compute-2/approve", "POST /v1/hosts/compute-3/approve":
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(attestapi.HeaderRequestID, "req-00000000-0000-0000-0000-000000000002")
+			w.WriteHeader(http.StatusConflict)
+			_ = json.NewEncoder(w).Encode(attestapi.ErrorEnvelope{Error: attestapi.Error{Code: 409, Title: "Conflict", Message: apiMsg,
+				Reason: attestapi.ReasonEKBoundToOtherHost, RequestID: "req-00000000-0000-0000-0000-000000000002"}})
+		case "GET /v1/hosts/compute-2":
+			hostLookup.Store(true)
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(attestapi.HostBody{Host: attestapi.Host{Name: "compute-2", Enrollment: attestapi.EnrollmentPendingApproval,
+				PendingReason: "ek_bound_to_other_host", PendingEKBoundTo: "compute-1", RequiredProfiles: []string{}}})
+		case "POST /v1/hosts/compute-4/approve":
+			envelope(w, http.StatusConflict, "no EK awaits approval for this host")
+		default:
+			envelope(w, http.StatusNotFound, "no such resource")
+		}
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		host, want string
+	}{
+		{"compute-2", "trustpool: the pending EK of compute-2 is bound to host compute-1: repeat with --force to move it to compute-2 " +
+			"(compute-1 then loses its binding) (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000002)\n"},
+		// host show fails: the holder goes unnamed, the hint stays.
+		{"compute-3", "trustpool: the pending EK of compute-3 is bound to another host: repeat with --force to move it to compute-3 " +
+			"(that host then loses its binding) (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000002)\n"},
+		{"compute-4", "trustpool: no EK awaits approval for this host (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000001)\n"},
+	} {
+		r := runCLI(t, commands.Config{}, "--os-attestation-url", srv.URL, "host", "approve-ek", tc.host)
+		if r.code != commands.ExitError || r.stderr != tc.want || r.stdout != "" {
+			t.Errorf("approve-ek %s: exit %d, stderr %q, stdout %q; want exit %d, stderr %q", tc.host, r.code, r.stderr, r.stdout, commands.ExitError, tc.want)
+		}
+	}
+	if !hostLookup.Load() {
+		t.Error("the holder was not looked up")
+	}
+}

@@ -2,7 +2,9 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -333,11 +335,34 @@ func (c *CLI) hostApproveEK() *cobra.Command {
 			"host moves only with --force; that host then loses its binding and turns unknown.", true,
 		func(cl *attestclient.Client, ctx context.Context, host string, d attestapi.EKDecision) (output.Record, error) {
 			a, err := cl.ApproveEK(ctx, host, d)
+			if err != nil {
+				return output.Record{}, forceHint(ctx, cl, host, err)
+			}
 			return output.Record{
 				Fields: []output.Column{{Name: "host"}, {Name: "approved"}, {Name: "ek_fingerprint"}, {Name: "moved_from"}},
 				Values: []any{a.Host, a.Approved, a.EKFingerprint, a.MovedFrom},
-			}, err
+			}, nil
 		})
+}
+
+// forceHint says in the CLI's terms (--force) what the service says in the
+// API's ("force": true) when approving would move an EK another host holds:
+// it recognises the answer by its reason, never by its message, and names
+// the holder from host show (pending_ek_bound_to). The status, request id
+// and exit code stay the service's.
+func forceHint(ctx context.Context, cl *attestclient.Client, host string, err error) error {
+	var ae *attestclient.Error
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusConflict || ae.API.Reason != attestapi.ReasonEKBoundToOtherHost {
+		return err
+	}
+	holder, then := "another host", "that host"
+	if h, herr := cl.GetHost(ctx, host); herr == nil && h.PendingEKBoundTo != "" {
+		holder, then = "host "+h.PendingEKBoundTo, h.PendingEKBoundTo
+	}
+	out := *ae
+	out.API.Message = fmt.Sprintf("the pending EK of %s is bound to %s: repeat with --force to move it to %s (%s then loses its binding)",
+		host, holder, host, then)
+	return &out
 }
 
 func (c *CLI) hostRejectEK() *cobra.Command {

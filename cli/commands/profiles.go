@@ -347,9 +347,10 @@ func (c *CLI) profileExport() *cobra.Command {
 
 func (c *CLI) profileLearn() *cobra.Command {
 	var (
-		l    attestapi.Learn
-		w    waitFlags
-		pcrs []int
+		l       attestapi.Learn
+		w       waitFlags
+		pcrs    []int
+		noFacts bool
 	)
 	cmd := &cobra.Command{
 		Use:   "learn NAME --host HOST",
@@ -358,7 +359,8 @@ func (c *CLI) profileLearn() *cobra.Command {
 			"the boot facts of its event log), then wait until that host has been appraised again and\n" +
 			"show the profile with the host's new status. The command fails when the golden host does\n" +
 			"not satisfy the profile. --merge adds the values to an existing profile (a rollout: both\n" +
-			"builds are accepted). With --no-wait, return once the profile is stored.",
+			"builds are accepted). With --no-wait, return once the profile is stored. --no-facts learns\n" +
+			"PCRs alone, for hosts without a firmware event log.",
 		Args: cobra.ExactArgs(1),
 	}
 	of := showFlags(cmd)
@@ -367,13 +369,19 @@ func (c *CLI) profileLearn() *cobra.Command {
 	f.StringVar(&l.Description, "description", "", "what the profile is for (default: learned from HOST)")
 	f.IntSliceVar(&pcrs, "pcr", nil, "take these PCRs (repeatable or comma-separated; default: 0-7)")
 	f.StringArrayVar(&l.Facts, "fact", nil, "take only these boot facts (repeatable; default: secure_boot, bootloader, kernel, initrd, kernel_cmdline)")
+	f.BoolVar(&noFacts, "no-facts", false, "take no boot facts: a profile of PCRs alone")
 	f.BoolVar(&l.SkipFactPCRs, "skip-fact-pcrs", false, "do not pin the PCRs the facts are read from (the facts are then not trustworthy)")
 	f.BoolVar(&l.Merge, "merge", false, "add to an existing profile of that name")
 	_ = cmd.MarkFlagRequired("host")
+	cmd.MarkFlagsMutuallyExclusive("fact", "no-facts")
 	w.add(cmd, 2*time.Minute)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
 		l.Name, l.PCRs = args[0], pcrs
+		if noFacts {
+			// Sent as "facts": [] (none); nil would mean the defaults.
+			l.Facts = []string{}
+		}
 		for _, i := range pcrs {
 			if i < 0 || i > 23 {
 				return usagef("--pcr %d is not a PCR index 0-23", i)

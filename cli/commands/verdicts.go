@@ -40,7 +40,7 @@ func (c *CLI) verdictVerify() *cobra.Command {
 			"past expires_at counts as unknown.\n\n" +
 			"FILE holds one signed verdict ({\"verdict\", \"kid\", \"sig\"}) or any JSON containing them:\n" +
 			"host show -f json --long output, the API's host body, a list. Pin the key from\n" +
-			"'" + Name + " key list --long -f value -c \"Public Key\"' (repeat --public-key during a\n" +
+			"'" + Name + " key list --use verdict --long -f value -c \"Public Key\"' (repeat --public-key during a\n" +
 			"key rotation). Exits 1 when any verdict does not verify.",
 		Args: cobra.ExactArgs(1),
 	}

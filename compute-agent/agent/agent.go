@@ -4,6 +4,9 @@
 // attestation service over the message bus and then answers the service's quote and ping calls on topic
 // trustpool-agent with server = the host name. It watches for measurement
 // changes and casts measurements_changed so the service re-attests at once.
+// For trusted launches it answers instance_present and deliver_secret
+// (package deliver): it unseals a secret sealed to this host's TPM and
+// injects it into an instance with the [launch] injector.
 //
 // Order of Run: the TPM is opened and the AK loaded (created on first start
 // and kept, mode 0600, in [agent] state_dir); the RPC server starts
@@ -16,7 +19,8 @@
 //
 // The agent trusts nothing it is sent and proves nothing by itself: the
 // service verifies everything it returns. It never logs nonces in full, the
-// activation secret or broker passwords (transport URLs are logged redacted).
+// activation secret, launch secrets or broker passwords (transport URLs are
+// logged redacted).
 package agent
 
 import (
@@ -30,6 +34,7 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/compute-agent/internal/attester"
+	"github.com/trustpool/trustpool/compute-agent/internal/deliver"
 	"github.com/trustpool/trustpool/compute-agent/internal/enroll"
 	"github.com/trustpool/trustpool/compute-agent/internal/watch"
 	"github.com/trustpool/trustpool/internal/attestrpc"
@@ -143,7 +148,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		TPM: a.tpm, Host: a.cfg.Default.Host, Version: Version, IMA: a.cfg.TPM.IMALog != "",
 		Timeout: a.cfg.Agent.QuoteTimeout, Logger: a.log,
 	})
-	srv := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: a.cfg.Default.Host}, att.Endpoint())
+	dlv, err := deliver.New(deliver.Config{TPM: a.tpm, Injector: a.cfg.injector(), StateDir: a.cfg.Agent.StateDir,
+		Timeout: a.cfg.Launch.Timeout, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	srv := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.AgentTopic, Server: a.cfg.Default.Host}, att.Endpoint(), dlv.Endpoint())
 	srvErr := make(chan error, 1)
 	wg.Go(func() { srvErr <- srv.Run(ctx) })
 
@@ -159,7 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("serving", "topic", attestrpc.AgentTopic, "server", a.cfg.Default.Host)
 	a.notify("READY=1", "STATUS=serving; registering with the attestation service")
 
-	service := tr.Client(oslo.Target{Topic: a.cfg.Agent.ServiceTopic, Version: attestrpc.APIVersion})
+	service := tr.Client(oslo.Target{Topic: a.cfg.Agent.ServiceTopic, Version: attestrpc.BaseVersion})
 	a.setState("registering")
 	err = enroll.Run(ctx, enroll.Config{
 		Host: a.cfg.Default.Host, Version: Version, TPM: a.tpm, Service: service,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/trustpool/trustpool/compute-agent/internal/inject"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/oslo"
 	"github.com/trustpool/trustpool/internal/tpm"
@@ -35,6 +36,7 @@ type Config struct {
 	Rabbit  oslo.RabbitOptions `toml:"oslo_messaging_rabbit"`
 	TPM     TPMSection         `toml:"tpm"`
 	Agent   AgentSection       `toml:"agent"`
+	Launch  LaunchSection      `toml:"launch"`
 
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger `toml:"-"`
@@ -104,6 +106,37 @@ type AgentSection struct {
 	ServiceTopic string `toml:"service_topic"`
 }
 
+// Injector names of [launch] injector.
+const (
+	// InjectorQGA reaches the QEMU guest agent through libvirt.
+	InjectorQGA = "qemu-guest-agent"
+	// InjectorQGASocket reaches guest agents on unix sockets
+	// <qga_socket_dir>/<instance_id>.sock (tests and demos with qemu-ga).
+	InjectorQGASocket = "qemu-guest-agent-socket"
+	// InjectorDirectory writes into <directory>/<instance_id>/ (tests,
+	// Nova's fake virt driver, sidecar containers).
+	InjectorDirectory = "directory"
+)
+
+// LaunchSection is [launch]: trusted launches on this host.
+type LaunchSection struct {
+	// Injector puts the secret into instances: qemu-guest-agent,
+	// qemu-guest-agent-socket or directory.
+	Injector string `toml:"injector"`
+	// LibvirtSocket and LibvirtURI reach libvirtd (qemu-guest-agent).
+	LibvirtSocket string `toml:"libvirt_socket"`
+	LibvirtURI    string `toml:"libvirt_uri"`
+	// GuestDir is where the secret and receipt go inside the guest.
+	GuestDir string `toml:"guest_dir"`
+	// QGASocketDir holds <instance_id>.sock guest agent sockets
+	// (qemu-guest-agent-socket).
+	QGASocketDir string `toml:"qga_socket_dir"`
+	// Directory holds <instance_id>/ directories (directory).
+	Directory string `toml:"directory"`
+	// Timeout bounds one delivery.
+	Timeout time.Duration `toml:"timeout"`
+}
+
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	return Config{
@@ -126,6 +159,10 @@ func DefaultConfig() Config {
 			RetryMax:      time.Minute,
 			QuoteTimeout:  30 * time.Second,
 			ServiceTopic:  attestrpc.ServiceTopic,
+		},
+		Launch: LaunchSection{
+			Injector: InjectorQGA, LibvirtSocket: "/var/run/libvirt/libvirt-sock", LibvirtURI: "qemu:///system",
+			GuestDir: "/run/trustpool", Timeout: time.Minute,
 		},
 	}
 }
@@ -226,6 +263,32 @@ func (c *Config) Validate() error {
 	if a.ServiceTopic == "" {
 		bad("agent.service_topic", "is required")
 	}
+	l := c.Launch
+	switch l.Injector {
+	case InjectorQGA:
+		if !filepath.IsAbs(l.LibvirtSocket) {
+			bad("launch.libvirt_socket", "%q is not an absolute path", l.LibvirtSocket)
+		}
+		if l.LibvirtURI == "" {
+			bad("launch.libvirt_uri", "is required for injector %s", InjectorQGA)
+		}
+	case InjectorQGASocket:
+		if !filepath.IsAbs(l.QGASocketDir) {
+			bad("launch.qga_socket_dir", "%q is not an absolute path (required for injector %s)", l.QGASocketDir, InjectorQGASocket)
+		}
+	case InjectorDirectory:
+		if !filepath.IsAbs(l.Directory) {
+			bad("launch.directory", "%q is not an absolute path (required for injector %s)", l.Directory, InjectorDirectory)
+		}
+	default:
+		bad("launch.injector", "%q is not one of %s, %s, %s", l.Injector, InjectorQGA, InjectorQGASocket, InjectorDirectory)
+	}
+	if (l.Injector == InjectorQGA || l.Injector == InjectorQGASocket) && !filepath.IsAbs(l.GuestDir) {
+		bad("launch.guest_dir", "%q is not an absolute path", l.GuestDir)
+	}
+	if l.Timeout <= 0 {
+		bad("launch.timeout", "must be positive")
+	}
 	return errors.Join(errs...)
 }
 
@@ -241,4 +304,16 @@ func (c *Config) tpmConfig() tpm.Config {
 		EKAlgorithm:  c.TPM.EKAlgorithm,
 		DialTimeout:  c.TPM.Timeout,
 	}
+}
+
+// injector builds [launch]'s injector.
+func (c *Config) injector() inject.Injector {
+	l := c.Launch
+	switch l.Injector {
+	case InjectorDirectory:
+		return &inject.Directory{Root: l.Directory}
+	case InjectorQGASocket:
+		return &inject.QGA{Dialer: &inject.SocketDialer{Dir: l.QGASocketDir}, GuestDir: l.GuestDir}
+	}
+	return &inject.QGA{Dialer: &inject.LibvirtDialer{Socket: l.LibvirtSocket, URI: l.LibvirtURI}, GuestDir: l.GuestDir}
 }

@@ -27,6 +27,9 @@ func TestSampleConfig(t *testing.T) {
 	if diff := cmp.Diff(def.Agent, cfg.Agent); diff != "" {
 		t.Errorf("sample [agent] differs from the defaults (-default +sample):\n%s", diff)
 	}
+	if diff := cmp.Diff(def.Launch, cfg.Launch); diff != "" {
+		t.Errorf("sample [launch] differs from the defaults (-default +sample):\n%s", diff)
+	}
 	if cfg.Default.MaxMessageSize != agent.DefaultMaxMessageSize {
 		t.Errorf("sample max_message_size = %d, want the default %d", cfg.Default.MaxMessageSize, agent.DefaultMaxMessageSize)
 	}
@@ -110,6 +113,13 @@ func TestValidate(t *testing.T) {
 		{"nothing to watch", func(c *agent.Config) { c.Agent.WatchPCRs, c.TPM.IMALog = nil, "" }, []string{"agent.watch_pcrs: is empty"}},
 		{"bad pcrs", func(c *agent.Config) { c.Agent.WatchPCRs = []int{1, 1, 24} }, []string{"agent.watch_pcrs: 1 ", "agent.watch_pcrs: 24 "}},
 		{"retry order", func(c *agent.Config) { c.Agent.RetryInitial = time.Hour }, []string{"agent.retry_initial: is larger"}},
+		{"directory injector", func(c *agent.Config) { c.Launch.Injector, c.Launch.Directory = agent.InjectorDirectory, "/run/x" }, nil},
+		{"directory injector without directory", func(c *agent.Config) { c.Launch.Injector = agent.InjectorDirectory }, []string{"launch.directory"}},
+		{"socket injector without directory", func(c *agent.Config) { c.Launch.Injector = agent.InjectorQGASocket }, []string{"launch.qga_socket_dir"}},
+		{"unknown injector", func(c *agent.Config) { c.Launch.Injector = "ssh" }, []string{`launch.injector: "ssh"`}},
+		{"relative libvirt socket", func(c *agent.Config) { c.Launch.LibvirtSocket = "sock" }, []string{"launch.libvirt_socket"}},
+		{"relative guest dir", func(c *agent.Config) { c.Launch.GuestDir = "run" }, []string{"launch.guest_dir"}},
+		{"launch timeout", func(c *agent.Config) { c.Launch.Timeout = 0 }, []string{"launch.timeout"}},
 		{"several", func(c *agent.Config) {
 			c.Agent.RPCTimeout, c.Agent.QuoteTimeout, c.Agent.WatchInterval, c.Agent.ServiceTopic = 0, -1, -1, ""
 		}, []string{"agent.rpc_timeout", "agent.quote_timeout", "agent.watch_interval", "agent.service_topic"}},

@@ -101,11 +101,23 @@ type ErrorEnvelope struct {
 // caller's terms; for 5xx it is generic and the detail is in the service log
 // under RequestID.
 type Error struct {
-	Code      int    `json:"code"`
-	Title     string `json:"title"`
-	Message   string `json:"message"`
+	Code    int    `json:"code"`
+	Title   string `json:"title"`
+	Message string `json:"message"`
+	// Reason names, for some errors, the condition in a stable form (one of
+	// the Reason* constants) that clients can act on; Message is for
+	// people and may change.
+	Reason    string `json:"reason,omitempty"`
 	RequestID string `json:"request_id"`
 }
+
+// Reasons of errors (Error.Reason).
+const (
+	// ReasonEKBoundToOtherHost (409 on approve): the pending EK is bound
+	// to another host, which the host's pending_ek_bound_to names;
+	// approving with force moves it.
+	ReasonEKBoundToOtherHost = "ek_bound_to_other_host"
+)
 
 // Versions is the version discovery document at GET / (the shape Nova and
 // Placement use: one entry per major version).
@@ -150,6 +162,9 @@ type Health struct {
 // Keys lists the service's public keys: GET /v1/keys.
 type Keys struct {
 	VerdictKeys []VerdictKey `json:"verdict_keys"`
+	// LaunchKeys are the HPKE keys tenants seal launch requests to
+	// (launch.go); empty when trusted launches are off.
+	LaunchKeys []LaunchKey `json:"launch_keys"`
 }
 
 // VerdictKey is a public key that signs verdicts; shims and tenants pin it.
@@ -363,15 +378,19 @@ type Imported struct {
 
 // Learn is the body of POST /v1/profiles/learn: build profile Name from
 // Host's last verified evidence.
+//
+// PCRs and Facts tell nil (absent: the defaults) from empty (an explicit
+// [], none): omitzero leaves out only nil.
 type Learn struct {
 	Host        string `json:"host"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
-	// PCRs to take (default: 0 to 7).
-	PCRs []int `json:"pcrs,omitempty"`
-	// Facts to take (default: secure_boot, bootloader, kernel, initrd and
-	// kernel_cmdline).
-	Facts []string `json:"facts,omitempty"`
+	// PCRs to take (nil: 0 to 7; empty: only the PCRs the facts are read
+	// from).
+	PCRs []int `json:"pcrs,omitzero"`
+	// Facts to take (nil: secure_boot, bootloader, kernel, initrd and
+	// kernel_cmdline; empty: no boot facts, a profile of PCRs alone).
+	Facts []string `json:"facts,omitzero"`
 	// SkipFactPCRs stops the service from also pinning the PCRs the learned
 	// facts are read from (the facts are then not trustworthy: Warnings
 	// says so).

@@ -18,9 +18,28 @@ import (
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
-// APIVersion is the RPC API version of every Trustpool endpoint. Bump the
-// minor version for additive changes.
-const APIVersion = "1.0"
+// APIVersion is the RPC API version every Trustpool endpoint implements.
+// Bump the minor version for additive changes; callers ask for the lowest
+// version that has the method they call, so a newer peer keeps working with
+// an older one.
+//
+// History:
+//   - 1.0 (BaseVersion): register_host, activate_credential,
+//     measurements_changed, get_verdicts (service); quote, ping (agent);
+//     verdicts_changed (fanout).
+//   - 1.1 (LaunchVersion): the agent's instance_present and deliver_secret
+//     (trusted launch, launch.go). An agent that implements only 1.0 answers
+//     them with oslo's UnsupportedVersion, which the service records as a
+//     failed launch.
+const APIVersion = LaunchVersion
+
+// Versions callers ask for.
+const (
+	// BaseVersion has every method of 1.0.
+	BaseVersion = "1.0"
+	// LaunchVersion adds instance_present and deliver_secret.
+	LaunchVersion = "1.1"
+)
 
 // Bus names.
 const (
@@ -63,6 +82,19 @@ const (
 	// ek_fingerprint, pending_ek_fingerprint, bound_to, pending_since,
 	// agent_version).
 	EventHostEKChangeRequested = "trustpool.host.ek_change_requested"
+	// EventComputeDisabled / EventComputeEnabled: the service disabled or
+	// re-enabled a host's nova-compute service ([revocation]
+	// disable_compute_service; payload: host, service_id, reason).
+	EventComputeDisabled = "trustpool.host.compute_disabled"
+	EventComputeEnabled  = "trustpool.host.compute_enabled"
+	// EventBrakeEngaged (priority ERROR): more hosts turned untrusted
+	// within [revocation] brake_window than brake_percent allows; the
+	// service stops disabling compute services (payload: hosts_untrusted,
+	// hosts_total, percent, window_seconds, hosts). EventBrakeReleased
+	// (INFO): it acts again (payload adds skipped_hosts, the hosts it did
+	// not act on meanwhile).
+	EventBrakeEngaged  = "trustpool.revocation.brake_engaged"
+	EventBrakeReleased = "trustpool.revocation.brake_released"
 )
 
 // Limits on untrusted input sizes.

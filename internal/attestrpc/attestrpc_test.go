@@ -68,3 +68,43 @@ func TestQuoteResultJSON(t *testing.T) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 }
+
+func TestLaunchArgsValidate(t *testing.T) {
+	good := func() *DeliverSecretArgs {
+		return &DeliverSecretArgs{LaunchID: "0b6d1c3e-8f2a-4c55-9d0e-6a7b8c9d0e1f", InstanceID: "178b0921-8f85-4257-88b6-2e743b5a975c",
+			Blob:    ImportBlob{Public: []byte{1}, Duplicate: []byte{1}, InSymSeed: []byte{1}, Payload: []byte{1}, PCRs: []int{0, 7}},
+			Receipt: json.RawMessage(`{"receipt":"r"}`)}
+	}
+	if err := good().Validate(); err != nil {
+		t.Fatalf("valid args: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(a *DeliverSecretArgs)
+	}{
+		{"launch id", func(a *DeliverSecretArgs) { a.LaunchID = "l1" }},
+		{"upper-case instance id", func(a *DeliverSecretArgs) { a.InstanceID = strings.ToUpper(a.InstanceID) }},
+		{"path as instance id", func(a *DeliverSecretArgs) { a.InstanceID = "../../etc/passwd" }},
+		{"no duplicate", func(a *DeliverSecretArgs) { a.Blob.Duplicate = nil }},
+		{"huge payload", func(a *DeliverSecretArgs) { a.Blob.Payload = make([]byte, MaxBlobPart+1) }},
+		{"no pcrs", func(a *DeliverSecretArgs) { a.Blob.PCRs = nil }},
+		{"unsorted pcrs", func(a *DeliverSecretArgs) { a.Blob.PCRs = []int{7, 0} }},
+		{"pcr 24", func(a *DeliverSecretArgs) { a.Blob.PCRs = []int{24} }},
+		{"receipt not an object", func(a *DeliverSecretArgs) { a.Receipt = json.RawMessage(`"r"`) }},
+		{"no receipt", func(a *DeliverSecretArgs) { a.Receipt = nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := good()
+			tc.mod(a)
+			if err := a.Validate(); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Validate = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	if err := (&InstancePresentArgs{InstanceID: "nope"}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("InstancePresentArgs{nope}.Validate = %v", err)
+	}
+	if err := (&InstancePresentArgs{InstanceID: "178b0921-8f85-4257-88b6-2e743b5a975c"}).Validate(); err != nil {
+		t.Errorf("InstancePresentArgs.Validate = %v", err)
+	}
+}

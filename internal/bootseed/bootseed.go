@@ -16,6 +16,12 @@
 // verifier can replay. The verifier's checks stay exactly as strict for
 // seeded TPMs. Never used by the agent: this package extends PCRs, which
 // on a real host would be an attack.
+//
+// [Main] is the tpm-boot-seed command (tests/cmd/tpm-boot-seed), which the
+// demo and the DevStack plugin run to give a swtpm a simulated measured
+// boot. It reaches the TPM only through a swtpm's socket or a device that
+// sysfs shows as virtual (the kernel's vtpm proxy), never a hardware TPM,
+// and it never extends a TPM that has booted already.
 package bootseed
 
 import (

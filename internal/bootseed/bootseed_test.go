@@ -2,12 +2,16 @@ package bootseed
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/trustpool/trustpool/internal/eventlog"
 	"github.com/trustpool/trustpool/internal/servicetest"
@@ -158,5 +162,106 @@ func TestEncodeLogEditedEvents(t *testing.T) {
 	}
 	if _, _, err := EncodeLog(evs, nil); err == nil {
 		t.Error("EncodeLog without banks succeeded")
+	}
+}
+
+// TestSeedAgain: a second run against a TPM that has booted already leaves
+// it alone when the log records that boot (a DevStack re-stack while the
+// swtpm kept running), and fails, extending nothing, when the log is
+// missing or records another boot: PCRs extended twice would replay to
+// nothing.
+func TestSeedAgain(t *testing.T) {
+	s := servicetest.SWTPM(t, servicetest.SWTPMOptions{})
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "binary_bios_measurements")
+	seed := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := Main(t.Context(), append([]string{"-swtpm", s.ServerAddr}, args...), tpm.DialSWTPM, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, out, errs := seed("-log", logPath)
+	if code != 0 {
+		t.Fatalf("first run: exit %d: %s%s", code, out, errs)
+	}
+	if want := "simulated measured boot of " + s.ServerAddr + " as build-a (for tests and development clouds, never production)"; !strings.Contains(out, want) {
+		t.Errorf("first run says %q, want %q", out, want)
+	}
+	booted := readPCR(t, s, "sha256", 4)
+	logBefore, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := seed("-log", logPath); code != 0 || !strings.Contains(out, "has booted already, as "+logPath+" records: left alone") {
+		t.Errorf("second run with the log of that boot: exit %d: %s%s", code, out, errs)
+	}
+	// A log of another build, as a different boot would have left.
+	other := filepath.Join(dir, "other")
+	b, _, err := BuildLog(BuildB(), []eventlog.Alg{eventlog.SHA1, eventlog.SHA256, eventlog.SHA384, eventlog.SHA512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, path := range map[string]string{"missing log": filepath.Join(dir, "missing"), "other boot": other} {
+		if code, _, errs := seed("-log", path); code != 1 || !strings.Contains(errs, "has booted already (PCRs 0-9 are extended)") {
+			t.Errorf("%s: exit %d, stderr %q; want 1 and that the TPM has booted", name, code, errs)
+		}
+	}
+	if got := readPCR(t, s, "sha256", 4); !bytes.Equal(got, booted) {
+		t.Errorf("PCR 4 moved from %x to %x: a later run extended it", booted, got)
+	}
+	if got, _ := os.ReadFile(logPath); !bytes.Equal(got, logBefore) {
+		t.Error("the log of the boot was rewritten")
+	}
+}
+
+// TestDeviceMustBeVirtual: -device takes only a TPM that sysfs shows under
+// devices/virtual (the vtpm proxy's); a hardware TPM, a device that is no
+// TPM and sysfs without the chip are refused before the device is opened.
+func TestDeviceMustBeVirtual(t *testing.T) {
+	sysfs := t.TempDir()
+	for n, where := range map[string]string{"0": "devices/platform/MSFT0101:00/tpm/tpm0", "1": "devices/virtual/tpm/tpm1"} {
+		if err := os.MkdirAll(filepath.Join(sysfs, where), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(sysfs, "class", "tpm"), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..", "..", where), filepath.Join(sysfs, "class", "tpm", "tpm"+n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dev := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"hardware TPM", []string{"-device", "/dev/tpmrm0"}, 1, "is a hardware TPM"},
+		{"hardware TPM, raw device", []string{"-device", "/dev/tpm0"}, 1, "is a hardware TPM"},
+		{"no such chip", []string{"-device", "/dev/tpmrm7"}, 1, "cannot tell whether it is virtual"},
+		{"not a TPM", []string{"-device", "/dev/sda"}, 1, "want /dev/tpmN or /dev/tpmrmN"},
+		{"both", []string{"-device", "/dev/tpmrm1", "-swtpm", "127.0.0.1:1"}, 2, "exclude each other"},
+		// Virtual: accepted, then opened (nothing there on this machine).
+		{"virtual", []string{"-device", filepath.Join(dev, "tpmrm1"), "-wait", "0s"}, 1, filepath.Join(dev, "tpmrm1")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			dial := func(context.Context, string, time.Duration) (transport.TPMCloser, error) {
+				t.Error("dialled a swtpm")
+				return nil, os.ErrInvalid
+			}
+			args := append([]string{"-sysfs", sysfs, "-log", filepath.Join(t.TempDir(), "log")}, tc.args...)
+			code := Main(t.Context(), args, dial, &out, &errb)
+			if code != tc.code || !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d containing %q", code, errb.String(), tc.code, tc.want)
+			}
+			if tc.name == "virtual" && strings.Contains(errb.String(), "virtual") {
+				t.Errorf("the virtual TPM was refused: %s", errb.String())
+			}
+		})
 	}
 }

@@ -117,6 +117,22 @@ type file struct {
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
+// NameKey is a profile name as Placement's trait grammar (^[A-Z0-9_]+$)
+// spells it: upper case, with "_" for "-" (and for any other character
+// outside the grammar, which a valid name does not have). Two profiles
+// whose names have the same key would share one Placement trait
+// (CUSTOM_TRUSTPOOL_PROFILE_<key>), so they cannot coexist: "gold-v2" and
+// "gold_v2" are one name.
+func NameKey(name string) string {
+	b := []byte(strings.ToUpper(name))
+	for i, c := range b {
+		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
 // reservedNames are the REST routes beside /v1/profiles/{name}: a profile
 // with one of these names could be created but never shown or deleted.
 var reservedNames = []string{"export", "import", "learn"}
@@ -143,16 +159,19 @@ func Parse(data []byte) ([]*Profile, error) {
 		}
 		return nil, fmt.Errorf("parse profiles: %w: unknown keys %s", ErrInvalid, strings.Join(keys, ", "))
 	}
-	seen := map[string]bool{}
+	seen := map[string]string{} // NameKey → name
 	var errs []error
 	for _, p := range f.Profile {
 		if err := p.Validate(); err != nil {
 			errs = append(errs, err)
 		}
-		if seen[p.Name] {
+		switch other, ok := seen[NameKey(p.Name)]; {
+		case ok && other == p.Name:
 			errs = append(errs, fmt.Errorf("%w: duplicate profile %q", ErrInvalid, p.Name))
+		case ok:
+			errs = append(errs, fmt.Errorf("%w: profiles %q and %q are one name (both are %s in Placement's trait names)", ErrInvalid, other, p.Name, NameKey(p.Name)))
 		}
-		seen[p.Name] = true
+		seen[NameKey(p.Name)] = p.Name
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("parse profiles: %w", err)

@@ -89,6 +89,7 @@ func TestParseRejects(t *testing.T) {
 		"bad_name":         "[[profile]]\nname = \"A B\"\n[profile.facts]\nsecure_boot=[\"enabled\"]\n",
 		"reserved_name":    "[[profile]]\nname = \"export\"\n[profile.facts]\nsecure_boot=[\"enabled\"]\n",
 		"duplicate_name":   "[[profile]]\nname = \"a\"\n[profile.facts]\nk=[\"v\"]\n[[profile]]\nname = \"a\"\n[profile.facts]\nk=[\"v\"]\n",
+		"same_name_key":    "[[profile]]\nname = \"gold-v2\"\n[profile.facts]\nk=[\"v\"]\n[[profile]]\nname = \"gold_v2\"\n[profile.facts]\nk=[\"v\"]\n",
 		"bad_pcr_index":    "[[profile]]\nname = \"a\"\n[profile.pcrs]\n24 = [\"" + strings.Repeat("0", 64) + "\"]\n",
 		"bad_pcr_value":    "[[profile]]\nname = \"a\"\n[profile.pcrs]\n0 = [\"abc\"]\n",
 		"no_values":        "[[profile]]\nname = \"a\"\n[profile.facts]\nkernel = []\n",
@@ -329,4 +330,14 @@ func containsPrefix(ss []string, p string) bool {
 		}
 	}
 	return false
+}
+
+func TestNameKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"baseline": "BASELINE", "gold-v2": "GOLD_V2", "gold_v2": "GOLD_V2", "a.b c": "A_B_C", "x9": "X9",
+	} {
+		if got := NameKey(in); got != want {
+			t.Errorf("NameKey(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

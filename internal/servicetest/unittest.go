@@ -76,11 +76,41 @@ func CheckUnittest(out []byte, wantSkipped int) error {
 	case u.Ran == 0:
 		return errors.New("unittest ran no test")
 	case !u.OK || u.Failures > 0 || u.Errors > 0 || u.UnexpectedSuccesses > 0:
-		return fmt.Errorf("unittest failed: %+v", u)
+		return fmt.Errorf("unittest failed: %+v\n%s", u, UnittestFailures(out))
 	case u.Skipped != wantSkipped:
 		return fmt.Errorf("unittest skipped %d of %d tests, want %d skipped", u.Skipped, u.Ran, wantSkipped)
 	case u.Skipped >= u.Ran:
 		return fmt.Errorf("unittest skipped all %d tests", u.Ran)
 	}
 	return nil
+}
+
+// unittestFailure is the header of one failed or errored test in the
+// runner's report: a line of 70 equals signs, then "FAIL: name" or "ERROR:
+// name".
+var unittestFailure = regexp.MustCompile(`(?m)^={70}\r?\n(?:FAIL|ERROR): .*$`)
+
+// UnittestFailures returns, for each failed or errored test in out, its
+// header and its last traceback, without the captured logs testtools puts
+// before it: the part of a long run's output that says what went wrong.
+func UnittestFailures(out []byte) string {
+	s := string(out)
+	locs := unittestFailure.FindAllStringIndex(s, -1)
+	var b strings.Builder
+	for i, loc := range locs {
+		end := len(s)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		} else if j := strings.Index(s[loc[1]:], "\n"+strings.Repeat("-", 70)+"\nRan "); j >= 0 {
+			end = loc[1] + j
+		}
+		block := s[loc[1]:end]
+		if j := strings.LastIndex(block, "Traceback (most recent call last):"); j >= 0 {
+			block = "\n" + block[j:]
+		}
+		b.WriteString(strings.TrimPrefix(s[loc[0]:loc[1]], strings.Repeat("=", 70)+"\n"))
+		b.WriteString(strings.TrimRight(block, "\n"))
+		b.WriteString("\n")
+	}
+	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -58,5 +59,39 @@ func TestCheckUnittest(t *testing.T) {
 	}
 	if err := CheckUnittest([]byte("Traceback (most recent call last):\nImportError: x\n"), 0); err == nil {
 		t.Error("CheckUnittest accepted output without a summary")
+	}
+}
+
+// TestUnittestFailures runs the real unittest runner on a module with a
+// failure, an error and a pass, and checks that the extract names both bad
+// tests with their last traceback and leaves out what the runner printed
+// before (the captured logs of a testtools run sit there).
+func TestUnittestFailures(t *testing.T) {
+	py := Python(t)
+	dir := t.TempDir()
+	src := "import unittest\nclass T(unittest.TestCase):\n" +
+		"    def test_a(self):\n        print('captured noise')\n        self.fail('wanted 3')\n" +
+		"    def test_b(self):\n        raise RuntimeError('broken')\n" +
+		"    def test_c(self): pass\n"
+	if err := os.WriteFile(filepath.Join(dir, "mixed.py"), []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), py, "-m", "unittest", "-v", "mixed")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	out, _ := cmd.CombinedOutput()
+	got := UnittestFailures(out)
+	for _, want := range []string{"FAIL: test_a (mixed.T", "AssertionError: wanted 3", "ERROR: test_b (mixed.T", "RuntimeError: broken"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("UnittestFailures lacks %q:\n%s\nfrom:\n%s", want, got, out)
+		}
+	}
+	for _, unwanted := range []string{"test_c", "Ran 3 tests", "captured noise"} {
+		if strings.Contains(got, unwanted) {
+			t.Errorf("UnittestFailures holds %q:\n%s", unwanted, got)
+		}
+	}
+	if got := UnittestFailures([]byte("Ran 1 test in 0.1s\n\nOK\n")); got != "" {
+		t.Errorf("UnittestFailures of a passing run = %q, want empty", got)
 	}
 }

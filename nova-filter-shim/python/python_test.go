@@ -16,7 +16,9 @@
 // The all-real end to end (attestation service, agents on swtpm,
 // RabbitMQ, Keystone, the shim binary, Nova's functional base running
 // tests/functional/test_e2e_attested.py in phases) is TestNovaE2E in
-// tests/integration/nova_e2e_test.go.
+// tests/integration/nova_e2e_test.go. Placement traits and the revocation
+// actions in the same Nova setup (tests/functional/test_placement_traits.py)
+// are TestPlacementE2E in tests/integration/placement_e2e_test.go.
 //
 // TestBenchmark (only with TRUSTPOOL_FILTER_BENCH=1) runs bench.py.
 package python_test
@@ -118,4 +120,20 @@ func TestBenchmark(t *testing.T) {
 	rabbit := servicetest.RabbitMQ(t)
 	bin := buildShim(t)
 	runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "bench.py")
+}
+
+// TestBenchmarkPlacement (only with TRUSTPOOL_PLACEMENT_BENCH=1) runs
+// bench_placement.py: select_destinations through Nova's real scheduler at
+// 1,000 and 5,000 hosts, TrustedFilter alone against the trait prefilter
+// plus TrustedFilter (make bench-placement).
+func TestBenchmarkPlacement(t *testing.T) {
+	if os.Getenv("TRUSTPOOL_PLACEMENT_BENCH") == "" {
+		t.Skip("set TRUSTPOOL_PLACEMENT_BENCH=1 to run the Placement scheduling benchmark (make bench-placement)")
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	bin := buildShim(t)
+	out := runPython(t, []string{"TRUSTPOOL_SHIM_BIN=" + bin, "TRUSTPOOL_TRANSPORT_URL=" + rabbit.URL}, "-m", "unittest", "-v", "bench_placement")
+	if err := servicetest.CheckUnittest(out, 0); err != nil {
+		t.Fatal(err)
+	}
 }

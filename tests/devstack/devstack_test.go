@@ -28,10 +28,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/trustpool/trustpool/attestation-service/service"
-	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/config"
 	"github.com/trustpool/trustpool/internal/servicetest"
-	"github.com/trustpool/trustpool/internal/tpm"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	"github.com/trustpool/trustpool/nova-filter-shim/shim"
@@ -46,8 +44,9 @@ var daemons = map[string]string{
 	"trustpool-agent":       "compute-agent",
 }
 
-// buildBinaries builds the three daemons and the trustpool CLI into a
-// temporary directory, as the plugin's install phase does.
+// buildBinaries builds the three daemons, the trustpool CLI and the
+// seeding tool of the swtpm's simulated measured boot into a temporary
+// directory, as the plugin's install phase does.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -58,6 +57,7 @@ func buildBinaries(t *testing.T) string {
 		build(t, dir, bin, pkg)
 	}
 	build(t, dir, "trustpool", "cli")
+	build(t, dir, "tpm-boot-seed", "tests/cmd/tpm-boot-seed")
 	return dir
 }
 
@@ -101,6 +101,7 @@ const nastyURL = `rabbit://stackrabbit:p%22w%5C%23$&'()*+=@192.0.2.10:5672/`
 func TestWithTheBinaries(t *testing.T) {
 	bins := buildBinaries(t)
 	t.Run("configs", func(t *testing.T) { checkConfigs(t, bins) })
+	t.Run("intervals", func(t *testing.T) { checkIntervals(t, bins) })
 	t.Run("units", func(t *testing.T) { checkUnits(t, bins) })
 }
 
@@ -145,6 +146,34 @@ func checkConfigs(t *testing.T, bins string) {
 			}
 			if !strings.HasPrefix(cfg.Database.Connection, tc.wantDB) {
 				t.Errorf("database.connection = %q, want prefix %q", cfg.Database.Connection, tc.wantDB)
+			}
+		})
+	}
+}
+
+// checkIntervals: the attestation timing the plugin derives from
+// TRUSTPOOL_ATTESTATION_INTERVAL passes the service's -check-config for
+// short, default and long intervals, and the service reads the interval
+// asked for.
+func checkIntervals(t *testing.T, bins string) {
+	t.Helper()
+	for _, interval := range []string{"2s", "10s", "60s", "1m30s", "1500ms"} {
+		t.Run(interval, func(t *testing.T) {
+			root := t.TempDir()
+			driver(t, root, "trustpool-attestation", []string{
+				"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=False", "TRUSTPOOL_ATTESTATION_INTERVAL=" + interval,
+			}, "stack:post-config")
+			path := filepath.Join(root, "etc", "trustpool", "attestation.toml")
+			out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "-check-config", "-config-file", path).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "is valid") {
+				t.Errorf("trustpool-attestation -check-config with interval %s: %v\n%s", interval, err, out)
+			}
+			cfg := service.DefaultConfig()
+			if err := config.Load(&cfg, config.LoadOptions{File: path, Environ: []string{}}); err != nil {
+				t.Fatal(err)
+			}
+			if want, _ := time.ParseDuration(interval); cfg.Attestation.Interval != want {
+				t.Errorf("attestation.interval = %v, want %v", cfg.Attestation.Interval, want)
 			}
 		})
 	}
@@ -293,19 +322,20 @@ func TestKeystoneRegistration(t *testing.T) {
 	}
 }
 
-// TestStartWithTheService runs the steps of the plugin's extra phase that
-// use the attestation service, with the real trustpool CLI as DevStack's
-// admin: pinning the verdict public key (trustpool key list), then learning
-// the profile from the compute node (trustpool profile learn) twice, as a
-// second stack.sh would. What they talk to is what the plugin set up, for
-// real: its Keystone registration (the CLI finds the service in the
+// TestStartWithTheService runs a TPM-less DevStack node's path to a trusted
+// host with the real parts: the install phase gives the node's swtpm (with
+// an EK certificate from the CA the plugin trusts, as pre-install makes it)
+// its simulated measured boot with the real tpm-boot-seed, twice, as a
+// second stack.sh would; post-config writes the configuration files; then
+// the steps of the extra phase that use the attestation service run with
+// the real trustpool CLI as DevStack's admin: pinning the verdict public
+// key (trustpool key list), then learning the profile from the compute node
+// (trustpool profile learn) twice. What they talk to is what the plugin set
+// up, for real: its Keystone registration (the CLI finds the service in the
 // catalog), and the attestation service and agent started from the
-// configuration files it wrote, over RabbitMQ. The agent's TPM is a swtpm
-// with an EK certificate from the CA the plugin trusted, as on a TPM-less
-// DevStack node, but booted: its PCRs hold a measured boot and the agent
-// reads its event log. The plugin's own swtpm has neither yet, and the
-// service can neither verify a TPM whose PCR 0 was never extended nor learn
-// a profile's boot facts without an event log (devstack/README.rst).
+// configuration files it wrote, over RabbitMQ. The service requires event
+// logs (allow_missing_event_log = false), and the agent reads the one the
+// simulated boot wrote, where the plugin's agent.toml points.
 func TestStartWithTheService(t *testing.T) {
 	bins := buildBinaries(t)
 	ks := servicetest.Keystone(t)
@@ -321,8 +351,9 @@ func TestStartWithTheService(t *testing.T) {
 	const region, host = "RegionDevStackStart", "compute-dev"
 	api.ensureRegion(region)
 
-	// What the node has before post-config: nova-compute's host name, the
-	// swtpm of the pre-install phase and the swtpm-localca CA.
+	// What the node has before install: nova-compute's host name, the
+	// swtpm of the pre-install phase (started, never booted) and the
+	// swtpm-localca CA.
 	root, localCA := t.TempDir(), t.TempDir()
 	data := filepath.Join(root, "opt", "stack", "data", "trustpool")
 	conf := filepath.Join(root, "etc", "trustpool")
@@ -330,8 +361,6 @@ func TestStartWithTheService(t *testing.T) {
 	writeFile(t, filepath.Join(data, "swtpm", "tpm"), "swtpm "+sw.ServerAddr+"\n")
 	writeFile(t, filepath.Join(localCA, "swtpm-localca-rootca-cert.pem"), readFile(t, sw.CACertPath))
 	writeFile(t, filepath.Join(localCA, "issuercert.pem"), readFile(t, sw.IssuerCertPath))
-	eventLog := filepath.Join(t.TempDir(), "binary_bios_measurements")
-	measuredBoot(t, sw, eventLog)
 
 	port := servicetest.FreePort(t)
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -348,18 +377,40 @@ func TestStartWithTheService(t *testing.T) {
 		"TRUSTPOOL_BIN_DIR=" + bins, "TRUSTPOOL_USE_SWTPM=True", "TRUSTPOOL_SWTPM_LOCALCA=" + localCA,
 		"TRUSTPOOL_WAIT_TIMEOUT=30",
 	}
-	driver(t, root, services, env, "stack:post-config")
+	out := driver(t, root, services, env, "stack:install", "stack:install", "stack:post-config")
+	booted := strings.Index(out, "simulated measured boot of "+sw.ServerAddr+" as build-a")
+	again := strings.Index(out, sw.ServerAddr+" has booted already, as "+filepath.Join(data, "swtpm", "binary_bios_measurements")+" records: left alone")
+	if booted < 0 || again < booted {
+		t.Errorf("want the swtpm booted, then left alone by the second install; got:\n%s", out)
+	}
+	// The fakes record DevStack's warn, which stack.sh prints.
+	if calls := readFile(t, filepath.Join(root, "calls")); !strings.Contains(calls, "SIMULATED measured boot (development clouds only, never production)") {
+		t.Errorf("no warning that the boot is simulated; calls:\n%s", calls)
+	}
+	var cfg struct {
+		Attestation struct {
+			AllowMissingEventLog bool `toml:"allow_missing_event_log"`
+		} `toml:"attestation"`
+	}
+	if _, err := toml.DecodeFile(filepath.Join(conf, "attestation.toml"), &cfg); err != nil || cfg.Attestation.AllowMissingEventLog {
+		t.Errorf("attestation.toml: allow_missing_event_log %v (%v), want false", cfg.Attestation.AllowMissingEventLog, err)
+	}
 
-	// stack extra creates the key, then starts the daemons with these
+	// stack extra creates the keys, then starts the daemons with these
 	// command lines (checkUnits); here they run as the test's children.
+	// With the launch key the service publishes a second key, which the
+	// shim must not be given.
 	key := filepath.Join(data, "verdict-signing.key")
 	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-key", key).CombinedOutput(); err != nil {
 		t.Fatalf("create-key: %v\n%s", err, out)
 	}
+	if out, err := exec.CommandContext(t.Context(), filepath.Join(bins, "trustpool-attestation"), "create-launch-key", filepath.Join(data, "launch.key")).CombinedOutput(); err != nil {
+		t.Fatalf("create-launch-key: %v\n%s", err, out)
+	}
 	svc := servicetest.StartProcess(t, "trustpool-attestation", nil,
 		filepath.Join(bins, "trustpool-attestation"), "-config-file", filepath.Join(conf, "attestation.toml"))
 	waitHealthy(t, svc, apiURL+"/healthz")
-	agent := servicetest.StartProcess(t, "trustpool-agent", []string{"TRUSTPOOL_TPM__EVENT_LOG=" + eventLog},
+	agent := servicetest.StartProcess(t, "trustpool-agent", nil,
 		filepath.Join(bins, "trustpool-agent"), "-config-file", filepath.Join(conf, "agent.toml"))
 	defer func() {
 		if t.Failed() {
@@ -370,7 +421,7 @@ func TestStartWithTheService(t *testing.T) {
 	}()
 
 	start := time.Now()
-	out := driver(t, root, services, env, "_trustpool_fetch_public_key", "_trustpool_learn_profile", "_trustpool_learn_profile")
+	out = driver(t, root, services, env, "_trustpool_fetch_public_key", "_trustpool_learn_profile", "_trustpool_learn_profile")
 	t.Logf("key pinned and profile learned in %s:\n%s", time.Since(start).Round(time.Second), out)
 	learned := strings.Index(out, "learned profile devstack from "+host)
 	exists := strings.Index(out, "profile devstack exists; not learning it again")
@@ -404,22 +455,6 @@ func TestStartWithTheService(t *testing.T) {
 	if v := got.Host.Verdict; v.EffectiveStatus != "trusted" || !slices.Contains(v.Profiles, "devstack") {
 		t.Errorf("%s: %+v, want trusted by profile devstack", host, v)
 	}
-}
-
-// measuredBoot extends the swtpm's boot PCRs as firmware would and writes
-// the event log to path.
-func measuredBoot(t *testing.T, sw *servicetest.SWTPMServer, path string) {
-	t.Helper()
-	c, err := tpm.DialSWTPM(t.Context(), sw.ServerAddr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	log, err := bootseed.Seed(t.Context(), c, bootseed.BuildA())
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, path, string(log))
 }
 
 // waitHealthy waits up to a minute for GET url to answer 200.

@@ -6,7 +6,8 @@
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 
 # fake_devstack: the fakes under a fresh root, with prebuilt stand-in
-# binaries that record their arguments (the CLI's: fake_cli).
+# binaries that record their arguments (the CLI's: fake_cli), tpm-boot-seed
+# among them.
 fake_devstack() {
     FAKE_ROOT=$BATS_TEST_TMPDIR/root
     mkdir -p "$FAKE_ROOT"
@@ -16,12 +17,18 @@ fake_devstack() {
     mkdir -p "$FAKE_BIN"
     local b
     for b in trustpool-attestation trustpool-filter-shim trustpool-agent; do
-        # create-key PATH writes the key, as the real command does.
+        # create-key PATH and create-launch-key PATH write the key, as the
+        # real commands do.
         # shellcheck disable=SC2016 # the stand-in's own script
-        printf '#!/bin/bash\necho "%s $*" >> "%s"\n[[ $1 != create-key ]] || echo key > "$2"\n' \
+        printf '#!/bin/bash\necho "%s $*" >> "%s"\n[[ $1 != create-key && $1 != create-launch-key ]] || echo key > "$2"\n' \
             "$b" "$CALLS" > "$FAKE_BIN/$b"
         chmod +x "$FAKE_BIN/$b"
     done
+    # The seeding tool's stand-in writes its -log as the real one does.
+    # shellcheck disable=SC2016 # the stand-in's own script
+    printf '#!/bin/bash\necho "tpm-boot-seed $*" >> "%s"\nwhile (($#)); do [[ $1 != -log ]] || echo "simulated event log" > "$2"; shift; done\n' \
+        "$CALLS" > "$FAKE_BIN/tpm-boot-seed"
+    chmod +x "$FAKE_BIN/tpm-boot-seed"
     fake_cli
     TRUSTPOOL_BIN_DIR=$FAKE_BIN
     # No TPM on the test machine unless a test makes one.

@@ -67,6 +67,15 @@ ALL=trustpool-attestation,trustpool-filter-shim,trustpool-agent,n-api,n-sch,n-cp
     refute is_service_enabled trustpool-swtpm
 }
 
+@test "settings: a swtpm gets a simulated measured boot unless TRUSTPOOL_SWTPM_SIMULATED_BOOT=False" {
+    load_plugin trustpool-agent
+    [ "$TRUSTPOOL_SWTPM_SIMULATED_BOOT" = True ]
+    [ "$TRUSTPOOL_SWTPM_EVENT_LOG" = "$DATA_DIR/trustpool/swtpm/binary_bios_measurements" ]
+    TRUSTPOOL_SWTPM_SIMULATED_BOOT=false
+    load_plugin trustpool-agent
+    [ "$TRUSTPOOL_SWTPM_SIMULATED_BOOT" = False ]
+}
+
 @test "settings: no swtpm without the agent, or when disabled" {
     TRUSTPOOL_USE_SWTPM=True
     load_plugin trustpool-attestation
@@ -218,6 +227,88 @@ ALL=trustpool-attestation,trustpool-filter-shim,trustpool-agent,n-api,n-sch,n-cp
     [[ $output == *"older than 1.21"* ]]
 }
 
+@test "install, swtpm on a socket: a simulated measured boot, its event log where the agent reads it, labelled as such" {
+    TRUSTPOOL_USE_SWTPM=True
+    load_plugin trustpool-agent
+    echo "swtpm 127.0.0.1:2321" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    run phase stack install
+    [ "$status" -eq 0 ]
+    grep -qx "tpm-boot-seed -variant build-a -log $TRUSTPOOL_SWTPM_EVENT_LOG -wait 3s -swtpm 127.0.0.1:2321" "$CALLS"
+    [ "$(cat "$TRUSTPOOL_SWTPM_EVENT_LOG")" = "simulated event log" ]
+    [ "$(stat -c %U "$TRUSTPOOL_SWTPM_EVENT_LOG")" = "$(id -un)" ]
+    [[ $(calls_of warn) == *"SIMULATED measured boot (development clouds only, never production)"* ]]
+    # The agent reads that log, and not the machine's IMA list.
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_AGENT_CONF" tpm.swtpm tpm.event_log)" = "127.0.0.1:2321
+$TRUSTPOOL_SWTPM_EVENT_LOG" ]
+    run toml "$TRUSTPOOL_AGENT_CONF" tpm.ima_log
+    [ "$status" -eq 0 ] && [ -z "$output" ]
+}
+
+@test "install, swtpm behind the vtpm proxy: the simulated boot goes to its device, checked against sysfs" {
+    TRUSTPOOL_USE_SWTPM=True
+    load_plugin trustpool-agent
+    tpm_chip 1 virtual
+    echo "device $TRUSTPOOL_DEV_DIR/tpmrm1" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    phase stack install
+    grep -qx "tpm-boot-seed -variant build-a -log $TRUSTPOOL_SWTPM_EVENT_LOG -wait 3s -device $TRUSTPOOL_DEV_DIR/tpmrm1 -sysfs $TRUSTPOOL_SYS_DIR" "$CALLS"
+    [ -s "$TRUSTPOOL_SWTPM_EVENT_LOG" ]
+}
+
+@test "install: a failing simulated boot stops stack.sh" {
+    TRUSTPOOL_USE_SWTPM=True
+    load_plugin trustpool-agent
+    echo "swtpm 127.0.0.1:2321" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    printf '#!/bin/bash\necho "tpm-boot-seed: 127.0.0.1:2321 has booted already" >&2\nexit 1\n' > "$FAKE_BIN/tpm-boot-seed"
+    run phase stack install
+    [ "$status" -ne 0 ]
+    [[ $output == *"has booted already"* ]]
+    [[ $output == *"the simulated measured boot of the swtpm (127.0.0.1:2321) failed"* ]]
+}
+
+@test "install: a prebuilt directory needs tpm-boot-seed only where a swtpm gets a simulated boot" {
+    TRUSTPOOL_USE_SWTPM=True
+    load_plugin trustpool-agent
+    echo "swtpm 127.0.0.1:2321" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    rm "$FAKE_BIN/tpm-boot-seed"
+    run phase stack install
+    [ "$status" -ne 0 ]
+    [[ $output == *"$FAKE_BIN has no tpm-boot-seed, which gives this node's swtpm its simulated measured boot"* ]]
+    [[ $output == *"TRUSTPOOL_SWTPM_SIMULATED_BOOT=False"* ]]
+    # Without the simulated boot, or on a node with a TPM, it is not needed.
+    : > "$CALLS"
+    TRUSTPOOL_SWTPM_SIMULATED_BOOT=False
+    load_plugin trustpool-agent
+    phase stack install
+    TRUSTPOOL_SWTPM_SIMULATED_BOOT=True TRUSTPOOL_USE_SWTPM=False
+    load_plugin trustpool-agent,trustpool-attestation
+    phase stack install
+    refute called tpm-boot-seed
+}
+
+@test "install: the build adds tpm-boot-seed where a swtpm boots, and only there" {
+    unset TRUSTPOOL_BIN_DIR
+    TRUSTPOOL_USE_SWTPM=True
+    TRUSTPOOL_GO=$FAKE_ROOT/fakebin/go
+    # The stand-in Go "builds" the seeding tool the way the plugin runs it.
+    printf '#!/bin/bash\nif [[ $1 == env ]]; then echo go1.22.5; exit; fi\necho "go $*" >> "%s"\n[[ $4 != */tpm-boot-seed ]] || cp "%s" "$4"\n' \
+        "$CALLS" "$FAKE_BIN/tpm-boot-seed" > "$TRUSTPOOL_GO"
+    chmod +x "$TRUSTPOOL_GO"
+    load_plugin trustpool-agent
+    echo "swtpm 127.0.0.1:2321" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    phase stack install
+    called "go build -trimpath -o $REPO/bin/tpm-boot-seed ./tests/cmd/tpm-boot-seed"
+    called "tpm-boot-seed -variant build-a -log $TRUSTPOOL_SWTPM_EVENT_LOG"
+    rm -f "$REPO/bin/tpm-boot-seed"
+    : > "$CALLS"
+    unset TRUSTPOOL_BIN_DIR
+    TRUSTPOOL_USE_SWTPM=False
+    load_plugin trustpool-agent
+    phase stack install
+    called "go build -trimpath -o $REPO/bin/trustpool-agent"
+    refute called tpm-boot-seed
+}
+
 @test "install: the Nova filter goes into Nova's Python where nova runs" {
     load_plugin trustpool-filter-shim
     phase stack install
@@ -240,17 +331,73 @@ ALL=trustpool-attestation,trustpool-filter-shim,trustpool-agent,n-api,n-sch,n-cp
 sqlite:///$DATA_DIR/trustpool/attestation.db
 trustpool
 service" ]
-    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" DEFAULT.control_exchange keys.verdict_signing_key enrollment.require_ek_cert)" = \
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" DEFAULT.control_exchange keys.verdict_signing_key enrollment.require_ek_cert \
+        keys.launch_key launch.nova_api)" = \
         "trustpool
 $DATA_DIR/trustpool/verdict-signing.key
+true
+$DATA_DIR/trustpool/launch.key
 true" ]
-    grep -qx 'create_service_user trustpool' "$CALLS"
+    # Placement traits by default: the admin role Zed's Placement asks for.
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" placement.mirror_traits placement.region_name revocation.disable_compute_service)" = \
+        "true
+RegionOne
+false" ]
+    grep -qx 'create_service_user trustpool admin' "$CALLS"
     grep -qx 'get_or_create_service trustpool attestation Trustpool TPM 2.0 host attestation' "$CALLS"
     grep -qx "get_or_create_endpoint service-id-trustpool RegionOne http://192.0.2.10/attestation  http://192.0.2.10/attestation" "$CALLS"
     grep -qx "write_local_proxy_http_config trustpool-attestation http://127.0.0.1:9780 /attestation" "$CALLS"
     [ "$(stat -c %a "$TRUSTPOOL_ATTESTATION_CONF")" = 600 ]
     [ ! -e "$TRUSTPOOL_SHIM_CONF" ] && [ ! -e "$TRUSTPOOL_AGENT_CONF" ]
     [ ! -e "$NOVA_CONF" ]
+}
+
+@test "post-config, attestation: compute disable on, or no actions (then no admin role)" {
+    TRUSTPOOL_DISABLE_COMPUTE=True
+    load_plugin trustpool-attestation
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" revocation.disable_compute_service nova.region_name)" = "true
+RegionOne" ]
+    grep -qx 'create_service_user trustpool admin' "$CALLS"
+    : > "$CALLS"
+    TRUSTPOOL_DISABLE_COMPUTE=False TRUSTPOOL_PLACEMENT_TRAITS=False
+    load_plugin trustpool-attestation
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" placement.mirror_traits revocation.disable_compute_service)" = "false
+false" ]
+    grep -qx 'create_service_user trustpool' "$CALLS"
+}
+
+@test "post-config, attestation: the timing follows TRUSTPOOL_ATTESTATION_INTERVAL" {
+    local keys="attestation.interval attestation.jitter attestation.quote_timeout attestation.nonce_lifetime attestation.verdict_validity attestation.heartbeat_interval"
+    declare -A want=(
+        [2s]="2s 400ms 1s 2s 6s 2s"
+        [10s]="10s 2s 5s 10s 30s 10s"
+        [60s]="60s 12s 5s 10s 180s 60s"
+        [1m30s]="90s 18s 5s 10s 270s 90s"
+        [1500ms]="1500ms 300ms 750ms 1500ms 4500ms 1500ms"
+    )
+    local interval got
+    for interval in "${!want[@]}"; do
+        TRUSTPOOL_ATTESTATION_INTERVAL=$interval
+        load_plugin trustpool-attestation
+        phase stack post-config
+        # shellcheck disable=SC2086 # one key per word
+        got=$(toml "$TRUSTPOOL_ATTESTATION_CONF" $keys | tr '\n' ' ')
+        [ "$got" = "${want[$interval]} " ] || { echo "$interval: got $got, want ${want[$interval]}"; return 1; }
+    done
+}
+
+@test "post-config, attestation: an interval the plugin cannot read, or under 1s, stops stack.sh" {
+    local interval
+    for interval in 10 1.5s 10S ten -1s 500ms 0s; do
+        TRUSTPOOL_ATTESTATION_INTERVAL=$interval
+        load_plugin trustpool-attestation
+        run phase stack post-config
+        [ "$status" -ne 0 ] || { echo "$interval accepted"; return 1; }
+        [[ $output == *"TRUSTPOOL_ATTESTATION_INTERVAL=$interval is "* ]] || { echo "$interval: $output"; return 1; }
+        [ ! -e "$TRUSTPOOL_ATTESTATION_CONF" ]
+    done
 }
 
 @test "post-config, attestation with MySQL: the database, without DevStack's query options" {
@@ -270,15 +417,32 @@ true" ]
     [ "$(toml "$TRUSTPOOL_SHIM_CONF" DEFAULT.transport_url)" = "$FAKE_TRANSPORT_URL" ]
 }
 
-@test "post-config, all-in-one with swtpm: the local swtpm CA is trusted, missing event logs allowed" {
+@test "post-config, all-in-one with swtpm: the local swtpm CA is trusted, event logs required" {
     TRUSTPOOL_USE_SWTPM=True
     load_plugin trustpool-attestation,trustpool-agent
     echo "device $TRUSTPOOL_DEV_DIR/tpmrm1" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
     phase stack post-config
     [ -f "$TRUSTPOOL_EK_ROOTS_DIR/swtpm-localca-rootca-cert.pem" ]
     [ -f "$TRUSTPOOL_EK_ROOTS_DIR/issuercert.pem" ]
+    # The simulated boot has an event log: the service stays strict.
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" attestation.allow_missing_event_log)" = false ]
+    [ "$(toml "$TRUSTPOOL_AGENT_CONF" tpm.device tpm.event_log)" = "$TRUSTPOOL_DEV_DIR/tpmrm1
+$TRUSTPOOL_SWTPM_EVENT_LOG" ]
+}
+
+@test "post-config, all-in-one with a swtpm without simulated boot: missing event logs allowed" {
+    TRUSTPOOL_USE_SWTPM=True TRUSTPOOL_SWTPM_SIMULATED_BOOT=False
+    load_plugin trustpool-attestation,trustpool-agent
+    echo "device $TRUSTPOOL_DEV_DIR/tpmrm1" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    phase stack post-config
     [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" attestation.allow_missing_event_log)" = true ]
-    [ "$(toml "$TRUSTPOOL_AGENT_CONF" tpm.device)" = "$TRUSTPOOL_DEV_DIR/tpmrm1" ]
+}
+
+@test "post-config, controller without TPM and without agent: event logs required" {
+    TRUSTPOOL_USE_SWTPM=True TRUSTPOOL_SWTPM_SIMULATED_BOOT=False
+    load_plugin trustpool-attestation
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" attestation.allow_missing_event_log)" = false ]
 }
 
 @test "post-config, service without swtpm: event logs required, no local CA" {
@@ -292,13 +456,27 @@ true" ]
     load_plugin trustpool-agent,n-cpu
     iniset "$NOVA_CPU_CONF" DEFAULT host compute-7
     phase stack post-config
-    [ "$(toml "$TRUSTPOOL_AGENT_CONF" DEFAULT.host tpm.device agent.state_dir)" = "compute-7
+    [ "$(toml "$TRUSTPOOL_AGENT_CONF" DEFAULT.host tpm.device agent.state_dir launch.injector)" = "compute-7
 /dev/tpmrm0
-$DATA_DIR/trustpool/agent" ]
+$DATA_DIR/trustpool/agent
+qemu-guest-agent" ]
+    # nova-compute sends the versioned instance.create.end launches bind on.
+    [ "$(iniget "$NOVA_CPU_CONF" notifications notification_format)" = both ]
+    [ "$(iniget "$NOVA_CPU_CONF" oslo_messaging_notifications driver)" = messagingv2 ]
     grep -q "^z /sys/kernel/security/tpm\[0-9\]\*/binary_bios_measurements 0440 root $(id -gn) -$" \
         "$TRUSTPOOL_CONF_DIR/agent-tmpfiles.conf"
     [ ! -e "$TRUSTPOOL_ATTESTATION_CONF" ]
     refute called create_service_user
+}
+
+@test "post-config, agent: the fake virt driver gets the directory injector; an operator's notification format is kept" {
+    VIRT_DRIVER=fake
+    load_plugin trustpool-agent,n-cpu
+    iniset "$NOVA_CPU_CONF" notifications notification_format versioned
+    phase stack post-config
+    [ "$(toml "$TRUSTPOOL_AGENT_CONF" launch.injector launch.directory)" = "directory
+$DATA_DIR/trustpool/instances" ]
+    [ "$(iniget "$NOVA_CPU_CONF" notifications notification_format)" = versioned ]
 }
 
 @test "post-config, agent on a swtpm socket" {
@@ -359,6 +537,7 @@ trustpool_filter.TrustedFilter" ]
     phase stack post-config
     phase stack extra
     called "trustpool-attestation create-key $TRUSTPOOL_SIGNING_KEY"
+    called "trustpool-attestation create-launch-key $TRUSTPOOL_LAUNCH_KEY"
     grep -qx "run_process trustpool-attestation $FAKE_BIN/trustpool-attestation -config-file $TRUSTPOOL_ATTESTATION_CONF" "$CALLS"
     grep -qx "wait_for_service 3 http://127.0.0.1:9780/healthz" "$CALLS"
     grep -qx 'Type=notify' "$SYSTEMD_DIR/devstack@trustpool-attestation.service.d/trustpool.conf"
@@ -366,10 +545,11 @@ trustpool_filter.TrustedFilter" ]
     # The drop-in is in place before the unit starts.
     [ "$(grep -n 'systemctl daemon-reload' "$CALLS" | head -n1 | cut -d: -f1)" -lt \
         "$(grep -n '^run_process trustpool-attestation' "$CALLS" | cut -d: -f1)" ]
-    [ -s "$TRUSTPOOL_SIGNING_KEY" ]
+    [ -s "$TRUSTPOOL_SIGNING_KEY" ] && [ -s "$TRUSTPOOL_LAUNCH_KEY" ]
     : > "$CALLS"
     phase stack extra
     refute called create-key
+    refute called create-launch-key
 }
 
 @test "extra, filter shim: pins the service's public key, starts, makes the trusted flavor" {
@@ -378,7 +558,7 @@ trustpool_filter.TrustedFilter" ]
     printf '#!/bin/bash\necho "openstack $*" >> "%s"\n[[ $* != *"flavor show"* ]]\n' "$CALLS" > "$FAKE_ROOT/fakebin/openstack"
     phase stack post-config
     phase stack extra
-    grep -qx "trustpool key list --long -f value -c Public Key" "$CALLS"
+    grep -qx "trustpool key list --use verdict --long -f value -c Public Key" "$CALLS"
     [ "$(cat "$TRUSTPOOL_PUBLIC_KEY")" = "-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEA
 -----END PUBLIC KEY-----" ]
@@ -440,6 +620,20 @@ MCowBQYDK2VwAyEA
     grep -qx "trustpool profile learn devstack --host $(hostname) --description learned by DevStack from $(hostname) --wait-timeout 3s" "$CALLS"
     [ "$(cat "$FAKE_API/profile")" = "learned by DevStack from $(hostname)" ]
     refute called curl
+}
+
+@test "extra, agent on a swtpm without simulated boot: no profile learned, and a warning why" {
+    TRUSTPOOL_USE_SWTPM=True TRUSTPOOL_SWTPM_SIMULATED_BOOT=False
+    load_plugin trustpool-agent
+    serve_api
+    echo "swtpm 127.0.0.1:2321" | _trustpool_install_file "$TRUSTPOOL_SWTPM_DIR/tpm" 0644
+    phase stack install
+    phase stack post-config
+    run phase stack extra
+    [ "$status" -eq 0 ]
+    refute called tpm-boot-seed
+    refute called "trustpool profile learn"
+    [[ $(calls_of warn) == *"not learning profile devstack: this node's swtpm has no measured boot (TRUSTPOOL_SWTPM_SIMULATED_BOOT=False)"* ]]
 }
 
 @test "extra, agent: the profile is learned from nova-compute's host name" {

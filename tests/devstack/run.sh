@@ -4,7 +4,7 @@
 # every one of them must report "ok".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-MIN_TESTS=${MIN_TESTS:-49}
+MIN_TESTS=${MIN_TESTS:-61}
 tap=$(bats --tap tests/devstack) && rc=0 || rc=$?
 echo "$tap" | grep -v '^ok ' || true
 plan=$(sed -n 's/^1\.\.\([0-9]*\)$/\1/p' <<< "$tap" | head -n1)

@@ -329,7 +329,10 @@ heartbeat_interval = %q
 ek_roots_dir = %q
 [keys]
 verdict_signing_key = %q
-`, rabbit.URL, url, k.WWWAuthenticateURI, k.AuthURL, k.Username, k.Password, apiPort, interval.String(), (2*interval).String(), (3*interval).String(), interval.String(), roots, keyPath))
+launch_key = %q
+create_launch_key = true
+`, rabbit.URL, url, k.WWWAuthenticateURI, k.AuthURL, k.Username, k.Password, apiPort, interval.String(), (2*interval).String(), (3*interval).String(), interval.String(), roots, keyPath,
+		filepath.Join(dir, "launch.key")))
 	svc := servicetest.StartProcess(t, "trustpool-attestation", nil, bins.service, "-config-file", svcConf)
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, 60*time.Second, "service healthy", func() bool {

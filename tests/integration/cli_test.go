@@ -209,7 +209,10 @@ func TestCLI(t *testing.T) {
 	c.fails(commands.ExitAuth, []string{"trustpool:profiles:write"}, as(member, "profile", "delete", "nothing")...)
 	keyRows := jsonOut[[]map[string]string](t, c.ok(as(member, "key", "list", "--long", "-f", "json")...))
 	pub := e.svc.PublicKey()
-	if len(keyRows) != 1 || keyRows[0]["Key ID"] != verdict.KeyID(pub) || keyRows[0]["Use"] != "verdict" || keyRows[0]["Algorithm"] != "Ed25519" {
+	lpub := e.svc.LaunchPublicKey()
+	if len(keyRows) != 2 || keyRows[0]["Key ID"] != verdict.KeyID(pub) || keyRows[0]["Use"] != "verdict" || keyRows[0]["Algorithm"] != "Ed25519" ||
+		keyRows[1]["Use"] != "launch" || keyRows[1]["Key ID"] != lpub.KID() || keyRows[1]["Fingerprint"] != lpub.Fingerprint() ||
+		keyRows[1]["Algorithm"] != "ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM" {
 		t.Errorf("member key list = %v", keyRows)
 	}
 	// A system-scoped token is refused (the rules are for project scope).
@@ -243,7 +246,7 @@ func TestCLI(t *testing.T) {
 	if err := os.WriteFile(showFile, []byte(c.ok(as(admin, "host", "show", "compute-1", "--long", "-f", "json")...)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(pemFile, []byte(c.ok(as(member, "key", "list", "--long", "-f", "value", "-c", "Public Key")...)), 0o600); err != nil {
+	if err := os.WriteFile(pemFile, []byte(c.ok(as(member, "key", "list", "--use", "verdict", "--long", "-f", "value", "-c", "Public Key")...)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	v := jsonOut[map[string]any](t, c.ok("verdict", "verify", showFile, "--public-key", pemFile, "-f", "json"))
@@ -324,6 +327,29 @@ func TestCLI(t *testing.T) {
 			}
 		}
 	}
+
+	// Trusted launch as the project member (the whole flow is TestLaunch's):
+	// create one pinned to the published launch key, list, show, verify
+	// (no receipt while pending), delete.
+	fp := strings.TrimSpace(c.ok(as(member, "key", "list", "--use", "launch", "-f", "value", "-c", "Fingerprint")...))
+	secretFile := filepath.Join(dir, "launch-secret")
+	if err := os.WriteFile(secretFile, []byte("a tenant secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := jsonOut[map[string]any](t, c.ok(as(member, "launch", "create", "--profile", "golden", "--secret-file", secretFile,
+		"--launch-key-fingerprint", fp, "-f", "json")...))
+	id, _ := created["id"].(string)
+	if created["state"] != "pending" || id == "" {
+		t.Fatalf("launch create = %v", created)
+	}
+	if out := c.ok(as(member, "launch", "list", "-f", "value", "-c", "ID")...); !strings.Contains(out, id) {
+		t.Errorf("launch list = %q, want %s", out, id)
+	}
+	c.ok(as(member, "launch", "show", id)...)
+	c.fails(commands.ExitError, []string{"has no receipt yet"}, as(member, "launch", "verify", id, "--public-key", pemFile)...)
+	c.fails(commands.ExitError, []string{"not the pinned"}, as(member, "launch", "create", "--profile", "golden", "--secret-file", secretFile,
+		"--launch-key-fingerprint", strings.Repeat("0", 64))...)
+	c.ok(as(member, "launch", "delete", id)...)
 
 	// Delete a host; it is gone.
 	c.ok(as(admin, "host", "delete", "compute-2")...)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trustpool/trustpool/cli/commands"
+	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/oslo"
@@ -175,6 +177,15 @@ func TestOneTPMOneHost(t *testing.T) {
 	if code != http.StatusConflict || !strings.Contains(fmt.Sprint(body), "compute-1") || !strings.Contains(fmt.Sprint(body), "force") {
 		t.Errorf("approve without force = %d %v, want 409 naming compute-1 and force", code, body)
 	}
+	if env, _ := body["error"].(map[string]any); env["reason"] != attestapi.ReasonEKBoundToOtherHost {
+		t.Errorf("approve without force: error %v, want reason %s", env, attestapi.ReasonEKBoundToOtherHost)
+	}
+	// The trustpool CLI says it with its own flag, naming the holder.
+	c := &cli{t: t, bin: buildCLI(t), env: []string{"OS_AUTH_URL=" + e.ks.URL, "OS_USERNAME=" + e.ks.AdminUser,
+		"OS_PASSWORD=" + e.ks.AdminPassword, "OS_PROJECT_NAME=" + e.ks.AdminProject, "OS_USER_DOMAIN_NAME=Default",
+		"OS_PROJECT_DOMAIN_NAME=Default", "OS_ATTESTATION_URL=" + e.svc.APIURL()}}
+	c.fails(commands.ExitError, []string{"bound to host compute-1: repeat with --force to move it to " + clone.name, "(HTTP 409)", "(Request-ID: req-"},
+		"host", "approve-ek", clone.name)
 
 	// A peer with broker credentials re-registers compute-1 with the spare
 	// TPM's EK, proving it holds that TPM.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/compute-agent/agenttest"
+	"github.com/trustpool/trustpool/internal/attestapi"
+	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/servicetest"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
@@ -133,7 +135,7 @@ func buildService(t *testing.T) string {
 }
 
 // startInstance runs one service instance named name on dbURL with the
-// shared verdict key.
+// shared verdict key and the shared launch key (e.dir/launch.key).
 func (e *env) startInstance(t *testing.T, bin, name, dbURL, keyPath string) *instance {
 	t.Helper()
 	port := servicetest.FreePort(t)
@@ -166,11 +168,12 @@ heartbeat_interval = %q
 ek_roots_dir = %q
 [keys]
 verdict_signing_key = %q
+launch_key = %q
 [cluster]
 lease = %q
 `, e.rabbit.URL, name, dbURL, k.WWWAuthenticateURI, k.AuthURL, k.Username, k.Password, port, haInterval.String(),
 		haJitter.String(), haQuote.String(), (2*haInterval).String(), haValidity.String(), haInterval.String(),
-		e.rootsDir, keyPath, haLease.String()))
+		e.rootsDir, keyPath, filepath.Join(e.dir, "launch.key"), haLease.String()))
 	in := &instance{name: name, api: fmt.Sprintf("http://127.0.0.1:%d", port),
 		p: servicetest.StartProcess(t, name, nil, bin, "-config-file", conf)}
 	waitFor(t, 60*time.Second, name+" healthy", func() bool {
@@ -221,10 +224,24 @@ func severalInstances(t *testing.T, dbURL string) {
 		t.Fatal(err)
 	}
 	pub := key.Public().(ed25519.PublicKey)
+	lkey, err := launch.CreateKey(filepath.Join(e.dir, "launch.key"), launch.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
 	names := []string{"svc-a", "svc-b", "svc-c"}
 	inst := map[string]*instance{}
 	for _, n := range names {
 		inst[n] = e.startInstance(t, bin, n, dbURL, keyPath)
+	}
+	// Every instance publishes the one launch key tenants seal to.
+	for _, n := range names {
+		var keys attestapi.Keys
+		if err := json.Unmarshal(restCall(t, inst[n].api, http.MethodGet, "/v1/keys", e.admin, "", http.StatusOK), &keys); err != nil {
+			t.Fatal(err)
+		}
+		if len(keys.LaunchKeys) != 1 || keys.LaunchKeys[0].Fingerprint != lkey.Public().Fingerprint() {
+			t.Errorf("%s lists launch keys %+v, want the shared one %s", n, keys.LaunchKeys, lkey.Public().Fingerprint())
+		}
 	}
 	// REST through instance c; the profile is shared through the database.
 	prof, err := agenttest.Profile("simfleet", nil, agenttest.IMAFiles(f.files))

@@ -88,6 +88,8 @@ func newEnvOn(t *testing.T, interval time.Duration, rabbit *servicetest.Rabbit) 
 	cfg.Database.Connection = "sqlite:///" + filepath.Join(e.dir, "attestation.db")
 	cfg.Keys.VerdictSigningKey = filepath.Join(e.dir, "keys", "verdict.key")
 	cfg.Keys.CreateVerdictSigningKey = true // as DevStack sets it; restarts reuse the key
+	cfg.Keys.LaunchKey = filepath.Join(e.dir, "keys", "launch.key")
+	cfg.Keys.CreateLaunchKey = true
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Keystone.AuthURL, cfg.Keystone.WWWAuthenticateURI = e.ks.URL, e.ks.URL
 	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomainName = svcUser, svcPW, "Default"
@@ -175,6 +177,12 @@ type host struct {
 	sw   *servicetest.SWTPMServer
 	dir  string
 	stop func()
+	// instances is the agent's directory injector root: <instances>/<id>/
+	// is an instance running on this host.
+	instances string
+	// openTPM, when set, replaces the agent's swtpm connection (fault
+	// injection around TPM commands).
+	openTPM tpm.Opener
 	// transportURL, when set, is the agent's own broker account.
 	transportURL string
 }
@@ -183,6 +191,10 @@ func (e *env) newHost(name string, v bootseed.Variant) *host {
 	t := e.t
 	t.Helper()
 	h := &host{name: name, sw: servicetest.SWTPM(t, servicetest.SWTPMOptions{EKCert: true}), dir: t.TempDir()}
+	h.instances = filepath.Join(h.dir, "instances")
+	if err := os.Mkdir(h.instances, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{h.sw.CACertPath, h.sw.IssuerCertPath} {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -234,6 +246,14 @@ func (e *env) startAgent(h *host) {
 	cfg.Agent.StateDir = filepath.Join(h.dir, "state")
 	cfg.Agent.WatchInterval = 100 * time.Millisecond
 	cfg.Agent.RetryInitial, cfg.Agent.RetryMax = 50*time.Millisecond, 500*time.Millisecond
+	if h.instances == "" {
+		h.instances = filepath.Join(h.dir, "instances")
+		if err := os.MkdirAll(h.instances, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Launch.Injector, cfg.Launch.Directory = agent.InjectorDirectory, h.instances
+	cfg.OpenTPM = h.openTPM
 	cfg.Logger = logger(t, h.name)
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -350,12 +370,20 @@ func (c *collector) wait(t testing.TB, host string, afterSeq uint64, timeout tim
 	return last
 }
 
+// waitSlack stretches every waitFor timeout.
+const waitSlack = 3
+
 func status(s verdict.Status) func(verdict.Verdict) bool {
 	return func(v verdict.Verdict) bool { return v.Status == s }
 }
 
+// waitFor polls cond until it holds. timeout is only a bound against a hang
+// (it never decides a pass): it is stretched by waitSlack, because a loaded
+// 2-core CI machine running the race detector can be several times slower
+// than the run the timeout was written for.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout *= waitSlack
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -242,11 +242,12 @@ func runE2EPhase(t *testing.T, py string, s *filterShim, hosts []string, phase i
 		"TRUSTPOOL_SHIM_SOCKET="+s.socket, "TRUSTPOOL_SHIM_LOG="+s.log,
 		"TRUSTPOOL_E2E_HOSTS="+strings.Join(hosts, ","))
 	out, err := cmd.CombinedOutput()
-	t.Logf("phase %d: %s %v:\n%s", phase, py, cmd.Args[1:], out)
-	if err != nil {
-		t.Fatalf("phase %d: python tests failed: %v", phase, err)
+	// What failed goes first: a CI report shows the head of a long log.
+	if cerr := servicetest.CheckUnittest(out, 0); cerr != nil || err != nil {
+		t.Errorf("phase %d: python tests failed (exit: %v): %v", phase, err, cerr)
 	}
-	if err := servicetest.CheckUnittest(out, 0); err != nil {
-		t.Fatalf("phase %d: %v", phase, err)
+	t.Logf("phase %d: %s %v:\n%s", phase, py, cmd.Args[1:], out)
+	if t.Failed() {
+		t.FailNow()
 	}
 }

@@ -1,6 +1,6 @@
 // Package api is the attestation service's REST API (docs/ARCHITECTURE.md, "REST API"):
-// hosts, profiles, public keys, health, metrics and version discovery at
-// GET /.
+// hosts, profiles, trusted launches, public keys, health, metrics and
+// version discovery at GET /.
 //
 // Every route is listed once (routes, exported as Routes) and described by
 // docs/api/openapi.yaml; request and response bodies are the wire types of
@@ -15,14 +15,18 @@
 // admin role (from any project: in OpenStack admin is cloud-wide); the
 // service role may read hosts' trust state and ask for an attestation;
 // project members and readers see none of it. project_member_api and
-// project_reader_api (project_id:%(project_id)s) are defined for
-// tenant-owned resources.
+// project_reader_api (project_id:%(project_id)s) are for tenant-owned
+// resources: trusted launches (launches.go) belong to a project, whose
+// members create and delete them and whose readers see them; administrators
+// list every project's (all_projects=true). A launch of another project
+// answers 404 to whoever may not see it, and tenants never see host names
+// (only Nova's hostId form).
 //
 // GET /v1/keys, like /healthz and /metrics, needs no token: it serves public
-// keys only (the verdict key's kid and PEM), which shims pin and which
-// tenants will need to seal launch requests; trust comes from pinning the key
-// out of band, not from how it was fetched. Managing keys is not an API
-// operation.
+// keys only (the verdict key's kid and PEM, which also signs launch
+// receipts, and the HPKE launch key tenants seal to), which shims and
+// tenants pin; trust comes from pinning the key out of band, not from how
+// it was fetched. Managing keys is not an API operation.
 //
 // Admin changes are written to the audit log whatever their outcome (denied
 // ones too). Changes that would turn hosts untrusted (deleting a profile
@@ -54,6 +58,7 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestapi"
@@ -120,7 +125,7 @@ func Rules() []kpolicy.RuleDefault {
 	}
 	admin, serviceOrAdmin := "rule:"+RuleAdmin, "rule:"+RuleServiceOrAdmin
 	oldAdmin, oldReader := "rule:"+legacyAdmin, "rule:"+legacyReader
-	return []kpolicy.RuleDefault{
+	return append([]kpolicy.RuleDefault{
 		{Name: RuleAdmin, CheckStr: "role:admin", Description: "Administrators: they manage hosts, profiles and EK approvals and read the audit log. " +
 			"In OpenStack the admin role is cloud-wide: a project-scoped token with the admin role on any project, not only the admin project, " +
 			"passes this rule. Give it only to cloud operators."},
@@ -162,7 +167,7 @@ func Rules() []kpolicy.RuleDefault {
 			ScopeTypes: project, DeprecatedRule: was(RuleProfilesWrite, oldAdmin)},
 		{Name: RuleAuditRead, CheckStr: admin, Description: "Read the audit log.", Operations: op("GET", "/v1/audit"),
 			ScopeTypes: project, DeprecatedRule: was(RuleAuditRead, oldAdmin)},
-	}
+	}, launchRules()...)
 }
 
 // Config configures the API handler.
@@ -184,6 +189,8 @@ type Config struct {
 	Health func(ctx context.Context) error
 	// Trigger asks for an immediate attestation.
 	Trigger func(host string)
+	// Launches runs trusted launches (nil: off; the routes answer 404).
+	Launches *launcher.Launcher
 }
 
 type server struct {
@@ -233,6 +240,10 @@ func (s *server) routes() []route {
 		{"PUT", "/v1/profiles/{name}", "profiles.update", false, s.updateProfile},
 		{"DELETE", "/v1/profiles/{name}", "profiles.delete", false, s.deleteProfile},
 		{"GET", attestapi.PathAudit, "audit", false, s.audit},
+		{"POST", attestapi.PathLaunches, "launches.create", false, s.createLaunch},
+		{"GET", attestapi.PathLaunches, "launches.list", false, s.listLaunches},
+		{"GET", "/v1/launches/{launch_id}", "launches.get", false, s.getLaunch},
+		{"DELETE", "/v1/launches/{launch_id}", "launches.delete", false, s.deleteLaunch},
 	}
 }
 
@@ -314,11 +325,13 @@ func routeError(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) erro
 	return httpErr(http.StatusNotFound, "no such resource", nil)
 }
 
-// HTTPError is an error with an HTTP status.
+// HTTPError is an error with an HTTP status and, for errors clients act
+// on, a machine-readable reason (attestapi.Reason*).
 type HTTPError struct {
-	Code int
-	Msg  string
-	Err  error
+	Code   int
+	Msg    string
+	Err    error
+	Reason string
 }
 
 func (e *HTTPError) Error() string {
@@ -383,11 +396,14 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 }
 
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code, msg := http.StatusInternalServerError, "internal error"
+	code, msg, reason := http.StatusInternalServerError, "internal error", ""
 	var he *HTTPError
+	le, isLaunch := launchError(err)
 	switch {
+	case isLaunch:
+		code, msg, reason = le.Code, le.Msg, le.Reason
 	case errors.As(err, &he):
-		code, msg = he.Code, he.Msg
+		code, msg, reason = he.Code, he.Msg, he.Reason
 		if he.Err != nil && code < 500 {
 			msg = he.Error()
 		}
@@ -404,7 +420,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	writeJSON(w, code, attestapi.ErrorEnvelope{Error: attestapi.Error{
-		Code: code, Title: http.StatusText(code), Message: msg, RequestID: requestID(r),
+		Code: code, Title: http.StatusText(code), Message: msg, Reason: reason, RequestID: requestID(r),
 	}})
 }
 
@@ -546,11 +562,16 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
-	keys := []attestapi.VerdictKey{{KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM)}}
+	keys := attestapi.Keys{VerdictKeys: []attestapi.VerdictKey{{
+		KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM),
+	}}, LaunchKeys: []attestapi.LaunchKey{}}
 	if s.cfg.OtherKeys != nil {
-		keys = append(keys, s.cfg.OtherKeys()...)
+		keys.VerdictKeys = append(keys.VerdictKeys, s.cfg.OtherKeys()...)
 	}
-	writeJSON(w, http.StatusOK, attestapi.Keys{VerdictKeys: keys})
+	if s.cfg.Launches != nil {
+		keys.LaunchKeys = append(keys.LaunchKeys, attestapi.NewLaunchKey(s.cfg.Launches.PublicKey()))
+	}
+	writeJSON(w, http.StatusOK, keys)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,9 +22,14 @@ import (
 
 	"github.com/trustpool/trustpool/attestation-service/internal/api"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/bootseed"
+	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/evidence"
+	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	"github.com/trustpool/trustpool/keystone-auth/keystonetest"
@@ -52,7 +58,12 @@ type fixture struct {
 	otherAdmin    string // admin role on an unrelated project
 	service       string // service role only
 	systemAdmin   string // system-scoped admin token
+	launchKey     *launch.PrivateKey
+	rival         string // member of another project
 }
+
+// otherMember is a token of a member of another project than member's.
+func (f *fixture) otherMember(*testing.T) string { return f.rival }
 
 // serviceDefaults are the attestation service's [oslo_policy] defaults
 // (service.DefaultConfig): new defaults only, scope enforced.
@@ -78,6 +89,7 @@ func newFixtureWith(t *testing.T, popts kpolicy.Options) *fixture {
 	// Keystone's implied roles give members the reader role too.
 	ks.AddUser(keystonetest.User{Name: "bob", Password: "pw", ProjectName: "demo", ProjectID: "demo-id", Roles: []string{"member", "reader"}})
 	ks.AddUser(keystonetest.User{Name: "rita", Password: "pw", ProjectName: "demo", ProjectID: "demo-id", Roles: []string{"reader"}})
+	ks.AddUser(keystonetest.User{Name: "mallory", Password: "pw", ProjectName: "rival", ProjectID: "rival-id", Roles: []string{"member", "reader"}})
 	opts := authtoken.DefaultOptions()
 	opts.AuthURL, opts.WWWAuthenticateURI = ks.URL, ks.URL
 	opts.Username, opts.Password, opts.ProjectName = "trustpool", "pw", "service"
@@ -103,13 +115,20 @@ func newFixtureWith(t *testing.T, popts kpolicy.Options) *fixture {
 		t.Fatal(err)
 	}
 	pem, _ := verdict.MarshalPublicKeyPEM(signer.Public())
+	lkey, err := launch.GenerateKey("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not Run: launches created here wait for a binding that never comes.
+	lr := launcher.New(launcher.Config{Store: st, Key: lkey, Signer: signer, Issuer: "test", Notifier: nopPublisher{}, Metrics: reg})
 	h := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: setup.Middleware.Wrap, Metrics: reg,
-		PublicKeyPEM: pem, KID: signer.KID(), Trigger: func(string) {}})
+		PublicKeyPEM: pem, KID: signer.KID(), Trigger: func(string) {}, Launches: lr})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, st: st, eng: eng, signer: signer, policyFile: filepath.Join(dir, "policy.yaml"),
 		admin: ks.Issue("boss"), member: ks.Issue("bob"), reader: ks.Issue("rita"),
-		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin")}
+		otherAdmin: ks.Issue("carol"), service: ks.Issue("nova"), systemAdmin: ks.Issue("sysadmin"), launchKey: lkey,
+		rival: ks.Issue("mallory")}
 }
 
 func (f *fixture) do(t *testing.T, method, path, token, body string) (int, map[string]any, http.Header) {
@@ -302,6 +321,42 @@ func TestImportExportRoundTrip(t *testing.T) {
 	exported := body["raw"].(string)
 	if !strings.Contains(exported, `name = "a"`) || !strings.Contains(exported, `name = "b"`) || !strings.Contains(exported, strings.Repeat("ab", 32)) {
 		t.Errorf("export lacks the imported profiles:\n%s", exported)
+	}
+}
+
+// TestProfileTraitNameCollision: profile names that Placement's trait grammar
+// spells alike are refused with 409 naming both, through every route that
+// creates profiles; an import stores nothing then.
+func TestProfileTraitNameCollision(t *testing.T) {
+	f := newFixture(t)
+	doc := func(name string) string {
+		return `{"name": "` + name + `", "facts": {"secure_boot": ["enabled"]}}`
+	}
+	if code, body, _ := f.do(t, "POST", "/v1/profiles", f.admin, doc("gold-v2")); code != http.StatusCreated {
+		t.Fatalf("create gold-v2 = %d %v", code, body)
+	}
+	wantConflict := func(what string, code int, body map[string]any) {
+		t.Helper()
+		e, _ := body["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		if code != http.StatusConflict || !strings.Contains(msg, `"gold_v2"`) || !strings.Contains(msg, `"gold-v2"`) || !strings.Contains(msg, "GOLD_V2") {
+			t.Errorf("%s = %d %v, want 409 naming gold_v2, gold-v2 and the trait name", what, code, body)
+		}
+	}
+	code, body, _ := f.do(t, "POST", "/v1/profiles", f.admin, doc("gold_v2"))
+	wantConflict("create gold_v2", code, body)
+	file := "[[profile]]\nname = \"other\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n\n" +
+		"[[profile]]\nname = \"gold_v2\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	code, body, _ = f.do(t, "POST", "/v1/profiles/import", f.admin, file)
+	wantConflict("import with gold_v2", code, body)
+	if _, err := f.st.GetProfile(t.Context(), "other"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused import stored profile other: %v", err)
+	}
+	// Within one file: 400 naming both.
+	file = "[[profile]]\nname = \"x-1\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n\n" +
+		"[[profile]]\nname = \"x_1\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	if code, body, _ := f.do(t, "POST", "/v1/profiles/import", f.admin, file); code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body), "X_1") {
+		t.Errorf("import of x-1 and x_1 = %d %v, want 400 naming X_1", code, body)
 	}
 }
 
@@ -518,6 +573,7 @@ func TestApproveRejectEK(t *testing.T) {
 		{"reject again", "POST", "/v1/hosts/c/reject", f.admin, "", http.StatusConflict, "no EK awaits approval"},
 		{"reject on a missing host", "POST", "/v1/hosts/nope/reject", f.admin, "", http.StatusNotFound, "nope"},
 		{"approve without force", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "bound to host a"},
+		{"approve without force: the reason for clients", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, `"reason":"ek_bound_to_other_host"`},
 		{"approve with force", "POST", "/v1/hosts/b/approve", f.admin, `{"force": true, "ek_fingerprint": "` + fp1 + `"}`, http.StatusOK, `"moved_from":"a"`},
 		{"approve again", "POST", "/v1/hosts/b/approve", f.admin, "", http.StatusConflict, "no EK awaits approval"},
 	}
@@ -550,4 +606,94 @@ func TestApproveRejectEK(t *testing.T) {
 			t.Errorf("audit %s = %q (present %v), want detail containing %q", k, d, ok, detail)
 		}
 	}
+}
+
+// learnable stores host with the state of a verified round: the PCRs and
+// boot facts of bootseed's build-a, as the engine keeps them for learning.
+func (f *fixture) learnable(t *testing.T, host string) {
+	t.Helper()
+	raw, _, err := bootseed.BuildLog(bootseed.BuildA(), []eventlog.Alg{eventlog.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.Replay(eventlog.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := eventlog.ExtractBootFacts(l, eventlog.SHA256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs := map[int][]byte{}
+	for i := range 10 {
+		pcrs[i] = make([]byte, 32)
+		if d, ok := rep[uint32(i)]; ok { //nolint:gosec // 0-9
+			pcrs[i] = d
+		}
+	}
+	state, err := json.Marshal(map[string]any{
+		"previous": evidence.Previous{PCRs: pcrs, Boot: boot},
+		"last":     engine.Summary{At: time.Now(), Status: verdict.Untrusted, Reachable: true, Verified: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := store.Host{Name: host, EKPublic: []byte("ek-" + host), AKPublic: []byte("ak"), Activated: true}
+	if err := f.st.PutHost(t.Context(), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.SaveState(t.Context(), host, state); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLearnFacts: "facts": [] learns no boot facts (a profile of PCRs
+// alone); facts absent or null take the default ones, and "pcrs": [] takes
+// only the PCRs the facts are read from.
+func TestLearnFacts(t *testing.T) {
+	f := newFixture(t)
+	f.learnable(t, "compute-1")
+	defaults := []string{"bootloader", "initrd", "kernel", "kernel_cmdline", "secure_boot"}
+	tests := []struct {
+		name, body string
+		facts      []string
+		pcrs       []string
+	}{
+		{"no facts", `{"facts": []}`, nil, []string{"0", "1", "2", "3", "4", "5", "6", "7"}},
+		{"default facts", `{}`, defaults, []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}},
+		{"null facts", `{"facts": null}`, defaults, []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}},
+		{"one fact", `{"facts": ["secure_boot"]}`, []string{"secure_boot"}, []string{"0", "1", "2", "3", "4", "5", "6", "7"}},
+		{"no PCRs but the facts'", `{"pcrs": [], "facts": ["kernel"]}`, []string{"kernel"}, []string{"8", "9"}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("p%d", i)
+			body := strings.Replace(tc.body, "{", `{"host": "compute-1", "name": "`+name+`", `, 1)
+			body = strings.Replace(body, ", }", "}", 1)
+			code, got, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, body)
+			if code != http.StatusCreated {
+				t.Fatalf("learn %s = %d %v", body, code, got)
+			}
+			p := got["profile"].(map[string]any)
+			facts, _ := p["facts"].(map[string]any)
+			pcrs, _ := p["pcrs"].(map[string]any)
+			if diff := cmp.Diff(tc.facts, sortedKeys(facts)); diff != "" {
+				t.Errorf("learn %s: facts (-want +got):\n%s", body, diff)
+			}
+			if diff := cmp.Diff(tc.pcrs, sortedKeys(pcrs)); diff != "" {
+				t.Errorf("learn %s: pcrs (-want +got):\n%s", body, diff)
+			}
+		})
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
 }

@@ -104,6 +104,10 @@ func TestResponsesMatchDocument(t *testing.T) {
 	toml := "[[profile]]\nname = \"imported\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
 	ima := `{"name": "with-ima", "ima": {"allow_violations": false, "exclude": ["/tmp/"], "allowlist": {"/usr/bin/bash": ["sha256:ab"]}}}`
 
+	_, created, _ := f.do(t, "POST", "/v1/launches", f.member, f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), ""))
+	launchID := created["launch"].(map[string]any)["id"].(string)
+	sealed := f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), "")
+
 	type call struct {
 		method, path, token, ctype, body string
 		want                             int
@@ -145,6 +149,8 @@ func TestResponsesMatchDocument(t *testing.T) {
 		{"PUT", "/v1/profiles/nope", f.admin, "application/json", `{"facts": {"secure_boot": ["enabled"]}}`, 404, false},
 		{"GET", "/v1/profiles/export", f.admin, "", "", 200, false},
 		{"POST", "/v1/profiles/import", f.admin, attestapi.MediaTOML, toml, 200, false},
+		{"POST", "/v1/profiles", f.admin, "application/json", `{"name": "with_ima", "facts": {"secure_boot": ["enabled"]}}`, 409, false},
+		{"POST", "/v1/profiles/import", f.admin, attestapi.MediaTOML, strings.ReplaceAll(toml, "imported", "with_ima"), 409, false},
 		{"POST", "/v1/profiles/learn", f.admin, "application/json", `{"host": "compute-1", "name": "learned"}`, 409, false},
 		{"POST", "/v1/profiles/learn", f.admin, "application/json", `{"host": "nope", "name": "learned"}`, 404, false},
 		{"DELETE", "/v1/profiles/golden", f.admin, "", "", 409, false},
@@ -153,6 +159,17 @@ func TestResponsesMatchDocument(t *testing.T) {
 		{"DELETE", "/v1/hosts/compute-1", f.admin, "", "", 204, false},
 		{"GET", "/v1/audit", f.admin, "", "", 200, false},
 		{"GET", "/v1/audit?limit=2", f.admin, "", "", 200, false},
+		{"POST", "/v1/launches", f.member, "application/json", sealed, 201, false},
+		{"POST", "/v1/launches", f.member, "application/json", sealed, 409, false},
+		{"POST", "/v1/launches", f.member, "application/json", f.sealedBody(t, "rival-id", time.Now().Add(time.Hour), ""), 400, false},
+		{"POST", "/v1/launches", f.member, "application/json", `{"kid": "k"}`, 400, true},
+		{"POST", "/v1/launches", f.reader, "application/json", sealed, 403, false},
+		{"GET", "/v1/launches", f.member, "", "", 200, false},
+		{"GET", "/v1/launches?all_projects=true&limit=5", f.admin, "", "", 200, false},
+		{"GET", "/v1/launches/" + launchID, f.member, "", "", 200, false},
+		{"GET", "/v1/launches/" + launchID, f.otherMember(t), "", "", 404, false},
+		{"DELETE", "/v1/launches/" + launchID, f.reader, "", "", 403, false},
+		{"DELETE", "/v1/launches/" + launchID, f.member, "", "", 204, false},
 		{"PATCH", "/v1/hosts/compute-2", f.admin, "", "", 405, true},
 		{"GET", "/v1/nothing", f.admin, "", "", 404, true},
 	}

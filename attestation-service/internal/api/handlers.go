@@ -153,8 +153,9 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 		}
 		res, err := s.cfg.Engine.ApproveEK(r.Context(), host, engine.Approval{Fingerprint: d.EKFingerprint, Force: d.Force})
 		if inUse := (*store.EKInUseError)(nil); errors.As(err, &inUse) {
-			return "", httpErr(http.StatusConflict, fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
-				inUse.Host, inUse.Host), nil)
+			return "", &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonEKBoundToOtherHost,
+				Msg: fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
+					inUse.Host, inUse.Host)}
 		}
 		if err != nil {
 			return "", err
@@ -498,6 +499,20 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 		ps, err := policy.Parse(b)
 		if err != nil {
 			return "", httpErr(http.StatusBadRequest, "profile file rejected", err)
+		}
+		// Nothing is stored when a new name would share its Placement trait
+		// with an existing profile (PutProfile refuses it too, but only
+		// after the profiles before it were stored).
+		existing, err := s.cfg.Store.ListProfiles(r.Context())
+		if err != nil {
+			return "", err
+		}
+		for _, p := range ps {
+			for _, e := range existing {
+				if e.Name != p.Name && policy.NameKey(e.Name) == policy.NameKey(p.Name) {
+					return "", &store.ProfileNameError{Name: p.Name, Existing: e.Name}
+				}
+			}
 		}
 		var names []string
 		for _, p := range ps {

@@ -156,6 +156,14 @@ type Publisher interface {
 	Notify(ctx context.Context, eventType string, payload any) error
 }
 
+// VerdictObserver learns of every verdict the engine stores, right after it
+// is stored: old is the host's previous verdict (nil when none). It is
+// called with the host's lock held, so it must not block; the service uses
+// it for Placement traits and revocation actions.
+type VerdictObserver interface {
+	VerdictStored(old *verdict.Verdict, v verdict.Verdict)
+}
+
 // Config configures an Engine. Durations must be positive.
 type Config struct {
 	Issuer   string
@@ -191,8 +199,10 @@ type Config struct {
 	// share the fleet); the heartbeat republishes only those hosts' verdicts.
 	// Nil: every host.
 	Owns func(host string) bool
-	Rand io.Reader
-	Now  func() time.Time
+	// Observer, when set, is told of every stored verdict.
+	Observer VerdictObserver
+	Rand     io.Reader
+	Now      func() time.Time
 }
 
 // Engine is the attestation core. It is safe for concurrent use.
@@ -414,6 +424,15 @@ func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, erro
 // host less than half an interval ago (instances that briefly disagree
 // about who owns the host); a triggered round always runs.
 func (e *Engine) AttestRound(ctx context.Context, host string, triggered bool) (verdict.Verdict, error) {
+	v, _, _, err := e.attest(ctx, host, triggered)
+	return v, err
+}
+
+// attest is AttestRound; it also returns the host's record as the round
+// used it and a copy of the state the round left (the cached state is the
+// next round's to change), whose Previous holds the verified PCR values
+// when Last.Verified is set.
+func (e *Engine) attest(ctx context.Context, host string, triggered bool) (verdict.Verdict, *store.HostRecord, *hostState, error) {
 	l := e.hostLock(host)
 	l.Lock()
 	defer l.Unlock()
@@ -421,16 +440,16 @@ func (e *Engine) AttestRound(ctx context.Context, host string, triggered bool) (
 
 	rec, err := e.cfg.Store.GetHost(ctx, host)
 	if err != nil {
-		return verdict.Verdict{}, err
+		return verdict.Verdict{}, nil, nil, err
 	}
 	// A pending EK request does not stop the rounds: the bound AK answers
 	// for the host until an administrator decides.
 	if !rec.Activated {
-		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
+		return verdict.Verdict{}, nil, nil, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
 	}
 	now := e.cfg.Now()
 	if !triggered && !rec.AttestedAt.IsZero() && now.Sub(rec.AttestedAt) < e.cfg.Interval/2 && now.After(rec.AttestedAt) {
-		return verdict.Verdict{}, fmt.Errorf("attest %s: %w", host, &RecentlyAttestedError{At: rec.AttestedAt})
+		return verdict.Verdict{}, nil, nil, fmt.Errorf("attest %s: %w", host, &RecentlyAttestedError{At: rec.AttestedAt})
 	}
 	defer func() { e.m.roundSecs.Observe(time.Since(start).Seconds()) }()
 	c := e.takeCache(host)
@@ -458,7 +477,8 @@ func (e *Engine) AttestRound(ctx context.Context, host string, triggered bool) (
 	if err == nil && b.AK != nil {
 		e.putCache(host, &hostCache{ekRaw: rec.EKPublic, akRaw: rec.AKPublic, binding: b, stateSum: sha256.Sum256(stb), state: st})
 	}
-	return v, err
+	left := *st
+	return v, rec, &left, err
 }
 
 // RecentlyAttestedError says a round was skipped: the host's latest
@@ -717,6 +737,9 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 	})
 	if err != nil {
 		return v, nil, err
+	}
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.VerdictStored(old, v)
 	}
 	refresh := e.needsRefresh(rec.Name, v)
 	if !changed && !refresh {

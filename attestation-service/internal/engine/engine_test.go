@@ -398,3 +398,69 @@ func TestIMAFailureSticksUntilReboot(t *testing.T) {
 		t.Fatalf("round after the unlisted file: %+v, %v", v, err)
 	}
 }
+
+type observed struct {
+	old *verdict.Verdict
+	v   verdict.Verdict
+}
+
+type recObserver struct {
+	mu   sync.Mutex
+	seen []observed
+}
+
+func (o *recObserver) VerdictStored(old *verdict.Verdict, v verdict.Verdict) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen = append(o.seen, observed{old, v})
+}
+
+// TestObserverSeesEveryStoredVerdict: the observer is told of each stored
+// verdict, unchanged ones included, with the previous one (the trait mirror
+// and the revocation actions rely on both), and of the final unknown
+// verdict of a deleted host.
+func TestObserverSeesEveryStoredVerdict(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	sim, logPath := seededSim(t, dir)
+	tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state"), EventLogPath: logPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := &recObserver{}
+	eng, st, _ := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
+		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7}, EnrollmentMode: engine.ModeAuto, Agents: &simAgent{tp: tp}, Observer: obs})
+	enroll(t, eng, tp)
+	body := "[[profile]]\nname = \"sb\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	if err := st.PutProfile(ctx, store.Profile{Name: "sb", Body: body}, store.Create); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	obs.seen = nil // enrollment's own verdicts are not the point here
+	obs.mu.Unlock()
+	var want []verdict.Verdict
+	for range 2 {
+		v, err := eng.Attest(ctx, "c1")
+		if err != nil || v.Status != verdict.Trusted {
+			t.Fatalf("Attest = %+v, %v", v, err)
+		}
+		want = append(want, v)
+	}
+	if err := eng.DeleteHost(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.seen) != 3 {
+		t.Fatalf("observer saw %d verdicts, want 3: %+v", len(obs.seen), obs.seen)
+	}
+	if obs.seen[0].v.Seq != want[0].Seq || obs.seen[1].v.Seq != want[1].Seq {
+		t.Errorf("observed seqs %d, %d; want %d, %d", obs.seen[0].v.Seq, obs.seen[1].v.Seq, want[0].Seq, want[1].Seq)
+	}
+	if obs.seen[1].old == nil || obs.seen[1].old.Seq != want[0].Seq {
+		t.Errorf("second verdict's old = %+v, want seq %d", obs.seen[1].old, want[0].Seq)
+	}
+	if last := obs.seen[2]; last.v.Status != verdict.Unknown || last.old == nil || last.old.Status != verdict.Trusted {
+		t.Errorf("deletion observed as %+v", last)
+	}
+}

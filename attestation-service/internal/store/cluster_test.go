@@ -233,3 +233,33 @@ func TestProfilesGeneration(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrationAddsMembership: a database with trusted launches (version 4)
+// migrates to the membership schema (5) and keeps its launches.
+func TestMigrationAddsMembership(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		old, err := store.OpenAtVersion(ctx, url, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := old.CreateLaunch(ctx, newLaunch("l1", "p", "n", time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Heartbeat(ctx, store.Member{Name: "a"}); err == nil {
+			t.Fatal("membership row written at version 4")
+		}
+		old.Close()
+		s := open(t, url)
+		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
+			t.Fatalf("schema version %d, %v; want %d", v, err, store.LatestSchema)
+		}
+		if _, err := s.GetLaunch(ctx, "l1"); err != nil {
+			t.Errorf("launch lost in migration: %v", err)
+		}
+		if err := s.Heartbeat(ctx, store.Member{Name: "a", Incarnation: "i"}); err != nil {
+			t.Errorf("Heartbeat after migration: %v", err)
+		}
+	})
+}

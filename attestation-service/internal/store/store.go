@@ -25,6 +25,18 @@
 // with an *EKInUseError naming the holder. Pending EKs are not bindings and
 // are not unique. Deleting a host frees its EK.
 //
+// Profile names are unique up to policy.NameKey: PutProfile refuses a new
+// profile whose name has the key of an existing one (a *ProfileNameError,
+// which is ErrExists), because both would be one Placement trait. The check
+// and the insert are one transaction.
+//
+// Trusted launches (launch.go) are records of sealed tenant requests and
+// their progress: the sealed request itself (cleared once the launch ends),
+// the state with its history, and the latest signed receipt. A request's
+// nonce digest is unique, so a sealed request is accepted once. Changes of
+// state are compare-and-set on the current state, so two workers cannot
+// both take a launch forward.
+//
 // The package does not log.
 package store
 
@@ -43,6 +55,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/trustpool/trustpool/internal/policy"
 )
 
 // Errors.
@@ -66,6 +80,21 @@ type EKInUseError struct {
 func (e *EKInUseError) Error() string {
 	return fmt.Sprintf("EK %s is bound to host %q", e.Fingerprint, e.Host)
 }
+
+// ProfileNameError says a new profile's name is, up to policy.NameKey, the
+// name of an existing profile. It is ErrExists for errors.Is.
+type ProfileNameError struct {
+	// Name is the refused name, Existing the profile that has its key.
+	Name, Existing string
+}
+
+func (e *ProfileNameError) Error() string {
+	return fmt.Sprintf("profile %q: profile %q exists and has the same Placement trait name (%s): names that differ only in case, "+
+		"\"-\" or \"_\" are one name", e.Name, e.Existing, policy.NameKey(e.Name))
+}
+
+// Unwrap makes it ErrExists.
+func (e *ProfileNameError) Unwrap() error { return ErrExists }
 
 // EKFingerprint is the hex SHA-256 of an EK's public area as the agent sent
 // it (TPM2B_PUBLIC contents); "" for nil.
@@ -577,6 +606,9 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 		case exists:
 			_, err = tx.ExecContext(ctx, "UPDATE profiles SET body = ?, updated_at = ? WHERE name = ?", p.Body, now, p.Name)
 		default:
+			if err := checkNameKey(ctx, tx, p.Name); err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, now)
 		}
 		if err == nil {
@@ -587,6 +619,29 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 		}
 		return nil
 	})
+}
+
+// checkNameKey refuses name when an existing profile has its NameKey.
+func checkNameKey(ctx context.Context, tx *sql.Tx, name string) error {
+	rows, err := tx.QueryContext(ctx, "SELECT name FROM profiles")
+	if err != nil {
+		return fmt.Errorf("put profile %q: %w", name, err)
+	}
+	defer rows.Close()
+	key := policy.NameKey(name)
+	for rows.Next() {
+		var other string
+		if err := rows.Scan(&other); err != nil {
+			return fmt.Errorf("put profile %q: %w", name, err)
+		}
+		if policy.NameKey(other) == key {
+			return &ProfileNameError{Name: name, Existing: other}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("put profile %q: %w", name, err)
+	}
+	return nil
 }
 
 // PutMode selects PutProfile's behaviour.
@@ -884,7 +939,9 @@ var migrations = []migration{
 		`CREATE INDEX history_at ON history (at)`,
 		`CREATE INDEX audit_at ON audit (at)`,
 	}},
-	// 4: several service instances on one database: membership rows,
+	// 4: trusted launches and their state history (launch.go).
+	{sql: launchMigration},
+	// 5: several service instances on one database: membership rows,
 	// enrollment challenges any instance can answer, the profiles
 	// generation, and per host the seq of the stored verdict (writes
 	// never go back) and when it was recorded (hand-overs keep the

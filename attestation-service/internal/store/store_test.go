@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -150,6 +151,27 @@ func TestConformance(t *testing.T) {
 		}
 		if ps, err := s.ListProfiles(ctx); err != nil || len(ps) != 1 {
 			t.Errorf("ListProfiles = %v, %v", ps, err)
+		}
+		// One Placement trait per profile: "p-1" exists, so "p_1" and "P-1"
+		// are refused in every mode that creates; replacing "p-1" is fine.
+		if err := s.PutProfile(ctx, store.Profile{Name: "p-1", Body: "x"}, store.Create); err != nil {
+			t.Fatal(err)
+		}
+		for _, mode := range []store.PutMode{store.Create, store.Upsert} {
+			for _, name := range []string{"p_1", "P-1"} {
+				err := s.PutProfile(ctx, store.Profile{Name: name, Body: "x"}, mode)
+				var ne *store.ProfileNameError
+				if !errors.As(err, &ne) || ne.Existing != "p-1" || !errors.Is(err, store.ErrExists) ||
+					!strings.Contains(err.Error(), "(P_1)") {
+					t.Errorf("PutProfile(%q, mode %d) = %v, want a name collision with p-1", name, mode, err)
+				}
+			}
+		}
+		if err := s.PutProfile(ctx, store.Profile{Name: "p-1", Body: "y"}, store.Upsert); err != nil {
+			t.Errorf("Upsert of the same name = %v", err)
+		}
+		if err := s.DeleteProfile(ctx, "p-1"); err != nil {
+			t.Fatal(err)
 		}
 		if err := s.DeleteProfile(ctx, "p1"); err != nil {
 			t.Fatal(err)

@@ -20,7 +20,10 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 
 	"github.com/trustpool/trustpool/cli/internal/httplog"
 	"github.com/trustpool/trustpool/internal/attestclient"
@@ -243,4 +246,48 @@ func optionErrors(err error) error {
 		msgs = append(msgs, fmt.Sprintf("--os-%s (OS_%s): %s", strings.ReplaceAll(name, "_", "-"), strings.ToUpper(name), oe.Msg))
 	}
 	return fmt.Errorf("%w: %s", ErrOptions, strings.Join(msgs, "; "))
+}
+
+// ProjectID is the project the session's token is scoped to (the project a
+// launch request must name).
+func (s *Session) ProjectID(ctx context.Context) (string, error) {
+	p, err := s.authenticate(ctx)
+	if err != nil {
+		return "", err
+	}
+	r, ok := p.ProviderClient().GetAuthResult().(tokens.CreateResult)
+	if !ok {
+		return "", fmt.Errorf("%w: the token's project is unknown", ErrOptions)
+	}
+	proj, err := r.ExtractProject()
+	if err != nil || proj == nil || proj.ID == "" {
+		return "", fmt.Errorf("%w: the token is not scoped to a project (set --os-project-name or --os-project-id)", ErrOptions)
+	}
+	return proj.ID, nil
+}
+
+// ErrNoCompute means the catalog has no compute endpoint (to read a
+// server's hostId).
+var ErrNoCompute = errors.New("no compute endpoint in the service catalog")
+
+// ServerHostID reads a server's hostId (what Nova shows its project:
+// sha224(project_id + host)) from Nova's API with the session's own
+// credentials.
+func (s *Session) ServerHostID(ctx context.Context, id string) (string, error) {
+	p, err := s.authenticate(ctx)
+	if err != nil {
+		return "", err
+	}
+	sc, err := openstack.NewComputeV2(p.ProviderClient(), p.EndpointOpts())
+	if err != nil {
+		return "", fmt.Errorf("%w (%w): pass the server's hostId with --host-id", ErrNoCompute, err)
+	}
+	srv, err := servers.Get(ctx, sc, id).Extract()
+	if err != nil {
+		return "", fmt.Errorf("server %s: %w", id, err)
+	}
+	if srv.HostID == "" {
+		return "", fmt.Errorf("server %s has no hostId yet (not scheduled); try again once it is ACTIVE", id)
+	}
+	return srv.HostID, nil
 }

@@ -1,8 +1,11 @@
 // Package localapi is the filter shim's HTTP API for the Nova filter
 // (the decision of trustcache.Cache.Filter), served on a unix socket:
 //
-//	POST /v1/filter  {"hosts": [...], "trusted_host": "trusted"|"untrusted"|"unknown"|null, "profile": "<name>"|null}
-//	              → {"passes": [...], "rejected": {"<host>": "<reason>", ...}}
+//	POST /v1/filter  {"hosts": [...], "trusted_host": "trusted"|"untrusted"|"unknown"|null, "profile": "<name>"|null,
+//	                  "answer": "full"|"mask"|null}
+//	              → {"passes": [...], "rejected": {"<host>": "<reason>", ...}}  (answer full, the default)
+//	              → {"mask": "0110..."}  (answer mask: one character per requested host, in
+//	                                     request order, "1" passes; the Nova filter's hot path)
 //	GET  /healthz    200 when the snapshot is loaded, the fanout followed and the service heard from
 //	                 within the verdict validity, else 503 with status "degraded" (JSON detail)
 //	GET  /metrics    Prometheus text exposition (format 0.0.4)
@@ -16,6 +19,7 @@
 package localapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +122,22 @@ type filterRequest struct {
 	Hosts       *[]string `json:"hosts"`
 	TrustedHost *string   `json:"trusted_host"`
 	Profile     *string   `json:"profile"`
+	Answer      *string   `json:"answer"`
+}
+
+// Answer forms.
+const (
+	// AnswerFull is {"passes": [...], "rejected": {...}} (the default).
+	AnswerFull = "full"
+	// AnswerMask is {"mask": "..."}: "1" or "0" per requested host.
+	AnswerMask = "mask"
+)
+
+// FilterRequest is a parsed POST /v1/filter.
+type FilterRequest struct {
+	trustcache.Request
+	// Mask asks for the mask answer.
+	Mask bool
 }
 
 // ErrBadRequest is wrapped by every problem with a filter request; the API
@@ -126,14 +146,32 @@ var ErrBadRequest = errors.New("bad filter request")
 
 // ParseFilterRequest decodes and validates a POST /v1/filter body. Errors
 // wrap an explanation for the client.
-func ParseFilterRequest(body []byte, maxHosts int) (trustcache.Request, error) {
+func ParseFilterRequest(body []byte, maxHosts int) (FilterRequest, error) {
 	fr, ok := fastFilterRequest(body, maxHosts)
 	if !ok {
 		var err error
 		if fr, err = decodeFilterRequest(body); err != nil {
-			return trustcache.Request{}, err
+			return FilterRequest{}, err
 		}
 	}
+	req, err := parseRequest(fr, maxHosts)
+	if err != nil {
+		return FilterRequest{}, err
+	}
+	out := FilterRequest{Request: req}
+	if fr.Answer != nil {
+		switch *fr.Answer {
+		case AnswerFull:
+		case AnswerMask:
+			out.Mask = true
+		default:
+			return FilterRequest{}, fmt.Errorf("%w: answer %q is not full, mask or null", ErrBadRequest, *fr.Answer)
+		}
+	}
+	return out, nil
+}
+
+func parseRequest(fr filterRequest, maxHosts int) (trustcache.Request, error) {
 	if fr.Hosts == nil {
 		return trustcache.Request{}, fmt.Errorf("%w: hosts is required (a list of host names)", ErrBadRequest)
 	}
@@ -233,11 +271,22 @@ func (a *API) serveFilter(w http.ResponseWriter, r *http.Request) int {
 		a.cfg.Logger.Debug("rejected filter request", "error", err)
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	d := a.cfg.Cache.Filter(req)
-	a.passed.Add(uint64(len(d.Passes)))
-	a.rejected.Add(uint64(len(d.Rejected)))
 	bp, _ := encodePool.Get().(*[]byte)
-	b := encodeDecision((*bp)[:0], d)
+	var b []byte
+	if req.Mask {
+		b = append((*bp)[:0], `{"mask":"`...)
+		start := len(b)
+		b = a.cfg.Cache.Mask(req.Request, b)
+		n := uint64(bytes.Count(b[start:], []byte{'1'}))
+		a.passed.Add(n)
+		a.rejected.Add(uint64(len(b)-start) - n)
+		b = append(b, "\"}\n"...)
+	} else {
+		d := a.cfg.Cache.Filter(req.Request)
+		a.passed.Add(uint64(len(d.Passes)))
+		a.rejected.Add(uint64(len(d.Rejected)))
+		b = encodeDecision((*bp)[:0], d)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +86,50 @@ func TestFilter(t *testing.T) {
 	code, body = do(t, api, http.MethodPost, "/v1/filter", `{"hosts":[],"trusted_host":"untrusted"}`)
 	if code != http.StatusOK || !strings.Contains(body, `"passes":[]`) {
 		t.Errorf("empty hosts: %d %s", code, body)
+	}
+}
+
+// TestFilterMask: the mask answer (the Nova filter's hot path) says of
+// every requested host, duplicates included, in order, what the full answer
+// says, for every legacy trusted_host value and with profiles.
+func TestFilterMask(t *testing.T) {
+	api := newAPI(t, 0, 0)
+	hosts := []string{"h-trusted", "h-untrusted", "h-unsigned", "h-absent", "h-trusted", "h-untrusted"}
+	for _, ask := range []string{`"trusted_host":"trusted"`, `"trusted_host":"untrusted"`, `"trusted_host":"unknown"`,
+		`"profile":"baseline"`, `"profile":"other"`, `"trusted_host":"trusted","profile":"baseline"`, `"trusted_host":"untrusted","profile":"baseline"`} {
+		hb, _ := json.Marshal(hosts)
+		code, full := do(t, api, http.MethodPost, "/v1/filter", `{"hosts":`+string(hb)+`,`+ask+`}`)
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %s", ask, code, full)
+		}
+		var d struct{ Passes []string }
+		if err := json.Unmarshal([]byte(full), &d); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, len(hosts))
+		for i, h := range hosts {
+			want[i] = '0'
+			if slices.Contains(d.Passes, h) {
+				want[i] = '1'
+			}
+		}
+		code, body := do(t, api, http.MethodPost, "/v1/filter", `{"hosts":`+string(hb)+`,`+ask+`,"answer":"mask"}`)
+		if code != http.StatusOK || body != `{"mask":"`+string(want)+`"}`+"\n" {
+			t.Errorf("%s: mask answer %d %q, want %q", ask, code, body, want)
+		}
+	}
+	if code, body := do(t, api, http.MethodPost, "/v1/filter", `{"hosts":["h-trusted"],"profile":"baseline","answer":"full"}`); code != http.StatusOK ||
+		!strings.Contains(body, `"passes":["h-trusted"]`) {
+		t.Errorf("answer full: %d %s", code, body)
+	}
+	if code, body := do(t, api, http.MethodPost, "/v1/filter", `{"hosts":[],"profile":"baseline","answer":"mask"}`); code != http.StatusOK || body != "{\"mask\":\"\"}\n" {
+		t.Errorf("no hosts: %d %q", code, body)
+	}
+	for _, bad := range []string{`"bits"`, `1`, `"MASK"`} {
+		code, body := do(t, api, http.MethodPost, "/v1/filter", `{"hosts":["h"],"profile":"baseline","answer":`+bad+`}`)
+		if code != http.StatusBadRequest || !strings.Contains(body, "answer") {
+			t.Errorf("answer %s: %d %s, want 400 naming answer", bad, code, body)
+		}
 	}
 }
 

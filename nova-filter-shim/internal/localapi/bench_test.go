@@ -17,8 +17,14 @@ import (
 )
 
 // BenchmarkFilter1000 is one POST /v1/filter over 1,000 hosts, half of
-// them trusted: decode, validate, decide, encode.
+// them trusted: decode, validate, decide, encode; full answer and mask.
 func BenchmarkFilter1000(b *testing.B) {
+	b.Run("full", func(b *testing.B) { benchFilter(b, "") })
+	b.Run("mask", func(b *testing.B) { benchFilter(b, "mask") })
+}
+
+func benchFilter(b *testing.B, answer string) {
+	b.Helper()
 	pub, _ := shimtest.GoldenKey().Public().(ed25519.PublicKey)
 	c := trustcache.New(trustcache.Options{Verifier: verdict.NewVerifier(pub), Now: func() time.Time { return t0.Add(time.Second) }})
 	hosts := make([]string, 1000)
@@ -32,7 +38,11 @@ func BenchmarkFilter1000(b *testing.B) {
 		raw = append(raw, shimtest.Sign(b, shimtest.GoldenKey(), shimtest.Verdict(hosts[i], st, 1, t0, time.Hour, "baseline")))
 	}
 	c.Apply(raw)
-	body, _ := json.Marshal(map[string]any{"hosts": hosts, "trusted_host": nil, "profile": "baseline"})
+	req := map[string]any{"hosts": hosts, "trusted_host": nil, "profile": "baseline"}
+	if answer != "" {
+		req["answer"] = answer
+	}
+	body, _ := json.Marshal(req)
 	api := localapi.New(localapi.Config{Cache: c})
 	b.ReportAllocs()
 	for b.Loop() {

@@ -3,8 +3,8 @@ package localapi
 import "bytes"
 
 // fastFilterRequest decodes the common shape of a filter request without
-// reflection: a single JSON object whose keys are exactly "hosts",
-// "trusted_host" and "profile" (each at most once, unescaped), whose hosts
+// reflection: a single JSON object whose keys are among "hosts",
+// "trusted_host", "profile" and "answer" (each at most once, unescaped), whose hosts
 // value is null or an array of strings and whose other values are null or
 // strings, where every string is printable ASCII without escapes.
 //
@@ -27,7 +27,7 @@ func fastFilterRequest(body []byte, maxHosts int) (fr filterRequest, ok bool) {
 		p.ws()
 		return fr, p.i == len(p.s)
 	}
-	var seenHosts, seenTrusted, seenProfile bool
+	var seenHosts, seenTrusted, seenProfile, seenAnswer bool
 	for {
 		key, ok := p.str()
 		if !ok {
@@ -52,11 +52,14 @@ func fastFilterRequest(body []byte, maxHosts int) (fr filterRequest, ok bool) {
 				return filterRequest{}, false
 			}
 			fr.Hosts = &hosts
-		case "trusted_host", "profile":
+		case "trusted_host", "profile", "answer":
 			seen := &seenTrusted
 			dst := &fr.TrustedHost
-			if key == "profile" {
+			switch key {
+			case "profile":
 				seen, dst = &seenProfile, &fr.Profile
+			case "answer":
+				seen, dst = &seenAnswer, &fr.Answer
 			}
 			if *seen {
 				return filterRequest{}, false

@@ -32,10 +32,21 @@ func FuzzFilter(f *testing.F) {
 		switch code {
 		case http.StatusOK:
 			var req struct {
-				Hosts []string `json:"hosts"`
+				Hosts  []string `json:"hosts"`
+				Answer *string  `json:"answer"`
 			}
 			if err := json.Unmarshal([]byte(body), &req); err != nil {
 				t.Fatalf("accepted a body encoding/json rejects: %v", err)
+			}
+			if req.Answer != nil && *req.Answer == "mask" {
+				var m struct {
+					Mask *string `json:"mask"`
+				}
+				if err := json.Unmarshal([]byte(out), &m); err != nil || m.Mask == nil || len(*m.Mask) != len(req.Hosts) ||
+					strings.Trim(*m.Mask, "01") != "" {
+					t.Fatalf("mask answer %q for %d hosts", out, len(req.Hosts))
+				}
+				return
 			}
 			var d struct {
 				Passes   []string          `json:"passes"`

@@ -364,6 +364,25 @@ func (c *Cache) Filter(req Request) Decision {
 	return d
 }
 
+// Mask appends to dst one byte per requested host, in request order
+// (duplicates included): '1' when the host passes, '0' when not. It decides
+// exactly as Filter does, without the reasons.
+func (c *Cache) Mask(req Request, dst []byte) []byte {
+	now := c.now()
+	cs := newCauses(req)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, h := range req.Hosts {
+		e, ok := c.hosts[h]
+		if cause, _ := decide(e, ok, now, req, &cs); cause != "" {
+			dst = append(dst, '0')
+		} else {
+			dst = append(dst, '1')
+		}
+	}
+	return dst
+}
+
 const noVerdict = "no verdict"
 
 // decide returns cause "" when the host passes, else the failed condition

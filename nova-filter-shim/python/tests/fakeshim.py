@@ -21,10 +21,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 class FakeShim(object):
     """mode: 'ok' (answer from self.trusted), 'slow', 'error', 'garbage',
-    'nolist', 'close', 'close_once' (close, then 'ok'). keepalive: answer
-    HTTP/1.1 and keep connections open; connections counts them."""
+    'nolist', 'badmask' (a mask one host short), 'oddmask' (a mask with a
+    "2"), 'close', 'close_once'
+    (close, then 'ok'). keepalive: answer HTTP/1.1 and keep connections
+    open; connections counts them. legacy: refuse the mask answer as a shim
+    from before it does."""
 
-    def __init__(self, trusted=(), keepalive=False):
+    def __init__(self, trusted=(), keepalive=False, legacy=False):
         self.dir = tempfile.mkdtemp(prefix='tp-fake-')
         self.socket = os.path.join(self.dir, 'fake.sock')
         self.trusted = set(trusted)
@@ -67,6 +70,18 @@ class FakeShim(object):
                     return self._send(200, b'<html>not json</html>')
                 if mode == 'nolist':
                     return self._send(200, b'{"passes": "everything"}')
+                if 'answer' in req and legacy:
+                    return self._send(400, b'{"error":"bad filter request: '
+                                      b'body is not a filter request: invalid '
+                                      b'JSON: unknown field \\"answer\\""}')
+                if req.get('answer') == 'mask':
+                    mask = ''.join('1' if h in fake.trusted else '0'
+                                   for h in req['hosts'])
+                    if mode == 'badmask':
+                        mask = mask[:-1]
+                    if mode == 'oddmask':
+                        mask = '2' + mask[1:]
+                    return self._send(200, json.dumps({'mask': mask}).encode())
                 passes = [h for h in req['hosts'] if h in fake.trusted]
                 rejected = {h: 'not trusted' for h in req['hosts']
                             if h not in fake.trusted}

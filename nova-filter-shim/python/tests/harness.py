@@ -38,6 +38,30 @@ def env(name):
     return v
 
 
+#: How much longer than Nova's own test helpers allow (5 s for a server's
+#: state) a wait may run. The bound guards against a hang and never decides
+#: a pass; the race-detector builds these tests run beside, on a loaded
+#: 2-core CI machine, make everything several times slower.
+WAIT_SLACK = 12
+
+
+class PatientWaits(object):
+    """Mixin for Nova's integrated test bases: their waits for a server's
+    or a service's state stretched by WAIT_SLACK."""
+
+    def _wait_for_server_parameter(self, server, expected_params,
+                                   max_retries=10, api=None):
+        return super()._wait_for_server_parameter(
+            server, expected_params, max_retries * WAIT_SLACK, api)
+
+    def _wait_for_service_parameter(self, service_hostname, service_binary,
+                                    expected_params, max_retries=10,
+                                    api=None):
+        return super()._wait_for_service_parameter(
+            service_hostname, service_binary, expected_params,
+            max_retries * WAIT_SLACK, api)
+
+
 def utc(dt):
     return dt.strftime('%Y-%m-%dT%H:%M:%S.%fZ')
 

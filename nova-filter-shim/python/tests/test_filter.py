@@ -37,7 +37,8 @@ class FilterTest(unittest.TestCase):
             {'trust:trusted_host': 'trusted'})), ['h1', 'h3'])
         self.assertEqual(self.shim.requests, [(
             '/v1/filter', {'hosts': ['h0', 'h1', 'h2', 'h3'],
-                           'trusted_host': 'trusted', 'profile': None})])
+                           'trusted_host': 'trusted', 'profile': None,
+                           'answer': 'mask'})])
 
     def test_profile_and_both(self):
         self.passed(no.make_spec({'trust:profile': 'gpu-2026'}))
@@ -45,9 +46,9 @@ class FilterTest(unittest.TestCase):
                                   'trust:trusted_host': 'trusted'}))
         self.assertEqual([r[1] for r in self.shim.requests], [
             {'hosts': ['h0', 'h1', 'h2', 'h3'], 'trusted_host': None,
-             'profile': 'gpu-2026'},
+             'profile': 'gpu-2026', 'answer': 'mask'},
             {'hosts': ['h0', 'h1', 'h2', 'h3'], 'trusted_host': 'trusted',
-             'profile': 'baseline'}])
+             'profile': 'baseline', 'answer': 'mask'}])
 
     def test_no_trust_specs_no_call(self):
         for extra in ({}, {'hw:cpu_policy': 'dedicated'},
@@ -88,7 +89,8 @@ class FilterTest(unittest.TestCase):
 
     def test_shim_failures_fail_closed(self):
         spec = no.make_spec({'trust:trusted_host': 'trusted'})
-        for mode in ('error', 'garbage', 'nolist', 'close', 'slow'):
+        for mode in ('error', 'garbage', 'nolist', 'badmask', 'close',
+                     'slow'):
             self.shim.mode = mode
             self.shim.delay = 1.0
             t = time.monotonic()
@@ -98,6 +100,13 @@ class FilterTest(unittest.TestCase):
             if mode == 'slow':
                 # bounded by shim_timeout (0.5 s), not the 1 s delay
                 self.assertLess(time.monotonic() - t, 0.95)
+
+    def test_reasons_only_for_the_debug_log(self):
+        spec = no.make_spec({'trust:trusted_host': 'trusted'})
+        with self.assertLogs('trustpool_filter.filter', 'DEBUG') as logs:
+            self.assertEqual(self.passed(spec), ['h1', 'h3'])
+        self.assertNotIn('answer', self.shim.requests[-1][1])
+        self.assertIn('host h0 rejected: not trusted', '\n'.join(logs.output))
 
     def test_shim_not_running(self):
         self.shim.close()
@@ -111,13 +120,22 @@ class FilterTest(unittest.TestCase):
             self.assertEqual(self.passed(spec), [])
 
     def test_answer_for_unknown_host_ignored(self):
-        # The shim names a host that was not asked about: it must not
-        # appear (the filter only keeps candidates).
-        self.shim.trusted = {'h1', 'intruder'}
+        # The shim names a host that was not asked about (full answer, for
+        # the debug log): it must not appear (the filter only keeps
+        # candidates).
+        spec = no.make_spec({'trust:trusted_host': 'trusted'})
         with mock.patch.object(client.ShimClient, 'filter',
                                return_value=(['h1', 'intruder'], {})):
-            self.assertEqual(self.passed(no.make_spec(
-                {'trust:trusted_host': 'trusted'})), ['h1'])
+            with self.assertLogs('trustpool_filter.filter', 'DEBUG'):
+                self.assertEqual(self.passed(spec), ['h1'])
+
+    def test_mask_of_the_wrong_length_fails_closed(self):
+        spec = no.make_spec({'trust:trusted_host': 'trusted'})
+        for bits in (b'\x01' * 3, b'\x01' * 5, b''):
+            with mock.patch.object(client.ShimClient, 'mask',
+                                   return_value=bits):
+                with self.assertLogs('trustpool_filter.filter', 'ERROR'):
+                    self.assertEqual(self.passed(spec), [], bits)
 
     def test_thread_safe(self):
         self.shim.trusted = {'h%d' % i for i in range(0, 200, 3)}
@@ -187,6 +205,12 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(self.ask(), ['h1', 'h3'])
         self.assertEqual(self.shim.connections, 4)
 
+    def test_bad_mask_refused(self):
+        for mode in ('badmask', 'oddmask'):
+            self.shim.mode = mode
+            with self.assertRaises(client.ShimError, msg=mode):
+                self.client.mask(self.hosts, 'trusted')
+
     def test_slow_bounded_and_not_reused(self):
         self.ask()
         self.shim.mode, self.shim.delay = 'slow', 1.0
@@ -235,6 +259,32 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertEqual(len(self.shim.requests), 80)
         self.assertEqual(self.shim.connections, 8)
+
+
+class LegacyShimTest(unittest.TestCase):
+    """A shim from before the mask answer (rolling upgrade): the full
+    answer is asked for instead, and remembered for that socket."""
+
+    def test_full_answer_from_an_old_shim(self):
+        shim = fakeshim.FakeShim(trusted={'h1'}, keepalive=True, legacy=True)
+        self.addCleanup(shim.close)
+        self.addCleanup(client.close_connections)
+        self.addCleanup(client._legacy.pop, shim.socket, None)
+        c = client.ShimClient(shim.socket, 0.5)
+        for _ in range(3):
+            self.assertEqual(c.filter(['h0', 'h1'], 'trusted')[0], ['h1'])
+        self.assertEqual([r[1].get('answer') for r in shim.requests],
+                         ['mask', None, None, None])
+
+    def test_other_bad_request_is_not_a_fallback(self):
+        shim = fakeshim.FakeShim(trusted={'h1'}, keepalive=True)
+        self.addCleanup(shim.close)
+        self.addCleanup(client.close_connections)
+        shim.mode = 'error'
+        with self.assertRaises(client.ShimError):
+            client.ShimClient(shim.socket, 0.5).filter(['h1'], 'trusted')
+        self.assertEqual(len(shim.requests), 1)
+        self.assertNotIn(shim.socket, client._legacy)
 
 
 class TrustRequestTest(unittest.TestCase):

@@ -103,7 +103,7 @@ class NovaWithShimTest(unittest.TestCase):
     def test_without_trust_specs_no_call(self):
         before = _shim.filter_requests()
         with unittest.mock.patch.object(
-                client.UnixHTTPConnection, 'connect',
+                client.UnixConnection, 'exchange',
                 side_effect=AssertionError('socket used')) as connect:
             for extra in ({}, {'hw:cpu_policy': 'dedicated'}):
                 self.assertEqual(self.passed(extra), SCENARIO)

@@ -13,6 +13,7 @@ The filter holds no per-request state: it is safe under eventlet and with
 native threads (Nova 2026.1+).
 """
 
+import itertools
 import logging as std_logging
 
 from oslo_log import log as logging
@@ -65,22 +66,37 @@ class TrustedFilter(filters.BaseHostFilter):
         if want is None or not hosts:
             return hosts
         trusted_host, profile = want
-        names = list(dict.fromkeys(h.host for h in hosts))
+        names = [h.host for h in hosts]
+        # Several nodes of one host (e.g. Ironic) are one question.
+        unique = list(dict.fromkeys(names))
         conf = CONF.trustpool
         shim = self.client_class(conf.shim_socket, conf.shim_timeout)
+        debug = LOG.isEnabledFor(std_logging.DEBUG)
         try:
-            passes, rejected = shim.filter(names, trusted_host, profile)
+            if debug:
+                # The reasons are only fetched for the debug log.
+                passes, rejected = shim.filter(unique, trusted_host, profile,
+                                               reasons=True)
+                ok = set(passes)
+                for name in unique:
+                    if name not in ok:
+                        LOG.debug('TrustedFilter: host %s rejected: %s', name,
+                                  rejected.get(name,
+                                               'not in the shim answer'))
+                return [h for h in hosts if h.host in ok]
+            bits = shim.mask(unique, trusted_host, profile)
         except client.ShimError as e:
             LOG.error('TrustedFilter: trust shim unavailable (%s); no host '
                       'passes for %s=%s %s=%s', e, specs.TRUSTED_HOST,
                       trusted_host, specs.PROFILE, profile)
             return []
-        ok = set(passes)
-        if LOG.isEnabledFor(std_logging.DEBUG):
-            for name in names:
-                if name not in ok:
-                    LOG.debug('TrustedFilter: host %s rejected: %s', name,
-                              rejected.get(name, 'not in the shim answer'))
+        if len(bits) != len(unique):
+            LOG.error('TrustedFilter: %d answers for %d hosts; no host passes',
+                      len(bits), len(unique))
+            return []
+        if len(unique) == len(hosts):
+            return list(itertools.compress(hosts, bits))
+        ok = set(itertools.compress(unique, bits))
         return [h for h in hosts if h.host in ok]
 
     def host_passes(self, host_state, spec_obj):

@@ -1,6 +1,8 @@
-// Command tpm-boot-seed "boots" a swtpm for tests and demos: it writes a
-// realistic TCG event log for a host build and extends the TPM's PCRs to
-// match (see internal/bootseed). Never run it against a real TPM.
+// Command tpm-boot-seed gives a swtpm a simulated measured boot, for tests,
+// demos and DevStack's development clouds: it writes a realistic TCG event
+// log for a host build and extends the TPM's PCRs to match (see
+// internal/bootseed). It refuses a hardware TPM, and it is not part of the
+// Debian packages: a production host never runs it.
 package main
 
 import (

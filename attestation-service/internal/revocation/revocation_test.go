@@ -1,0 +1,367 @@
+package revocation_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
+	"github.com/trustpool/trustpool/attestation-service/internal/revocation"
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// nova is an in-memory os-services with Nova's semantics for what the
+// revoker uses (the real Nova API is exercised by the Nova end-to-end test
+// in nova-filter-shim/python/tests/functional/test_placement_traits.py).
+type nova struct {
+	mu       sync.Mutex
+	services map[string]*cloud.Service
+	fail     int // the next fail calls fail
+	writes   int
+}
+
+func newNova(hosts ...string) *nova {
+	n := &nova{services: map[string]*cloud.Service{}}
+	for i, h := range hosts {
+		n.services[h] = &cloud.Service{ID: fmt.Sprintf("uuid-%d", i), Host: h, Up: true}
+	}
+	return n
+}
+
+func (n *nova) ComputeService(_ context.Context, host string) (cloud.Service, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.fail > 0 {
+		n.fail--
+		return cloud.Service{}, errors.New("nova api: HTTP 503")
+	}
+	s, ok := n.services[host]
+	if !ok {
+		return cloud.Service{}, fmt.Errorf("service of %s: %w", host, cloud.ErrNotFound)
+	}
+	return *s, nil
+}
+
+func (n *nova) byID(id string) *cloud.Service {
+	for _, s := range n.services {
+		if s.ID == id {
+			return s
+		}
+	}
+	return nil
+}
+
+func (n *nova) DisableService(_ context.Context, id, reason string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if reason == "" || utf8.RuneCountInString(reason) > 255 {
+		return fmt.Errorf("disable: HTTP 400: %w", cloud.ErrBadRequest)
+	}
+	s := n.byID(id)
+	s.Disabled, s.DisabledReason = true, reason
+	n.writes++
+	return nil
+}
+
+func (n *nova) EnableService(_ context.Context, id string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.byID(id)
+	s.Disabled, s.DisabledReason = false, ""
+	n.writes++
+	return nil
+}
+
+// operator disables a service as `openstack compute service set --disable` does.
+func (n *nova) operator(host, reason string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.services[host]
+	s.Disabled, s.DisabledReason = true, reason
+}
+
+func (n *nova) state(host string) cloud.Service {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return *n.services[host]
+}
+
+type note struct {
+	priority, event string
+	payload         map[string]any
+}
+
+type notifier struct {
+	mu    sync.Mutex
+	notes []note
+}
+
+func (r *notifier) Notify(_ context.Context, priority, ev string, payload any) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, _ := payload.(map[string]any)
+	r.notes = append(r.notes, note{priority, ev, m})
+	return nil
+}
+
+func (r *notifier) events(ev string) []note {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []note
+	for _, n := range r.notes {
+		if n.event == ev {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func start(t *testing.T, cfg revocation.Config) *revocation.Revoker {
+	t.Helper()
+	if cfg.Hosts == nil {
+		cfg.Hosts = func(context.Context) (int, error) { return 100, nil }
+	}
+	if cfg.BrakePercent == 0 {
+		cfg.BrakePercent = 100
+	}
+	cfg.RetryDelay = 20 * time.Millisecond
+	r := revocation.New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run() = %v", err)
+		}
+	})
+	return r
+}
+
+var seq uint64
+
+func vd(host string, s verdict.Status, reasons ...string) verdict.Verdict {
+	seq++
+	now := time.Now()
+	return verdict.Verdict{Host: host, Status: s, Reasons: reasons, VerifiedAt: now, ExpiresAt: now.Add(time.Minute), Seq: seq}
+}
+
+// transition feeds old → new for host and returns new.
+func transition(r *revocation.Revoker, old *verdict.Verdict, s verdict.Status, reasons ...string) verdict.Verdict {
+	v := vd(old.Host, s, reasons...)
+	r.VerdictStored(old, v)
+	return v
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// settle waits long enough for a queued action to have been taken.
+func settle() { time.Sleep(150 * time.Millisecond) }
+
+func TestDisableThenEnable(t *testing.T) {
+	n, notes := newNova("c1"), &notifier{}
+	r := start(t, revocation.Config{Compute: n, Notifier: notes})
+	v := vd("c1", verdict.Trusted)
+	r.VerdictStored(nil, v)
+	settle()
+	if s := n.state("c1"); s.Disabled {
+		t.Fatalf("trusted host disabled: %+v", s)
+	}
+	u := transition(r, &v, verdict.Untrusted, "evidence: replay_mismatch: PCR 7")
+	waitFor(t, "disable", func() bool { return n.state("c1").Disabled })
+	if got := n.state("c1").DisabledReason; got != "trustpool: untrusted: evidence: replay_mismatch: PCR 7" {
+		t.Errorf("disabled_reason %q", got)
+	}
+	// Still untrusted (a new round with other reasons): nothing more.
+	u2 := transition(r, &u, verdict.Untrusted, "other")
+	settle()
+	if n.writes != 1 {
+		t.Errorf("%d service writes, want 1", n.writes)
+	}
+	transition(r, &u2, verdict.Trusted)
+	waitFor(t, "enable", func() bool { return !n.state("c1").Disabled })
+	if d, e := notes.events(attestrpc.EventComputeDisabled), notes.events(attestrpc.EventComputeEnabled); len(d) != 1 || len(e) != 1 ||
+		d[0].payload["host"] != "c1" || d[0].payload["service_id"] != "uuid-0" {
+		t.Errorf("notifications disabled=%v enabled=%v", d, e)
+	}
+}
+
+// TestOperatorDisableIsNeverOverridden: a service an operator disabled
+// stays disabled with the operator's reason through untrusted and trusted
+// verdicts; a Trustpool disable whose reason an operator replaced is the
+// operator's from then on.
+func TestOperatorDisableIsNeverOverridden(t *testing.T) {
+	n := newNova("c1", "c2")
+	r := start(t, revocation.Config{Compute: n})
+	n.operator("c1", "maintenance: RAM swap")
+	v := vd("c1", verdict.Trusted)
+	u := transition(r, &v, verdict.Untrusted, "bad")
+	settle()
+	transition(r, &u, verdict.Trusted)
+	settle()
+	if s := n.state("c1"); !s.Disabled || s.DisabledReason != "maintenance: RAM swap" {
+		t.Errorf("operator-disabled service now %+v", s)
+	}
+	if n.writes != 0 {
+		t.Errorf("%d writes to an operator-disabled service", n.writes)
+	}
+
+	v2 := vd("c2", verdict.Trusted)
+	u2 := transition(r, &v2, verdict.Untrusted, "bad")
+	waitFor(t, "disable c2", func() bool { return n.state("c2").Disabled })
+	n.operator("c2", "keep out: investigating")
+	transition(r, &u2, verdict.Trusted)
+	settle()
+	if s := n.state("c2"); !s.Disabled || s.DisabledReason != "keep out: investigating" {
+		t.Errorf("service whose reason the operator took over is now %+v", s)
+	}
+}
+
+func TestUnknownOnlyWhenAsked(t *testing.T) {
+	for _, onUnknown := range []bool{false, true} {
+		t.Run(fmt.Sprint("disable_on_unknown=", onUnknown), func(t *testing.T) {
+			n := newNova("c1")
+			r := start(t, revocation.Config{Compute: n, DisableOnUnknown: onUnknown})
+			v := vd("c1", verdict.Trusted)
+			u := transition(r, &v, verdict.Unknown, "unreachable: timeout")
+			settle()
+			if got := n.state("c1").Disabled; got != onUnknown {
+				t.Fatalf("disabled = %v after unknown", got)
+			}
+			// unknown → untrusted is a transition only when unknown was not one.
+			transition(r, &u, verdict.Untrusted, "bad")
+			waitFor(t, "disabled", func() bool { return n.state("c1").Disabled })
+			if want := "trustpool: unknown: unreachable: timeout"; onUnknown && n.state("c1").DisabledReason != want {
+				t.Errorf("reason %q, want %q", n.state("c1").DisabledReason, want)
+			}
+		})
+	}
+}
+
+// TestNewHostFailingAtOnce: a host whose first verdict is untrusted is
+// disabled too.
+func TestNewHostFailingAtOnce(t *testing.T) {
+	n := newNova("c1")
+	r := start(t, revocation.Config{Compute: n})
+	r.VerdictStored(nil, vd("c1", verdict.Untrusted, "bad"))
+	waitFor(t, "disabled", func() bool { return n.state("c1").Disabled })
+}
+
+func TestRetriedUntilNovaAnswers(t *testing.T) {
+	n := newNova("c1")
+	n.fail = 3
+	r := start(t, revocation.Config{Compute: n})
+	v := vd("c1", verdict.Trusted)
+	transition(r, &v, verdict.Untrusted, "bad")
+	waitFor(t, "disable after retries", func() bool { return n.state("c1").Disabled })
+}
+
+func TestNoComputeService(t *testing.T) {
+	n := newNova()
+	r := start(t, revocation.Config{Compute: n})
+	v := vd("agent-only", verdict.Trusted)
+	transition(r, &v, verdict.Untrusted, "bad")
+	settle()
+	if n.writes != 0 {
+		t.Errorf("writes for a host without a service: %d", n.writes)
+	}
+}
+
+// TestBrake: 10 hosts, brake at more than 20 % (and at least 2) within the
+// window: two disables happen, the third transition trips the brake (one
+// ERROR alert naming the hosts), later ones are not acted on either; once
+// the window has passed the brake is released (listing the hosts skipped)
+// and the service acts again. Re-enabling is not braked.
+func TestBrake(t *testing.T) {
+	hosts := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"}
+	n, notes := newNova(hosts...), &notifier{}
+	window := 700 * time.Millisecond
+	r := start(t, revocation.Config{Compute: n, Notifier: notes, BrakePercent: 20, BrakeMinHosts: 2, BrakeWindow: window,
+		Hosts: func(context.Context) (int, error) { return len(hosts), nil }})
+	trusted := map[string]verdict.Verdict{}
+	untrusted := map[string]verdict.Verdict{}
+	for _, h := range hosts {
+		trusted[h] = vd(h, verdict.Trusted)
+	}
+	revoke := func(h string) {
+		old := trusted[h]
+		untrusted[h] = transition(r, &old, verdict.Untrusted, "profile baseline: pcr 7")
+	}
+	start := time.Now()
+	for _, h := range hosts[:5] {
+		revoke(h)
+	}
+	waitFor(t, "brake alert", func() bool { return len(notes.events(attestrpc.EventBrakeEngaged)) == 1 })
+	settle()
+	var disabled []string
+	for _, h := range hosts {
+		if n.state(h).Disabled {
+			disabled = append(disabled, h)
+		}
+	}
+	if diff := cmp.Diff([]string{"c0", "c1"}, disabled); diff != "" {
+		t.Errorf("disabled hosts (-want +got):\n%s", diff)
+	}
+	alert := notes.events(attestrpc.EventBrakeEngaged)[0]
+	if alert.priority != "ERROR" || alert.payload["hosts_untrusted"] != 3 || alert.payload["hosts_total"] != 10 ||
+		!slices.Equal(alert.payload["hosts"].([]string), []string{"c0", "c1", "c2"}) {
+		t.Errorf("alert %+v", alert)
+	}
+	// A host turning trusted again while braked is re-enabled.
+	old := untrusted["c0"]
+	transition(r, &old, verdict.Trusted)
+	waitFor(t, "c0 enabled while braked", func() bool { return !n.state("c0").Disabled })
+
+	waitFor(t, "brake released", func() bool { return len(notes.events(attestrpc.EventBrakeReleased)) == 1 })
+	if time.Since(start) < window {
+		t.Errorf("released after %v, before the window of %v passed", time.Since(start), window)
+	}
+	rel := notes.events(attestrpc.EventBrakeReleased)[0]
+	if diff := cmp.Diff([]string{"c2", "c3", "c4"}, rel.payload["skipped_hosts"]); diff != "" {
+		t.Errorf("skipped hosts (-want +got):\n%s", diff)
+	}
+	for _, h := range []string{"c2", "c3", "c4"} {
+		if n.state(h).Disabled {
+			t.Errorf("%s disabled after the brake skipped it", h)
+		}
+	}
+	revoke("c9")
+	waitFor(t, "acting again", func() bool { return n.state("c9").Disabled })
+}
+
+func TestReason(t *testing.T) {
+	for _, tc := range []struct {
+		v    verdict.Verdict
+		want string
+	}{
+		{verdict.Verdict{Status: verdict.Untrusted, Reasons: []string{"a", "b\nc"}}, "trustpool: untrusted: a; b c"},
+		{verdict.Verdict{Status: verdict.Unknown}, "trustpool: unknown"},
+	} {
+		if got := revocation.Reason(tc.v); got != tc.want {
+			t.Errorf("Reason(%v) = %q, want %q", tc.v, got, tc.want)
+		}
+	}
+	// Nova takes at most 255 characters.
+	got := revocation.Reason(verdict.Verdict{Status: verdict.Untrusted, Reasons: []string{strings.Repeat("é", 300)}})
+	if utf8.RuneCountInString(got) != 255 || !strings.HasPrefix(got, "trustpool: untrusted: éé") || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
+		t.Errorf("long reason: %d runes %q", utf8.RuneCountInString(got), got)
+	}
+}

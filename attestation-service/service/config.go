@@ -35,6 +35,7 @@ type Config struct {
 	Attestation AttestationSection `toml:"attestation"`
 	Enrollment  EnrollmentSection  `toml:"enrollment"`
 	Keys        KeysSection        `toml:"keys"`
+	Cluster     ClusterSection     `toml:"cluster"`
 	Placement   PlacementSection   `toml:"placement"`
 	Nova        NovaSection        `toml:"nova"`
 	Revocation  RevocationSection  `toml:"revocation"`
@@ -73,8 +74,8 @@ type DefaultSection struct {
 
 // DatabaseSection is [database].
 type DatabaseSection struct {
-	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db or
-	// mysql+pymysql://user:pw@host/db).
+	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db,
+	// mysql+pymysql://user:pw@host/db or postgresql://user:pw@host/db).
 	Connection string `toml:"connection"`
 	// HistoryRetention is how long verdict history is kept; 0 keeps it
 	// forever. A Trustpool option.
@@ -131,6 +132,15 @@ type EnrollmentSection struct {
 	// EKRootsDir holds the TPM vendors' root and intermediate CA
 	// certificates (PEM, *.pem / *.crt / *.cer).
 	EKRootsDir string `toml:"ek_roots_dir"`
+}
+
+// ClusterSection is [cluster]: several instances sharing one database and
+// one bus (each named by its [DEFAULT] host).
+type ClusterSection struct {
+	// Lease is how long an instance counts as live after its last
+	// membership heartbeat (renewed every lease/4); a killed instance's
+	// hosts move to the others once it runs out.
+	Lease time.Duration `toml:"lease"`
 }
 
 // KeysSection is [keys].
@@ -249,6 +259,7 @@ func DefaultConfig() Config {
 		Placement: PlacementSection{NodeLookup: "nova", ReconcileInterval: 5 * time.Minute,
 			ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
 		Nova:       NovaSection{ValidInterfaces: []string{"internal", "public"}, Timeout: 10 * time.Second},
+		Cluster:    ClusterSection{Lease: 10 * time.Second},
 		Revocation: RevocationSection{Notifications: true, BrakePercent: 20, BrakeWindow: 10 * time.Minute, BrakeMinHosts: 3},
 	}
 }
@@ -334,6 +345,9 @@ func (c *Config) Validate() error {
 	if c.Keys.VerdictSigningKey == "" {
 		bad("keys.verdict_signing_key", "is required")
 	}
+	if l := c.Cluster.Lease; l < time.Second || l > 10*time.Minute {
+		bad("cluster.lease", "must be between 1s and 10m")
+	}
 	c.validateLaunch(bad)
 	p := c.Placement
 	switch p.NodeLookup {
@@ -378,4 +392,15 @@ func (c *Config) Validate() error {
 		bad("revocation.disable_on_unknown", "needs revocation.disable_compute_service")
 	}
 	return errors.Join(errs...)
+}
+
+// HandOverGap is how much of a verdict's validity a crash of another
+// instance can use up: the dead instance's lease, one membership refresh,
+// then the new owner's round (jitter and quote timeout). Above the margin
+// verdict_validity leaves after an interval, a healthy host's verdict may
+// expire at the shims during such a hand-over; the service says so at
+// start.
+func (c *Config) HandOverGap() time.Duration {
+	a := c.Attestation
+	return c.Cluster.Lease + c.Cluster.Lease/4 + a.Jitter + a.QuoteTimeout
 }

@@ -66,7 +66,7 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"pcr 0 missing", func(c *service.Config) { c.Attestation.PCRs = []int{7} }, "attestation.pcrs"},
 		{"mode", func(c *service.Config) { c.Enrollment.Mode = "yolo" }, "enrollment.mode"},
 		{"roots", func(c *service.Config) { c.Enrollment.EKRootsDir = "" }, "enrollment.ek_roots_dir"},
-		{"database", func(c *service.Config) { c.Database.Connection = "postgresql://x/y" }, "database.connection"},
+		{"database", func(c *service.Config) { c.Database.Connection = "postgresql://x/" }, "database.connection"},
 		{"transport", func(c *service.Config) { c.Default.TransportURL = "amqp://x" }, "DEFAULT.transport_url"},
 		{"listen", func(c *service.Config) { c.API.Listen = "nope" }, "api.listen"},
 		{"heartbeat", func(c *service.Config) { c.Attestation.HeartbeatInterval = time.Minute }, "attestation.heartbeat_interval"},

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/api"
+	"github.com/trustpool/trustpool/attestation-service/internal/cluster"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/sched"
@@ -121,6 +122,22 @@ func (s *Service) Run(ctx context.Context) error {
 
 	reg := metrics.New()
 	var sc *sched.Scheduler
+	ms := cluster.New(cluster.Config{Name: cfg.Default.Host, KID: signer.KID(), PublicKeyPEM: string(pubPEM),
+		Lease: cfg.Cluster.Lease, Store: st, Logger: s.log})
+	if gap := cfg.HandOverGap(); a.Interval+gap >= a.VerdictValidity {
+		s.log.Warn("with several instances, a crashed instance's hosts may be handed over after their verdicts expired at the shims: keep cluster.lease + lease/4 + jitter + quote_timeout + interval below verdict_validity",
+			"hand_over", gap.String(), "interval", a.Interval.String(), "verdict_validity", a.VerdictValidity.String())
+	}
+	// A host this instance does not own is attested here once when a
+	// trigger reaches it (a measurements_changed cast, attest-now); its
+	// owner keeps its interval.
+	trigger := func(h string) {
+		if ms.Owns(h) {
+			sc.Trigger(h)
+		} else {
+			sc.TriggerOnce(h)
+		}
+	}
 	var eng *engine.Engine
 	notifier := oslo.NewNotifier(tr, "trustpool-attestation."+cfg.Default.Host, attestrpc.NotificationTopic)
 	// pubr publishes verdicts and notifications; launches notify through it
@@ -140,7 +157,8 @@ func (s *Service) Run(ctx context.Context) error {
 		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
 		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
 		Publisher: trustNotifications{on: cfg.Revocation.Notifications, Publisher: pubr},
-		Trigger:   func(h string) { sc.Trigger(h) },
+		Trigger:   trigger,
+		Owns:      ms.Owns,
 		Observer:  observer,
 	})
 	lr, nl, closeLaunches, err := s.launches(st, signer, eng, tr, pubr, reg)
@@ -149,23 +167,29 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer closeLaunches()
 	sc = sched.New(sched.Config{Interval: a.Interval, Jitter: a.Jitter, Concurrency: a.Concurrency,
-		Attest: func(ctx context.Context, host string) {
-			_, err := eng.Attest(ctx, host)
+		Attest: func(ctx context.Context, host string, triggered bool) time.Time {
+			_, err := eng.AttestRound(ctx, host, triggered)
+			var recent *engine.RecentlyAttestedError
 			switch {
 			case err == nil:
+			case errors.As(err, &recent):
+				// Another instance attested it moments ago: keep its rhythm.
+				return recent.At.Add(a.Interval)
 			case errors.Is(err, engine.ErrNotEnrolled), errors.Is(err, store.ErrNotFound):
 				sc.Remove(host)
 			case ctx.Err() == nil:
 				s.log.Error("attestation round failed", "host", host, "error", err)
 			}
+			return time.Time{}
 		}})
 	reg.NewGaugeFunc("trustpool_scheduled_hosts", "Hosts the scheduler attests.", func() float64 { return float64(sc.Hosts()) })
-	hosts, err := eng.EnrolledHosts(ctx)
-	if err != nil {
+	reg.NewGaugeFunc("trustpool_cluster_members", "Live service instances sharing the fleet (as this instance sees them).",
+		func() float64 { return float64(len(ms.View().Members)) })
+	// The first membership heartbeat and placement before serving.
+	ms.Refresh(ctx)
+	pl := &placement{st: st, sc: sc, ms: ms, interval: a.Interval, jitter: a.Jitter, log: s.log}
+	if err := pl.rebalance(ctx); err != nil {
 		return err
-	}
-	for _, h := range hosts {
-		sc.Add(h)
 	}
 
 	rpc := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.ServiceTopic, Server: cfg.Default.Host}, oslo.Endpoint{
@@ -189,10 +213,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	auth := &lazyAuth{}
 	handler := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: auth.wrap, Metrics: reg, Logger: s.log,
-		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: sc.Trigger, Launches: lr,
+		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: trigger, OtherKeys: otherKeys(ms, signer.KID()), Launches: lr,
 		Health: func(ctx context.Context) error {
 			if err := st.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)
+			}
+			if !ms.View().Valid {
+				return errors.New("cluster: membership lease not renewed")
 			}
 			select {
 			case <-rpc.Ready():
@@ -224,6 +251,8 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 	}
 	run("rpc server", func() error { return rpc.Run(ctx) })
+	run("cluster membership", func() error { return ms.Run(ctx) })
+	run("placement", func() error { pl.run(ctx); return nil })
 	run("scheduler", func() error { return sc.Run(ctx) })
 	run("api", func() error { return srv.Serve(ln) })
 	run("keystone", func() error {
@@ -282,7 +311,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	select {
 	case <-ready:
-		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", len(hosts), "kid", signer.KID())
+		s.log.Info("attestation service ready", "api", s.APIURL(), "host", cfg.Default.Host, "hosts", sc.Hosts(), "members", ms.View().Members, "kid", signer.KID())
 		close(s.ready)
 		if _, err := sdnotify.Notify(cfg.NotifySocket, sdnotify.Ready); err != nil {
 			s.log.Warn("cannot notify systemd", "error", err)
@@ -317,7 +346,7 @@ func (s *Service) housekeeping(ctx context.Context, eng *engine.Engine, st *stor
 	t := time.NewTicker(housekeepingInterval)
 	defer t.Stop()
 	for {
-		ps := eng.Prune()
+		ps := eng.Prune(ctx)
 		s.log.Debug("pruned engine state", "nonces", ps.Nonces, "challenges", ps.Challenges, "published", ps.Published)
 		var hist, audit time.Time
 		now := time.Now()
@@ -382,8 +411,14 @@ func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, log *slog.Logger) map[s
 			if err := a.Validate(); err != nil {
 				return nil, oslo.NewValueError(err.Error())
 			}
-			// Only hosts already scheduled (enrolled) are re-attested.
-			sc.TriggerKnown(a.Host)
+			// Only enrolled hosts are re-attested: those this instance
+			// attests, and once, at once, those another instance does
+			// (the cast reached this one).
+			if !sc.TriggerKnown(a.Host) {
+				if ok, err := eng.IsEnrolled(ctx, a.Host); err == nil && ok {
+					sc.TriggerOnce(a.Host)
+				}
+			}
 			return nil, nil
 		},
 		attestrpc.MethodGetVerdicts: func(ctx context.Context, req *oslo.Request) (any, error) {

@@ -12,14 +12,21 @@ import (
 // enforces single use and the host binding: [Ledger.Consume] returns a
 // challenge at most once, and only for the host it was issued to. Because
 // every entry names its host, everything of a deleted host can be dropped at
-// once ([Ledger.Forget]). Expired entries are dropped on every Issue and by
-// [Ledger.Prune]. A service with several instances needs a shared store with
-// the same semantics instead.
+// once ([Ledger.Forget]). Expired entries are dropped by Issue (at most
+// every quarter lifetime; Consume refuses them whether dropped or not) and
+// by [Ledger.Prune]. A ledger is one process's: a verifier that issues a
+// nonce and consumes it within one round, as the attestation service does,
+// needs nothing of it to survive the process; state that crosses processes
+// (several service instances) belongs in their shared database.
 type Ledger struct {
 	mu       sync.Mutex
 	lifetime time.Duration
 	issued   map[string]Challenge
 	used     map[string]usedEntry
+	// lastGC is when Issue last swept; it sweeps at most every quarter
+	// lifetime (a sweep visits every entry, and a busy verifier issues
+	// hundreds of nonces a second).
+	lastGC time.Time
 }
 
 type usedEntry struct {
@@ -44,7 +51,10 @@ func (l *Ledger) Issue(rand io.Reader, now time.Time, host string, pcrs []int) (
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.gc(now)
+	if now.Sub(l.lastGC) >= l.lifetime/4 || now.Before(l.lastGC) {
+		l.gc(now)
+		l.lastGC = now
+	}
 	l.issued[hex.EncodeToString(ch.Nonce)] = ch
 	return ch, nil
 }

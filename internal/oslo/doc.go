@@ -33,8 +33,8 @@
 // non-ASCII text as UTF-8 (Python's json module accepts both that and the
 // \uXXXX escapes it writes itself).
 //
-// The runtime layer ([NewTransport], [Client], [NewServer], [NewNotifier],
-// [NewListener]) connects to RabbitMQ with github.com/rabbitmq/amqp091-go,
+// The runtime layer ([NewTransport], [Client], [NewServer],
+// [NewServerGroup], [NewNotifier], [NewListener]) connects to RabbitMQ with github.com/rabbitmq/amqp091-go,
 // declares exchanges and queues with the same names, flags and arguments as
 // oslo.messaging, and reconnects after broker failures. Its semantics follow
 // oslo's:
@@ -53,6 +53,10 @@
 //     ending=true to the caller's queue on the default exchange (mandatory,
 //     retried while the queue is missing). It sends ending=false keep-alives
 //     only when the caller asked for call monitoring (_timeout).
+//   - A [ServerGroup] runs many servers of one topic on one connection:
+//     each member consumes its <topic>.<server> queue only (not the topic's
+//     shared or fanout queues) and handles requests as a Server does. It is
+//     for processes that stand in for many hosts (fleet simulators).
 //   - A [Client] call waits on the transport's single reply_<uuid> queue,
 //     declared exclusive (oslo's is not), so no other connection can read,
 //     purge or delete it, and named anew on every connection. A

@@ -26,6 +26,8 @@ type MariaDBDatabase struct {
 	// privileges on it; Port is the TCP port on 127.0.0.1.
 	Database, User, Password string
 	Port                     int
+	// PID is the shared server's process (for resource measurements).
+	PID int
 }
 
 type mariaServer struct {
@@ -69,6 +71,7 @@ func MariaDB(t testing.TB) *MariaDBDatabase {
 		User:     "trustpool",
 		Password: m.password,
 		Port:     m.port,
+		PID:      m.d.cmd.Process.Pid,
 	}
 	db.DSN = fmt.Sprintf("%s:%s@tcp(127.0.0.1:%d)/%s", db.User, db.Password, db.Port, db.Database)
 	db.URL = fmt.Sprintf("mysql+pymysql://%s:%s@127.0.0.1:%d/%s", db.User, db.Password, db.Port, db.Database)

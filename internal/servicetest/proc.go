@@ -129,12 +129,20 @@ type daemon struct {
 	logPath string
 	done    chan struct{} // closed when the process has exited
 	err     error         // Wait's result, valid after done
+	// stopSig asks it to stop (SIGTERM when zero).
+	stopSig syscall.Signal
 }
 
 // startDaemon starts argv with env added to the environment, output to
 // logPath. The child is in its own process group and gets SIGTERM if the
 // test process dies.
 func startDaemon(name, logPath, dir string, env []string, argv ...string) (*daemon, error) {
+	return startDaemonAs(nil, name, logPath, dir, env, argv...)
+}
+
+// startDaemonAs is startDaemon with the child running as cred (nil: as
+// this process).
+func startDaemonAs(cred *syscall.Credential, name, logPath, dir string, env []string, argv ...string) (*daemon, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -146,7 +154,7 @@ func startDaemon(name, logPath, dir string, env []string, argv ...string) (*daem
 	// A file, not a pipe: grandchildren such as epmd keep the descriptors
 	// open, and Wait would block on a pipe until they exit.
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM, Credential: cred}
 	if err := startCmd(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -168,13 +176,17 @@ func (d *daemon) exited() bool {
 	}
 }
 
-// stop sends SIGTERM and waits; after timeout it kills the whole process
-// group.
+// stop sends SIGTERM (or stopSig) and waits; after timeout it kills the
+// whole process group.
 func (d *daemon) stop(timeout time.Duration) error {
 	if d.exited() {
 		return nil
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	sig := d.stopSig
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	_ = d.cmd.Process.Signal(sig)
 	select {
 	case <-d.done:
 		return nil
@@ -182,7 +194,7 @@ func (d *daemon) stop(timeout time.Duration) error {
 	}
 	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 	<-d.done
-	return fmt.Errorf("stop %s: no exit %s after SIGTERM; killed", d.name, timeout)
+	return fmt.Errorf("stop %s: no exit %s after %s; killed", d.name, timeout, sig)
 }
 
 // exitErr turns Wait's result into an error also for a clean exit.

@@ -26,6 +26,8 @@ func FreePort(t testing.TB) int {
 // Trustpool daemon it has built.
 type Process struct {
 	d *daemon
+	// killed: Kill ended it on purpose.
+	killed bool
 }
 
 // StartProcess starts argv with env added to the test's environment. Its
@@ -42,6 +44,9 @@ func StartProcess(t testing.TB, name string, env []string, argv ...string) *Proc
 	}
 	p := &Process{d: d}
 	t.Cleanup(func() {
+		if p.killed {
+			return
+		}
 		if p.Exited() {
 			t.Errorf("%s exited before the test ended: %v; log:\n%s", name, exitErr(d.err), p.Log())
 			return
@@ -58,6 +63,20 @@ func StartProcess(t testing.TB, name string, env []string, argv ...string) *Proc
 	return p
 }
 
+// PID is the program's process id (for /proc measurements).
+func (p *Process) PID() int { return p.d.cmd.Process.Pid }
+
+// Kill ends the program with SIGKILL (a crash, kill -9) and waits for it;
+// the test then expects no clean exit.
+func (p *Process) Kill(t testing.TB) {
+	t.Helper()
+	p.killed = true
+	if err := p.d.cmd.Process.Kill(); err != nil {
+		t.Fatalf("servicetest: kill %s: %v", p.d.name, err)
+	}
+	<-p.d.done
+}
+
 // Exited reports whether the program has exited.
 func (p *Process) Exited() bool { return p.d.exited() }
 
@@ -66,3 +85,15 @@ func (p *Process) Log() string { return logTail(p.d.logPath) }
 
 // String names the program and its log file.
 func (p *Process) String() string { return fmt.Sprintf("%s (log %s)", p.d.name, p.d.logPath) }
+
+// SharedDir returns a fresh directory that outlives the calling test and
+// is removed by [Main] when the package's tests end: for files several
+// tests share, such as a daemon built once per test process.
+func SharedDir(t testing.TB, name string) string {
+	t.Helper()
+	d, err := sharedDir(name)
+	if err != nil {
+		t.Fatalf("servicetest: %v", err)
+	}
+	return d
+}

@@ -149,13 +149,19 @@ func (n *rabbitNode) rabbit(vhost string, shared bool) *Rabbit {
 // startRabbit starts a node in dir, retrying with new ports when another
 // process took one of them in between.
 func startRabbit(dir string, mgmt bool) (*rabbitNode, error) {
+	return startRabbitCookie(dir, mgmt, randAlpha(24))
+}
+
+// startRabbitCookie is startRabbit with a given Erlang cookie (nodes of a
+// cluster share one).
+func startRabbitCookie(dir string, mgmt bool, cookie string) (*rabbitNode, error) {
 	if err := need(filepath.Join(rabbitBin, "rabbitmq-server"), "rabbitmq-server"); err != nil {
 		return nil, err
 	}
 	var err error
 	for attempt := range 3 {
 		var n *rabbitNode
-		n, err = tryStartRabbit(filepath.Join(dir, "node"+strconv.Itoa(attempt)), mgmt)
+		n, err = tryStartRabbit(filepath.Join(dir, "node"+strconv.Itoa(attempt)), mgmt, cookie)
 		if err == nil {
 			return n, nil
 		}
@@ -163,7 +169,7 @@ func startRabbit(dir string, mgmt bool) (*rabbitNode, error) {
 	return nil, err
 }
 
-func tryStartRabbit(dir string, mgmt bool) (*rabbitNode, error) {
+func tryStartRabbit(dir string, mgmt bool, cookie string) (*rabbitNode, error) {
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
@@ -177,7 +183,7 @@ func tryStartRabbit(dir string, mgmt bool) (*rabbitNode, error) {
 		}
 	}
 	// The CLI tools and the node must share $HOME/.erlang.cookie.
-	if err := os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(randAlpha(24)), 0o400); err != nil {
+	if err := os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(cookie), 0o400); err != nil {
 		return nil, err
 	}
 	conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nloopback_users.guest = true\nlog.console = false\nlog.file.level = info\n", n.amqpPort)

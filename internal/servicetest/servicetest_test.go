@@ -321,3 +321,28 @@ func TestStartProcess(t *testing.T) {
 		})
 	}
 }
+
+// A process the test kills on purpose (a crash) is not a failure, and its
+// PID is the program's.
+func TestProcessKill(t *testing.T) {
+	ct := &cleanupT{TB: t}
+	p := StartProcess(ct, "sh", nil, "sh", "-c", "echo started; exec sleep 60")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Log(), "started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v: no start after 10s", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID())); err != nil || !strings.Contains(string(b), "sleep") {
+		t.Errorf("PID %d is not the program: %q, %v", p.PID(), b, err)
+	}
+	p.Kill(ct)
+	if !p.Exited() {
+		t.Error("not exited after Kill")
+	}
+	ct.end()
+	if len(ct.errs) != 0 {
+		t.Errorf("errors %q after a deliberate kill", ct.errs)
+	}
+}

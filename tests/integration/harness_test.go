@@ -302,9 +302,16 @@ type collector struct {
 
 func newCollector(t *testing.T, url string, pub []byte) *collector {
 	t.Helper()
+	return newCollectorWith(t, url, pub, nil)
+}
+
+// newCollectorWith is newCollector with [oslo_messaging_rabbit] options
+// (they must match the shims' on the same topic).
+func newCollectorWith(t *testing.T, url string, pub []byte, opts *oslo.RabbitOptions) *collector {
+	t.Helper()
 	c := &collector{latest: map[string]verdict.Verdict{}, at: map[string]time.Time{}}
 	vf := verdict.NewVerifier(pub)
-	tr, err := oslo.NewTransport(oslo.Config{TransportURL: url, ControlExchange: attestrpc.DefaultControlExchange})
+	tr, err := oslo.NewTransport(oslo.Config{TransportURL: url, ControlExchange: attestrpc.DefaultControlExchange, Rabbit: opts})
 	if err != nil {
 		t.Fatal(err)
 	}

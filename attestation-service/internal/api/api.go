@@ -183,6 +183,9 @@ type Config struct {
 	// PublicKeyPEM and KID describe the verdict signing key.
 	PublicKeyPEM []byte
 	KID          string
+	// OtherKeys returns the verdict keys of the other live service
+	// instances (nil: none), listed after this instance's.
+	OtherKeys func() []attestapi.VerdictKey
 	// Health reports problems for /healthz (nil: healthy).
 	Health func(ctx context.Context) error
 	// Trigger asks for an immediate attestation.
@@ -563,6 +566,9 @@ func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
 	keys := attestapi.Keys{VerdictKeys: []attestapi.VerdictKey{{
 		KID: s.cfg.KID, Algorithm: "Ed25519", PublicKeyPEM: string(s.cfg.PublicKeyPEM),
 	}}, LaunchKeys: []attestapi.LaunchKey{}, PolicyKeys: []attestapi.PolicyKey{}}
+	if s.cfg.OtherKeys != nil {
+		keys.VerdictKeys = append(keys.VerdictKeys, s.cfg.OtherKeys()...)
+	}
 	if s.cfg.Launches != nil {
 		keys.LaunchKeys = append(keys.LaunchKeys, attestapi.NewLaunchKey(s.cfg.Launches.PublicKey()))
 		if pk := s.cfg.Launches.PolicyPublicKey(); pk != nil {

@@ -192,11 +192,11 @@ func TestPruneDropsExpiredState(t *testing.T) {
 	if h.eng.LedgerEntries() == 0 || h.eng.Challenges() == 0 {
 		t.Fatalf("ledger %d, challenges %d: nothing to prune", h.eng.LedgerEntries(), h.eng.Challenges())
 	}
-	if ps := h.eng.Prune(); ps.Nonces != 0 || ps.Challenges != 0 {
+	if ps := h.eng.Prune(t.Context()); ps.Nonces != 0 || ps.Challenges != 0 {
 		t.Errorf("Prune before expiry dropped %+v", ps)
 	}
 	h.clock.Add(time.Hour)
-	ps := h.eng.Prune()
+	ps := h.eng.Prune(t.Context())
 	if ps.Nonces == 0 || ps.Challenges != 1 || ps.Published != 1 {
 		t.Errorf("Prune an hour later = %+v, want nonces, 1 challenge and 1 published record", ps)
 	}

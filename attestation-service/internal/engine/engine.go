@@ -72,11 +72,25 @@
 // host's first verdict is published.
 //
 // Nonces are 32 random bytes from evidence.Ledger, single use, with a
-// lifetime of at most 2 × interval. The ledger is in memory: one service
-// instance. Per-host memory is bounded: a host's lock exists only while
-// work on it is in progress; deleting a host drops its nonces, challenges
-// and publication record; Prune (on the service's timer) drops what ran
-// out.
+// lifetime of at most 2 × interval. The ledger is in memory: a nonce is
+// issued and consumed within one round by one instance, so nothing of it
+// must survive an instance change. Enrollment challenges do (register_host
+// and activate_credential may reach different instances): they are in the
+// store, with a hash of the secret only. Per-host memory is bounded: a
+// host's lock exists only while work on it is in progress; deleting a host
+// drops its nonces, challenges, cache entry and publication record; Prune
+// (on the service's timer) drops what ran out.
+//
+// # Several instances
+//
+// Instances sharing one store never store a verdict older than the one
+// they replace (store.RecordVerdict takes the seq and stores the verdict
+// signed with it in one transaction). Caches (parsed keys, decoded state,
+// parsed profiles) are checked against the store every round. A round due
+// by the interval is skipped (RecentlyAttestedError) when another instance
+// recorded the host's verdict less than half an interval ago; the service
+// decides which instance owns which host (package cluster) and Heartbeat
+// republishes only the hosts Config.Owns reports.
 package engine
 
 import (
@@ -90,8 +104,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -179,6 +195,10 @@ type Config struct {
 	Metrics   *metrics.Registry
 	// Trigger asks the scheduler to attest a host now (set by the service).
 	Trigger func(host string)
+	// Owns reports whether this instance attests host (several instances
+	// share the fleet); the heartbeat republishes only those hosts' verdicts.
+	// Nil: every host.
+	Owns func(host string) bool
 	// Observer, when set, is told of every stored verdict.
 	Observer VerdictObserver
 	Rand     io.Reader
@@ -191,9 +211,10 @@ type Engine struct {
 	ledger *evidence.Ledger
 	log    *slog.Logger
 
-	mu         sync.Mutex
-	hostLocks  map[string]*lockEntry
-	challenges map[string]*enrollChallenge
+	mu        sync.Mutex
+	hostLocks map[string]*lockEntry
+	cache     map[string]*hostCache
+	profiles  profileCache
 	// published is the expires_at of the newest verdict of each host cast
 	// on the fanout, i.e. how long the shims' copy lasts.
 	published map[string]time.Time
@@ -231,13 +252,16 @@ func New(cfg Config) *Engine {
 	if cfg.Trigger == nil {
 		cfg.Trigger = func(string) {}
 	}
+	if cfg.Owns == nil {
+		cfg.Owns = func(string) bool { return true }
+	}
 	if cfg.NonceLifetime <= 0 || cfg.NonceLifetime > 2*cfg.Interval {
 		cfg.NonceLifetime = 2 * cfg.Interval
 	}
 	r := cfg.Metrics
 	e := &Engine{
 		cfg: cfg, ledger: evidence.NewLedger(cfg.NonceLifetime), log: cfg.Logger,
-		hostLocks: map[string]*lockEntry{}, challenges: map[string]*enrollChallenge{}, published: map[string]time.Time{},
+		hostLocks: map[string]*lockEntry{}, cache: map[string]*hostCache{}, published: map[string]time.Time{},
 		m: engineMetrics{
 			rounds:       r.NewCounter("trustpool_attestation_rounds_total", "Attestation rounds by resulting status.", "status"),
 			verifySecs:   r.NewHistogram("trustpool_attestation_verify_seconds", "Time to verify evidence and evaluate profiles.", []float64{.0005, .001, .0025, .005, .01, .05, .1}),
@@ -341,25 +365,78 @@ func decodeState(b []byte) (*hostState, error) {
 	if err := json.Unmarshal(b, st); err != nil {
 		return nil, fmt.Errorf("decode host state: %w", err)
 	}
+	// A verified round's PCRs and boot facts are Previous's (see
+	// encodeState).
+	if l, p := st.Last, st.Previous; l != nil && l.Verified && p != nil {
+		if l.PCRs == nil && p.PCRs != nil {
+			l.PCRs = make(map[string]string, len(p.PCRs))
+			for i, v := range p.PCRs {
+				l.PCRs[strconv.Itoa(i)] = hex.EncodeToString(v)
+			}
+		}
+		if l.Boot == nil && p.Boot != nil {
+			l.Boot = p.Boot.Map()
+		}
+	}
 	return st, nil
+}
+
+// encodeState is the stored form of st. Every round writes it, so what
+// can be derived is left out: after a verified round the summary's PCRs
+// and boot facts are those of Previous (decodeState puts them back).
+func encodeState(st *hostState) ([]byte, error) {
+	if l, p := st.Last, st.Previous; l != nil && l.Verified && p != nil && sameAsPrevious(l, p) {
+		c := *st
+		lc := *l
+		lc.PCRs, lc.Boot = nil, nil
+		c.Last = &lc
+		return json.Marshal(&c)
+	}
+	return json.Marshal(st)
+}
+
+// sameAsPrevious reports whether the summary's PCRs and boot facts are
+// Previous's, so they can be derived.
+func sameAsPrevious(l *Summary, p *evidence.Previous) bool {
+	if len(l.PCRs) != len(p.PCRs) {
+		return false
+	}
+	for i, v := range p.PCRs {
+		if l.PCRs[strconv.Itoa(i)] != hex.EncodeToString(v) {
+			return false
+		}
+	}
+	if p.Boot == nil {
+		return l.Boot == nil
+	}
+	return maps.Equal(l.Boot, p.Boot.Map())
 }
 
 // Attest runs one attestation round for host and records the verdict.
 // It returns ErrNotEnrolled for hosts without an activated binding.
 func (e *Engine) Attest(ctx context.Context, host string) (verdict.Verdict, error) {
-	v, _, _, err := e.attest(ctx, host)
+	return e.AttestRound(ctx, host, true)
+}
+
+// AttestRound is Attest for the scheduler: a round due by the interval
+// (triggered false) is skipped, with an error wrapping
+// *RecentlyAttestedError, when another instance recorded a verdict for the
+// host less than half an interval ago (instances that briefly disagree
+// about who owns the host); a triggered round always runs.
+func (e *Engine) AttestRound(ctx context.Context, host string, triggered bool) (verdict.Verdict, error) {
+	v, _, _, err := e.attest(ctx, host, triggered)
 	return v, err
 }
 
-// attest is Attest; it also returns the host's record as the round used it
-// and the state the round left, whose Previous holds the verified PCR
-// values when Last.Verified is set.
-func (e *Engine) attest(ctx context.Context, host string) (verdict.Verdict, *store.HostRecord, *hostState, error) {
+// attest is AttestRound; it also returns the host's record as the round
+// used it and a copy of the state the round left (the cached state is the
+// next round's to change), whose Previous holds the verified PCR values
+// when Last.Verified is set.
+func (e *Engine) attest(ctx context.Context, host string, triggered bool) (verdict.Verdict, *store.HostRecord, *hostState, error) {
 	l := e.hostLock(host)
 	l.Lock()
 	defer l.Unlock()
 	start := time.Now()
-	defer func() { e.m.roundSecs.Observe(time.Since(start).Seconds()) }()
 
 	rec, err := e.cfg.Store.GetHost(ctx, host)
 	if err != nil {
@@ -370,48 +447,72 @@ func (e *Engine) attest(ctx context.Context, host string) (verdict.Verdict, *sto
 	if !rec.Activated {
 		return verdict.Verdict{}, nil, nil, fmt.Errorf("attest %s: %w", host, ErrNotEnrolled)
 	}
-	st, err := decodeState(rec.State)
+	now := e.cfg.Now()
+	if !triggered && !rec.AttestedAt.IsZero() && now.Sub(rec.AttestedAt) < e.cfg.Interval/2 && now.After(rec.AttestedAt) {
+		return verdict.Verdict{}, nil, nil, fmt.Errorf("attest %s: %w", host, &RecentlyAttestedError{At: rec.AttestedAt})
+	}
+	defer func() { e.m.roundSecs.Observe(time.Since(start).Seconds()) }()
+	c := e.takeCache(host)
+	b, err := binding(c, rec)
 	if err != nil {
+		e.log.Error("stored keys unusable", "host", host, "error", err)
+	}
+	st, serr := state(c, rec.State)
+	if serr != nil {
 		// Unusable state: start over from a full verification.
-		e.log.Error("host state unusable, resetting", "host", host, "error", err)
+		e.log.Error("host state unusable, resetting", "host", host, "error", serr)
 		st = &hostState{}
 	}
-	v, sum := e.round(ctx, rec, st)
+	var v verdict.Verdict
+	var sum *Summary
+	if err != nil {
+		v, sum = unknownVerdict(rec.Name, e.cfg.Now(), "internal: "+err.Error())
+	} else {
+		v, sum = e.round(ctx, rec, b, st)
+	}
 	sum.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	st.Last = sum
 	e.m.rounds.Inc(string(v.Status))
-	v, err = e.record(ctx, rec, v, st)
-	return v, rec, st, err
+	v, stb, err := e.record(ctx, rec, v, st)
+	if err == nil && b.AK != nil {
+		e.putCache(host, &hostCache{ekRaw: rec.EKPublic, akRaw: rec.AKPublic, binding: b, stateSum: sha256.Sum256(stb), state: st})
+	}
+	left := *st
+	return v, rec, &left, err
+}
+
+// RecentlyAttestedError says a round was skipped: the host's latest
+// verdict, recorded At (by another instance), is recent.
+type RecentlyAttestedError struct{ At time.Time }
+
+func (e *RecentlyAttestedError) Error() string {
+	return "attested at " + e.At.UTC().Format(time.RFC3339Nano) + " by another instance"
+}
+
+// unknownVerdict is an unknown verdict and its summary, reason given.
+func unknownVerdict(host string, now time.Time, reason string) (verdict.Verdict, *Summary) {
+	sum := &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}
+	return verdict.Verdict{Host: host, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum
 }
 
 // round does the work of Attest without persisting anything. When the
 // agent omitted the unchanged event log but the PCRs moved (so steady state
 // does not apply), it asks once more for the full log at once.
-func (e *Engine) round(ctx context.Context, rec *store.HostRecord, st *hostState) (verdict.Verdict, *Summary) {
-	v, sum, retry := e.roundOnce(ctx, rec, st, false)
+func (e *Engine) round(ctx context.Context, rec *store.HostRecord, binding evidence.Binding, st *hostState) (verdict.Verdict, *Summary) {
+	v, sum, retry := e.roundOnce(ctx, rec, binding, st, false)
 	if retry {
-		v, sum, _ = e.roundOnce(ctx, rec, st, true)
+		v, sum, _ = e.roundOnce(ctx, rec, binding, st, true)
 	}
 	return v, sum
 }
 
-func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostState, fullLog bool) (_ verdict.Verdict, _ *Summary, retryFullLog bool) {
+func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, binding evidence.Binding, st *hostState, fullLog bool) (_ verdict.Verdict, _ *Summary, retryFullLog bool) {
 	now := e.cfg.Now()
 	sum := &Summary{At: now}
 	unknown := func(reason string) (verdict.Verdict, *Summary, bool) {
 		sum.Status, sum.Reasons = verdict.Unknown, []string{reason}
 		return verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: sum.Reasons, VerifiedAt: now, ExpiresAt: now}, sum, false
 	}
-	ek, err := evidence.ParseEKPublic(rec.EKPublic)
-	if err != nil {
-		return unknown("internal: stored EK unusable")
-	}
-	ak, err := evidence.ParseAKPublic(rec.AKPublic)
-	if err != nil {
-		return unknown("internal: stored AK unusable")
-	}
-	binding := evidence.Binding{EK: ek, AK: ak, Activated: rec.Activated}
-
 	ch, err := e.ledger.Issue(e.cfg.Rand, now, rec.Name, e.cfg.PCRs)
 	if err != nil {
 		return unknown("internal: cannot draw a nonce")
@@ -519,7 +620,7 @@ func (e *Engine) roundOnce(ctx context.Context, rec *store.HostRecord, st *hostS
 // appraise evaluates every defined profile and decides trust from the
 // host's required ones.
 func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostState, in policy.Input) (verdict.Status, []string, []string, []policy.Result) {
-	stored, err := e.cfg.Store.ListProfiles(ctx)
+	stored, err := e.profileSet(ctx)
 	if err != nil {
 		return verdict.Untrusted, nil, []string{"internal: cannot load profiles"}, nil
 	}
@@ -527,31 +628,30 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 	var all []policy.Result
 	satisfied := []string{}
 	for _, sp := range stored {
-		r := policy.Result{Profile: sp.Name}
-		ps, err := policy.Parse([]byte(sp.Body))
-		if err != nil || len(ps) != 1 {
+		r := policy.Result{Profile: sp.name}
+		if sp.p == nil {
 			r.Reasons = []string{"profile unusable"}
 		} else {
-			r = ps[0].Evaluate(in)
+			r = sp.p.Evaluate(in)
 			for _, reason := range r.IMAReasons {
 				if st.IMATaint == nil {
 					st.IMATaint = map[string][]string{}
 				}
-				if !slices.Contains(st.IMATaint[sp.Name], reason) && len(st.IMATaint[sp.Name]) < 32 {
-					st.IMATaint[sp.Name] = append(st.IMATaint[sp.Name], reason)
+				if !slices.Contains(st.IMATaint[sp.name], reason) && len(st.IMATaint[sp.name]) < 32 {
+					st.IMATaint[sp.name] = append(st.IMATaint[sp.name], reason)
 				}
 			}
-			for _, t := range st.IMATaint[sp.Name] {
+			for _, t := range st.IMATaint[sp.name] {
 				if !slices.Contains(r.Reasons, t) {
 					r.Reasons = append(r.Reasons, t+" (earlier this boot)")
 				}
 			}
 			r.Pass = len(r.Reasons) == 0
 		}
-		results[sp.Name] = r
+		results[sp.name] = r
 		all = append(all, r)
 		if r.Pass {
-			satisfied = append(satisfied, sp.Name)
+			satisfied = append(satisfied, sp.name)
 		}
 	}
 	sort.Strings(satisfied)
@@ -594,8 +694,12 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 // publishes v: on a change of status, profiles or reasons, and whenever the
 // copy the shims hold would expire before the next publication (heartbeat
 // or round), so a host that stays trusted is never rejected for an expired
-// verdict; after a restart that is every host's first verdict.
-func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, error) {
+// verdict; after a restart that is every host's first verdict. The sequence
+// number is taken, the verdict signed with it and stored in one store
+// transaction (store.RecordVerdict), so instances sharing the database
+// never store a verdict older than the one they replace. It returns the
+// recorded verdict and the stored state.
+func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Verdict, st *hostState) (verdict.Verdict, []byte, error) {
 	v.Issuer = e.cfg.Issuer
 	if v.Profiles == nil {
 		v.Profiles = []string{}
@@ -608,38 +712,38 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 			}
 		}
 	}
-	seq, err := e.cfg.Store.NextSeq(ctx, rec.Name)
+	stb, err := encodeState(st)
 	if err != nil {
-		return v, err
-	}
-	v.Seq = seq
-	signed, err := e.cfg.Signer.Sign(v)
-	if err != nil {
-		return v, fmt.Errorf("sign verdict: %w", err)
-	}
-	sb, err := json.Marshal(signed)
-	if err != nil {
-		return v, fmt.Errorf("encode verdict: %w", err)
-	}
-	stb, err := json.Marshal(st)
-	if err != nil {
-		return v, fmt.Errorf("encode host state: %w", err)
+		return v, nil, fmt.Errorf("encode host state: %w", err)
 	}
 	changed := old == nil || old.Status != v.Status || !slices.Equal(old.Profiles, v.Profiles) || !slices.Equal(old.Reasons, v.Reasons)
-	var hist *store.HistoryEntry
-	if changed {
-		hist = &store.HistoryEntry{At: v.VerifiedAt, Status: string(v.Status), Reasons: v.Reasons, Profiles: v.Profiles,
-			Seq: v.Seq, EvidenceDigest: v.EvidenceDigest}
-	}
-	if err := e.cfg.Store.SaveVerdict(ctx, rec.Name, sb, stb, hist); err != nil {
-		return v, err
+	var signed verdict.Signed
+	_, err = e.cfg.Store.RecordVerdict(ctx, rec.Name, v.VerifiedAt, func(seq uint64) ([]byte, []byte, *store.HistoryEntry, error) {
+		v.Seq = seq
+		var err error
+		if signed, err = e.cfg.Signer.Sign(v); err != nil {
+			return nil, nil, nil, fmt.Errorf("sign verdict: %w", err)
+		}
+		sb, err := json.Marshal(signed)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("encode verdict: %w", err)
+		}
+		var hist *store.HistoryEntry
+		if changed {
+			hist = &store.HistoryEntry{At: v.VerifiedAt, Status: string(v.Status), Reasons: v.Reasons, Profiles: v.Profiles,
+				EvidenceDigest: v.EvidenceDigest}
+		}
+		return sb, stb, hist, nil
+	})
+	if err != nil {
+		return v, nil, err
 	}
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.VerdictStored(old, v)
 	}
 	refresh := e.needsRefresh(rec.Name, v)
 	if !changed && !refresh {
-		return v, nil
+		return v, stb, nil
 	}
 	kind := "refresh"
 	if changed {
@@ -653,7 +757,7 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 		e.notePublished(rec.Name, v.ExpiresAt)
 	}
 	if !changed {
-		return v, nil
+		return v, stb, nil
 	}
 	if old == nil || old.Status != v.Status {
 		ev := attestrpc.EventHostUntrusted
@@ -666,7 +770,7 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 			e.log.Warn("cannot send notification", "event", ev, "error", err)
 		}
 	}
-	return v, nil
+	return v, stb, nil
 }
 
 func nonNil(l []string) []string {
@@ -681,28 +785,24 @@ func nonNil(l []string) []string {
 func (e *Engine) markUnknown(ctx context.Context, rec *store.HostRecord, reason string) error {
 	now := e.cfg.Now()
 	st := &hostState{Last: &Summary{At: now, Status: verdict.Unknown, Reasons: []string{reason}}}
-	_, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
+	_, _, err := e.record(ctx, rec, verdict.Verdict{Host: rec.Name, Status: verdict.Unknown, Reasons: []string{reason},
 		VerifiedAt: now, ExpiresAt: now}, st)
 	return err
 }
 
 // Snapshot returns the current signed verdict of every host.
 func (e *Engine) Snapshot(ctx context.Context) ([]verdict.Signed, error) {
-	hosts, err := e.cfg.Store.ListHosts(ctx)
+	stored, err := e.cfg.Store.ListVerdicts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := []verdict.Signed{}
+	out := make([]verdict.Signed, 0, len(stored))
 	counts := map[verdict.Status]int{verdict.Trusted: 0, verdict.Untrusted: 0, verdict.Unknown: 0}
 	now := e.cfg.Now()
-	for _, h := range hosts {
-		if len(h.Verdict) == 0 {
-			counts[verdict.Unknown]++
-			continue
-		}
+	for _, h := range stored {
 		s, err := verdict.ParseSigned(h.Verdict)
 		if err != nil {
-			e.log.Error("stored verdict unusable", "host", h.Name, "error", err)
+			e.log.Error("stored verdict unusable", "host", h.Host, "error", err)
 			counts[verdict.Unknown]++
 			continue
 		}
@@ -723,22 +823,53 @@ func (e *Engine) Heartbeat(ctx context.Context) error {
 	e.mu.Lock()
 	e.lastHeartbeat = e.cfg.Now()
 	e.mu.Unlock()
-	vs, err := e.Snapshot(ctx)
+	stored, err := e.cfg.Store.ListVerdicts(ctx)
 	if err != nil {
 		return err
 	}
-	for len(vs) > 0 {
-		n := min(len(vs), 200)
-		if err := e.cfg.Publisher.PublishVerdicts(ctx, vs[:n]); err != nil {
+	type item struct {
+		s   verdict.Signed
+		exp time.Time
+	}
+	var mine []item
+	counts := map[verdict.Status]int{verdict.Trusted: 0, verdict.Untrusted: 0, verdict.Unknown: 0}
+	now := e.cfg.Now()
+	for _, h := range stored {
+		s, err := verdict.ParseSigned(h.Verdict)
+		if err != nil {
+			counts[verdict.Unknown]++
+			continue
+		}
+		v, err := verdict.Unmarshal([]byte(s.Verdict))
+		if err != nil {
+			counts[verdict.Unknown]++
+			continue
+		}
+		counts[v.StatusAt(now)]++
+		// Each instance republishes the hosts it attests.
+		if e.cfg.Owns(h.Host) {
+			mine = append(mine, item{s: s, exp: v.ExpiresAt})
+		}
+	}
+	for st, n := range counts {
+		e.m.hostStatuses.Set(float64(n), string(st))
+	}
+	for len(mine) > 0 {
+		n := min(len(mine), 200)
+		batch := make([]verdict.Signed, n)
+		for i := range n {
+			batch[i] = mine[i].s
+		}
+		if err := e.cfg.Publisher.PublishVerdicts(ctx, batch); err != nil {
 			return err
 		}
 		e.m.published.Add(float64(n), "heartbeat")
-		for _, s := range vs[:n] {
-			if v, err := verdict.Unmarshal([]byte(s.Verdict)); err == nil {
-				e.notePublished(v.Host, v.ExpiresAt)
+		for i := range n {
+			if v, err := verdict.Unmarshal([]byte(mine[i].s.Verdict)); err == nil {
+				e.notePublished(v.Host, mine[i].exp)
 			}
 		}
-		vs = vs[n:]
+		mine = mine[n:]
 	}
 	return nil
 }
@@ -792,17 +923,17 @@ func (e *Engine) notePublished(host string, exp time.Time) {
 	}
 }
 
-// forgetHost drops the in-memory state of a host: its nonces, enrollment
-// challenges and what was published for it.
-func (e *Engine) forgetHost(host string) {
+// forgetHost drops what is kept of a host besides its record: its nonces,
+// cached keys and state, what was published for it (in memory) and its
+// enrollment challenges (in the store).
+func (e *Engine) forgetHost(ctx context.Context, host string) {
 	e.ledger.Forget(host)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	delete(e.published, host)
-	for id, c := range e.challenges {
-		if c.host == host {
-			delete(e.challenges, id)
-		}
+	delete(e.cache, host)
+	e.mu.Unlock()
+	if _, err := e.cfg.Store.DropChallenges(ctx, host); err != nil {
+		e.log.Warn("cannot drop enrollment challenges", "host", host, "error", err)
 	}
 }
 
@@ -811,21 +942,20 @@ type PruneStats struct {
 	Nonces, Challenges, Published int
 }
 
-// Prune drops in-memory state that has run out: expired nonces and
-// enrollment challenges, and the record of verdicts published so long ago
-// that they have expired (the next round publishes again). The service
+// Prune drops state that has run out: expired nonces, expired enrollment
+// challenges (in the store) and the record of verdicts published so long
+// ago that they have expired (the next round publishes again). The service
 // calls it on a timer; host deletion drops a host's state at once.
-func (e *Engine) Prune() PruneStats {
+func (e *Engine) Prune(ctx context.Context) PruneStats {
 	now := e.cfg.Now()
 	st := PruneStats{Nonces: e.ledger.Prune(now)}
+	if n, err := e.cfg.Store.PruneChallenges(ctx, now); err != nil {
+		e.log.Warn("cannot prune enrollment challenges", "error", err)
+	} else {
+		st.Challenges = int(n)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for id, c := range e.challenges {
-		if now.After(c.expires) {
-			delete(e.challenges, id)
-			st.Challenges++
-		}
-	}
 	for h, exp := range e.published {
 		if now.After(exp) {
 			delete(e.published, h)
@@ -833,6 +963,18 @@ func (e *Engine) Prune() PruneStats {
 		}
 	}
 	return st
+}
+
+// IsEnrolled reports whether host exists and has an activated binding.
+func (e *Engine) IsEnrolled(ctx context.Context, host string) (bool, error) {
+	rec, err := e.cfg.Store.GetHost(ctx, host)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return rec.Activated, nil
 }
 
 // EnrolledHosts returns the hosts the scheduler should attest.
@@ -949,7 +1091,7 @@ func (e *Engine) DeleteHost(ctx context.Context, host string) error {
 	if err := e.cfg.Store.DeleteHost(ctx, host); err != nil {
 		return err
 	}
-	e.forgetHost(host)
+	e.forgetHost(ctx, host)
 	return nil
 }
 

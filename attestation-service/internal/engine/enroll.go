@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,14 +45,14 @@ const (
 	ReasonEKMoved = "ek_moved_to_other_host"
 )
 
+// enrollChallenge is what a proven activation binds (a taken
+// store.Challenge).
 type enrollChallenge struct {
 	host         string
 	ekPublic     []byte
 	ekCert       []byte
 	akPublic     []byte
 	agentVersion string
-	secret       []byte
-	expires      time.Time
 }
 
 func refuse(format string, a ...any) error {
@@ -109,19 +110,19 @@ func (e *Engine) RegisterHost(ctx context.Context, a *attestrpc.RegisterHostArgs
 	}
 	id := hex.EncodeToString(idb)
 	now := e.cfg.Now()
-	e.mu.Lock()
-	for k, c := range e.challenges {
-		if now.After(c.expires) {
-			delete(e.challenges, k)
-		}
-	}
-	if len(e.challenges) >= maxPendingChallenges {
-		e.mu.Unlock()
+	// In the database: activate_credential may reach another instance.
+	// Only a hash of the secret is stored, so reading the database does
+	// not answer the challenge.
+	sh := sha256.Sum256(secret)
+	clear(secret)
+	err = e.cfg.Store.PutChallenge(ctx, store.Challenge{ID: id, Host: a.Host, EKPublic: a.EKPublic, EKCert: a.EKCertificate,
+		AKPublic: a.AKPublic, AgentVersion: a.AgentVersion, SecretHash: sh[:], Expires: now.Add(e.challengeLifetime())}, now, maxPendingChallenges)
+	if errors.Is(err, store.ErrTooMany) {
 		return nil, refuse("too many enrollments in progress, retry later")
 	}
-	e.challenges[id] = &enrollChallenge{host: a.Host, ekPublic: a.EKPublic, ekCert: a.EKCertificate, akPublic: a.AKPublic,
-		agentVersion: a.AgentVersion, secret: secret, expires: now.Add(e.challengeLifetime())}
-	e.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	e.m.enrollments.Inc("challenge")
 	return &attestrpc.RegisterHostResult{State: attestrpc.StateChallenge, ChallengeID: id,
 		Credential: &attestrpc.Credential{IDObject: cred.IDObject, EncryptedSecret: cred.EncryptedSecret}}, nil
@@ -144,19 +145,21 @@ func (e *Engine) ActivateCredential(ctx context.Context, a *attestrpc.ActivateCr
 	if err := a.Validate(); err != nil {
 		return nil, refuse("%v", err)
 	}
-	e.mu.Lock()
-	c, ok := e.challenges[a.ChallengeID]
-	delete(e.challenges, a.ChallengeID)
-	e.mu.Unlock()
-	if !ok || e.cfg.Now().After(c.expires) {
+	sc, err := e.cfg.Store.TakeChallenge(ctx, a.ChallengeID)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || err == nil && e.cfg.Now().After(sc.Expires):
 		e.m.enrollments.Inc("unknown_challenge")
 		return nil, refuse("unknown or expired challenge: register again")
+	case err != nil:
+		return nil, err
 	}
+	c := &enrollChallenge{host: sc.Host, ekPublic: sc.EKPublic, ekCert: sc.EKCert, akPublic: sc.AKPublic, agentVersion: sc.AgentVersion}
 	if c.host != a.Host {
 		e.m.enrollments.Inc("activation_failed")
 		return nil, refuse("challenge was issued to another host")
 	}
-	if err := evidence.CheckActivation(c.secret, a.Secret); err != nil {
+	got := sha256.Sum256(a.Secret)
+	if err := evidence.CheckActivation(sc.SecretHash, got[:]); err != nil {
 		e.m.enrollments.Inc("activation_failed")
 		e.log.Warn("credential activation failed", "host", a.Host)
 		return nil, refuse("credential activation failed: the AK is not in the TPM of this EK")

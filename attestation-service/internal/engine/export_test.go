@@ -1,6 +1,9 @@
 package engine
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // HostLockEntries is the number of hosts in the lock map.
 func (e *Engine) HostLockEntries() int {
@@ -19,11 +22,13 @@ func (e *Engine) PublishedEntries() int {
 	return len(e.published)
 }
 
-// Challenges is the number of pending enrollment challenges.
+// Challenges is the number of stored enrollment challenges.
 func (e *Engine) Challenges() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.challenges)
+	n, err := e.cfg.Store.CountChallenges(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	return n
 }
 
 // HostLock exposes the per-host mutex.

@@ -47,7 +47,7 @@ func (f *Fresh) ProfileReasons(profile string) []string {
 // (it waits for a round in progress). It returns ErrNotEnrolled for hosts
 // without an activated binding.
 func (e *Engine) AttestFresh(ctx context.Context, host string) (*Fresh, error) {
-	v, rec, st, err := e.attest(ctx, host)
+	v, rec, st, err := e.attest(ctx, host, true)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,8 @@ package sched_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -11,16 +13,23 @@ import (
 )
 
 type recorder struct {
-	mu      sync.Mutex
-	rounds  map[string][]time.Time
-	running int
-	maxRun  int
-	dur     time.Duration
+	mu        sync.Mutex
+	rounds    map[string][]time.Time
+	triggered map[string][]bool
+	running   int
+	maxRun    int
+	dur       time.Duration
+	// next is what Attest returns per host (zero: the interval).
+	next map[string]time.Time
 }
 
-func (r *recorder) attest(ctx context.Context, host string) {
+func (r *recorder) attest(ctx context.Context, host string, triggered bool) time.Time {
 	r.mu.Lock()
 	r.rounds[host] = append(r.rounds[host], time.Now())
+	if r.triggered == nil {
+		r.triggered = map[string][]bool{}
+	}
+	r.triggered[host] = append(r.triggered[host], triggered)
 	r.running++
 	r.maxRun = max(r.maxRun, r.running)
 	r.mu.Unlock()
@@ -30,7 +39,9 @@ func (r *recorder) attest(ctx context.Context, host string) {
 	}
 	r.mu.Lock()
 	r.running--
+	next := r.next[host]
 	r.mu.Unlock()
+	return next
 }
 
 func start(t *testing.T, cfg sched.Config, r *recorder) (*sched.Scheduler, context.CancelFunc) {
@@ -148,6 +159,160 @@ func TestRemoveStopsRounds(t *testing.T) {
 		}
 		if s.Hosts() != 0 {
 			t.Errorf("Hosts() = %d", s.Hosts())
+		}
+	})
+}
+
+// A one-off host gets one round, marked triggered, and is forgotten; a
+// scheduled host's interval rounds are not marked triggered.
+func TestTriggerOnceAndTriggeredFlag(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{rounds: map[string][]time.Time{}}
+		s, cancel := start(t, sched.Config{Interval: 10 * time.Second, Concurrency: 2, Rand: func() float64 { return 0 }}, r)
+		s.TriggerOnce("other")
+		s.Add("mine")
+		time.Sleep(25 * time.Second)
+		s.Trigger("mine")
+		time.Sleep(time.Second)
+		if s.Has("other") || !s.Has("mine") || s.Hosts() != 1 {
+			t.Errorf("Has(other) %v, Has(mine) %v, Hosts %d", s.Has("other"), s.Has("mine"), s.Hosts())
+		}
+		if s.TriggerKnown("other") {
+			t.Error("TriggerKnown accepted a one-off host")
+		}
+		cancel()
+		synctest.Wait()
+		if got := r.triggered["other"]; len(got) != 1 || !got[0] {
+			t.Errorf("one-off rounds %v, want one triggered round", got)
+		}
+		// mine: rounds at 0, 10, 20 by the interval, then the trigger.
+		if got, want := r.triggered["mine"], []bool{false, false, false, true}; !slices.Equal(got, want) {
+			t.Errorf("mine's rounds triggered %v, want %v", got, want)
+		}
+	})
+}
+
+// A one-off that gets scheduled while it waits keeps its interval after.
+func TestOnceBecomesScheduled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{rounds: map[string][]time.Time{}, dur: time.Second}
+		s, cancel := start(t, sched.Config{Interval: 10 * time.Second, Concurrency: 1, Rand: func() float64 { return 0 }}, r)
+		s.TriggerOnce("h")
+		s.Add("h")
+		time.Sleep(25 * time.Second)
+		cancel()
+		synctest.Wait()
+		if n := len(r.rounds["h"]); n != 3 {
+			t.Errorf("%d rounds in 25 s, want 3 (at 0, 11, 22)", n)
+		}
+	})
+}
+
+// AddDue keeps a host's rhythm (a hand-over from another instance): the
+// first round is at the given time; a time already past starts within the
+// jitter.
+func TestAddDue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{rounds: map[string][]time.Time{}}
+		s, cancel := start(t, sched.Config{Interval: 30 * time.Second, Jitter: 2 * time.Second, Concurrency: 2,
+			Rand: func() float64 { return 0.5 }}, r)
+		t0 := time.Now()
+		s.AddDue("later", t0.Add(17*time.Second))
+		s.AddDue("overdue", t0.Add(-time.Hour))
+		time.Sleep(20 * time.Second)
+		cancel()
+		synctest.Wait()
+		if got := r.rounds["later"]; len(got) != 1 || got[0].Sub(t0) != 17*time.Second {
+			t.Errorf("later's rounds at %v, want one at 17s", got)
+		}
+		if got := r.rounds["overdue"]; len(got) != 1 || got[0].Sub(t0) != time.Second {
+			t.Errorf("overdue's rounds at %v, want one at 1s (half the jitter)", got)
+		}
+	})
+}
+
+// Many hosts: every one gets its rounds, and removing half of them while
+// they are queued stops theirs.
+func TestManyHosts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{rounds: map[string][]time.Time{}, dur: 10 * time.Millisecond}
+		s, cancel := start(t, sched.Config{Interval: 10 * time.Second, Jitter: time.Second, Concurrency: 8}, r)
+		for i := range 2000 {
+			s.Add(fmt.Sprintf("h%d", i))
+		}
+		time.Sleep(15 * time.Second)
+		for i := 0; i < 2000; i += 2 {
+			s.Remove(fmt.Sprintf("h%d", i))
+		}
+		time.Sleep(30 * time.Second)
+		cancel()
+		synctest.Wait()
+		for i := range 2000 {
+			n := len(r.rounds[fmt.Sprintf("h%d", i)])
+			if i%2 == 0 && n > 2 || i%2 == 1 && n < 4 {
+				t.Fatalf("h%d: %d rounds in 45 s (removed at 15 s: %v)", i, n, i%2 == 0)
+			}
+		}
+		if s.Hosts() != 1000 {
+			t.Errorf("Hosts() = %d, want 1000", s.Hosts())
+		}
+	})
+}
+
+func BenchmarkDispatch10k(b *testing.B) {
+	s := sched.New(sched.Config{Interval: time.Hour, Concurrency: 1 << 20, Attest: func(context.Context, string, bool) time.Time { return time.Time{} }})
+	for i := range 10000 {
+		s.AddDue(fmt.Sprintf("h%d", i), time.Now().Add(time.Hour))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Run(ctx) }()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		s.Trigger(fmt.Sprintf("h%d", i%10000))
+	}
+}
+
+// A round can name its host's next round (a skipped round keeps the rhythm
+// of the instance that did it).
+func TestRoundNamesNextDue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		r := &recorder{rounds: map[string][]time.Time{}, next: map[string]time.Time{"h": t0.Add(3 * time.Second)}}
+		s, cancel := start(t, sched.Config{Interval: 10 * time.Second, Concurrency: 1, Rand: func() float64 { return 0 }}, r)
+		s.Trigger("h")
+		time.Sleep(time.Second)
+		r.mu.Lock()
+		r.next["h"] = time.Time{}
+		r.mu.Unlock()
+		time.Sleep(5 * time.Second)
+		cancel()
+		synctest.Wait()
+		if got := r.rounds["h"]; len(got) != 2 || got[1].Sub(t0) != 3*time.Second {
+			t.Errorf("rounds at %v, want the second at 3s", got)
+		}
+	})
+}
+
+// A triggered round goes before interval rounds that are overdue because
+// every slot was busy.
+func TestTriggerJumpsTheQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{rounds: map[string][]time.Time{}, dur: 5 * time.Second}
+		s, cancel := start(t, sched.Config{Interval: time.Minute, Concurrency: 1, Rand: func() float64 { return 0 }}, r)
+		t0 := time.Now()
+		s.Trigger("busy") // holds the only slot for 5 s
+		time.Sleep(time.Millisecond)
+		for i := range 5 {
+			s.AddDue(fmt.Sprintf("late%d", i), t0.Add(time.Second)) // overdue once the slot frees
+		}
+		time.Sleep(2 * time.Second)
+		s.Trigger("changed")
+		time.Sleep(8 * time.Second)
+		cancel()
+		synctest.Wait()
+		if got := r.rounds["changed"]; len(got) != 1 || got[0].Sub(t0) != 5*time.Second {
+			t.Errorf("triggered round at %v, want at 5s, before the overdue interval rounds", got)
 		}
 	})
 }

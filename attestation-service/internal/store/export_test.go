@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
@@ -13,12 +12,9 @@ func OpenAtVersion(ctx context.Context, connection string, version int) (*Store,
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open(u.driver, u.dsn)
+	db, err := u.open()
 	if err != nil {
 		return nil, err
-	}
-	if u.dialect == dialectSQLite {
-		db.SetMaxOpenConns(1)
 	}
 	s := &Store{db: db, dialect: u.dialect}
 	if _, err := db.ExecContext(ctx, s.dialect.expand(

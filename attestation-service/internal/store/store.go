@@ -4,10 +4,11 @@
 // per-host verdict sequence numbers, profiles, verdict history and the audit
 // log of admin changes.
 //
-// Two databases are supported with the same code and schema: SQLite (the
-// embedded default, github.com/mattn/go-sqlite3, WAL mode) and MySQL/MariaDB
-// (github.com/go-sql-driver/mysql). [database] connection uses the SQLAlchemy
-// URL form (see ParseURL). The schema is created and upgraded by numbered
+// Three databases are supported with the same code and schema: SQLite (the
+// embedded default, github.com/mattn/go-sqlite3, WAL mode), MySQL/MariaDB
+// (github.com/go-sql-driver/mysql) and PostgreSQL (github.com/jackc/pgx,
+// through a connection that numbers the ? placeholders, see postgres.go).
+// [database] connection uses the SQLAlchemy URL form (see ParseURL). The schema is created and upgraded by numbered
 // migrations recorded in schema_migrations; a database newer than this code
 // is refused.
 //
@@ -52,6 +53,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/trustpool/trustpool/internal/policy"
@@ -139,6 +141,8 @@ type HostRecord struct {
 	// Verdict is the latest signed verdict (JSON of verdict.Signed), nil
 	// when none.
 	Verdict []byte
+	// AttestedAt is when Verdict was recorded (zero: never).
+	AttestedAt time.Time
 }
 
 // Profile is a stored profile: its name and TOML text.
@@ -184,16 +188,9 @@ func Open(ctx context.Context, connection string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open(u.driver, u.dsn)
+	db, err := u.open()
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	if u.dialect == dialectSQLite {
-		// One writer at a time; WAL lets readers run alongside.
-		db.SetMaxOpenConns(1)
-	} else {
-		db.SetMaxOpenConns(16)
-		db.SetConnMaxLifetime(5 * time.Minute)
+		return nil, err
 	}
 	s := &Store{db: db, dialect: u.dialect}
 	if err := db.PingContext(ctx); err != nil {
@@ -205,6 +202,27 @@ func Open(ctx context.Context, connection string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// open opens the connection pool (it does not connect yet).
+func (u *parsedURL) open() (*sql.DB, error) {
+	var db *sql.DB
+	if u.pg != nil {
+		db = sql.OpenDB(newPGConnector(u.pg))
+	} else {
+		var err error
+		if db, err = sql.Open(u.driver, u.dsn); err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+	}
+	if u.dialect == dialectSQLite {
+		// One writer at a time; WAL lets readers run alongside.
+		db.SetMaxOpenConns(1)
+	} else {
+		db.SetMaxOpenConns(16)
+		db.SetConnMaxLifetime(5 * time.Minute)
+	}
+	return db, nil
 }
 
 // Close closes the database.
@@ -248,20 +266,26 @@ func decList(s sql.NullString) ([]string, error) {
 
 const hostCols = "name, ek_public, ek_cert, ak_public, activated, pending_ek_public, pending_ek_cert, pending_ak_public, pending_since, profiles, agent_version, created_at, updated_at, state, verdict, rejected_ek_fingerprint"
 
+// hostReadCols are the columns scanHost reads.
+const hostReadCols = hostCols + ", attested_at"
+
 func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
 	var (
 		h                          HostRecord
 		activated                  bool
 		pendingSince, created, upd int64
+		attested                   int64
 		profiles                   sql.NullString
 	)
 	err := row.Scan(&h.Name, &h.EKPublic, &h.EKCert, &h.AKPublic, &activated, &h.PendingEKPublic, &h.PendingEKCert,
-		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict, &h.RejectedEKFingerprint)
+		&h.PendingAKPublic, &pendingSince, &profiles, &h.AgentVersion, &created, &upd, &h.State, &h.Verdict, &h.RejectedEKFingerprint,
+		&attested)
 	if err != nil {
 		return nil, err
 	}
 	h.Activated = activated
 	h.PendingSince, h.CreatedAt, h.UpdatedAt = fromMicros(pendingSince), fromMicros(created), fromMicros(upd)
+	h.AttestedAt = fromMicros(attested)
 	if h.Profiles, err = decList(profiles); err != nil {
 		return nil, err
 	}
@@ -270,7 +294,7 @@ func scanHost(row interface{ Scan(...any) error }) (*HostRecord, error) {
 
 // GetHost returns a host, or an error wrapping ErrNotFound.
 func (s *Store) GetHost(ctx context.Context, name string) (*HostRecord, error) {
-	h, err := scanHost(s.db.QueryRowContext(ctx, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name))
+	h, err := scanHost(s.db.QueryRowContext(ctx, "SELECT "+hostReadCols+" FROM hosts WHERE name = ?", name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("host %q: %w", name, ErrNotFound)
 	}
@@ -282,7 +306,7 @@ func (s *Store) GetHost(ctx context.Context, name string) (*HostRecord, error) {
 
 // ListHosts returns every host, sorted by name.
 func (s *Store) ListHosts(ctx context.Context) ([]*HostRecord, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+hostCols+" FROM hosts ORDER BY name")
+	rows, err := s.db.QueryContext(ctx, "SELECT "+hostReadCols+" FROM hosts ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
@@ -380,9 +404,20 @@ func isUniqueViolation(err error) bool {
 	if errors.As(err, &se) {
 		return se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
 	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == pgUniqueViolation
+	}
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == mysqlErrDupEntry
 }
+
+// PostgreSQL SQLSTATE codes.
+const (
+	pgUniqueViolation = "23505"
+	pgDeadlock        = "40P01"
+	pgSerialization   = "40001"
+)
 
 // MySQL error numbers.
 const (
@@ -576,6 +611,9 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 			}
 			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, now)
 		}
+		if err == nil {
+			err = bumpProfiles(ctx, tx)
+		}
 		if err != nil {
 			return fmt.Errorf("put profile %q: %w", p.Name, err)
 		}
@@ -618,14 +656,19 @@ const (
 
 // DeleteProfile removes a profile.
 func (s *Store) DeleteProfile(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, "DELETE FROM profiles WHERE name = ?", name)
-	if err != nil {
-		return fmt.Errorf("delete profile %q: %w", name, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("profile %q: %w", name, ErrNotFound)
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM profiles WHERE name = ?", name)
+		if err != nil {
+			return fmt.Errorf("delete profile %q: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("profile %q: %w", name, ErrNotFound)
+		}
+		if err := bumpProfiles(ctx, tx); err != nil {
+			return fmt.Errorf("delete profile %q: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // AddAudit appends an audit record.
@@ -782,9 +825,14 @@ func (s *Store) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
-// isDeadlock reports MySQL's ER_LOCK_DEADLOCK (the transaction was rolled
+// isDeadlock reports MySQL's ER_LOCK_DEADLOCK or PostgreSQL's
+// deadlock_detected / serialization_failure (the transaction was rolled
 // back).
 func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == pgDeadlock || pe.Code == pgSerialization
+	}
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == mysqlErrLockDeadlock
 }
@@ -893,6 +941,23 @@ var migrations = []migration{
 	}},
 	// 4: trusted launches and their state history (launch.go).
 	{sql: launchMigration},
+	// 5: several service instances on one database: membership rows,
+	// enrollment challenges any instance can answer, the profiles
+	// generation, and per host the seq of the stored verdict (writes
+	// never go back) and when it was recorded (hand-overs keep the
+	// host's rhythm).
+	{sql: []string{
+		`CREATE TABLE members (name {name} PRIMARY KEY, incarnation {name} NOT NULL, started_at {int} NOT NULL,
+			heartbeat_at {int} NOT NULL, kid {name} NOT NULL, public_key {text} NOT NULL){engine}`,
+		`CREATE TABLE enroll_challenges (id {name} PRIMARY KEY, host {name} NOT NULL, ek_public {blob} NOT NULL,
+			ek_cert {blob}, ak_public {blob} NOT NULL, agent_version {name} NOT NULL, secret_hash {blob} NOT NULL,
+			expires_at {int} NOT NULL){engine}`,
+		`CREATE INDEX enroll_challenges_expires ON enroll_challenges (expires_at)`,
+		`CREATE INDEX enroll_challenges_host ON enroll_challenges (host)`,
+		`CREATE TABLE counters (name {name} PRIMARY KEY, value {int} NOT NULL){engine}`,
+		`ALTER TABLE hosts ADD COLUMN verdict_seq {int} NOT NULL DEFAULT 0`,
+		`ALTER TABLE hosts ADD COLUMN attested_at {int} NOT NULL DEFAULT 0`,
+	}},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK
@@ -948,14 +1013,21 @@ type dialect int
 const (
 	dialectSQLite dialect = iota + 1
 	dialectMySQL
+	dialectPostgres
 )
 
 func (d dialect) expand(stmt string) string {
 	var r *strings.Replacer
-	if d == dialectSQLite {
+	switch d {
+	case dialectSQLite:
 		r = strings.NewReplacer("{name}", "TEXT", "{blob}", "BLOB", "{text}", "TEXT", "{int}", "INTEGER",
 			"{bool}", "INTEGER", "{autoid}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{engine}", "")
-	} else {
+	case dialectPostgres:
+		// Booleans are SMALLINT, as on the other databases an integer
+		// (the connection sends Go bools as 0/1, see postgres.go).
+		r = strings.NewReplacer("{name}", "VARCHAR(255)", "{blob}", "BYTEA", "{text}", "TEXT", "{int}", "BIGINT",
+			"{bool}", "SMALLINT", "{autoid}", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "{engine}", "")
+	default:
 		r = strings.NewReplacer("{name}", "VARCHAR(255)", "{blob}", "LONGBLOB", "{text}", "MEDIUMTEXT", "{int}", "BIGINT",
 			"{bool}", "TINYINT(1)", "{autoid}", "BIGINT AUTO_INCREMENT PRIMARY KEY",
 			"{engine}", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")

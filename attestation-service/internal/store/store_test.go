@@ -28,6 +28,10 @@ func backends(t *testing.T, fn func(t *testing.T, url string)) {
 		db := servicetest.MariaDB(t)
 		fn(t, db.URL)
 	})
+	t.Run("postgresql", func(t *testing.T) {
+		db := servicetest.PostgreSQL(t)
+		fn(t, db.URL)
+	})
 }
 
 func open(t *testing.T, url string) *store.Store {
@@ -241,7 +245,10 @@ func TestParseURL(t *testing.T) {
 		{"mysql://u:p@db/trustpool", "mysql", "u:p@tcp(db:3306)/trustpool", false},
 		{"mysql://u:p@db/", "", "", true},
 		{"mysql://u:p@db/x?sslmode=on", "", "", true},
-		{"postgresql://u@h/db", "", "", true},
+		{"postgresql://u@h/db", "pgx", "postgresql://u@h/db?connect_timeout=10", false},
+		{"postgresql+psycopg2://u:p%40w@db.example:5433/trustpool?sslmode=require", "pgx", "postgresql://u:p%40w@db.example:5433/trustpool?", false},
+		{"postgresql://u@h/", "", "", true},
+		{"postgresql://u@h/db?foo=1", "", "", true},
 		{"sqlite://", "", "", true},
 		{"/var/lib/a.db", "", "", true},
 		{"oracle://x/y", "", "", true},

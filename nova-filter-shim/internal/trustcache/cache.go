@@ -7,7 +7,10 @@
 // Ed25519 signature over the verdict bytes is valid, the verdict decodes
 // strictly and is well formed (all through [verdict.Verifier]), and its seq
 // is newer than the one already held for that host. Everything else is
-// dropped and counted by [DropReason].
+// dropped and counted by [DropReason]. A verdict byte for byte identical to
+// the one held for its host (the service's heartbeat resends every
+// verdict) is a duplicate at once: those bytes were checked when they
+// first came.
 //
 // What it does not check: that the issuer is the expected service (the
 // pinned key is the trust anchor), or that verified_at is not in the future
@@ -20,6 +23,7 @@
 package trustcache
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,6 +72,8 @@ type Cache struct {
 
 	mu    sync.RWMutex
 	hosts map[string]entry
+	// bySum maps the digest of each held verdict's bytes to its host.
+	bySum map[[sha256.Size]byte]string
 
 	accepted atomic.Uint64
 	dropped  [numDropReasons]atomic.Uint64
@@ -80,7 +86,11 @@ var dropIndex = map[DropReason]int{
 }
 
 type entry struct {
-	v       verdict.Verdict
+	v verdict.Verdict
+	// sum is SHA-256 of the signed verdict as received: the same bytes
+	// again (the service's heartbeat resends every verdict) were verified
+	// already and are a duplicate without another signature check.
+	sum     [sha256.Size]byte
 	expires time.Time // effective expiry: expires_at, capped by maxAge
 	note    string    // the verdict's reasons, joined, for reject reasons
 	// expiredNote is the note once the verdict has expired.
@@ -105,7 +115,7 @@ func New(o Options) *Cache {
 	if now == nil {
 		now = time.Now
 	}
-	return &Cache{vf: o.Verifier, now: now, maxAge: o.MaxAge, hosts: map[string]entry{}}
+	return &Cache{vf: o.Verifier, now: now, maxAge: o.MaxAge, hosts: map[string]entry{}, bySum: map[[sha256.Size]byte]string{}}
 }
 
 // Drop is one verdict that was not kept.
@@ -137,6 +147,19 @@ type Result struct {
 func (c *Cache) Apply(raw []json.RawMessage) Result {
 	var res Result
 	for _, r := range raw {
+		sum := sha256.Sum256(r)
+		if v, ok := c.held(sum); ok {
+			// Byte for byte the verdict held: authentic, a duplicate.
+			res.Authentic++
+			if v.VerifiedAt.After(res.NewestVerifiedAt) {
+				res.NewestVerifiedAt = v.VerifiedAt
+			}
+			res.MaxValidity = max(res.MaxValidity, v.ExpiresAt.Sub(v.VerifiedAt))
+			res.Drops = append(res.Drops, Drop{Host: v.Host, Reason: DropDuplicate,
+				Err: fmt.Errorf("seq %d is not newer than the seq held", v.Seq)})
+			c.dropped[dropIndex[DropDuplicate]].Add(1)
+			continue
+		}
 		v, drop := c.verify(r)
 		if drop != nil {
 			res.Drops = append(res.Drops, *drop)
@@ -148,7 +171,7 @@ func (c *Cache) Apply(raw []json.RawMessage) Result {
 			res.NewestVerifiedAt = v.VerifiedAt
 		}
 		res.MaxValidity = max(res.MaxValidity, v.ExpiresAt.Sub(v.VerifiedAt))
-		if reason, ok := c.store(v); !ok {
+		if reason, ok := c.store(v, sum); !ok {
 			d := Drop{Host: v.Host, Reason: reason, Err: fmt.Errorf("seq %d is not newer than the seq held", v.Seq)}
 			res.Drops = append(res.Drops, d)
 			c.dropped[dropIndex[reason]].Add(1)
@@ -176,7 +199,24 @@ func (c *Cache) verify(raw json.RawMessage) (verdict.Verdict, *Drop) {
 	}
 }
 
-func (c *Cache) store(v verdict.Verdict) (DropReason, bool) {
+// held returns the verdict held whose received bytes hash to sum, if any.
+// The digest alone does not say which host: the verdict is read back and
+// the cache's entry for its host must carry this very digest.
+func (c *Cache) held(sum [sha256.Size]byte) (verdict.Verdict, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	host, ok := c.bySum[sum]
+	if !ok {
+		return verdict.Verdict{}, false
+	}
+	e, ok := c.hosts[host]
+	if !ok || e.sum != sum {
+		return verdict.Verdict{}, false
+	}
+	return e.v, true
+}
+
+func (c *Cache) store(v verdict.Verdict, sum [sha256.Size]byte) (DropReason, bool) {
 	exp := v.ExpiresAt
 	if c.maxAge > 0 {
 		if capAt := v.VerifiedAt.Add(c.maxAge); capAt.Before(exp) {
@@ -193,10 +233,14 @@ func (c *Cache) store(v verdict.Verdict) (DropReason, bool) {
 			return DropStale, false
 		}
 	}
+	if old, ok := c.hosts[v.Host]; ok {
+		delete(c.bySum, old.sum)
+	}
 	c.hosts[v.Host] = entry{
-		v: v, expires: exp, note: strings.Join(v.Reasons, "; "),
+		v: v, sum: sum, expires: exp, note: strings.Join(v.Reasons, "; "),
 		expiredNote: "verdict expired at " + exp.UTC().Format(time.RFC3339),
 	}
+	c.bySum[sum] = v.Host
 	return "", true
 }
 

@@ -88,6 +88,7 @@ func TestGoldenVectors(t *testing.T) {
 func TestDropRules(t *testing.T) {
 	v5 := shimtest.Verdict("h1", verdict.Trusted, 5, t0, time.Minute, "baseline")
 	other := shimtest.Sign(t, shimtest.OtherKey(), v5)
+	held5 := sign(t, v5)
 	tests := []struct {
 		name       string
 		held       []json.RawMessage
@@ -105,6 +106,10 @@ func TestDropRules(t *testing.T) {
 		{"same seq", []json.RawMessage{sign(t, v5)}, sign(t, shimtest.Verdict("h1", verdict.Untrusted, 5, t0, time.Minute)), trustcache.DropDuplicate, verdict.Trusted},
 		{"newer seq", []json.RawMessage{sign(t, shimtest.Verdict("h1", verdict.Untrusted, 4, t0, time.Minute))}, sign(t, v5), "", verdict.Trusted},
 		{"newer seq revokes", []json.RawMessage{sign(t, v5)}, sign(t, shimtest.Verdict("h1", verdict.Untrusted, 9, t0, time.Minute)), "", verdict.Untrusted},
+		// The held bytes again (a heartbeat) are a duplicate without a new
+		// signature check; other bytes under the held seq are checked.
+		{"the held bytes again", []json.RawMessage{held5}, held5, trustcache.DropDuplicate, verdict.Trusted},
+		{"forged under the held seq", []json.RawMessage{held5}, shimtest.Forge(t, shimtest.GoldenKey(), shimtest.Verdict("h1", verdict.Trusted, 5, t0, time.Minute), verdict.Untrusted), trustcache.DropBadSignature, verdict.Trusted},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -315,5 +320,27 @@ func TestApplyReportsAuthenticVerdicts(t *testing.T) {
 	}
 	if res := c.Apply(nil); res.Authentic != 0 || !res.NewestVerifiedAt.IsZero() {
 		t.Errorf("empty batch = %+v", res)
+	}
+}
+
+// A resent verdict (the same bytes as the one held) counts as authentic:
+// it tells the shim the service is alive, as the first copy did.
+func TestResentVerdictIsAuthentic(t *testing.T) {
+	c, _ := newCache(t, 0)
+	raw := sign(t, shimtest.Verdict("h1", verdict.Trusted, 5, t0, time.Minute))
+	if res := c.Apply([]json.RawMessage{raw}); res.Accepted != 1 {
+		t.Fatalf("first copy: %+v", res)
+	}
+	res := c.Apply([]json.RawMessage{raw, raw})
+	if res.Authentic != 2 || res.Accepted != 0 || !res.NewestVerifiedAt.Equal(t0) || res.MaxValidity != time.Minute {
+		t.Errorf("resent copies: %+v, want 2 authentic duplicates verified at t0", res)
+	}
+	// Once a newer verdict replaces it, the old bytes are checked again
+	// and refused as stale.
+	if res := c.Apply([]json.RawMessage{sign(t, shimtest.Verdict("h1", verdict.Untrusted, 6, t0, time.Minute))}); res.Accepted != 1 {
+		t.Fatalf("newer verdict: %+v", res)
+	}
+	if res := c.Apply([]json.RawMessage{raw}); len(res.Drops) != 1 || res.Drops[0].Reason != trustcache.DropStale {
+		t.Errorf("the replaced verdict's bytes: %+v, want stale", res)
 	}
 }

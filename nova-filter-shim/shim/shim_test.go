@@ -369,16 +369,19 @@ func snapshotFile(t *testing.T, path string) (health string, hosts map[string]st
 	var h struct {
 		Health string `json:"health"`
 	}
-	var rows [][4]any
+	var cols struct {
+		Hosts  []string `json:"hosts"`
+		Status []string `json:"status"`
+	}
 	if err := json.Unmarshal([]byte(lines[1]), &h); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal([]byte(lines[2]), &rows); err != nil {
+	if err := json.Unmarshal([]byte(lines[2]), &cols); err != nil {
 		t.Fatal(err)
 	}
 	hosts = map[string]string{}
-	for _, r := range rows {
-		hosts[r[0].(string)] = r[1].(string)
+	for i, name := range cols.Hosts {
+		hosts[name] = cols.Status[i]
 	}
 	return h.Health, hosts
 }

@@ -14,11 +14,16 @@
 //
 //	trustpool-filter-snapshot 1\n
 //	{"written_at_ms":N,"interval_ms":N,"health":"ok","detail":[],"hosts":N,"body_bytes":N}\n
-//	[["<host>","trusted"|"untrusted"|"unknown",<expires_at_ms>,["<profile>",...]],...]\n
+//	{"hosts":["<host>",...],"status":["trusted"|"untrusted"|"unknown",...],"expires_at_ms":[N,...],
+//	 "profiles":{"<profile>":[<index into hosts>,...],...}}\n
 //
 // The second line is the header; body_bytes counts every byte after it
 // (the host list and its newline), and hosts the entries of the list,
-// which is sorted by host with each host once. health is "ok", "degraded"
+// which is sorted by host with each host once. The host list is in
+// columns, one array per field and the hosts satisfying each profile as
+// indexes, so that the Python reader decodes a handful of arrays instead
+// of one small object per host (the allocations of which would wake
+// Python's garbage collector in nova-scheduler). health is "ok", "degraded"
 // (detail says why: no verdict snapshot yet, fanout not followed, service
 // silent) or "stopped" (written when the shim stops). A heartbeat rewrite
 // changes only the header, so a reader can keep what it parsed when the
@@ -46,6 +51,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/nova-filter-shim/internal/trustcache"
 )
 
@@ -89,21 +95,30 @@ type wireHeader struct {
 	BodyBytes   int      `json:"body_bytes"`
 }
 
+type wireBody struct {
+	Hosts       []string         `json:"hosts"`
+	Status      []verdict.Status `json:"status"`
+	ExpiresAtMS []int64          `json:"expires_at_ms"`
+	Profiles    map[string][]int `json:"profiles"` // encoded with sorted keys
+}
+
 // EncodeBody returns the host list line of hosts, which must be sorted by
 // host with each host once (trustcache.Cache.AppendHeld's order).
 func EncodeBody(hosts []trustcache.Held) ([]byte, error) {
-	rows := make([][4]any, len(hosts))
+	w := wireBody{
+		Hosts: make([]string, len(hosts)), Status: make([]verdict.Status, len(hosts)),
+		ExpiresAtMS: make([]int64, len(hosts)), Profiles: map[string][]int{},
+	}
 	for i, h := range hosts {
-		profiles := h.Profiles
-		if profiles == nil {
-			profiles = []string{}
-		}
 		if i > 0 && hosts[i-1].Host >= h.Host {
 			return nil, fmt.Errorf("encode snapshot: hosts not sorted or repeated at %q", h.Host)
 		}
-		rows[i] = [4]any{h.Host, string(h.Status), h.ExpiresAt.UnixMilli(), profiles}
+		w.Hosts[i], w.Status[i], w.ExpiresAtMS[i] = h.Host, h.Status, h.ExpiresAt.UnixMilli()
+		for _, p := range h.Profiles {
+			w.Profiles[p] = append(w.Profiles[p], i)
+		}
 	}
-	b, err := json.Marshal(rows)
+	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
@@ -275,9 +290,11 @@ func (w *Writer) Run(ctx context.Context) {
 	}
 }
 
+var emptyBody = []byte(`{"hosts":[],"status":[],"expires_at_ms":[],"profiles":{}}` + "\n")
+
 func (w *Writer) stop() {
 	b, err := Encode(Header{WrittenAt: w.o.Now(), Interval: w.o.Interval, Health: HealthStopped,
-		Detail: []string{"trustpool-filter-shim stopped"}}, []byte("[]\n"), 0)
+		Detail: []string{"trustpool-filter-shim stopped"}}, emptyBody, 0)
 	if err == nil {
 		err = w.replace(b)
 	}

@@ -136,12 +136,26 @@ func read(t *testing.T, path string) (header, [][4]any) {
 	if h.BodyBytes != len(body) {
 		t.Errorf("body_bytes %d, body %d bytes", h.BodyBytes, len(body))
 	}
-	var rows [][4]any
-	if err := json.Unmarshal(body, &rows); err != nil {
+	var cols struct {
+		Hosts       []string         `json:"hosts"`
+		Status      []string         `json:"status"`
+		ExpiresAtMS []int64          `json:"expires_at_ms"`
+		Profiles    map[string][]int `json:"profiles"`
+	}
+	if err := json.Unmarshal(body, &cols); err != nil {
 		t.Fatal(err)
 	}
-	if h.Hosts != len(rows) {
-		t.Errorf("hosts %d, %d rows", h.Hosts, len(rows))
+	if h.Hosts != len(cols.Hosts) || len(cols.Status) != len(cols.Hosts) || len(cols.ExpiresAtMS) != len(cols.Hosts) {
+		t.Errorf("hosts %d, columns %d/%d/%d", h.Hosts, len(cols.Hosts), len(cols.Status), len(cols.ExpiresAtMS))
+	}
+	rows := make([][4]any, len(cols.Hosts))
+	for i, name := range cols.Hosts {
+		rows[i] = [4]any{name, cols.Status[i], cols.ExpiresAtMS[i], []string{}}
+	}
+	for p, idx := range cols.Profiles {
+		for _, i := range idx {
+			rows[i][3] = append(rows[i][3].([]string), p)
+		}
 	}
 	return h, rows
 }

@@ -11,6 +11,13 @@
 // disconnected. Every verdict is verified against the pinned public key by
 // package trustcache before it is used; see there for what is checked.
 //
+// Unless [filter_shim] snapshot_file is "", it also keeps the verdict
+// snapshot file the Nova filter reads instead of asking over the socket
+// (package snapshotfile): written before READY=1 (a file that cannot be
+// written stops the shim), then on every kept verdict or health change and
+// at least every snapshot_file_interval, and marked "stopped" when the shim
+// stops. Its health is "degraded" whenever /healthz is.
+//
 // Readiness: READY=1 is sent to systemd once the socket accepts
 // connections; STATUS= tells whether the snapshot has been loaded.
 //

@@ -55,11 +55,12 @@ def main():
     shim = harness.Shim(harness.env('TRUSTPOOL_SHIM_BIN'), url, name='bench')
     try:
         shim.wait_healthy()
-        stock = no.host_manager_with(no.STOCK_FILTERS)
         # The hosts' services were "seen" when made: on a slow machine the
         # run outlasts service_down_time (60 s) and ComputeFilter would
-        # start dropping them.
+        # start dropping them. Read when ComputeFilter is made.
+        no.init()
         no.CONF.set_override('service_down_time', 86400)
+        stock = no.host_manager_with(no.STOCK_FILTERS)
         trust = no.host_manager_with(no.STOCK_FILTERS + ['TrustedFilter'],
                                      shim_socket=shim.socket,
                                      shim_timeout=0.5,

@@ -262,10 +262,14 @@ class SnapshotFilterTest(unittest.TestCase):
             ('h-untrusted', 'untrusted', self.t + 3600000, []),
         ]
         sw.replace(self.path, sw.encode(self.verdicts))
-        # The socket is never asked: a path where nothing listens.
+        # A socket that would pass every host: asking it instead of failing
+        # closed would show.
+        self.shim = fakeshim.FakeShim(trusted={
+            'h-trusted', 'h-soon', 'h-untrusted', 'h-absent'})
+        self.addCleanup(self.shim.close)
         self.hm = no.host_manager_with(
             no.STOCK_FILTERS + ['TrustedFilter'],
-            shim_socket=os.path.join(self.dir, 'no.sock'), shim_timeout=0.5,
+            shim_socket=self.shim.socket, shim_timeout=0.5,
             verdict_source='snapshot', snapshot_file=self.path,
             snapshot_max_age=10.0)
         self.hosts = [no.make_host(n, i + 1) for i, n in enumerate(
@@ -279,9 +283,11 @@ class SnapshotFilterTest(unittest.TestCase):
         with self.assertLogs('trustpool_filter.filter', 'ERROR') as logs:
             self.assertEqual(self.passed(), [])
         self.assertIn(why, '\n'.join(logs.output))
+        self.assertEqual(self.shim.requests, [])
 
     def test_truth_table(self):
         self.assertEqual(self.passed(), ['h-trusted', 'h-soon'])
+        self.assertEqual(self.shim.requests, [])
         self.assertEqual(self.passed({'trust:trusted_host': 'untrusted'}),
                          ['h-untrusted'])
         self.assertEqual(self.passed({'trust:trusted_host': 'unknown'}),
@@ -350,23 +356,20 @@ class SnapshotFilterTest(unittest.TestCase):
     def test_unexpected_error_fails_closed(self):
         with mock.patch.object(snapshot.Verdicts, 'answer',
                                side_effect=RuntimeError('bug')):
-            with self.assertLogs('trustpool_filter.filter', 'ERROR'):
-                self.assertEqual(self.passed(), [])
+            self.refused('reading the verdict snapshot failed')
 
     def test_missing_asks_the_socket(self):
         os.remove(self.path)
-        # Nothing listens either: no host passes.
-        with self.assertLogs('trustpool_filter.filter', 'WARNING') as logs:
-            self.assertEqual(self.passed(), [])
-        self.assertIn('does not exist', '\n'.join(logs.output))
         # A shim that writes no snapshot answers over its socket.
-        shim = fakeshim.FakeShim(trusted={'h-untrusted'})
-        self.addCleanup(shim.close)
-        self.hm = no.host_manager_with(
-            no.STOCK_FILTERS + ['TrustedFilter'], shim_socket=shim.socket,
-            verdict_source='snapshot', snapshot_file=self.path)
-        self.assertEqual(self.passed(), ['h-untrusted'])
-        self.assertEqual(len(shim.requests), 1)
+        self.shim.trusted = {'h-untrusted'}
+        with self.assertLogs('trustpool_filter.filter', 'WARNING') as logs:
+            self.assertEqual(self.passed(), ['h-untrusted'])
+        self.assertIn('does not exist', '\n'.join(logs.output))
+        self.assertEqual(len(self.shim.requests), 1)
+        # Nothing listens either: no host passes.
+        self.shim.close()
+        with self.assertLogs('trustpool_filter.filter', 'ERROR'):
+            self.assertEqual(self.passed(), [])
 
     def test_changes_read_once(self):
         with mock.patch.object(snapshot, 'parse',

@@ -109,6 +109,7 @@ def main():
         t_stock, t_plain, t_rpc = [], [], []
         t_chain = {'socket': [], 'snapshot': []}
         added = {'socket': [], 'snapshot': []}
+        failed = {'socket': 0, 'snapshot': 0, 'round_trip': 0}
         for v in t_filter.values():
             del v[:]
         gc.collect()
@@ -126,7 +127,11 @@ def main():
                 else:
                     source(src)
                     took[kind], n = run(trust, tagged, src)
-                    assert n == want_pass, (src, n)
+                    if n != want_pass:
+                        # Failed closed (e.g. the shim did not answer within
+                        # shim_timeout on an overloaded machine): counted.
+                        assert n == 0, (src, n)
+                        failed[src] += 1
             t_stock.append(took['stock'])
             for src in ('socket', 'snapshot'):
                 t_chain[src].append(took[src])
@@ -135,7 +140,10 @@ def main():
             assert nc == n_hosts, nc
             t_plain.append(c)
             t = time.perf_counter()
-            shim_client.mask(names, None, 'baseline')
+            try:
+                shim_client.mask(names, None, 'baseline')
+            except client.ShimError:
+                failed['round_trip'] += 1
             t_rpc.append(time.perf_counter() - t)
         # The snapshot path when the file has changed since the last pass:
         # read, parse and decide again (the cache dropped before each pass).
@@ -168,6 +176,7 @@ def main():
             'snapshot_file_bytes': len(data),
             'trustedfilter_untagged_ms': summary(t_filter['untagged']),
             'target_added_p99_ms': 2.0,
+            'failed_closed': failed,
         }
         for src in ('socket', 'snapshot'):
             fa = t_filter[src]
@@ -221,6 +230,9 @@ def main():
               % (result['client_round_trip_ms']['p50'],
                  result['client_round_trip_ms']['p99'],
                  result['shim_side_mean_ms']))
+        print('  passes that failed closed (no host passed): socket %d, '
+              'snapshot %d; direct round trips over shim_timeout: %d'
+              % (failed['socket'], failed['snapshot'], failed['round_trip']))
         print('BENCH_JSON ' + json.dumps(result, sort_keys=True))
     finally:
         shim.close()

@@ -16,7 +16,8 @@
 // (package snapshotfile): written before READY=1 (a file that cannot be
 // written stops the shim), then on every kept verdict or health change and
 // at least every snapshot_file_interval, and marked "stopped" when the shim
-// stops. Its health is "degraded" whenever /healthz is.
+// stops. Its health is "degraded" whenever /healthz is (a change by the
+// passing of time, the service falling silent, by the next heartbeat write).
 //
 // Readiness: READY=1 is sent to systemd once the socket accepts
 // connections; STATUS= tells whether the snapshot has been loaded.

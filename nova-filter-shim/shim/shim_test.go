@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -358,6 +359,18 @@ func TestBrokerRestartThenResyncRepairs(t *testing.T) {
 // host → status.
 func snapshotFile(t *testing.T, path string) (health string, hosts map[string]string) {
 	t.Helper()
+	h, hosts := snapshotFileDetail(t, path)
+	return h.Health, hosts
+}
+
+type snapshotHeader struct {
+	Health string   `json:"health"`
+	Detail []string `json:"detail"`
+}
+
+// snapshotFileDetail is snapshotFile with the header's detail.
+func snapshotFileDetail(t *testing.T, path string) (snapshotHeader, map[string]string) {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -366,9 +379,7 @@ func snapshotFile(t *testing.T, path string) (health string, hosts map[string]st
 	if len(lines) != 3 || lines[0] != "trustpool-filter-snapshot 1" {
 		t.Fatalf("not a snapshot: %q", b)
 	}
-	var h struct {
-		Health string `json:"health"`
-	}
+	var h snapshotHeader
 	var cols struct {
 		Hosts  []string `json:"hosts"`
 		Status []string `json:"status"`
@@ -379,11 +390,11 @@ func snapshotFile(t *testing.T, path string) (health string, hosts map[string]st
 	if err := json.Unmarshal([]byte(lines[2]), &cols); err != nil {
 		t.Fatal(err)
 	}
-	hosts = map[string]string{}
+	hosts := map[string]string{}
 	for i, name := range cols.Hosts {
 		hosts[name] = cols.Status[i]
 	}
-	return h.Health, hosts
+	return h, hosts
 }
 
 // TestSnapshotFileFollowsVerdicts: the file is degraded until the
@@ -400,7 +411,12 @@ func TestSnapshotFileFollowsVerdicts(t *testing.T) {
 	)
 	var path string
 	ctx, stop := context.WithCancel(t.Context())
-	r := startCtx(ctx, t, rabbit.URL, func(c *shim.Config) { path = c.Shim.SnapshotFile })
+	r := startCtx(ctx, t, rabbit.URL, func(c *shim.Config) {
+		path = c.Shim.SnapshotFile
+		// Only a change can write the file within the test's waits, not
+		// the heartbeat.
+		c.Shim.SnapshotFileInterval = time.Minute
+	})
 	if health, _ := snapshotFile(t, path); health != "degraded" {
 		t.Errorf("before the verdicts: health %q, want degraded", health)
 	}
@@ -421,5 +437,31 @@ func TestSnapshotFileFollowsVerdicts(t *testing.T) {
 	r.wait(t)
 	if health, hosts := snapshotFile(t, path); health != "stopped" || len(hosts) != 0 {
 		t.Errorf("after stop: %q %v", health, hosts)
+	}
+}
+
+// TestSnapshotFileHealthyWithoutVerdicts: a cloud without verdicts yet
+// still gets a healthy snapshot (every host unknown) once get_verdicts has
+// answered; the health change alone writes it.
+func TestSnapshotFileHealthyWithoutVerdicts(t *testing.T) {
+	rabbit := servicetest.RabbitMQ(t)
+	feeder := shimtest.NewFeeder(t, rabbit.URL)
+	feeder.SetSnapshot()
+	var path string
+	r := start(t, rabbit.URL, func(c *shim.Config) {
+		path = c.Shim.SnapshotFile
+		c.Shim.SnapshotFileInterval = time.Minute
+	})
+	// Written once the fanout is followed, before get_verdicts answers:
+	// from then on only the snapshot's arrival can write the file again.
+	eventually(t, "file written after subscribing", func() bool {
+		h, _ := snapshotFileDetail(t, path)
+		return slices.Equal(h.Detail, []string{"verdict snapshot (get_verdicts) not loaded yet"})
+	})
+	feeder.Serve(t)
+	eventually(t, "snapshot", r.shim.SnapshotLoaded)
+	eventually(t, "file healthy", func() bool { h, _ := snapshotFile(t, path); return h == "ok" })
+	if _, hosts := snapshotFile(t, path); len(hosts) != 0 {
+		t.Errorf("hosts %v, want none", hosts)
 	}
 }

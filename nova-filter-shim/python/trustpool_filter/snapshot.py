@@ -19,7 +19,7 @@ list only when it is not byte for byte the one parsed before (the shim's
 heartbeat rewrites only the header). What passes for a request is worked
 out once and kept until the next verdict in the file expires.
 
-Fail closed: :func:`passing` raises :class:`SnapshotError` (the filter then
+Fail closed: :func:`usable` raises :class:`SnapshotError` (the filter then
 passes no host) when the file cannot be read, is not a regular file, is
 writable by group or others, is larger than :data:`MAX_BYTES`, is malformed
 in any way (magic line, version, header keys and types, body length, host
@@ -345,12 +345,3 @@ def usable(path, max_age):
             snap.health, '; '.join(snap.detail) or 'no detail'))
     return snap, now_ms
 
-
-def passing(path, max_age, level, profile):
-    """(names, negate) for a request: a host passes when (its name in
-    names) is not negate.
-
-    :raises SnapshotError: see usable
-    """
-    snap, now_ms = usable(path, max_age)
-    return snap.verdicts.answer(level, profile, now_ms)

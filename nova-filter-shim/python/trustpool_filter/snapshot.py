@@ -344,4 +344,3 @@ def usable(path, max_age):
         raise SnapshotError('the shim is %s: %s' % (
             snap.health, '; '.join(snap.detail) or 'no detail'))
     return snap, now_ms
-

@@ -4,9 +4,14 @@
 //
 //   - test_filter: the filter inside Nova's real HostManager among the
 //     stock filters, against an in-process fake shim (failure modes);
+//   - test_snapshot: the verdict snapshot file's parser (the Go shim's
+//     golden file, every malformed form, a mutation fuzz) and the filter
+//     reading it in Nova's HostManager, failing closed on each rule;
+//     test_snapshot_eventlet: the same under eventlet's monkey-patching;
 //   - test_nova_shim: the same against a real trustpool-filter-shim
 //     process (built here with go build) fed signed verdicts over a real
-//     RabbitMQ (servicetest) by Python oslo.messaging;
+//     RabbitMQ (servicetest) by Python oslo.messaging, over the socket and
+//     on the snapshot file it writes (same answers for every request);
 //   - test_extra_specs: the flavor extra-spec validators through Nova's
 //     own validation, including the installed entry point;
 //   - functional/test_functional: servers booted through Nova's real
@@ -83,6 +88,16 @@ func runPython(t *testing.T, env []string, args ...string) []byte {
 
 func TestFilterInNova(t *testing.T) {
 	runUnittest(t, nil, "test_filter")
+}
+
+func TestSnapshotFilter(t *testing.T) {
+	runUnittest(t, nil, "test_snapshot")
+}
+
+// TestSnapshotFilterEventlet runs in a process of its own: it
+// monkey-patches the process with eventlet first, as nova-scheduler does.
+func TestSnapshotFilterEventlet(t *testing.T) {
+	runUnittest(t, nil, "test_snapshot_eventlet")
 }
 
 // TestExtraSpecValidators runs in a process of its own: importing nova's

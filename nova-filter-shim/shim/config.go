@@ -70,6 +70,19 @@ type Section struct {
 	SocketGroup string `toml:"socket_group"`
 	// SocketMode is the socket's mode, octal ("0660"); connecting needs write.
 	SocketMode string `toml:"socket_mode"`
+	// SnapshotFile is the verdict snapshot file the Nova filter reads
+	// instead of asking over the socket ([trustpool] verdict_source =
+	// snapshot); "" writes none.
+	SnapshotFile string `toml:"snapshot_file"`
+	// SnapshotFileGroup owns the file; nova-scheduler must be in it. ""
+	// keeps the shim's own group.
+	SnapshotFileGroup string `toml:"snapshot_file_group"`
+	// SnapshotFileMode is the file's mode, octal ("0640"); it must not
+	// let group or others write.
+	SnapshotFileMode string `toml:"snapshot_file_mode"`
+	// SnapshotFileInterval is the longest time between two writes of the
+	// file (it is also written at once on every change).
+	SnapshotFileInterval time.Duration `toml:"snapshot_file_interval"`
 	// MaxVerdictAge, when not zero, is a local staleness limit: a verdict
 	// is acted on for at most this long after its verified_at, even if its
 	// expires_at is later. 0 trusts expires_at alone.
@@ -97,17 +110,21 @@ func DefaultConfig() Config {
 		Default: DefaultSection{ControlExchange: oslo.DefaultControlExchange, MaxMessageSize: DefaultMaxMessageSize},
 		Rabbit:  oslo.DefaultRabbitOptions(),
 		Shim: Section{
-			VerdictPublicKey: "/etc/trustpool/verdict_public_key.pem",
-			SocketPath:       "/run/trustpool/filter-shim.sock",
-			SocketGroup:      "nova",
-			SocketMode:       "0660",
-			SnapshotTimeout:  10 * time.Second,
-			SnapshotRetryMax: 30 * time.Second,
-			ResyncInterval:   5 * time.Minute,
-			AttestationTopic: "trustpool-attestation",
-			VerdictsTopic:    "trustpool-verdicts",
-			MaxHosts:         20000,
-			MaxRequestBytes:  4 << 20,
+			VerdictPublicKey:     "/etc/trustpool/verdict_public_key.pem",
+			SocketPath:           "/run/trustpool/filter-shim.sock",
+			SocketGroup:          "nova",
+			SocketMode:           "0660",
+			SnapshotFile:         "/run/trustpool/verdicts.snapshot",
+			SnapshotFileGroup:    "nova",
+			SnapshotFileMode:     "0640",
+			SnapshotFileInterval: 2 * time.Second,
+			SnapshotTimeout:      10 * time.Second,
+			SnapshotRetryMax:     30 * time.Second,
+			ResyncInterval:       5 * time.Minute,
+			AttestationTopic:     "trustpool-attestation",
+			VerdictsTopic:        "trustpool-verdicts",
+			MaxHosts:             20000,
+			MaxRequestBytes:      4 << 20,
 		},
 	}
 }
@@ -146,6 +163,21 @@ func (c *Config) Validate() error {
 	if _, err := c.Shim.Mode(); err != nil {
 		bad("filter_shim.socket_mode", "%v", err)
 	}
+	switch {
+	case s.SnapshotFile == "":
+	case !filepath.IsAbs(s.SnapshotFile):
+		bad("filter_shim.snapshot_file", "%q is not an absolute path", s.SnapshotFile)
+	case filepath.Clean(s.SnapshotFile) == filepath.Clean(s.SocketPath):
+		bad("filter_shim.snapshot_file", "must not be the socket_path")
+	}
+	if m, err := parseMode(s.SnapshotFileMode); err != nil {
+		bad("filter_shim.snapshot_file_mode", "%v", err)
+	} else if m&0o022 != 0 {
+		bad("filter_shim.snapshot_file_mode", "%q lets group or others write (the filter refuses such a file); use 0640", s.SnapshotFileMode)
+	}
+	if s.SnapshotFileInterval < MinSnapshotFileInterval || s.SnapshotFileInterval > MaxSnapshotFileInterval {
+		bad("filter_shim.snapshot_file_interval", "must be between %v and %v", MinSnapshotFileInterval, MaxSnapshotFileInterval)
+	}
 	for key, d := range map[string]time.Duration{
 		"filter_shim.max_verdict_age": s.MaxVerdictAge, "filter_shim.resync_interval": s.ResyncInterval,
 	} {
@@ -175,11 +207,23 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Bounds of [filter_shim] snapshot_file_interval: the filter's
+// [trustpool] snapshot_max_age (10 s by default) must cover a few of them.
+const (
+	MinSnapshotFileInterval = 100 * time.Millisecond
+	MaxSnapshotFileInterval = time.Minute
+)
+
 // Mode parses SocketMode.
-func (s Section) Mode() (fs.FileMode, error) {
-	m, err := strconv.ParseUint(s.SocketMode, 8, 32)
+func (s Section) Mode() (fs.FileMode, error) { return parseMode(s.SocketMode) }
+
+// FileMode parses SnapshotFileMode.
+func (s Section) FileMode() (fs.FileMode, error) { return parseMode(s.SnapshotFileMode) }
+
+func parseMode(v string) (fs.FileMode, error) {
+	m, err := strconv.ParseUint(v, 8, 32)
 	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("%q is not an octal mode such as 0660", s.SocketMode)
+		return 0, fmt.Errorf("%q is not an octal mode such as 0660", v)
 	}
 	return fs.FileMode(m), nil
 }

@@ -70,6 +70,12 @@ func TestValidate(t *testing.T) {
 		{"long socket", func(c *shim.Config) { c.Shim.SocketPath = "/" + strings.Repeat("s", 100) }, []string{"too long for a unix socket"}},
 		{"bad mode", func(c *shim.Config) { c.Shim.SocketMode = "rw-rw----" }, []string{"filter_shim.socket_mode", "octal"}},
 		{"mode too big", func(c *shim.Config) { c.Shim.SocketMode = "07777" }, []string{"filter_shim.socket_mode"}},
+		{"relative snapshot file", func(c *shim.Config) { c.Shim.SnapshotFile = "v.snapshot" }, []string{"filter_shim.snapshot_file", "not an absolute path"}},
+		{"snapshot file is the socket", func(c *shim.Config) { c.Shim.SnapshotFile = c.Shim.SocketPath }, []string{"filter_shim.snapshot_file", "socket_path"}},
+		{"group-writable snapshot file", func(c *shim.Config) { c.Shim.SnapshotFileMode = "0660" }, []string{"filter_shim.snapshot_file_mode", "lets group or others write"}},
+		{"bad snapshot file mode", func(c *shim.Config) { c.Shim.SnapshotFileMode = "rw" }, []string{"filter_shim.snapshot_file_mode", "octal"}},
+		{"snapshot file interval", func(c *shim.Config) { c.Shim.SnapshotFileInterval = 0 }, []string{"filter_shim.snapshot_file_interval"}},
+		{"snapshot file interval too long", func(c *shim.Config) { c.Shim.SnapshotFileInterval = time.Hour }, []string{"filter_shim.snapshot_file_interval"}},
 		{"no key", func(c *shim.Config) { c.Shim.VerdictPublicKey = "" }, []string{"filter_shim.verdict_public_key: is required"}},
 		{"tiny messages", func(c *shim.Config) { c.Default.MaxMessageSize = 100 }, []string{"DEFAULT.max_message_size"}},
 		{"several", func(c *shim.Config) {

@@ -11,6 +11,14 @@
 // disconnected. Every verdict is verified against the pinned public key by
 // package trustcache before it is used; see there for what is checked.
 //
+// Unless [filter_shim] snapshot_file is "", it also keeps the verdict
+// snapshot file the Nova filter reads instead of asking over the socket
+// (package snapshotfile): written before READY=1 (a file that cannot be
+// written stops the shim), then on every kept verdict or health change and
+// at least every snapshot_file_interval, and marked "stopped" when the shim
+// stops. Its health is "degraded" whenever /healthz is (a change by the
+// passing of time, the service falling silent, by the next heartbeat write).
+//
 // Readiness: READY=1 is sent to systemd once the socket accepts
 // connections; STATUS= tells whether the snapshot has been loaded.
 //
@@ -46,6 +54,7 @@ import (
 	"github.com/trustpool/trustpool/internal/sdnotify"
 	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/nova-filter-shim/internal/localapi"
+	"github.com/trustpool/trustpool/nova-filter-shim/internal/snapshotfile"
 	"github.com/trustpool/trustpool/nova-filter-shim/internal/trustcache"
 )
 
@@ -56,6 +65,8 @@ type Shim struct {
 	keys  []ed25519.PublicKey
 	cache *trustcache.Cache
 	api   *localapi.API
+	// snap writes the verdict snapshot file; nil when there is none.
+	snap *snapshotfile.Writer
 
 	ready            chan struct{}
 	snapshotLoaded   atomic.Bool
@@ -103,7 +114,38 @@ func New(cfg Config) (*Shim, error) {
 		Cache: s.cache, State: s.state, Logger: log,
 		MaxBodyBytes: cfg.Shim.MaxRequestBytes, MaxHosts: cfg.Shim.MaxHosts,
 	})
+	if cfg.Shim.SnapshotFile != "" {
+		mode, _ := cfg.Shim.FileMode()
+		s.snap, err = snapshotfile.New(snapshotfile.Options{
+			Path: cfg.Shim.SnapshotFile, Group: cfg.Shim.SnapshotFileGroup, Mode: mode,
+			Interval: cfg.Shim.SnapshotFileInterval, MinGap: snapshotMinGap,
+			Source: s.cache, Health: s.health, Now: cfg.Now, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("verdict snapshot file: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// snapshotMinGap is the shortest time between two writes of the snapshot
+// file: a burst of verdicts (a heartbeat's) is one write, and the filter
+// parses it once.
+const snapshotMinGap = 100 * time.Millisecond
+
+// health is the snapshot file's health field and its detail.
+func (s *Shim) health() (string, []string) {
+	if p := s.state().Problems(); len(p) > 0 {
+		return snapshotfile.HealthDegraded, p
+	}
+	return snapshotfile.HealthOK, nil
+}
+
+// changed tells the snapshot file writer that verdicts or health changed.
+func (s *Shim) changed() {
+	if s.snap != nil {
+		s.snap.Changed()
+	}
 }
 
 // LoadPublicKeys reads the pinned Ed25519 public key(s) from a PEM file
@@ -147,6 +189,9 @@ func (s *Shim) state() localapi.State {
 		SnapshotLoaded:   s.snapshotLoaded.Load(),
 		Subscribed:       s.subscribed.Load(),
 		SnapshotFailures: s.snapshotFailures.Load(),
+	}
+	if s.snap != nil {
+		st.SnapshotFileWrites, st.SnapshotFileFailures = s.snap.Stats()
 	}
 	if ns := s.lastHeard.Load(); ns != 0 {
 		st.LastHeard = time.Unix(0, ns)
@@ -197,6 +242,14 @@ func (s *Shim) Run(ctx context.Context) error {
 	}
 	defer tr.Close()
 
+	if s.snap != nil {
+		// The first write shows that the file can be written (group,
+		// directory) before the shim reports ready.
+		if err := s.snap.WriteNow(); err != nil {
+			return fmt.Errorf("verdict snapshot file: %w", err)
+		}
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	srv := &http.Server{
@@ -224,6 +277,11 @@ func (s *Shim) Run(ctx context.Context) error {
 		Methods: map[string]oslo.Handler{"verdicts_changed": s.verdictsChanged},
 	})
 	wg.Go(func() { _ = rpc.Run(ctx) })
+	if s.snap != nil {
+		wg.Go(func() { s.snap.Run(ctx) })
+		s.log.Info("writing the verdict snapshot file", "path", s.cfg.Shim.SnapshotFile, "group", s.cfg.Shim.SnapshotFileGroup,
+			"mode", s.cfg.Shim.SnapshotFileMode, "interval", s.cfg.Shim.SnapshotFileInterval)
+	}
 	wg.Go(func() {
 		// Report drops held back by the rate limit.
 		t := time.NewTicker(dropLogInterval)
@@ -241,6 +299,7 @@ func (s *Shim) Run(ctx context.Context) error {
 		select {
 		case <-rpc.Ready():
 			s.subscribed.Store(true)
+			s.changed()
 			s.log.Info("following the verdict fanout", "topic", s.cfg.Shim.VerdictsTopic)
 		case <-ctx.Done():
 			return
@@ -287,6 +346,9 @@ func (s *Shim) apply(source string, list []json.RawMessage) {
 		if now.Sub(res.NewestVerifiedAt) <= time.Duration(s.validity.Load()) {
 			s.heard(now)
 		}
+	}
+	if res.Accepted > 0 {
+		s.changed()
 	}
 	if len(res.Drops) > 0 {
 		s.drops.add(now, source, res.Drops)
@@ -359,6 +421,7 @@ func (s *Shim) fetchSnapshot(ctx context.Context, client *oslo.Client) error {
 	s.heard(s.cfg.Now())
 	s.apply("get_verdicts", reply.Verdicts)
 	if !s.snapshotLoaded.Swap(true) {
+		s.changed()
 		s.log.Info("verdict snapshot loaded", "verdicts", len(reply.Verdicts), "hosts", s.cache.Len())
 		s.notify(sdnotify.Status(fmt.Sprintf("serving; snapshot loaded (%d hosts)", s.cache.Len())))
 	}

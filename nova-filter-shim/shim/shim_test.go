@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -45,10 +47,28 @@ type running struct {
 	socket string
 	client *http.Client
 	shim   *shim.Shim
+	done   chan error
+	waited sync.Once
+}
+
+// wait waits for Run to return; it fails the test on an error.
+func (r *running) wait(t *testing.T) {
+	t.Helper()
+	r.waited.Do(func() {
+		if err := <-r.done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
 
 // start runs a shim in-process against url until the test ends.
 func start(t *testing.T, url string, edit func(*shim.Config)) *running {
+	t.Helper()
+	return startCtx(context.Background(), t, url, edit)
+}
+
+// startCtx runs a shim until ctx is done or the test ends.
+func startCtx(parent context.Context, t *testing.T, url string, edit func(*shim.Config)) *running {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := shim.DefaultConfig()
@@ -57,6 +77,8 @@ func start(t *testing.T, url string, edit func(*shim.Config)) *running {
 	cfg.Shim.VerdictPublicKey = shimtest.WritePublicKey(t, dir, shimtest.GoldenKey())
 	cfg.Shim.SocketPath = filepath.Join(dir, "shim.sock")
 	cfg.Shim.SocketGroup = ""
+	cfg.Shim.SnapshotFile = filepath.Join(dir, "verdicts.snapshot")
+	cfg.Shim.SnapshotFileGroup = ""
 	cfg.Shim.SnapshotRetryMax = time.Second
 	if edit != nil {
 		edit(&cfg)
@@ -65,28 +87,29 @@ func start(t *testing.T, url string, edit func(*shim.Config)) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(parent)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	r := &running{socket: cfg.Shim.SocketPath, shim: s, done: done}
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		r.wait(t)
 	})
 	select {
 	case <-s.Ready():
 	case err := <-done:
+		r.waited.Do(func() {})
 		t.Fatalf("Run: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("shim not ready")
 	}
-	return &running{socket: cfg.Shim.SocketPath, shim: s, client: &http.Client{
+	r.client = &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", cfg.Shim.SocketPath)
 		}},
-	}}
+	}
+	return r
 }
 
 type decision struct {
@@ -330,4 +353,115 @@ func TestBrokerRestartThenResyncRepairs(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		return len(r.filter(t, []string{"h2"}, "trusted", nil).Passes) == 1
 	})
+}
+
+// snapshotFile reads the shim's verdict snapshot file: its header and
+// host → status.
+func snapshotFile(t *testing.T, path string) (health string, hosts map[string]string) {
+	t.Helper()
+	h, hosts := snapshotFileDetail(t, path)
+	return h.Health, hosts
+}
+
+type snapshotHeader struct {
+	Health string   `json:"health"`
+	Detail []string `json:"detail"`
+}
+
+// snapshotFileDetail is snapshotFile with the header's detail.
+func snapshotFileDetail(t *testing.T, path string) (snapshotHeader, map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(b), "\n", 3)
+	if len(lines) != 3 || lines[0] != "trustpool-filter-snapshot 1" {
+		t.Fatalf("not a snapshot: %q", b)
+	}
+	var h snapshotHeader
+	var cols struct {
+		Hosts  []string `json:"hosts"`
+		Status []string `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &h); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(lines[2]), &cols); err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string]string{}
+	for i, name := range cols.Hosts {
+		hosts[name] = cols.Status[i]
+	}
+	return h, hosts
+}
+
+// TestSnapshotFileFollowsVerdicts: the file is degraded until the
+// verdicts are loaded, then holds the verified verdicts only, follows the
+// fanout, and says "stopped" once the shim stops.
+func TestSnapshotFileFollowsVerdicts(t *testing.T) {
+	rabbit := servicetest.RabbitMQ(t)
+	now := time.Now().UTC()
+	key := shimtest.GoldenKey()
+	feeder := shimtest.NewFeeder(t, rabbit.URL)
+	feeder.SetSnapshot(
+		shimtest.Sign(t, key, shimtest.Verdict("h-trusted", verdict.Trusted, 1, now, time.Hour, "baseline")),
+		shimtest.Forge(t, key, shimtest.Verdict("h-forged", verdict.Untrusted, 1, now, time.Hour), verdict.Trusted),
+	)
+	var path string
+	ctx, stop := context.WithCancel(t.Context())
+	r := startCtx(ctx, t, rabbit.URL, func(c *shim.Config) {
+		path = c.Shim.SnapshotFile
+		// Only a change can write the file within the test's waits, not
+		// the heartbeat.
+		c.Shim.SnapshotFileInterval = time.Minute
+	})
+	if health, _ := snapshotFile(t, path); health != "degraded" {
+		t.Errorf("before the verdicts: health %q, want degraded", health)
+	}
+	feeder.Serve(t)
+	eventually(t, "snapshot", r.shim.SnapshotLoaded)
+	eventually(t, "file healthy", func() bool { h, _ := snapshotFile(t, path); return h == "ok" })
+	if _, hosts := snapshotFile(t, path); !cmp.Equal(hosts, map[string]string{"h-trusted": "trusted"}) {
+		t.Errorf("hosts %v, want only the verified h-trusted", hosts)
+	}
+	if err := feeder.Publish(t.Context(), shimtest.Sign(t, key, shimtest.Verdict("h-trusted", verdict.Untrusted, 2, now, time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revocation in the file", func() bool { _, h := snapshotFile(t, path); return h["h-trusted"] == "untrusted" })
+	if !r.metric(t, `trustpool_filter_shim_snapshot_file_writes_total{result="error"} 0`) {
+		t.Error("write errors counted")
+	}
+	stop()
+	r.wait(t)
+	if health, hosts := snapshotFile(t, path); health != "stopped" || len(hosts) != 0 {
+		t.Errorf("after stop: %q %v", health, hosts)
+	}
+}
+
+// TestSnapshotFileHealthyWithoutVerdicts: a cloud without verdicts yet
+// still gets a healthy snapshot (every host unknown) once get_verdicts has
+// answered; the health change alone writes it.
+func TestSnapshotFileHealthyWithoutVerdicts(t *testing.T) {
+	rabbit := servicetest.RabbitMQ(t)
+	feeder := shimtest.NewFeeder(t, rabbit.URL)
+	feeder.SetSnapshot()
+	var path string
+	r := start(t, rabbit.URL, func(c *shim.Config) {
+		path = c.Shim.SnapshotFile
+		c.Shim.SnapshotFileInterval = time.Minute
+	})
+	// Written once the fanout is followed, before get_verdicts answers:
+	// from then on only the snapshot's arrival can write the file again.
+	eventually(t, "file written after subscribing", func() bool {
+		h, _ := snapshotFileDetail(t, path)
+		return slices.Equal(h.Detail, []string{"verdict snapshot (get_verdicts) not loaded yet"})
+	})
+	feeder.Serve(t)
+	eventually(t, "snapshot", r.shim.SnapshotLoaded)
+	eventually(t, "file healthy", func() bool { h, _ := snapshotFile(t, path); return h == "ok" })
+	if _, hosts := snapshotFile(t, path); len(hosts) != 0 {
+		t.Errorf("hosts %v, want none", hosts)
+	}
 }

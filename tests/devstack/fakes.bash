@@ -46,6 +46,7 @@ DISABLED_SERVICES=${DISABLED_SERVICES:-}
 # The configuration and runtime paths the plugin writes, moved under the root.
 TRUSTPOOL_CONF_DIR=$FAKE_ROOT/etc/trustpool
 TRUSTPOOL_SHIM_SOCKET=$FAKE_ROOT/run/trustpool/filter-shim.sock
+TRUSTPOOL_SHIM_SNAPSHOT=$FAKE_ROOT/run/trustpool/verdicts.snapshot
 TRUSTPOOL_DEV_DIR=$FAKE_ROOT/dev
 TRUSTPOOL_SYS_DIR=$FAKE_ROOT/sys
 TRUSTPOOL_SWTPM_LOCALCA=${TRUSTPOOL_SWTPM_LOCALCA:-$FAKE_ROOT/var/lib/swtpm-localca}

@@ -501,6 +501,12 @@ $DATA_DIR/trustpool/instances" ]
 trustpool_filter.TrustedFilter" ]
     [ "$(iniget "$NOVA_CONF" trustpool shim_socket)" = "$TRUSTPOOL_SHIM_SOCKET" ]
     [ "$(iniget "$NOVA_CONF" trustpool shim_timeout)" = 0.5 ]
+    [ "$(iniget "$NOVA_CONF" trustpool verdict_source)" = snapshot ]
+    [ "$(iniget "$NOVA_CONF" trustpool snapshot_file)" = "$TRUSTPOOL_SHIM_SNAPSHOT" ]
+    [ "$(toml "$TRUSTPOOL_SHIM_CONF" filter_shim.snapshot_file filter_shim.snapshot_file_group filter_shim.snapshot_file_mode)" = \
+        "$TRUSTPOOL_SHIM_SNAPSHOT
+
+0640" ]
     [ "$(cat "$NOVA_CPU_CONF")" = "$cpu_before" ]
     [ "$(toml "$TRUSTPOOL_SHIM_CONF" filter_shim.socket_path filter_shim.socket_mode filter_shim.verdict_public_key)" = \
         "$TRUSTPOOL_SHIM_SOCKET

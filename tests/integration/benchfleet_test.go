@@ -368,8 +368,10 @@ max_message_size = 33554432
 verdict_public_key = %q
 socket_path = %q
 socket_group = ""
+snapshot_file = %q
+snapshot_file_group = ""
 max_hosts = 20000
-`, rabbit.URL, pubPath, sock))
+`, rabbit.URL, pubPath, sock, filepath.Join(dir, "verdicts.snapshot")))
 	shim := servicetest.StartProcess(t, "trustpool-filter-shim", nil, bins.shim, "-config-file", shimConf)
 	sc := newShimClient(sock)
 	waitFor(t, 60*time.Second, "shim answering", func() bool { _, err := sc.passes([]string{"x"}); return err == nil })

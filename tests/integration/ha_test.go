@@ -463,9 +463,11 @@ host = "test-scheduler"
 verdict_public_key = %q
 socket_path = %q
 socket_group = ""
+snapshot_file = %q
+snapshot_file_group = ""
 [oslo_messaging_rabbit]
 %s
-`, e.rabbit.URL, pubPath, sock, rabbitOpts))
+`, e.rabbit.URL, pubPath, sock, filepath.Join(e.dir, "verdicts.snapshot"), rabbitOpts))
 	servicetest.StartProcess(t, "trustpool-filter-shim", nil, bin, "-config-file", conf)
 	sc := newShimClient(sock)
 	waitFor(t, 60*time.Second, "shim answering", func() bool { _, err := sc.passes([]string{"x"}); return err == nil })

@@ -142,8 +142,9 @@ func startFilterShim(t *testing.T, e *env, bin string) *filterShim {
 	}
 	s := &filterShim{socket: filepath.Join(dir, "shim.sock"), log: filepath.Join(dir, "shim.log")}
 	conf := fmt.Sprintf("[DEFAULT]\ntransport_url = %q\nhost = \"e2e-scheduler\"\n"+
-		"[filter_shim]\nverdict_public_key = %q\nsocket_path = %q\nsocket_group = \"\"\nsnapshot_retry_max = \"1s\"\n",
-		e.rabbit.URL, keyPath, s.socket)
+		"[filter_shim]\nverdict_public_key = %q\nsocket_path = %q\nsocket_group = \"\"\nsnapshot_retry_max = \"1s\"\n"+
+		"snapshot_file = %q\nsnapshot_file_group = \"\"\n",
+		e.rabbit.URL, keyPath, s.socket, filepath.Join(dir, "verdicts.snapshot"))
 	confPath := filepath.Join(dir, "filter-shim.toml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

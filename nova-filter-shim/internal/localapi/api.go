@@ -63,6 +63,24 @@ type State struct {
 	// verdict validity, so every verdict held has expired or will before
 	// the service could renew it.
 	Silent bool
+	// SnapshotFileWrites and SnapshotFileFailures count the writes of the
+	// verdict snapshot file that succeeded and failed.
+	SnapshotFileWrites, SnapshotFileFailures uint64
+}
+
+// Problems says why the shim is degraded; none means healthy.
+func (s State) Problems() []string {
+	var p []string
+	if !s.SnapshotLoaded {
+		p = append(p, "verdict snapshot (get_verdicts) not loaded yet")
+	}
+	if !s.Subscribed {
+		p = append(p, "verdict fanout not followed yet")
+	}
+	if s.Silent {
+		p = append(p, "nothing heard from the attestation service for longer than the verdict validity")
+	}
+	return p
 }
 
 // Config configures the API.
@@ -441,7 +459,7 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		"hosts":                   a.cfg.Cache.Len(),
 	}
 	code := http.StatusOK
-	if !st.SnapshotLoaded || !st.Subscribed || st.Silent {
+	if len(st.Problems()) > 0 {
 		body["status"] = "degraded"
 		code = http.StatusServiceUnavailable
 	}

@@ -81,6 +81,9 @@ func (a *API) Exposition() string {
 	sample(&b, "service_silent", nil, b2f(st.Silent))
 	family(&b, "snapshot_failures_total", "counter", "Failed get_verdicts calls.")
 	sample(&b, "snapshot_failures_total", nil, float64(st.SnapshotFailures))
+	family(&b, "snapshot_file_writes_total", "counter", "Writes of the verdict snapshot file for the Nova filter, by result.")
+	sample(&b, "snapshot_file_writes_total", []string{"result", "ok"}, float64(st.SnapshotFileWrites))
+	sample(&b, "snapshot_file_writes_total", []string{"result", "error"}, float64(st.SnapshotFileFailures))
 	return b.String()
 }
 

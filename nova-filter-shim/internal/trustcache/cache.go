@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,6 +75,8 @@ type Cache struct {
 	hosts map[string]entry
 	// bySum maps the digest of each held verdict's bytes to its host.
 	bySum map[[sha256.Size]byte]string
+	// version counts the changes of hosts (guarded by mu).
+	version uint64
 
 	accepted atomic.Uint64
 	dropped  [numDropReasons]atomic.Uint64
@@ -241,7 +244,40 @@ func (c *Cache) store(v verdict.Verdict, sum [sha256.Size]byte) (DropReason, boo
 		expiredNote: "verdict expired at " + exp.UTC().Format(time.RFC3339),
 	}
 	c.bySum[sum] = v.Host
+	c.version++
 	return "", true
+}
+
+// Held is one host's verdict as the cache acts on it: its status and
+// profiles, and its effective expiry (expires_at, capped by the maximum
+// age). Past ExpiresAt the host is unknown.
+type Held struct {
+	Host      string
+	Status    verdict.Status
+	Profiles  []string // sorted; shared with the cache, not to be modified
+	ExpiresAt time.Time
+}
+
+// Version counts the changes to the verdicts held: it grows whenever a
+// verdict is kept, and only then.
+func (c *Cache) Version() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.version
+}
+
+// AppendHeld appends every verdict held, expired or not, sorted by host,
+// and returns the Version they are.
+func (c *Cache) AppendHeld(dst []Held) ([]Held, uint64) {
+	c.mu.RLock()
+	start := len(dst)
+	for h, e := range c.hosts {
+		dst = append(dst, Held{Host: h, Status: e.v.Status, Profiles: e.v.Profiles, ExpiresAt: e.expires})
+	}
+	version := c.version
+	c.mu.RUnlock()
+	slices.SortFunc(dst[start:], func(a, b Held) int { return strings.Compare(a.Host, b.Host) })
+	return dst, version
 }
 
 // Lookup returns the verdict held for host and the status acted on now

@@ -344,3 +344,29 @@ func TestResentVerdictIsAuthentic(t *testing.T) {
 		t.Errorf("the replaced verdict's bytes: %+v, want stale", res)
 	}
 }
+
+func TestAppendHeldAndVersion(t *testing.T) {
+	c, clk := newCache(t, 0)
+	now := clk.Now()
+	if v := c.Version(); v != 0 {
+		t.Fatalf("empty cache version %d", v)
+	}
+	c.Apply([]json.RawMessage{
+		shimtest.Sign(t, shimtest.GoldenKey(), shimtest.Verdict("b", verdict.Trusted, 1, now, time.Hour, "p1", "p2")),
+		shimtest.Sign(t, shimtest.GoldenKey(), shimtest.Verdict("a", verdict.Untrusted, 1, now, time.Minute)),
+	})
+	v1 := c.Version()
+	// A duplicate or older verdict changes nothing.
+	c.Apply([]json.RawMessage{shimtest.Sign(t, shimtest.GoldenKey(), shimtest.Verdict("a", verdict.Untrusted, 1, now, time.Minute))})
+	held, v := c.AppendHeld(nil)
+	if v != v1 || v1 != 2 {
+		t.Errorf("versions %d, %d; want 2 twice", v1, v)
+	}
+	want := []trustcache.Held{
+		{Host: "a", Status: verdict.Untrusted, Profiles: []string{}, ExpiresAt: now.Add(time.Minute)},
+		{Host: "b", Status: verdict.Trusted, Profiles: []string{"p1", "p2"}, ExpiresAt: now.Add(time.Hour)},
+	}
+	if diff := cmp.Diff(want, held); diff != "" {
+		t.Errorf("held (-want +got):\n%s", diff)
+	}
+}

@@ -163,6 +163,7 @@ class Shim(object):
     def __init__(self, binary, url, key_pem=None, name='shim'):
         self.dir = tempfile.mkdtemp(prefix='tp-shim-')
         self.socket = os.path.join(self.dir, 'shim.sock')
+        self.snapshot_file = os.path.join(self.dir, 'verdicts.snapshot')
         key_path = os.path.join(self.dir, 'verdict_public_key.pem')
         with open(key_path, 'wb') as f:
             f.write(key_pem or GOLDEN.public_pem())
@@ -172,7 +173,9 @@ class Shim(object):
                     '[filter_shim]\nverdict_public_key = "%s"\n'
                     'socket_path = "%s"\nsocket_group = ""\n'
                     'snapshot_retry_max = "1s"\n'
-                    % (json.dumps(url), name, key_path, self.socket))
+                    'snapshot_file = "%s"\nsnapshot_file_group = ""\n'
+                    % (json.dumps(url), name, key_path, self.socket,
+                       self.snapshot_file))
         self.binary = binary
         self.log = open(os.path.join(self.dir, 'shim.log'), 'w+')
         self.proc = None

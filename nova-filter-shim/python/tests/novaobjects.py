@@ -62,8 +62,11 @@ def make_spec(extra_specs, num_instances=1, hints=None):
         numa_topology=None, retry=None)
 
 
-def host_manager_with(enabled, shim_socket=None, shim_timeout=None):
-    """A real HostManager whose enabled filters are `enabled`."""
+def host_manager_with(enabled, shim_socket=None, shim_timeout=None,
+                      verdict_source='socket', snapshot_file=None,
+                      snapshot_max_age=None):
+    """A real HostManager whose enabled filters are `enabled`; TrustedFilter
+    asks shim_socket (verdict_source socket) or reads snapshot_file."""
     init()
     CONF.set_override('available_filters',
                       ['nova.scheduler.filters.all_filters',
@@ -74,6 +77,11 @@ def host_manager_with(enabled, shim_socket=None, shim_timeout=None):
         CONF.set_override('shim_socket', shim_socket, 'trustpool')
     if shim_timeout is not None:
         CONF.set_override('shim_timeout', shim_timeout, 'trustpool')
+    CONF.set_override('verdict_source', verdict_source, 'trustpool')
+    if snapshot_file is not None:
+        CONF.set_override('snapshot_file', snapshot_file, 'trustpool')
+    if snapshot_max_age is not None:
+        CONF.set_override('snapshot_max_age', snapshot_max_age, 'trustpool')
     # The only DB touch points of HostManager.__init__.
     with mock.patch.object(host_manager.HostManager, 'refresh_cells_caches'), \
             mock.patch.object(host_manager.HostManager, '_init_aggregates'):

@@ -6,6 +6,7 @@ Run through `go test ./nova-filter-shim/python/` (python_test.go), which
 builds the shim and gives this module a RabbitMQ vhost of its own.
 """
 import datetime
+import time
 import unittest
 import unittest.mock
 
@@ -61,10 +62,19 @@ SCENARIO = ['h-trusted', 'h-untrusted', 'h-unknown', 'h-absent', 'h-expired',
 
 
 class NovaWithShimTest(unittest.TestCase):
+    """The truth table asking the shim over its socket."""
+
+    source = 'socket'
+    #: Filter requests the shim answers per scheduling pass.
+    calls_per_pass = 1
+
     def setUp(self):
         self.hm = no.host_manager_with(no.STOCK_FILTERS + ['TrustedFilter'],
                                        shim_socket=_shim.socket,
-                                       shim_timeout=2.0)
+                                       shim_timeout=2.0,
+                                       verdict_source=self.source,
+                                       snapshot_file=_shim.snapshot_file,
+                                       snapshot_max_age=10.0)
         self.hosts = [no.make_host(n, i + 1) for i, n in enumerate(SCENARIO)]
 
     def passed(self, extra, hosts=None):
@@ -115,22 +125,71 @@ class NovaWithShimTest(unittest.TestCase):
         before = _shim.filter_requests()
         got = self.passed({'trust:profile': 'baseline'}, hosts=hosts)
         self.assertEqual(got, ['bulk-%04d' % i for i in range(0, BULK, 2)])
-        self.assertEqual(_shim.filter_requests(), before + 1)
+        self.assertEqual(_shim.filter_requests(),
+                         before + self.calls_per_pass)
 
     def test_fanout_revokes_and_admits(self):
-        hosts = [no.make_host('fan-1', 1), no.make_host('fan-2', 2)]
-        _feeder.cast([harness.signed('fan-1', 'trusted', seq=1),
-                      harness.signed('fan-2', 'untrusted', seq=1)])
+        # Host names of this class's own: the shim keeps the seqs of the
+        # other class's run.
+        f1, f2 = 'fan-1-' + self.source, 'fan-2-' + self.source
+        hosts = [no.make_host(f1, 1), no.make_host(f2, 2)]
+        _feeder.cast([harness.signed(f1, 'trusted', seq=1),
+                      harness.signed(f2, 'untrusted', seq=1)])
         _shim.wait_for('fanout', lambda: self.passed(
-            {'trust:trusted_host': 'trusted'}, hosts) == ['fan-1'])
-        # Revoke fan-1, admit fan-2; a forged "trusted" for fan-1 with a
-        # higher seq and a replay of its old verdict are dropped.
-        _feeder.cast([harness.signed('fan-1', 'untrusted', seq=2),
-                      harness.signed('fan-2', 'trusted', seq=2),
-                      harness.forged('fan-1', 'untrusted', 'trusted', seq=3),
-                      harness.signed('fan-1', 'trusted', seq=1)])
+            {'trust:trusted_host': 'trusted'}, hosts) == [f1])
+        # Revoke f1, admit f2; a forged "trusted" for f1 with a higher seq
+        # and a replay of its old verdict are dropped.
+        _feeder.cast([harness.signed(f1, 'untrusted', seq=2),
+                      harness.signed(f2, 'trusted', seq=2),
+                      harness.forged(f1, 'untrusted', 'trusted', seq=3),
+                      harness.signed(f1, 'trusted', seq=1)])
         _shim.wait_for('revocation', lambda: self.passed(
-            {'trust:trusted_host': 'trusted'}, hosts) == ['fan-2'])
+            {'trust:trusted_host': 'trusted'}, hosts) == [f2])
+
+
+class SnapshotNovaWithShimTest(NovaWithShimTest):
+    """The same truth table on the snapshot file the shim writes: no
+    request to the shim at all."""
+
+    source = 'snapshot'
+    calls_per_pass = 0
+
+    def test_same_answers_as_the_socket(self):
+        """Every request form over every kind of host (the scenario's, the
+        fanout's and some bulk ones) gets the same hosts on both paths."""
+        names = SCENARIO + ['fan-1-socket', 'fan-2-socket'] + [
+            'bulk-%04d' % i for i in range(10)]
+        hosts = [no.make_host(n, i + 1) for i, n in enumerate(names)]
+        socket_hm = no.host_manager_with(
+            no.STOCK_FILTERS + ['TrustedFilter'], shim_socket=_shim.socket,
+            shim_timeout=2.0, verdict_source='socket')
+        snapshot_hm = no.host_manager_with(
+            no.STOCK_FILTERS + ['TrustedFilter'], shim_socket=_shim.socket,
+            shim_timeout=2.0, verdict_source='snapshot',
+            snapshot_file=_shim.snapshot_file)
+        compared = 0
+        for level in (None, 'trusted', 'untrusted', 'unknown'):
+            for profile in (None, 'baseline', 'gpu', 'other'):
+                if level is None and profile is None:
+                    continue
+                extra = {}
+                if level:
+                    extra['trust:trusted_host'] = level
+                if profile:
+                    extra['trust:profile'] = profile
+                spec = no.make_spec(extra)
+                no.CONF.set_override('verdict_source', 'socket', 'trustpool')
+                want = [h.host for h in socket_hm.get_filtered_hosts(
+                    hosts, spec)]
+                no.CONF.set_override('verdict_source', 'snapshot',
+                                     'trustpool')
+                before = _shim.filter_requests()
+                got = [h.host for h in snapshot_hm.get_filtered_hosts(
+                    hosts, spec)]
+                self.assertEqual(_shim.filter_requests(), before)
+                self.assertEqual(got, want, extra)
+                compared += 1
+        self.assertEqual(compared, 15)
 
 
 class ShimDownTest(unittest.TestCase):
@@ -162,3 +221,40 @@ class ShimDownTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class SnapshotShimDownTest(unittest.TestCase):
+    """The snapshot of a shim that stops says so at once; the one of a
+    shim that dies grows stale; either way no host passes."""
+
+    def test_stopped_then_killed(self):
+        shim = harness.Shim(harness.env('TRUSTPOOL_SHIM_BIN'),
+                            harness.env('TRUSTPOOL_TRANSPORT_URL'),
+                            name='scheduler-3')
+        self.addCleanup(shim.close)
+        shim.wait_healthy()
+        hm = no.host_manager_with(no.STOCK_FILTERS + ['TrustedFilter'],
+                                  shim_socket=shim.socket, shim_timeout=2.0,
+                                  verdict_source='snapshot',
+                                  snapshot_file=shim.snapshot_file,
+                                  snapshot_max_age=1.0)
+        hosts = [no.make_host('h-trusted', 1), no.make_host('h-untrusted', 2)]
+        spec = no.make_spec({'trust:trusted_host': 'trusted'})
+
+        def passed():
+            return [h.host for h in hm.get_filtered_hosts(hosts, spec)]
+        shim.wait_for('a healthy snapshot', lambda: passed() == ['h-trusted'])
+        shim.stop()
+        with self.assertLogs('trustpool_filter.filter', 'ERROR') as logs:
+            self.assertEqual(passed(), [])
+        self.assertIn('the shim is stopped', '\n'.join(logs.output))
+        shim.start()
+        shim.wait_healthy()
+        shim.wait_for('the snapshot again', lambda: passed() == ['h-trusted'])
+        # Killed: the file still says ok, but nobody rewrites it.
+        shim.proc.kill()
+        shim.proc.wait()
+        time.sleep(1.5)
+        with self.assertLogs('trustpool_filter.filter', 'ERROR') as logs:
+            self.assertEqual(passed(), [])
+        self.assertIn('snapshot_max_age', '\n'.join(logs.output))

@@ -10,6 +10,7 @@ from nova import objects
 from nova.scheduler import host_manager
 
 import trustpool_filter  # noqa: F401  registers [trustpool]
+from trustpool_filter import opts
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                       '..', 'etc', 'nova.conf.d',
@@ -27,6 +28,14 @@ class SampleConfTest(unittest.TestCase):
         self.assertEqual(CONF.trustpool.shim_socket,
                          '/run/trustpool/filter-shim.sock')
         self.assertEqual(CONF.trustpool.shim_timeout, 0.5)
+        # The sample states the defaults of the snapshot options.
+        self.assertEqual(CONF.trustpool.verdict_source, 'snapshot')
+        self.assertEqual(CONF.trustpool.snapshot_file,
+                         '/run/trustpool/verdicts.snapshot')
+        self.assertEqual(CONF.trustpool.snapshot_max_age, 10.0)
+        defaults = {o.name: o.default for o in opts.OPTS}
+        for opt in ('verdict_source', 'snapshot_file', 'snapshot_max_age'):
+            self.assertEqual(CONF.trustpool[opt], defaults[opt], opt)
         CONF.set_override('track_instance_changes', False, 'filter_scheduler')
         with mock.patch.object(host_manager.HostManager,
                                'refresh_cells_caches'), \

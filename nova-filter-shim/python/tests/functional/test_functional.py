@@ -83,8 +83,14 @@ class TrustedBootTest(harness.PatientWaits,
             'ImagePropertiesFilter', 'ServerGroupAntiAffinityFilter',
             'ServerGroupAffinityFilter', 'TrustedFilter'],
             group='filter_scheduler')
+        # The snapshot file of a shim started here (harness.Shim); the
+        # socket of one started by the Go test (test_e2e_attested).
+        snapshot_file = getattr(_shim, 'snapshot_file', None)
         self.flags(shim_socket=_shim.socket, shim_timeout=2.0,
+                   verdict_source='snapshot' if snapshot_file else 'socket',
                    group='trustpool')
+        if snapshot_file:
+            self.flags(snapshot_file=snapshot_file, group='trustpool')
         super()._setup_services()
 
     def _setup_compute_service(self):

@@ -49,6 +49,8 @@ const (
 	// AuthorizeVersion adds PolicyAuthorize blobs and approvals to
 	// deliver_secret.
 	AuthorizeVersion = "1.2"
+	// RedeliverVersion adds redeliver_challenge and redeliver_secret.
+	RedeliverVersion = "1.3"
 )
 
 // Bus names.

@@ -240,3 +240,106 @@ type DeliverSecretResult struct {
 	UnsealMS float64 `json:"unseal_ms,omitempty"`
 	InjectMS float64 `json:"inject_ms,omitempty"`
 }
+
+// Re-delivery (API version 1.3): after a delivered launch's instance
+// restarted (a host reboot), the service has the agent unseal again the
+// blob it kept. The agent acts only on a request the service signed with
+// its policy-signing key (the key the kept blob is sealed under), over a
+// nonce the agent issued for that one request.
+const (
+	// MethodRedeliverChallenge (call, RedeliverChallengeArgs →
+	// RedeliverChallengeResult): does the agent keep the launch's blob,
+	// and a fresh single-use nonce for the request to redeliver it.
+	MethodRedeliverChallenge = "redeliver_challenge"
+	// MethodRedeliverSecret (call, RedeliverSecretArgs →
+	// DeliverSecretResult): unseal the kept blob with the fresh approvals
+	// and inject the secret and the new receipt into the instance.
+	MethodRedeliverSecret = "redeliver_secret"
+)
+
+// Reasons of redeliver_secret (1.3), besides the deliver_secret ones.
+const (
+	// ReasonNotKept: the agent keeps no blob of this launch and
+	// instance (never delivered here, sealed without a policy-signing
+	// key, forgotten, or the agent's state directory was lost).
+	ReasonNotKept = "not_kept"
+	// ReasonRequestInvalid: the request does not carry the agent's
+	// outstanding nonce (replayed or stale) or its signature is not the
+	// policy-signing key's.
+	ReasonRequestInvalid = "request_invalid"
+)
+
+// RedeliverNonceSize is the size of a redeliver_challenge nonce.
+const RedeliverNonceSize = 32
+
+// RedeliverChallengeArgs are redeliver_challenge's keyword arguments.
+type RedeliverChallengeArgs struct {
+	LaunchID   string `json:"launch_id"`
+	InstanceID string `json:"instance_id"`
+}
+
+// Validate checks shape.
+func (a *RedeliverChallengeArgs) Validate() error {
+	var errs []error
+	if !IsUUID(a.LaunchID) {
+		errs = append(errs, errors.New("launch_id must be a UUID"))
+	}
+	if !IsUUID(a.InstanceID) {
+		errs = append(errs, errors.New("instance_id must be a UUID"))
+	}
+	return wrap(errs)
+}
+
+// RedeliverChallengeResult is redeliver_challenge's result.
+type RedeliverChallengeResult struct {
+	// Kept: the agent keeps a blob of the launch for the instance.
+	Kept bool `json:"kept"`
+	// Nonce (when Kept) is what the service signs in RedeliverSecretArgs;
+	// the agent accepts it once, for a short time.
+	Nonce []byte `json:"nonce,omitempty"`
+}
+
+// RedeliverSecretArgs are redeliver_secret's keyword arguments.
+type RedeliverSecretArgs struct {
+	LaunchID   string `json:"launch_id"`
+	InstanceID string `json:"instance_id"`
+	// Nonce is the agent's redeliver_challenge nonce.
+	Nonce []byte `json:"nonce"`
+	// Receipt is the service's signed receipt of the re-delivery.
+	Receipt json.RawMessage `json:"receipt"`
+	// Approvals approve the host's current PCR state (the fresh quote's).
+	Approvals []PolicyApproval `json:"approvals"`
+	// Signature is the policy-signing key's ASN.1 DER ECDSA signature
+	// over package policykey's RedeliverDigest of the other fields.
+	Signature []byte `json:"signature"`
+}
+
+// Validate checks shape.
+func (a *RedeliverSecretArgs) Validate() error {
+	var errs []error
+	if !IsUUID(a.LaunchID) {
+		errs = append(errs, errors.New("launch_id must be a UUID"))
+	}
+	if !IsUUID(a.InstanceID) {
+		errs = append(errs, errors.New("instance_id must be a UUID"))
+	}
+	if len(a.Nonce) != RedeliverNonceSize {
+		errs = append(errs, fmt.Errorf("nonce must be %d bytes", RedeliverNonceSize))
+	}
+	if len(a.Receipt) == 0 || len(a.Receipt) > MaxReceipt || !json.Valid(a.Receipt) || a.Receipt[0] != '{' {
+		errs = append(errs, fmt.Errorf("receipt must be a JSON object of at most %d bytes", MaxReceipt))
+	}
+	if len(a.Approvals) == 0 || len(a.Approvals) > MaxApprovals {
+		errs = append(errs, fmt.Errorf("approvals: 1..%d", MaxApprovals))
+	} else {
+		for i, ap := range a.Approvals {
+			if err := ap.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("approvals[%d]: %w", i, err))
+			}
+		}
+	}
+	if len(a.Signature) == 0 || len(a.Signature) > MaxApprovalSignature {
+		errs = append(errs, fmt.Errorf("signature must be 1..%d bytes", MaxApprovalSignature))
+	}
+	return wrap(errs)
+}

@@ -20,6 +20,9 @@
 // the instance (inject_failed). Refusals are results with a reason code,
 // never RPC failures, so the service can record them.
 //
+// A delivered blob sealed under PolicyAuthorize is kept for re-delivery
+// (redeliver.go).
+//
 // The secret and the unsealed key are overwritten once injected or refused
 // and never logged; logs carry launch and instance ids, sizes and reason
 // codes only.
@@ -67,8 +70,9 @@ type Deliverer struct {
 	cfg Config
 	log *slog.Logger
 
-	mu   sync.Mutex
-	seen map[string]bool
+	mu         sync.Mutex
+	seen       map[string]bool
+	challenges map[string]challenge
 }
 
 // maxSeen bounds the launch ids kept; the oldest are forgotten first. A
@@ -86,7 +90,7 @@ func New(cfg Config) (*Deliverer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Deliverer{cfg: cfg, log: cfg.Logger, seen: map[string]bool{}}
+	d := &Deliverer{cfg: cfg, log: cfg.Logger, seen: map[string]bool{}, challenges: map[string]challenge{}}
 	f, err := os.Open(filepath.Join(cfg.StateDir, seenFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -119,8 +123,9 @@ func New(cfg Config) (*Deliverer, error) {
 }
 
 // Endpoint is the oslo endpoint with the launch methods, at
-// attestrpc.APIVersion (1.2: deliver_secret takes authorized blobs; calls
-// asking for 1.1 are served too).
+// attestrpc.APIVersion (1.3: redeliver_challenge and redeliver_secret;
+// 1.2: deliver_secret takes authorized blobs; calls asking for 1.1 and
+// 1.2 are served too).
 func (d *Deliverer) Endpoint() oslo.Endpoint {
 	return oslo.Endpoint{Version: attestrpc.APIVersion, Methods: map[string]oslo.Handler{
 		attestrpc.MethodInstancePresent: func(ctx context.Context, req *oslo.Request) (any, error) {
@@ -143,6 +148,26 @@ func (d *Deliverer) Endpoint() oslo.Endpoint {
 			}
 			return d.DeliverSecret(ctx, &a), nil
 		},
+		attestrpc.MethodRedeliverChallenge: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.RedeliverChallengeArgs
+			if err := attester.DecodeArgs(req.Args, &a); err != nil {
+				return nil, err
+			}
+			if err := a.Validate(); err != nil {
+				return nil, oslo.NewValueError(err.Error())
+			}
+			return d.RedeliverChallenge(ctx, &a)
+		},
+		attestrpc.MethodRedeliverSecret: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.RedeliverSecretArgs
+			if err := attester.DecodeArgs(req.Args, &a); err != nil {
+				return nil, err
+			}
+			if err := a.Validate(); err != nil {
+				return nil, oslo.NewValueError(err.Error())
+			}
+			return d.RedeliverSecret(ctx, &a), nil
+		},
 	}}
 }
 
@@ -161,6 +186,37 @@ func (d *Deliverer) InstancePresent(ctx context.Context, a *attestrpc.InstancePr
 		}
 	}
 	return res, nil
+}
+
+// unseal imports and unseals the blob and opens its payload for the launch
+// and instance, returning the secret or a reason code and detail.
+func (d *Deliverer) unseal(ctx context.Context, p *importblob.Parsed, approvals []attestrpc.PolicyApproval, launchID, instanceID string,
+	res *attestrpc.DeliverSecretResult) ([]byte, string, string) {
+	t0 := time.Now()
+	key, err := d.cfg.TPM.Unseal(ctx, p, approvals)
+	if err == nil {
+		defer clear(key)
+	}
+	var secret []byte
+	if err == nil {
+		secret, err = p.Open(key, launchID, instanceID)
+	}
+	res.UnsealMS = float64(time.Since(t0).Microseconds()) / 1000
+	switch {
+	case errors.Is(err, tpm.ErrNotApproved):
+		return nil, attestrpc.ReasonPCRNotApproved, "no approval the service sent names this host's current PCR values"
+	case errors.Is(err, tpm.ErrApproval):
+		return nil, attestrpc.ReasonApprovalInvalid, "the TPM refused the approval's signature: not made with the policy-signing key the secret is sealed to"
+	case errors.Is(err, tpm.ErrPolicy):
+		return nil, attestrpc.ReasonPCRMismatch, "the TPM refused to unseal: a PCR changed since the quote the secret was sealed to"
+	case errors.Is(err, tpm.ErrImport):
+		return nil, attestrpc.ReasonImportFailed, "the TPM refused the blob: not made for this TPM's endorsement key, or altered"
+	case errors.Is(err, importblob.ErrPayload):
+		return nil, attestrpc.ReasonInvalidBlob, "the payload is not for this launch and instance"
+	case err != nil:
+		return nil, attestrpc.ReasonTPMUnavailable, err.Error()
+	}
+	return secret, "", ""
 }
 
 // writeSeen replaces launches.log with ids.
@@ -238,42 +294,19 @@ func (d *Deliverer) DeliverSecret(ctx context.Context, a *attestrpc.DeliverSecre
 	if err != nil {
 		return refuse(attestrpc.ReasonInvalidBlob, err.Error())
 	}
-	t0 := time.Now()
-	key, err := d.cfg.TPM.Unseal(ctx, p, a.Approvals)
-	if err == nil {
-		defer clear(key)
-	}
-	var secret []byte
-	if err == nil {
-		secret, err = p.Open(key, a.LaunchID, a.InstanceID)
-	}
-	res.UnsealMS = float64(time.Since(t0).Microseconds()) / 1000
-	switch {
-	case errors.Is(err, tpm.ErrNotApproved):
-		return refuse(attestrpc.ReasonPCRNotApproved, "no approval the service sent names this host's current PCR values")
-	case errors.Is(err, tpm.ErrApproval):
-		return refuse(attestrpc.ReasonApprovalInvalid, "the TPM refused the approval's signature: not made with the policy-signing key the secret is sealed to")
-	case errors.Is(err, tpm.ErrPolicy):
-		return refuse(attestrpc.ReasonPCRMismatch, "the TPM refused to unseal: a PCR changed since the quote the secret was sealed to")
-	case errors.Is(err, tpm.ErrImport):
-		return refuse(attestrpc.ReasonImportFailed, "the TPM refused the blob: not made for this TPM's endorsement key, or altered")
-	case errors.Is(err, importblob.ErrPayload):
-		return refuse(attestrpc.ReasonInvalidBlob, "the payload is not for this launch and instance")
-	case err != nil:
-		return refuse(attestrpc.ReasonTPMUnavailable, err.Error())
+	secret, code, detail := d.unseal(ctx, p, a.Approvals, a.LaunchID, a.InstanceID, res)
+	if code != "" {
+		return refuse(code, detail)
 	}
 	defer clear(secret)
-	t0 = time.Now()
-	err = d.cfg.Injector.Inject(ctx, a.InstanceID, []inject.File{
-		{Name: inject.SecretFile, Data: secret, Mode: 0o400},
-		{Name: inject.ReceiptFile, Data: a.Receipt, Mode: 0o644},
-	})
-	res.InjectMS = float64(time.Since(t0).Microseconds()) / 1000
-	if errors.Is(err, inject.ErrNoInstance) {
-		return refuse(attestrpc.ReasonInstanceNotPresent, "the instance is no longer on this host")
+	if code, detail := d.inject(ctx, a.InstanceID, secret, a.Receipt, res); code != "" {
+		return refuse(code, detail)
 	}
-	if err != nil {
-		return refuse(attestrpc.ReasonInjectFailed, err.Error())
+	if len(a.Blob.AuthorizeKey) > 0 {
+		// Kept for re-delivery after a restart; a failure costs only that.
+		if err := d.keep(a.LaunchID, a.InstanceID, &a.Blob); err != nil {
+			log.Warn("blob not kept for re-delivery", "error", err)
+		}
 	}
 	res.Delivered = true
 	log.Info("secret delivered", "injector", res.Injector, "bytes", len(secret), "unseal_ms", res.UnsealMS, "inject_ms", res.InjectMS)

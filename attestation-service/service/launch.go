@@ -387,6 +387,36 @@ func (a *launchAgents) DeliverSecret(ctx context.Context, host string, args *att
 	return &res, nil
 }
 
+// RedeliverChallenge and RedeliverSecret ask for API 1.3; an agent that
+// does not implement it is an error wrapping launcher.ErrAgentTooOld.
+func (a *launchAgents) RedeliverChallenge(ctx context.Context, host string, args *attestrpc.RedeliverChallengeArgs) (*attestrpc.RedeliverChallengeResult, error) {
+	var res attestrpc.RedeliverChallengeResult
+	if err := a.call(ctx, host, a.presentTimeout, attestrpc.MethodRedeliverChallenge, args, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (a *launchAgents) RedeliverSecret(ctx context.Context, host string, args *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error) {
+	var res attestrpc.DeliverSecretResult
+	if err := a.call(ctx, host, a.deliverTimeout, attestrpc.MethodRedeliverSecret, args, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (a *launchAgents) call(ctx context.Context, host string, timeout time.Duration, method string, args, res any) error {
+	c := a.c.WithTarget(func(t *oslo.Target) { t.Server, t.Version = host, attestrpc.RedeliverVersion }).WithTimeout(timeout)
+	if err := c.Call(ctx, nil, method, args, res); err != nil {
+		var re *oslo.RemoteError
+		if errors.As(err, &re) && re.Module == oslo.DispatcherModule && re.Class == "UnsupportedVersion" {
+			return fmt.Errorf("%w %s: %w", launcher.ErrAgentTooOld, attestrpc.RedeliverVersion, err)
+		}
+		return err
+	}
+	return nil
+}
+
 // novaListener reads Nova's instance.create.end on the service's own queue.
 func novaListener(tr *oslo.Transport, l LaunchSection, lr *launcher.Launcher, log *slog.Logger) *oslo.Listener {
 	return oslo.NewListener(tr, oslo.ListenerConfig{Exchange: l.NotificationExchange, Topic: l.NotificationTopic,

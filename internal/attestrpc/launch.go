@@ -26,6 +26,11 @@ const (
 	EventLaunchDelivered = "trustpool.launch.delivered"
 	EventLaunchRefused   = "trustpool.launch.refused"
 	EventLaunchFailed    = "trustpool.launch.failed"
+	// EventLaunchRedelivered: a delivered launch's secret was unsealed
+	// again after its instance restarted (1.3). A refused or failed
+	// re-delivery is EventLaunchRefused or EventLaunchFailed with
+	// "redelivery": true in the payload.
+	EventLaunchRedelivered = "trustpool.launch.redelivered"
 )
 
 // Reasons an agent gives in DeliverSecretResult.Reason. They are stable

@@ -31,6 +31,9 @@ const ReceiptType = "trustpool.launch.receipt"
 // Launch states. pending → bound → attested → sealed → delivered is the
 // good path; refused (the service would not release the secret) and failed
 // (it tried and delivery did not happen) are final, like delivered.
+// redelivered is a delivered launch whose secret the host's agent unsealed
+// again, after a fresh attestation, from the blob it kept (the instance
+// restarted); it is final too, and can be redelivered again.
 const (
 	StatePending   = "pending"
 	StateBound     = "bound"
@@ -39,17 +42,23 @@ const (
 	StateDelivered = "delivered"
 	StateRefused   = "refused"
 	StateFailed    = "failed"
+	// StateRedelivered: delivered, and delivered again after a restart.
+	StateRedelivered = "redelivered"
 )
 
 // Final reports whether state ends a launch.
 func Final(state string) bool {
-	return state == StateDelivered || state == StateRefused || state == StateFailed
+	return state == StateDelivered || state == StateRefused || state == StateFailed || state == StateRedelivered
 }
+
+// Delivered reports whether state is one in which the secret reached the
+// instance (delivered or redelivered).
+func Delivered(state string) bool { return state == StateDelivered || state == StateRedelivered }
 
 // ValidState reports whether state is one of the states.
 func ValidState(state string) bool {
 	switch state {
-	case StatePending, StateBound, StateAttested, StateSealed, StateDelivered, StateRefused, StateFailed:
+	case StatePending, StateBound, StateAttested, StateSealed, StateDelivered, StateRefused, StateFailed, StateRedelivered:
 		return true
 	}
 	return false
@@ -123,8 +132,8 @@ func (r *Receipt) Validate() error {
 	if (r.State == StateRefused || r.State == StateFailed) && len(r.Reasons) == 0 {
 		errs = append(errs, fmt.Errorf("a %s receipt has no reasons", r.State))
 	}
-	if r.State == StateDelivered && (r.DeliveredAt == "" || r.InstanceID == "" || r.HostID == "" || r.PCRPolicyDigest == "") {
-		errs = append(errs, errors.New("a delivered receipt lacks delivered_at, instance_id, host_id or pcr_policy_digest"))
+	if Delivered(r.State) && (r.DeliveredAt == "" || r.InstanceID == "" || r.HostID == "" || r.PCRPolicyDigest == "") {
+		errs = append(errs, fmt.Errorf("a %s receipt lacks delivered_at, instance_id, host_id or pcr_policy_digest", r.State))
 	}
 	for name, v := range map[string]string{"verified_at": r.VerifiedAt, "sealed_at": r.SealedAt, "delivered_at": r.DeliveredAt, "issued_at": r.IssuedAt} {
 		if v == "" && name != "issued_at" {
@@ -237,7 +246,7 @@ func (r *Receipt) Check(e Expect) error {
 			errs = append(errs, fmt.Errorf("%s is %q, want %q", c.name, c.got, c.want))
 		}
 	}
-	if r.State == StateDelivered && !slices.IsSorted(r.PCRs) {
+	if Delivered(r.State) && !slices.IsSorted(r.PCRs) {
 		errs = append(errs, errors.New("pcrs are not sorted"))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -190,3 +190,11 @@ func TestSealedToSignedPolicies(t *testing.T) {
 		})
 	}
 }
+
+func (a *oldAgent) RedeliverChallenge(context.Context, string, *attestrpc.RedeliverChallengeArgs) (*attestrpc.RedeliverChallengeResult, error) {
+	return nil, ErrAgentTooOld
+}
+
+func (a *oldAgent) RedeliverSecret(context.Context, string, *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error) {
+	return nil, ErrAgentTooOld
+}

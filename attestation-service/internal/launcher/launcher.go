@@ -24,6 +24,9 @@
 //	     ↘        ↘          ↘         ↘
 //	      refused  refused    refused   failed
 //
+// A delivered launch can be redelivered after its instance restarted
+// (redeliver.go): delivered → redelivered, again as often as asked.
+//
 // A launch is refused when the service will not release the secret (the
 // request expired or was sealed for another project, the host is not
 // enrolled or not found, the instance does not run on the host, the host
@@ -150,6 +153,10 @@ type Attester interface {
 type Agents interface {
 	InstancePresent(ctx context.Context, host string, args *attestrpc.InstancePresentArgs) (*attestrpc.InstancePresentResult, error)
 	DeliverSecret(ctx context.Context, host string, args *attestrpc.DeliverSecretArgs) (*attestrpc.DeliverSecretResult, error)
+	// RedeliverChallenge and RedeliverSecret (API 1.3) wrap
+	// ErrAgentTooOld when the agent does not implement them.
+	RedeliverChallenge(ctx context.Context, host string, args *attestrpc.RedeliverChallengeArgs) (*attestrpc.RedeliverChallengeResult, error)
+	RedeliverSecret(ctx context.Context, host string, args *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error)
 }
 
 // Servers finds where a server runs and whose it is (package cloud's
@@ -221,6 +228,9 @@ type Launcher struct {
 
 	outcomes *metrics.Counter
 	phases   map[string]*metrics.Histogram
+
+	redeliverMu  sync.Mutex
+	redelivering map[string]bool
 }
 
 type job struct {
@@ -261,7 +271,7 @@ func New(cfg Config) *Launcher {
 	}
 	l := &Launcher{cfg: cfg, log: cfg.Logger, jobs: make(chan job, 1024),
 		outcomes: cfg.Metrics.NewCounter("trustpool_launches_total", "Trusted launches that ended, by state and reason code.", "state", "reason"),
-		phases:   map[string]*metrics.Histogram{}}
+		phases:   map[string]*metrics.Histogram{}, redelivering: map[string]bool{}}
 	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 	for _, p := range []string{"bind", "attest", "seal", "rpc", "unseal", "inject", "total"} {
 		l.phases[p] = cfg.Metrics.NewHistogram("trustpool_launch_"+p+"_seconds", "Trusted launch phase "+p+" (delivered launches).", buckets)
@@ -935,7 +945,8 @@ func (l *Launcher) History(ctx context.Context, id string) ([]store.LaunchEvent,
 // bound, attested or delivered). A pending launch's sealed request goes
 // with it.
 func (l *Launcher) Delete(ctx context.Context, id string) error {
-	err := l.cfg.Store.DeleteLaunch(ctx, id, launch.StatePending, launch.StateDelivered, launch.StateRefused, launch.StateFailed)
+	err := l.cfg.Store.DeleteLaunch(ctx, id, launch.StatePending, launch.StateDelivered, launch.StateRefused, launch.StateFailed,
+		launch.StateRedelivered)
 	if errors.Is(err, store.ErrStateChanged) {
 		return fmt.Errorf("%w: %w", ErrBusy, err)
 	}

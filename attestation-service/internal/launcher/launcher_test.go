@@ -201,3 +201,11 @@ func TestSweepRebindsOrphans(t *testing.T) {
 		t.Fatal("the orphaned launch was not resubmitted")
 	}
 }
+
+func (a presentAgents) RedeliverChallenge(context.Context, string, *attestrpc.RedeliverChallengeArgs) (*attestrpc.RedeliverChallengeResult, error) {
+	return nil, ErrAgentTooOld
+}
+
+func (a presentAgents) RedeliverSecret(context.Context, string, *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error) {
+	return nil, ErrAgentTooOld
+}

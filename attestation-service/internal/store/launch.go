@@ -235,6 +235,17 @@ func (s *Store) queryLaunches(ctx context.Context, q string, args ...any) ([]*La
 // and appends its new state (with l.Reasons) to the history; otherwise
 // it wraps ErrStateChanged (or ErrNotFound).
 func (s *Store) TransitionLaunch(ctx context.Context, l *Launch, from string) error {
+	return s.updateLaunch(ctx, l, from, l.State)
+}
+
+// RecordLaunchEvent writes l like TransitionLaunch but records event as
+// the history entry's state (with l.Reasons): an attempt that leaves the
+// launch in its state, such as a refused re-delivery of a delivered launch.
+func (s *Store) RecordLaunchEvent(ctx context.Context, l *Launch, from, event string) error {
+	return s.updateLaunch(ctx, l, from, event)
+}
+
+func (s *Store) updateLaunch(ctx context.Context, l *Launch, from, event string) error {
 	now := time.Now()
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE launches SET state = ?, profile = ?, kid = ?, sealed = ?, instance_id = ?, host = ?,
@@ -256,7 +267,7 @@ func (s *Store) TransitionLaunch(ctx context.Context, l *Launch, from string) er
 			}
 			return fmt.Errorf("launch %q is %s, not %s: %w", l.ID, cur, from, ErrStateChanged)
 		}
-		return addLaunchEvent(ctx, tx, l.ID, LaunchEvent{At: now, State: l.State, Reasons: l.Reasons})
+		return addLaunchEvent(ctx, tx, l.ID, LaunchEvent{At: now, State: event, Reasons: l.Reasons})
 	})
 	if err != nil {
 		return fmt.Errorf("update launch: %w", err)

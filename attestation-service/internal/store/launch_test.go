@@ -70,6 +70,19 @@ func TestLaunches(t *testing.T) {
 		if diff := cmp.Diff(&d, got, opts, cmpopts.EquateEmpty(), cmpopts.IgnoreFields(store.Launch{}, "UpdatedAt")); diff != "" {
 			t.Errorf("after delivery (-want +got):\n%s", diff)
 		}
+		// A refused re-delivery: the launch stays delivered, the history
+		// records the attempt.
+		r := *got
+		r.Reasons = []string{"host_untrusted: x"}
+		if err := s.RecordLaunchEvent(ctx, &r, "delivered", "refused"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordLaunchEvent(ctx, &r, "bound", "refused"); !errors.Is(err, store.ErrStateChanged) {
+			t.Errorf("RecordLaunchEvent from a state the launch is not in = %v, want ErrStateChanged", err)
+		}
+		if got, err := s.GetLaunch(ctx, "l1"); err != nil || got.State != "delivered" || len(got.Reasons) != 1 {
+			t.Errorf("after a recorded event: %+v, %v", got, err)
+		}
 		hist, err := s.LaunchHistory(ctx, "l1")
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +91,7 @@ func TestLaunches(t *testing.T) {
 		for _, e := range hist {
 			states = append(states, e.State)
 		}
-		if diff := cmp.Diff([]string{"pending", "bound", "delivered"}, states); diff != "" {
+		if diff := cmp.Diff([]string{"pending", "bound", "delivered", "refused"}, states); diff != "" {
 			t.Errorf("history states (-want +got):\n%s", diff)
 		}
 

@@ -35,7 +35,7 @@ func (c *CLI) launchCommand() *cobra.Command {
 		"attestation against the profile, for the instance named. The agent there puts it into the\n" +
 		"instance (" + DefaultGuestSecret + ") with the signed receipt. An instance started\n" +
 		"anywhere else has no secret and cannot answer a proof."
-	g.AddCommand(c.launchCreate(), c.launchList(), c.launchShow(), c.launchVerify(), c.launchDelete(), c.launchProve(), c.launchCheck())
+	g.AddCommand(c.launchCreate(), c.launchList(), c.launchShow(), c.launchVerify(), c.launchDelete(), c.launchRedeliver(), c.launchProve(), c.launchCheck())
 	return g
 }
 
@@ -371,6 +371,45 @@ func (c *CLI) launchDelete() *cobra.Command {
 			return c.each(args, "launch", "delete", func(id string) error { return cl.DeleteLaunch(cmd.Context(), id) })
 		},
 	}
+}
+
+func (c *CLI) launchRedeliver() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "redeliver ID",
+		Short: "Deliver a delivered launch's secret again after its instance restarted (the host is attested afresh first)",
+		Long: "Asks the service to deliver the secret of a delivered launch again, for example after the host rebooted and the\n" +
+			"instance restarted. The service attests the host afresh and refuses when it is not trusted, does not satisfy the\n" +
+			"launch's profile, or no longer runs the instance; otherwise the host's agent unseals the blob it kept and writes the\n" +
+			"secret and a new receipt (state redelivered) into the instance. Prints the launch; exits 1 when refused or failed.\n" +
+			"Check the new receipt with `" + Name + " launch verify ID --state redelivered`.",
+		Args: cobra.ExactArgs(1),
+	}
+	of := showFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cl, err := c.client(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		rd, err := cl.RedeliverLaunch(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		r := launchRecord(rd.Launch, true)
+		r.Fields = append([]output.Column{{Name: "redelivery"}}, r.Fields...)
+		out := rd.Redelivery.State
+		if len(rd.Redelivery.Reasons) > 0 {
+			out += ": " + strings.Join(rd.Redelivery.Reasons, "; ")
+		}
+		r.Values = append([]any{output.Formatted{Text: out, Value: rd.Redelivery}}, r.Values...)
+		if err := c.writeRecord(of, r); err != nil {
+			return err
+		}
+		if rd.Redelivery.State != launch.StateRedelivered {
+			return fmt.Errorf("%w %s not redelivered (%s)", ErrLaunch, rd.Launch.ID, out)
+		}
+		return nil
+	}
+	return cmd
 }
 
 // checkReceipt verifies a launch's receipt and compares it with e.

@@ -42,6 +42,12 @@ const (
 	// ReasonLaunchInProgress (409 on delete): the launch is bound,
 	// attested or sealed; delete it once it has ended.
 	ReasonLaunchInProgress = "launch_in_progress"
+	// ReasonLaunchNotDelivered (409 on redeliver): the launch's secret
+	// never reached its instance; there is nothing to deliver again.
+	ReasonLaunchNotDelivered = "launch_not_delivered"
+	// ReasonRedeliveryOff (409 on redeliver): the service has no
+	// policy-signing key, so no host keeps a blob it could redeliver.
+	ReasonRedeliveryOff = "redelivery_unavailable"
 )
 
 // LaunchKey is the service's HPKE launch key as GET /v1/keys lists it
@@ -116,6 +122,17 @@ type LaunchEvent struct {
 type LaunchEnvelope struct {
 	Launch Launch `json:"launch"`
 }
+
+// LaunchRedelivery is the body of POST /v1/launches/{id}/redeliver: the
+// launch as it then is, and the outcome of this re-delivery (state
+// redelivered, refused or failed, with reasons).
+type LaunchRedelivery struct {
+	Launch     Launch      `json:"launch"`
+	Redelivery LaunchEvent `json:"redelivery"`
+}
+
+// LaunchRedeliverPath returns /v1/launches/{id}/redeliver with id escaped.
+func LaunchRedeliverPath(id string) string { return LaunchPath(id) + "/redeliver" }
 
 // LaunchList is the body of GET /v1/launches.
 type LaunchList struct {

@@ -42,3 +42,11 @@ func (c *Client) GetLaunch(ctx context.Context, id string) (attestapi.Launch, er
 func (c *Client) DeleteLaunch(ctx context.Context, id string) error {
 	return c.do(ctx, request{method: http.MethodDelete, path: attestapi.LaunchPath(id)})
 }
+
+// RedeliverLaunch asks the service to deliver a delivered launch's secret
+// again (its instance restarted) and returns the launch and the outcome.
+func (c *Client) RedeliverLaunch(ctx context.Context, id string) (attestapi.LaunchRedelivery, error) {
+	var out attestapi.LaunchRedelivery
+	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.LaunchRedeliverPath(id), out: &out})
+	return out, err
+}

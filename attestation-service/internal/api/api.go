@@ -245,6 +245,7 @@ func (s *server) routes() []route {
 		{"GET", attestapi.PathLaunches, "launches.list", false, s.listLaunches},
 		{"GET", "/v1/launches/{launch_id}", "launches.get", false, s.getLaunch},
 		{"DELETE", "/v1/launches/{launch_id}", "launches.delete", false, s.deleteLaunch},
+		{"POST", "/v1/launches/{launch_id}/redeliver", "launches.redeliver", false, s.redeliverLaunch},
 	}
 }
 

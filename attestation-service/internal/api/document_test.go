@@ -168,6 +168,9 @@ func TestResponsesMatchDocument(t *testing.T) {
 		{"GET", "/v1/launches?all_projects=true&limit=5", f.admin, "", "", 200, false},
 		{"GET", "/v1/launches/" + launchID, f.member, "", "", 200, false},
 		{"GET", "/v1/launches/" + launchID, f.otherMember(t), "", "", 404, false},
+		{"POST", "/v1/launches/" + launchID + "/redeliver", f.member, "", "", 409, false}, // pending: never delivered
+		{"POST", "/v1/launches/" + launchID + "/redeliver", f.reader, "", "", 403, false},
+		{"POST", "/v1/launches/" + launchID + "/redeliver", f.otherMember(t), "", "", 404, false},
 		{"DELETE", "/v1/launches/" + launchID, f.reader, "", "", 403, false},
 		{"DELETE", "/v1/launches/" + launchID, f.member, "", "", 204, false},
 		{"PATCH", "/v1/hosts/compute-2", f.admin, "", "", 405, true},

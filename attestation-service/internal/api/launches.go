@@ -18,11 +18,12 @@ import (
 
 // Rule names of the launch operations.
 const (
-	RuleLaunchesCreate  = "trustpool:launches:create"
-	RuleLaunchesList    = "trustpool:launches:list"
-	RuleLaunchesListAll = "trustpool:launches:list:all_projects"
-	RuleLaunchesGet     = "trustpool:launches:get"
-	RuleLaunchesDelete  = "trustpool:launches:delete"
+	RuleLaunchesCreate    = "trustpool:launches:create"
+	RuleLaunchesList      = "trustpool:launches:list"
+	RuleLaunchesListAll   = "trustpool:launches:list:all_projects"
+	RuleLaunchesGet       = "trustpool:launches:get"
+	RuleLaunchesDelete    = "trustpool:launches:delete"
+	RuleLaunchesRedeliver = "trustpool:launches:redeliver"
 )
 
 // launchRules are the launch operations' defaults: launches belong to a
@@ -44,6 +45,10 @@ func launchRules() []kpolicy.RuleDefault {
 		{Name: RuleLaunchesDelete, CheckStr: "rule:" + RuleProjectMemberOrAdmin, Description: "Delete a pending or ended trusted launch " +
 			"(a pending launch's sealed request goes with it).",
 			Operations: []kpolicy.Operation{{Method: "DELETE", Path: "/v1/launches/{launch_id}"}}, ScopeTypes: project},
+		{Name: RuleLaunchesRedeliver, CheckStr: "rule:" + RuleProjectMember, Description: "Deliver a delivered trusted launch's secret " +
+			"again after its instance restarted (the service attests the host afresh first). A launch of another project answers 404 " +
+			"to those the show rule refuses.",
+			Operations: []kpolicy.Operation{{Method: "POST", Path: "/v1/launches/{launch_id}/redeliver"}}, ScopeTypes: project},
 	}
 }
 
@@ -231,6 +236,29 @@ func (s *server) deleteLaunch(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (s *server) redeliverLaunch(w http.ResponseWriter, r *http.Request) error {
+	if _, err := queryParams(r); err != nil {
+		return err
+	}
+	l, err := s.launchFor(r, RuleLaunchesRedeliver)
+	if err != nil {
+		return err
+	}
+	rd, err := s.cfg.Launches.Redeliver(r.Context(), l.ID)
+	if err != nil {
+		return err
+	}
+	hist, err := s.cfg.Launches.History(r.Context(), l.ID)
+	if err != nil {
+		return err
+	}
+	s.log.Info("launch redelivery", "request_id", requestID(r), "launch_id", l.ID, "project_id", l.ProjectID, "user_id", caller(r).UserID,
+		"state", rd.State)
+	writeJSON(w, http.StatusOK, attestapi.LaunchRedelivery{Launch: s.launchView(r, rd.Launch, hist),
+		Redelivery: attestapi.LaunchEvent{At: rd.Launch.UpdatedAt, State: rd.State, Reasons: nonNilStrings(rd.Reasons)}})
+	return nil
+}
+
 // boolParam reads an optional true/false query parameter.
 func boolParam(q url.Values, name string) (bool, error) {
 	if !q.Has(name) {
@@ -254,9 +282,15 @@ func launchError(err error) (*HTTPError, bool) {
 	case errors.Is(err, launcher.ErrReplayed):
 		return &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonLaunchReplayed,
 			Msg: "replayed: this sealed launch request was already used; seal a new one"}, true
+	case errors.Is(err, launcher.ErrNotDelivered):
+		return &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonLaunchNotDelivered,
+			Msg: "launch_not_delivered: " + err.Error() + "; only a delivered launch's secret can be delivered again"}, true
+	case errors.Is(err, launcher.ErrRedeliverOff):
+		return &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonRedeliveryOff,
+			Msg: "redelivery_unavailable: this service has no policy-signing key, so no host keeps a sealed blob to deliver again"}, true
 	case errors.Is(err, launcher.ErrBusy):
 		return &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonLaunchInProgress,
-			Msg: "the launch is in progress (bound, attested or sealed); delete it once it has ended"}, true
+			Msg: "the launch is in progress (bound, attested, sealed or being redelivered); try again once that has ended"}, true
 	}
 	return nil, false
 }

@@ -49,12 +49,20 @@ var (
 	ErrRedeliverOff = errors.New("re-delivery needs the policy-signing key")
 )
 
-// Redeliver runs a re-delivery of a delivered launch and returns the
-// launch as it then is (state redelivered, or unchanged with the refusal
-// in its reasons and receipt). ErrNotDelivered, ErrRedeliverOff and
-// ErrBusy (a re-delivery of it is in progress) are returned before
-// anything is asked of the host.
-func (l *Launcher) Redeliver(ctx context.Context, id string) (*store.Launch, error) {
+// Redelivery is the outcome of one re-delivery.
+type Redelivery struct {
+	// Launch is the launch as it then is: redelivered, or in its state
+	// with the refusal in its reasons and receipt.
+	Launch *store.Launch
+	// State is redelivered, refused or failed; Reasons say why not.
+	State   string
+	Reasons []string
+}
+
+// Redeliver runs a re-delivery of a delivered launch. ErrNotDelivered,
+// ErrRedeliverOff and ErrBusy (a re-delivery of it is in progress) are
+// returned before anything is asked of the host.
+func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error) {
 	if !l.redeliveryStart(id) {
 		return nil, fmt.Errorf("%w: a re-delivery of launch %s is in progress", ErrBusy, id)
 	}
@@ -71,7 +79,7 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*store.Launch, err
 	}
 	ctx = context.WithoutCancel(ctx)
 	from := rec.State
-	end := func(event, code, detail string) (*store.Launch, error) {
+	end := func(event, code, detail string) (*Redelivery, error) {
 		reason := code
 		if detail != "" {
 			reason += ": " + detail
@@ -93,9 +101,9 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*store.Launch, err
 		}
 		l.notify(ctx, ev, rec, event)
 		l.log.Warn("launch not redelivered", "launch_id", rec.ID, "host", rec.Host, "state", event, "reasons", rec.Reasons)
-		return rec, nil
+		return &Redelivery{Launch: rec, State: event, Reasons: rec.Reasons}, nil
 	}
-	refuse := func(code, detail string) (*store.Launch, error) { return end(launch.StateRefused, code, detail) }
+	refuse := func(code, detail string) (*Redelivery, error) { return end(launch.StateRefused, code, detail) }
 
 	host := rec.Host
 	switch hr, err := l.cfg.Store.GetHost(ctx, host); {
@@ -197,7 +205,7 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*store.Launch, err
 	l.notify(ctx, attestrpc.EventLaunchRedelivered, rec, launch.StateRedelivered)
 	l.log.Info("launch redelivered", "launch_id", rec.ID, "project_id", rec.ProjectID, "instance_id", rec.InstanceID, "host", host,
 		"verdict_seq", rec.VerdictSeq)
-	return rec, nil
+	return &Redelivery{Launch: rec, State: launch.StateRedelivered, Reasons: []string{}}, nil
 }
 
 // confirmOwner checks, as binding does, that the instance is the launch's

@@ -38,7 +38,12 @@ import (
 //     service asks for 1.2 only when it sends an authorized blob, and an
 //     agent that implements only 1.1 answers with UnsupportedVersion, after
 //     which the service seals to PolicyPCR and calls with 1.1.
-const APIVersion = AuthorizeVersion
+//   - 1.3 (RedeliverVersion): the agent's redeliver_challenge and
+//     redeliver_secret (re-delivery of a kept blob after the instance
+//     restarted, launch.go). The service asks for 1.3 only to redeliver;
+//     an agent that implements only 1.2 answers with UnsupportedVersion,
+//     which the service records as a refused re-delivery (agent_too_old).
+const APIVersion = RedeliverVersion
 
 // Versions callers ask for.
 const (

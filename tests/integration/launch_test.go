@@ -215,6 +215,8 @@ type launchTest struct {
 	events               *launchEvents
 	nova                 *novaBus
 	dir                  string
+	// name is the test's name, in the tenants' project names.
+	name string
 }
 
 // with returns lt for a subtest: its helpers fail t, not the parent test.
@@ -286,46 +288,14 @@ func (lt *launchTest) refused(l attestapi.Launch, state, code string) {
 	}
 }
 
-// TestLaunch is the trusted launch end to end against RabbitMQ, Keystone,
-// the attestation service and three swtpm agents with the directory
-// injector, tenants using the trustpool binary through a proxy that holds
-// every request and answer to docs/api/openapi.yaml. The service has no
-// Nova account, as when a third party runs it: launches are bound by
-// instance.create.end notifications or by the hostId the tenant gives.
-//
-// Positive: --server binding with a hostId delivers; the receipt verifies
-// with the CLI (from the API and from the file the instance received);
-// prove in the instance and check at the tenant agree; a notification binds
-// and delivers. Negative, each with its reason and no delivery: PCR
-// extended before sealing (refused host_untrusted), PCR extended between
-// quote and unseal (failed pcr_mismatch), profile not satisfied, host not
-// enrolled, Nova naming a host that does not run the instance
-// (instance_not_present), an instance of another project on the host
-// (instance_not_in_project) or whose owner only a notification names
-// (owner_unknown), a sealed request replayed by another project
-// (project_mismatch) and by its own (replayed), not_after passed at
-// creation and before binding (expired), a second binding notification
-// (ignored) and a deliver_secret replayed on the bus to the agent
-// (replayed; re-aimed at another instance: invalid_blob), a receipt altered
-// after signing (verify fails), another project's member (not found).
-func TestLaunch(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	e := newEnv(t, 5*time.Second)
-	lt := &launchTest{t: t, e: e, hosts: map[string]*host{}, dir: t.TempDir()}
-	var armed atomic.Bool
-	for _, n := range []string{"host1", "host2", "host3"} {
-		lt.hosts[n] = e.newHost(n, bootseed.BuildA())
-	}
-	h3 := lt.hosts["host3"]
-	h3.openTPM = func(ctx context.Context) (transport.TPMCloser, error) {
-		c, err := tpm.DialSWTPM(ctx, h3.sw.ServerAddr, 10*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		return pcrHook{TPMCloser: c, armed: &armed}, nil
-	}
+// start starts the service and lt's hosts' agents, learns profile
+// baseline from host1 (and makes profile strict, which no host
+// satisfies), waits until every host is trusted, and makes the tenants
+// (a, b: members of their projects; reader: a reader of a's project) and
+// the CLI, which pins the launch key and the verdict key.
+func (lt *launchTest) start() {
+	t, e := lt.t, lt.e
+	t.Helper()
 	e.startService()
 	for _, h := range lt.hosts {
 		e.startAgent(h)
@@ -348,6 +318,7 @@ func TestLaunch(t *testing.T) {
 
 	// Tenants and the CLI.
 	name := strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
+	lt.name = name
 	user := func(who string, roles ...string) tenant {
 		tn := tenant{name: who, user: "tp-" + who + "-" + name}
 		project := "launch-" + who + "-" + name
@@ -393,6 +364,50 @@ func TestLaunch(t *testing.T) {
 	if out := lt.cli.ok(append(slices.Clone(lt.a.cloud), "key", "list", "--use", "launch", "-f", "value", "-c", "Fingerprint")...); strings.TrimSpace(out) != lt.fingerprint {
 		t.Fatalf("key list --use launch = %q, want %s", out, lt.fingerprint)
 	}
+}
+
+// TestLaunch is the trusted launch end to end against RabbitMQ, Keystone,
+// the attestation service and three swtpm agents with the directory
+// injector, tenants using the trustpool binary through a proxy that holds
+// every request and answer to docs/api/openapi.yaml. The service has no
+// Nova account, as when a third party runs it: launches are bound by
+// instance.create.end notifications or by the hostId the tenant gives.
+//
+// Positive: --server binding with a hostId delivers; the receipt verifies
+// with the CLI (from the API and from the file the instance received);
+// prove in the instance and check at the tenant agree; a notification binds
+// and delivers. Negative, each with its reason and no delivery: PCR
+// extended before sealing (refused host_untrusted), PCR extended between
+// quote and unseal (failed pcr_mismatch), profile not satisfied, host not
+// enrolled, Nova naming a host that does not run the instance
+// (instance_not_present), an instance of another project on the host
+// (instance_not_in_project) or whose owner only a notification names
+// (owner_unknown), a sealed request replayed by another project
+// (project_mismatch) and by its own (replayed), not_after passed at
+// creation and before binding (expired), a second binding notification
+// (ignored) and a deliver_secret replayed on the bus to the agent
+// (replayed; re-aimed at another instance: invalid_blob), a receipt altered
+// after signing (verify fails), another project's member (not found).
+func TestLaunch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	e := newEnv(t, 5*time.Second)
+	lt := &launchTest{t: t, e: e, hosts: map[string]*host{}, dir: t.TempDir()}
+	var armed atomic.Bool
+	for _, n := range []string{"host1", "host2", "host3"} {
+		lt.hosts[n] = e.newHost(n, bootseed.BuildA())
+	}
+	h3 := lt.hosts["host3"]
+	h3.openTPM = func(ctx context.Context) (transport.TPMCloser, error) {
+		c, err := tpm.DialSWTPM(ctx, h3.sw.ServerAddr, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		return pcrHook{TPMCloser: c, armed: &armed}, nil
+	}
+	lt.start()
+	name := lt.name
 	secret := []byte("correct horse battery staple: the data volume's LUKS passphrase")
 	secretFile := filepath.Join(lt.dir, "secret")
 	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {

@@ -405,6 +405,12 @@ func (a *launchAgents) RedeliverSecret(ctx context.Context, host string, args *a
 	return &res, nil
 }
 
+// ForgetSecret casts forget_secret at API 1.3 (an older agent drops it).
+func (a *launchAgents) ForgetSecret(ctx context.Context, host string, args *attestrpc.ForgetSecretArgs) error {
+	c := a.c.WithTarget(func(t *oslo.Target) { t.Server, t.Version = host, attestrpc.RedeliverVersion })
+	return c.Cast(ctx, nil, attestrpc.MethodForgetSecret, args)
+}
+
 func (a *launchAgents) call(ctx context.Context, host string, timeout time.Duration, method string, args, res any) error {
 	c := a.c.WithTarget(func(t *oslo.Target) { t.Server, t.Version = host, attestrpc.RedeliverVersion }).WithTimeout(timeout)
 	if err := c.Call(ctx, nil, method, args, res); err != nil {

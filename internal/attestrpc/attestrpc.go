@@ -38,9 +38,10 @@ import (
 //     service asks for 1.2 only when it sends an authorized blob, and an
 //     agent that implements only 1.1 answers with UnsupportedVersion, after
 //     which the service seals to PolicyPCR and calls with 1.1.
-//   - 1.3 (RedeliverVersion): the agent's redeliver_challenge and
+//   - 1.3 (RedeliverVersion): the agent's redeliver_challenge,
 //     redeliver_secret (re-delivery of a kept blob after the instance
-//     restarted, launch.go). The service asks for 1.3 only to redeliver;
+//     restarted, launch.go) and forget_secret (cast: drop a deleted
+//     launch's kept blob; an older agent drops the cast). The service asks for 1.3 only to redeliver;
 //     an agent that implements only 1.2 answers with UnsupportedVersion,
 //     which the service records as a refused re-delivery (agent_too_old).
 const APIVersion = RedeliverVersion

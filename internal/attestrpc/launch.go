@@ -348,3 +348,32 @@ func (a *RedeliverSecretArgs) Validate() error {
 	}
 	return wrap(errs)
 }
+
+// MethodForgetSecret (1.3, cast, ForgetSecretArgs): the launch was
+// deleted; drop its kept blob. Signed like redeliver_secret (a replay only
+// drops a blob already dropped).
+const MethodForgetSecret = "forget_secret"
+
+// ForgetSecretArgs are forget_secret's keyword arguments.
+type ForgetSecretArgs struct {
+	LaunchID   string `json:"launch_id"`
+	InstanceID string `json:"instance_id"`
+	// Signature is the policy-signing key's ASN.1 DER ECDSA signature
+	// over package policykey's ForgetDigest.
+	Signature []byte `json:"signature"`
+}
+
+// Validate checks shape.
+func (a *ForgetSecretArgs) Validate() error {
+	var errs []error
+	if !IsUUID(a.LaunchID) {
+		errs = append(errs, errors.New("launch_id must be a UUID"))
+	}
+	if !IsUUID(a.InstanceID) {
+		errs = append(errs, errors.New("instance_id must be a UUID"))
+	}
+	if len(a.Signature) == 0 || len(a.Signature) > MaxApprovalSignature {
+		errs = append(errs, fmt.Errorf("signature must be 1..%d bytes", MaxApprovalSignature))
+	}
+	return wrap(errs)
+}

@@ -114,3 +114,44 @@ func publicFromTPM(b []byte) (*ecdsa.PublicKey, error) {
 	}
 	return pk, nil
 }
+
+// forgetDomain starts every signed forget_secret request.
+const forgetDomain = "trustpool-forget-v1\x00"
+
+// ForgetDigest is what the policy-signing key signs in a forget_secret
+// request: SHA-256 over the domain string and the launch and instance
+// ids, length-prefixed.
+func ForgetDigest(a *attestrpc.ForgetSecretArgs) []byte {
+	h := sha256.New()
+	h.Write([]byte(forgetDomain))
+	for _, f := range []string{a.LaunchID, a.InstanceID} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	return h.Sum(nil)
+}
+
+// SignForget sets a.Signature.
+func (k *PrivateKey) SignForget(a *attestrpc.ForgetSecretArgs) error {
+	sig, err := ecdsa.SignASN1(rand.Reader, k.sk, ForgetDigest(a))
+	if err != nil {
+		return fmt.Errorf("sign forget request: %w", err)
+	}
+	a.Signature = sig
+	return nil
+}
+
+// VerifyForget checks a.Signature against the key whose TPMT_PUBLIC is
+// tpmPublic, wrapping ErrRedeliverSignature when it does not verify.
+func VerifyForget(tpmPublic []byte, a *attestrpc.ForgetSecretArgs) error {
+	pk, err := publicFromTPM(tpmPublic)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRedeliverSignature, err)
+	}
+	if !ecdsa.VerifyASN1(pk, ForgetDigest(a), a.Signature) {
+		return ErrRedeliverSignature
+	}
+	return nil
+}

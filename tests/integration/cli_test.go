@@ -365,6 +365,7 @@ func TestCLI(t *testing.T) {
 	c.fails(commands.ExitError, []string{"has no receipt yet"}, as(member, "launch", "verify", id, "--public-key", pemFile)...)
 	c.fails(commands.ExitError, []string{"not the pinned"}, as(member, "launch", "create", "--profile", "golden", "--secret-file", secretFile,
 		"--launch-key-fingerprint", strings.Repeat("0", 64))...)
+	c.fails(commands.ExitError, []string{"launch_not_delivered"}, as(member, "launch", "redeliver", id)...)
 	c.ok(as(member, "launch", "delete", id)...)
 
 	// Delete a host; it is gone.

@@ -72,7 +72,8 @@ func (lt *launchTest) redeliver(tn tenant, id string) (int, attestapi.LaunchEven
 // unsealed); another project's member (not found) and a project reader
 // (forbidden); a launch never delivered (409 launch_not_delivered); a
 // redeliver_secret replayed on the bus, and the same request with a nonce
-// the attacker asked for (request_invalid; nothing unsealed).
+// the attacker asked for (request_invalid; nothing unsealed). Deleting the
+// launch makes the host drop the blob it kept.
 func TestLaunchRedeliver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -281,6 +282,19 @@ func TestLaunchRedeliver(t *testing.T) {
 		if p["redelivery"] != true {
 			t.Errorf("refused notification %v, want redelivery true", p)
 		}
+	})
+
+	t.Run("deleting the launch drops the kept blob", func(t *testing.T) {
+		lt := lt.with(t)
+		kept := filepath.Join(h1.dir, "state", "kept", l1.ID+".json")
+		if _, err := os.Stat(kept); err != nil {
+			t.Fatalf("no kept blob before the delete: %v", err)
+		}
+		lt.cli.ok(append(slices.Clone(lt.a.cloud), "launch", "delete", l1.ID)...)
+		waitFor(t, 30*time.Second, "the kept blob to go", func() bool {
+			_, err := os.Stat(kept)
+			return os.IsNotExist(err)
+		})
 	})
 
 	if e.verdicts.bad != 0 {

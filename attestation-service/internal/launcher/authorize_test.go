@@ -198,3 +198,7 @@ func (a *oldAgent) RedeliverChallenge(context.Context, string, *attestrpc.Redeli
 func (a *oldAgent) RedeliverSecret(context.Context, string, *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error) {
 	return nil, ErrAgentTooOld
 }
+
+func (a *oldAgent) ForgetSecret(context.Context, string, *attestrpc.ForgetSecretArgs) error {
+	return ErrAgentTooOld
+}

@@ -157,6 +157,8 @@ type Agents interface {
 	// ErrAgentTooOld when the agent does not implement them.
 	RedeliverChallenge(ctx context.Context, host string, args *attestrpc.RedeliverChallengeArgs) (*attestrpc.RedeliverChallengeResult, error)
 	RedeliverSecret(ctx context.Context, host string, args *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error)
+	// ForgetSecret casts forget_secret (API 1.3).
+	ForgetSecret(ctx context.Context, host string, args *attestrpc.ForgetSecretArgs) error
 }
 
 // Servers finds where a server runs and whose it is (package cloud's
@@ -943,12 +945,29 @@ func (l *Launcher) History(ctx context.Context, id string) ([]store.LaunchEvent,
 
 // Delete removes a pending or ended launch (ErrBusy while it is being
 // bound, attested or delivered). A pending launch's sealed request goes
-// with it.
+// with it; a delivered launch's host is told to drop the blob it kept
+// for re-delivery (forget_secret, best effort).
 func (l *Launcher) Delete(ctx context.Context, id string) error {
-	err := l.cfg.Store.DeleteLaunch(ctx, id, launch.StatePending, launch.StateDelivered, launch.StateRefused, launch.StateFailed,
+	rec, err := l.cfg.Store.GetLaunch(ctx, id)
+	if err != nil {
+		return err
+	}
+	err = l.cfg.Store.DeleteLaunch(ctx, id, launch.StatePending, launch.StateDelivered, launch.StateRefused, launch.StateFailed,
 		launch.StateRedelivered)
 	if errors.Is(err, store.ErrStateChanged) {
 		return fmt.Errorf("%w: %w", ErrBusy, err)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if launch.Delivered(rec.State) && l.cfg.PolicyKey != nil && rec.Host != "" {
+		a := &attestrpc.ForgetSecretArgs{LaunchID: rec.ID, InstanceID: rec.InstanceID}
+		if err := l.cfg.PolicyKey.SignForget(a); err == nil {
+			err = l.cfg.Agents.ForgetSecret(ctx, rec.Host, a)
+		}
+		if err != nil {
+			l.log.Warn("cannot tell the host to drop the deleted launch's kept blob", "launch_id", rec.ID, "host", rec.Host, "error", err)
+		}
+	}
+	return nil
 }

@@ -209,3 +209,7 @@ func (a presentAgents) RedeliverChallenge(context.Context, string, *attestrpc.Re
 func (a presentAgents) RedeliverSecret(context.Context, string, *attestrpc.RedeliverSecretArgs) (*attestrpc.DeliverSecretResult, error) {
 	return nil, ErrAgentTooOld
 }
+
+func (a presentAgents) ForgetSecret(context.Context, string, *attestrpc.ForgetSecretArgs) error {
+	return ErrAgentTooOld
+}

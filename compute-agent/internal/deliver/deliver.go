@@ -168,6 +168,16 @@ func (d *Deliverer) Endpoint() oslo.Endpoint {
 			}
 			return d.RedeliverSecret(ctx, &a), nil
 		},
+		attestrpc.MethodForgetSecret: func(_ context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.ForgetSecretArgs
+			if err := attester.DecodeArgs(req.Args, &a); err != nil {
+				return nil, err
+			}
+			if err := a.Validate(); err != nil {
+				return nil, oslo.NewValueError(err.Error())
+			}
+			return nil, d.ForgetSecret(&a)
+		},
 	}}
 }
 

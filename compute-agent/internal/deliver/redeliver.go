@@ -141,8 +141,25 @@ func (d *Deliverer) loadKept(launchID, instanceID string) (*kept, error) {
 	return &k, nil
 }
 
-// Forget removes a launch's kept blob (its instance is gone or the launch
-// was deleted).
+// ForgetSecret answers forget_secret (args validated): the kept blob goes
+// when the policy-signing key it is sealed under signed the request.
+func (d *Deliverer) ForgetSecret(a *attestrpc.ForgetSecretArgs) error {
+	k, err := d.loadKept(a.LaunchID, a.InstanceID)
+	if err != nil || k == nil {
+		return err
+	}
+	if err := policykey.VerifyForget(k.Blob.AuthorizeKey, a); err != nil {
+		d.log.Warn("forget_secret not signed by the blob's policy-signing key ignored", "launch_id", a.LaunchID)
+		return fmt.Errorf("forget_secret: %w", err)
+	}
+	if err := d.Forget(a.LaunchID); err != nil {
+		return fmt.Errorf("forget_secret: %w", err)
+	}
+	d.log.Info("kept launch blob dropped (launch deleted)", "launch_id", a.LaunchID, "instance_id", a.InstanceID)
+	return nil
+}
+
+// Forget removes a launch's kept blob.
 func (d *Deliverer) Forget(launchID string) error {
 	err := os.Remove(d.keptPath(launchID))
 	if errors.Is(err, os.ErrNotExist) {

@@ -144,8 +144,25 @@ func TestRedeliver(t *testing.T) {
 	}
 	refused("launch not kept", a, attestrpc.ReasonNotKept)
 
-	if err := h.d.Forget(launchID); err != nil {
+	// forget_secret: only the blob's policy-signing key makes it drop it.
+	forget := &attestrpc.ForgetSecretArgs{LaunchID: launchID, InstanceID: instance}
+	if err := forger.SignForget(forget); err != nil {
 		t.Fatal(err)
+	}
+	if err := h.d.ForgetSecret(forget); err == nil {
+		t.Error("forget_secret signed by another key accepted")
+	}
+	if _, err := os.Stat(keptFile); err != nil {
+		t.Fatalf("a forged forget_secret dropped the blob: %v", err)
+	}
+	if err := key.SignForget(forget); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.d.ForgetSecret(forget); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(keptFile); err == nil {
+		t.Error("forget_secret left the blob")
 	}
 	if n := challenge(launchID); n != nil {
 		t.Error("a challenge for a forgotten launch")

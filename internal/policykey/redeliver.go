@@ -15,8 +15,9 @@ import (
 	"github.com/trustpool/trustpool/internal/attestrpc"
 )
 
-// ErrRedeliverSignature: a redeliver_secret request's signature is not the
-// policy-signing key's over its fields.
+// ErrRedeliverSignature is wrapped when a redeliver_secret (or
+// forget_secret) request's signature is not the policy-signing key's over
+// its fields.
 var ErrRedeliverSignature = errors.New("redeliver request not signed by the policy-signing key")
 
 // redeliverDomain starts every signed redeliver request. An approval signs

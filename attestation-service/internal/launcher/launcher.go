@@ -962,7 +962,8 @@ func (l *Launcher) Delete(ctx context.Context, id string) error {
 	}
 	if launch.Delivered(rec.State) && l.cfg.PolicyKey != nil && rec.Host != "" {
 		a := &attestrpc.ForgetSecretArgs{LaunchID: rec.ID, InstanceID: rec.InstanceID}
-		if err := l.cfg.PolicyKey.SignForget(a); err == nil {
+		err := l.cfg.PolicyKey.SignForget(a)
+		if err == nil {
 			err = l.cfg.Agents.ForgetSecret(ctx, rec.Host, a)
 		}
 		if err != nil {

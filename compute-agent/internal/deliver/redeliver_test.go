@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/trustpool/trustpool/compute-agent/internal/attester"
 	"github.com/trustpool/trustpool/compute-agent/internal/inject"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/eventlog"
@@ -176,4 +177,45 @@ func TestRedeliver(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.state, "kept", plain+".json")); err == nil {
 		t.Error("a PolicyPCR blob was kept")
 	}
+}
+
+// FuzzRedeliverArgs: redeliver_secret arguments (anyone on the bus can
+// send them) decode and validate without panicking; what validates reaches
+// the signature check against a policy-signing key, which must refuse it.
+func FuzzRedeliverArgs(f *testing.F) {
+	key, err := policykey.GenerateKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	ap, err := key.Approve([]int{0, 7}, map[int][]byte{0: make([]byte, 32), 7: make([]byte, 32)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	a := &attestrpc.RedeliverSecretArgs{LaunchID: launchID, InstanceID: instance, Nonce: make([]byte, attestrpc.RedeliverNonceSize),
+		Receipt: json.RawMessage(`{"receipt":"x"}`), Approvals: []attestrpc.PolicyApproval{ap}}
+	if err := key.SignRedeliver(a); err != nil {
+		f.Fatal(err)
+	}
+	seed, err := json.Marshal(a)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	other, err := policykey.GenerateKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(data, &m) != nil {
+			return
+		}
+		var a attestrpc.RedeliverSecretArgs
+		if attester.DecodeArgs(m, &a) != nil || a.Validate() != nil {
+			return
+		}
+		if policykey.VerifyRedeliver(other.Public().TPMPublic(), &a) == nil {
+			t.Error("a request verified against a key that never signed it")
+		}
+	})
 }

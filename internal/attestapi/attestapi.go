@@ -248,6 +248,10 @@ type Verdict struct {
 	// unexpired, unknown from expires_at on.
 	EffectiveStatus verdict.Status `json:"effective_status"`
 	Profiles        []string       `json:"profiles"`
+	// ProfileVersions name, per satisfied profile, the version the host
+	// matched (not part of the signed verdict, whose format shims decode
+	// strictly).
+	ProfileVersions map[string]int `json:"profile_versions,omitempty"`
 	Reasons         []string       `json:"reasons"`
 	VerifiedAt      time.Time      `json:"verified_at"`
 	ExpiresAt       time.Time      `json:"expires_at"`
@@ -291,7 +295,10 @@ type Clock struct {
 
 // ProfileResult is one profile's evaluation in a round.
 type ProfileResult struct {
-	Profile string   `json:"profile"`
+	Profile string `json:"profile"`
+	// Version is the profile version the host matched (Pass), or the one
+	// that failed when only one could match; 0 when several failed.
+	Version int      `json:"version,omitempty"`
 	Pass    bool     `json:"pass"`
 	Reasons []string `json:"reasons,omitempty"`
 	// IMAReasons are the Reasons caused by IMA entries.

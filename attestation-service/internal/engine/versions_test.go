@@ -1,0 +1,111 @@
+package engine_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/tpm"
+	"github.com/trustpool/trustpool/internal/verdict"
+)
+
+// TestProfileVersionRollout: a host booted build A is trusted under a
+// profile only through a version it may match: an approved one, or a
+// canary naming it. A candidate, a canary naming another host and a
+// retired version are not accepted; the verdict's host view and its
+// notification name the version matched.
+func TestProfileVersionRollout(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	sim, logPath := seededSim(t, dir)
+	tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state"), EventLogPath: logPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, st, pub := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second,
+		QuoteTimeout: 5 * time.Second, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto,
+		Agents: &simAgent{tp: tp}, Trigger: func(string) {}, RequiredProfiles: []string{"gold"}})
+	if s := enroll(t, eng, tp); s != attestrpc.StateEnrolled {
+		t.Fatalf("enrollment state %s", s)
+	}
+	doc := func(secureBoot string) string {
+		return "[[profile]]\nname = \"gold\"\n[profile.facts]\nsecure_boot = [\"" + secureBoot + "\"]\n"
+	}
+	matching, other := doc("enabled"), doc("disabled")
+	if err := st.PutProfile(ctx, store.Profile{Name: "gold", Body: other}, store.Create); err != nil {
+		t.Fatal(err)
+	}
+	attest := func(step string, want verdict.Status, wantVersion int, reason string) {
+		t.Helper()
+		v, err := eng.Attest(ctx, "c1")
+		if err != nil || v.Status != want {
+			t.Fatalf("%s: verdict %+v, %v; want %s", step, v, err, want)
+		}
+		if reason != "" && !strings.Contains(strings.Join(v.Reasons, "\n"), reason) {
+			t.Errorf("%s: reasons %q, want one containing %q", step, v.Reasons, reason)
+		}
+		hv, err := eng.HostView(ctx, "c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantVersions := map[string]int{}
+		if wantVersion > 0 {
+			wantVersions["gold"] = wantVersion
+		}
+		if got := hv.Verdict.ProfileVersions; !cmp.Equal(got, wantVersions, cmpopts.EquateEmpty()) {
+			t.Errorf("%s: host view profile_versions = %v, want %v", step, got, wantVersions)
+		}
+	}
+	set := func(version int, from, to string, hosts ...string) {
+		t.Helper()
+		if err := st.SetProfileVersionState(ctx, "gold", version, from, to, hosts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attest("only version 1, not matching", verdict.Untrusted, 0, "profile gold: fact secure_boot")
+
+	if n, err := st.AddProfileVersion(ctx, "gold", matching, "test"); err != nil || n != 2 {
+		t.Fatalf("AddProfileVersion = %d, %v", n, err)
+	}
+	attest("version 2 a candidate", verdict.Untrusted, 0, "profile gold: fact secure_boot")
+	set(2, store.VersionCandidate, store.VersionCanary, "c9")
+	attest("version 2 a canary on another host", verdict.Untrusted, 0, "")
+	set(2, store.VersionCanary, store.VersionCanary, "c9", "c1")
+	attest("version 2 a canary on c1", verdict.Trusted, 2, "")
+	if got := lastTrustPayload(pub)["profile_versions"]; !cmp.Equal(got, map[string]int{"gold": 2}) {
+		t.Errorf("host.trusted notification profile_versions = %v, want gold: 2", got)
+	}
+	set(2, store.VersionCanary, store.VersionApproved)
+	attest("version 2 approved", verdict.Trusted, 2, "")
+
+	// Version 3 (not matching) approved, version 2 retired: only 1 and 3
+	// are accepted, and neither matches.
+	if _, err := st.AddProfileVersion(ctx, "gold", other, "test"); err != nil {
+		t.Fatal(err)
+	}
+	set(3, store.VersionCandidate, store.VersionApproved)
+	attest("versions 1, 2 and 3 approved", verdict.Trusted, 2, "")
+	set(2, store.VersionApproved, store.VersionRetired)
+	attest("version 2 retired", verdict.Untrusted, 0, "version 3: fact secure_boot")
+}
+
+// lastTrustPayload is the payload of the latest host.trusted or
+// host.untrusted notification.
+func lastTrustPayload(p *recPublisher) map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.events) - 1; i >= 0; i-- {
+		if p.events[i] == attestrpc.EventHostTrusted || p.events[i] == attestrpc.EventHostUntrusted {
+			m, _ := p.payloads[i].(map[string]any)
+			return m
+		}
+	}
+	return nil
+}

@@ -554,6 +554,9 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
 		}
+		if body.NewVersion && body.Merge {
+			return "", httpErr(http.StatusBadRequest, "new_version and merge exclude each other: a version is a complete reference set", nil)
+		}
 		in, source, err := s.learnInput(r.Context(), &body)
 		if err != nil {
 			return "", err
@@ -567,6 +570,9 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		p.Description = body.Description
 		if p.Description == "" {
 			p.Description = "learned from " + source
+		}
+		if body.NewVersion {
+			return s.learnVersion(w, r, p, learned, source)
 		}
 		mode := store.Create
 		if body.Merge {

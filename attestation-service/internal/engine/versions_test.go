@@ -65,21 +65,31 @@ func TestProfileVersionRollout(t *testing.T) {
 	}
 	set := func(version int, from, to string, hosts ...string) {
 		t.Helper()
-		if err := st.SetProfileVersionState(ctx, "gold", version, from, to, hosts); err != nil {
+		if err := eng.SetProfileVersionState(ctx, "gold", version, from, to, hosts); err != nil {
 			t.Fatal(err)
+		}
+		if hosts == nil {
+			hosts = []string{}
+		}
+		want := map[string]any{"profile": "gold", "version": version, "from": from, "state": to, "hosts": hosts}
+		if got := lastPayload(pub, attestrpc.EventProfileVersionStateChanged); !cmp.Equal(got, want) {
+			t.Errorf("version_state_changed notification = %v, want %v", got, want)
 		}
 	}
 	attest("only version 1, not matching", verdict.Untrusted, 0, "profile gold: fact secure_boot")
 
-	if n, err := st.AddProfileVersion(ctx, "gold", matching, "test"); err != nil || n != 2 {
+	if n, err := eng.AddProfileVersion(ctx, "gold", matching, "test"); err != nil || n != 2 {
 		t.Fatalf("AddProfileVersion = %d, %v", n, err)
+	}
+	if got := lastPayload(pub, attestrpc.EventProfileVersionCreated); !cmp.Equal(got, map[string]any{"profile": "gold", "version": 2, "state": "candidate", "source": "test"}) {
+		t.Errorf("version_created notification = %v", got)
 	}
 	attest("version 2 a candidate", verdict.Untrusted, 0, "profile gold: fact secure_boot")
 	set(2, store.VersionCandidate, store.VersionCanary, "c9")
 	attest("version 2 a canary on another host", verdict.Untrusted, 0, "")
 	set(2, store.VersionCanary, store.VersionCanary, "c9", "c1")
 	attest("version 2 a canary on c1", verdict.Trusted, 2, "")
-	if got := lastTrustPayload(pub)["profile_versions"]; !cmp.Equal(got, map[string]int{"gold": 2}) {
+	if got := lastPayload(pub, attestrpc.EventHostTrusted)["profile_versions"]; !cmp.Equal(got, map[string]int{"gold": 2}) {
 		t.Errorf("host.trusted notification profile_versions = %v, want gold: 2", got)
 	}
 	set(2, store.VersionCanary, store.VersionApproved)
@@ -96,13 +106,12 @@ func TestProfileVersionRollout(t *testing.T) {
 	attest("version 2 retired", verdict.Untrusted, 0, "version 3: fact secure_boot")
 }
 
-// lastTrustPayload is the payload of the latest host.trusted or
-// host.untrusted notification.
-func lastTrustPayload(p *recPublisher) map[string]any {
+// lastPayload is the payload of the latest notification of type ev.
+func lastPayload(p *recPublisher, ev string) map[string]any {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := len(p.events) - 1; i >= 0; i-- {
-		if p.events[i] == attestrpc.EventHostTrusted || p.events[i] == attestrpc.EventHostUntrusted {
+		if p.events[i] == ev {
 			m, _ := p.payloads[i].(map[string]any)
 			return m
 		}

@@ -14,6 +14,7 @@ package attestapi
 
 import (
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/trustpool/trustpool/internal/verdict"
@@ -67,6 +68,16 @@ func HostPath(host string, sub ...string) string {
 
 // ProfilePath returns /v1/profiles/{name} with name escaped.
 func ProfilePath(name string) string { return PathProfiles + "/" + url.PathEscape(name) }
+
+// ProfileVersionsPath is a profile's versions collection; with version > 0,
+// one version.
+func ProfileVersionsPath(name string, version int) string {
+	p := ProfilePath(name) + "/versions"
+	if version > 0 {
+		p += "/" + strconv.Itoa(version)
+	}
+	return p
+}
 
 // Host sub-resources and actions (HostPath's sub parts).
 const (

@@ -547,7 +547,12 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	r.Body = readCloser{bytesReader(b)}
 	_ = decodeJSONBytes(b, &body)
-	return s.admin(r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
+	// A new version is a version change: the versions rule governs it.
+	rule, action := RuleProfilesWrite, "profile.learn"
+	if body.NewVersion {
+		rule, action = RuleVersionsWrite, "profile.version.learn"
+	}
+	return s.admin(r, rule, action, body.Name, func() (string, error) {
 		if _, err := queryParams(r); err != nil {
 			return "", err
 		}

@@ -72,8 +72,10 @@ func profileVersionRollout(t *testing.T, c *cli, e *env, admin, member []string,
 
 	c.ok(as(admin, "profile", "version", "set-state", "rollout", "2", "approved")...)
 	c.ok(as(admin, "profile", "version", "set-state", "rollout", "1", "retired")...)
-	if ps := attested("compute-1"); !slices.Contains(ps, "rollout") {
-		t.Errorf("approved version 2 not accepted on compute-1: %v", ps)
+	for _, h := range []string{"compute-1", "compute-2"} {
+		if ps := attested(h); !slices.Contains(ps, "rollout") {
+			t.Errorf("approved version 2 not accepted on %s: %v", h, ps)
+		}
 	}
 	if out := c.ok(as(admin, "profile", "version", "list", "rollout", "-f", "value", "-c", "Version", "-c", "State")...); out != "1 retired\n2 approved\n3 candidate\n" {
 		t.Errorf("profile version list = %q", out)

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
@@ -117,4 +119,82 @@ func lastPayload(p *recPublisher, ev string) map[string]any {
 		}
 	}
 	return nil
+}
+
+// TestMigratedProfilesKeepVerdicts: profiles stored before versions
+// existed (a database at schema version 5) give the same verdict after
+// migration 6 as the same profiles created today, and the host matches
+// their version 1.
+func TestMigratedProfilesKeepVerdicts(t *testing.T) {
+	ctx := t.Context()
+	gold := "[[profile]]\nname = \"gold\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	other := "[[profile]]\nname = \"other\"\n[profile.facts]\nsecure_boot = [\"disabled\"]\n"
+	verdictOf := func(t *testing.T, migrated bool) (verdict.Verdict, map[string]int) {
+		t.Helper()
+		dir := t.TempDir()
+		if migrated {
+			// The schema and rows code before migration 6 left: no
+			// profile_versions table, profiles as flat rows.
+			path := filepath.Join(dir, "a.db")
+			st, err := store.Open(ctx, "sqlite:///"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			db, err := sql.Open("sqlite3", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, stmt := range []string{"DROP TABLE profile_versions", "DELETE FROM schema_migrations WHERE version = 6",
+				"INSERT INTO profiles (name, body, updated_at) VALUES ('gold', '" + gold + "', 1), ('other', '" + other + "', 1)"} {
+				if _, err := db.ExecContext(ctx, stmt); err != nil {
+					t.Fatalf("%s: %v", stmt, err)
+				}
+			}
+			db.Close()
+		}
+		sim, logPath := seededSim(t, dir)
+		tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state"), EventLogPath: logPath})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng, st, _ := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second,
+			QuoteTimeout: 5 * time.Second, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto,
+			Agents: &simAgent{tp: tp}, Trigger: func(string) {}, RequiredProfiles: []string{"gold"}})
+		if !migrated {
+			for _, p := range []store.Profile{{Name: "gold", Body: gold}, {Name: "other", Body: other}} {
+				if err := st.PutProfile(ctx, p, store.Create); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if s := enroll(t, eng, tp); s != attestrpc.StateEnrolled {
+			t.Fatalf("enrollment state %s", s)
+		}
+		v, err := eng.Attest(ctx, "c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hv, err := eng.HostView(ctx, "c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, hv.Verdict.ProfileVersions
+	}
+	// One simulator at a time: each database in its own subtest.
+	var (
+		fresh, migrated                 verdict.Verdict
+		freshVersions, migratedVersions map[string]int
+	)
+	t.Run("created today", func(t *testing.T) { fresh, freshVersions = verdictOf(t, false) })
+	t.Run("migrated", func(t *testing.T) { migrated, migratedVersions = verdictOf(t, true) })
+	if fresh.Status != verdict.Trusted || !cmp.Equal(fresh.Profiles, []string{"gold"}) {
+		t.Fatalf("verdict with profiles created today = %+v", fresh)
+	}
+	if migrated.Status != fresh.Status || !cmp.Equal(migrated.Profiles, fresh.Profiles) || !cmp.Equal(migrated.Reasons, fresh.Reasons, cmpopts.EquateEmpty()) {
+		t.Errorf("verdict after migration = %+v, want as with profiles created today: %+v", migrated, fresh)
+	}
+	if want := map[string]int{"gold": 1}; !cmp.Equal(migratedVersions, want) || !cmp.Equal(freshVersions, want) {
+		t.Errorf("profile_versions: migrated %v, created today %v; want %v", migratedVersions, freshVersions, want)
+	}
 }

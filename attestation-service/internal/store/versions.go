@@ -185,6 +185,21 @@ func (s *Store) GetProfileVersion(ctx context.Context, profile string, version i
 // candidate (accepted nowhere until its state changes) and returns its
 // number, one more than the highest so far.
 func (s *Store) AddProfileVersion(ctx context.Context, profile, body, source string) (int, error) {
+	var (
+		n   int
+		err error
+	)
+	// Two writers adding at once pick the same number; the primary key
+	// refuses the second, which takes the next number.
+	for range 5 {
+		if n, err = s.addProfileVersion(ctx, profile, body, source); err == nil || !isUniqueViolation(err) {
+			break
+		}
+	}
+	return n, err
+}
+
+func (s *Store) addProfileVersion(ctx context.Context, profile, body, source string) (int, error) {
 	var n int
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var one int
@@ -204,8 +219,8 @@ func (s *Store) AddProfileVersion(ctx context.Context, profile, body, source str
 }
 
 // insertVersion adds the next version of profile. Two writers adding at
-// once collide on the primary key; the loser's transaction fails and the
-// caller may retry.
+// once collide on the primary key; the loser's transaction fails (a unique
+// violation) and may be retried.
 func insertVersion(ctx context.Context, tx *sql.Tx, profile, state, body, source string) (int, error) {
 	var last sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT MAX(version) FROM profile_versions WHERE profile = ?", profile).Scan(&last); err != nil {

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -9,9 +11,10 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 )
 
-func versionStates(t *testing.T, s *store.Store, profile string) map[int]string {
+// goldVersions maps the versions of profile "gold" to their states.
+func goldVersions(t *testing.T, s *store.Store) map[int]string {
 	t.Helper()
-	vs, err := s.ProfileVersions(t.Context(), profile)
+	vs, err := s.ProfileVersions(t.Context(), "gold")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +38,7 @@ func TestProfileVersions(t *testing.T) {
 		if err := s.PutProfile(ctx, store.Profile{Name: "gold", Body: "v1"}, store.Create); err != nil {
 			t.Fatal(err)
 		}
-		if got := versionStates(t, s, "gold"); !cmp.Equal(got, map[int]string{1: "approved"}) {
+		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "approved"}) {
 			t.Fatalf("new profile versions = %v, want 1 approved", got)
 		}
 		gen0, _ := s.ProfilesGeneration(ctx)
@@ -114,7 +117,7 @@ func TestProfileVersions(t *testing.T) {
 		if v, _ := s.GetProfileVersion(ctx, "gold", 1); v.Body != "v1" {
 			t.Errorf("retired version 1 changed by a flat update: %q", v.Body)
 		}
-		if got := versionStates(t, s, "gold"); !cmp.Equal(got, map[int]string{1: "retired", 2: "approved"}) {
+		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "retired", 2: "approved"}) {
 			t.Errorf("versions = %v", got)
 		}
 		if err := s.DeleteProfile(ctx, "gold"); err != nil {
@@ -127,7 +130,7 @@ func TestProfileVersions(t *testing.T) {
 		if err := s.PutProfile(ctx, store.Profile{Name: "gold", Body: "again"}, store.Create); err != nil {
 			t.Fatal(err)
 		}
-		if got := versionStates(t, s, "gold"); !cmp.Equal(got, map[int]string{1: "approved"}) {
+		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "approved"}) {
 			t.Errorf("versions of the re-created profile = %v", got)
 		}
 	})
@@ -171,6 +174,37 @@ func TestMigrationProfileVersions(t *testing.T) {
 		}
 		if n, err := s.AddProfileVersion(ctx, "gold", "next", "test"); err != nil || n != 2 {
 			t.Errorf("next version after migration = %d, %v", n, err)
+		}
+	})
+}
+
+// TestConcurrentVersionsGetDistinctNumbers: versions added at once each get
+// their own number, none is lost.
+func TestConcurrentVersionsGetDistinctNumbers(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s := open(t, url)
+		if err := s.PutProfile(ctx, store.Profile{Name: "gold", Body: "v1"}, store.Create); err != nil {
+			t.Fatal(err)
+		}
+		const writers = 4
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for i := range writers {
+			wg.Go(func() {
+				if _, err := s.AddProfileVersion(ctx, "gold", fmt.Sprint("body ", i), "test"); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("AddProfileVersion: %v", err)
+		}
+		if got := goldVersions(t, s); len(got) != writers+1 {
+			t.Errorf("versions = %v, want %d", got, writers+1)
 		}
 	})
 }

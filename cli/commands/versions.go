@@ -219,7 +219,10 @@ func (c *CLI) learnVersion(cmd *cobra.Command, of *outputFlags, l attestapi.Lear
 }
 
 func (c *CLI) versionSetState() *cobra.Command {
-	var s attestapi.VersionState
+	var (
+		s     attestapi.VersionState
+		force bool
+	)
 	cmd := &cobra.Command{
 		Use:   "set-state PROFILE VERSION (candidate | canary --host HOST... | approved | retired)",
 		Short: "Move a profile version through its rollout; hosts are appraised again",
@@ -228,12 +231,14 @@ func (c *CLI) versionSetState() *cobra.Command {
 			"versions are accepted nowhere. candidate → canary, approved or retired; canary → canary\n" +
 			"(other hosts), candidate, approved or retired; approved → retired. Retired is final, and a\n" +
 			"profile's last approved version cannot be retired. --from makes the change only if the\n" +
-			"version is still in that state.",
+			"version is still in that state. A change that turns trusted hosts untrusted (they matched\n" +
+			"this version and rely on the profile) is refused naming them unless --force.",
 		Args: cobra.ExactArgs(3),
 	}
 	of := showFlags(cmd)
 	cmd.Flags().StringArrayVar(&s.Hosts, "host", nil, "with canary: a host the version is accepted on (repeatable)")
 	cmd.Flags().StringVar(&s.From, "from", "", "the state the version must still be in")
+	cmd.Flags().BoolVar(&force, "force", false, "change it even when hosts that matched it turn untrusted")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		n, err := versionArg(args[1])
 		if err != nil {
@@ -250,7 +255,7 @@ func (c *CLI) versionSetState() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		v, err := cl.SetProfileVersionState(cmd.Context(), args[0], n, s)
+		v, err := cl.SetProfileVersionState(cmd.Context(), args[0], n, s, force)
 		if err != nil {
 			return err
 		}

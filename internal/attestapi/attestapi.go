@@ -523,6 +523,7 @@ const (
 	ReasonHostsOnlyForCanary  = "hosts_only_for_canary"
 	ReasonUnknownState        = "unknown_state"
 	ReasonUnknownHost         = "unknown_host"
+	ReasonHostsRelyOnVersion  = "hosts_rely_on_version"
 )
 
 // AuditList is GET /v1/audit: administrative changes, newest first.

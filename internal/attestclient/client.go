@@ -339,9 +339,12 @@ func (c *Client) CreateProfileVersion(ctx context.Context, p attestapi.Profile) 
 }
 
 // SetProfileVersionState changes a version's rollout state.
-func (c *Client) SetProfileVersionState(ctx context.Context, profile string, version int, s attestapi.VersionState) (attestapi.ProfileVersion, error) {
+// Without force the service refuses (409) a change that turns hosts
+// untrusted.
+func (c *Client) SetProfileVersionState(ctx context.Context, profile string, version int, s attestapi.VersionState, force bool) (attestapi.ProfileVersion, error) {
 	var out attestapi.ProfileVersion
-	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.ProfileVersionsPath(profile, version) + "/state", body: s, out: &out})
+	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.ProfileVersionsPath(profile, version) + "/state", body: s,
+		query: forceQuery(force), out: &out})
 	return out, err
 }
 

@@ -125,7 +125,12 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	target := name + "/" + r.PathValue("version")
 	return s.admin(r, RuleVersionsWrite, "profile.version.set_state", target, func() (string, error) {
-		if _, err := queryParams(r); err != nil {
+		q, err := queryParams(r, "force")
+		if err != nil {
+			return "", err
+		}
+		force, err := forceParam(q)
+		if err != nil {
 			return "", err
 		}
 		n, err := versionParam(r)
@@ -158,12 +163,24 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 			}
 			from = cur.State
 		}
+		relying, err := s.cfg.Engine.VersionReliance(r.Context(), name, n, body.State, body.Hosts)
+		if err != nil {
+			return "", err
+		}
+		if len(relying) > 0 && !force {
+			return "", &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonHostsRelyOnVersion,
+				Msg: fmt.Sprintf("profile %q version %d is what %s matched: making it %s turns them untrusted; repeat with force=true to change it anyway",
+					name, n, quoteList("host", relying), body.State)}
+		}
 		if err := s.cfg.Engine.SetProfileVersionState(r.Context(), name, n, from, body.State, body.Hosts); err != nil {
 			return "", err
 		}
 		detail := "from=" + from + " state=" + body.State
 		if len(body.Hosts) > 0 {
 			detail += " hosts=" + strings.Join(body.Hosts, ",")
+		}
+		if len(relying) > 0 {
+			detail += "; forced; hosts relying on it: " + strings.Join(relying, ",")
 		}
 		return detail, s.writeVersion(w, r, http.StatusOK, name, n)
 	})

@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
+	"github.com/trustpool/trustpool/internal/verdict"
 )
 
 // TestProfileVersionsAPI: adding a version from a document, its life
@@ -157,5 +159,43 @@ func TestLearnNewVersion(t *testing.T) {
 		if code, got, _ := f.do(t, "POST", "/v1/profiles/learn", f.admin, tc.body); code != tc.code {
 			t.Errorf("learn %s = %d %v, want %d", tc.body, code, got, tc.code)
 		}
+	}
+}
+
+// TestVersionStateForce: a state change that would turn a trusted host
+// untrusted (it requires the profile, and nothing says it matched another
+// version) is refused with 409 naming it unless force=true; the forced
+// change is audited with the host.
+func TestVersionStateForce(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	if err := f.st.PutProfile(ctx, storedProfile(t, "golden"), store.Create); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.PutHost(ctx, &store.Host{Name: "compute-1", Profiles: []string{"golden"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.setVerdict(t, "compute-1", verdict.Trusted, "golden")
+	if code, body, _ := f.do(t, "POST", "/v1/profiles/golden/versions", f.admin, `{"facts": {"secure_boot": ["disabled"]}}`); code != http.StatusCreated {
+		t.Fatalf("create version = %d %v", code, body)
+	}
+	// Approving accepts more: nobody relies on that.
+	if code, body, _ := f.do(t, "POST", "/v1/profiles/golden/versions/2/state", f.admin, `{"state": "approved"}`); code != http.StatusOK {
+		t.Fatalf("approve = %d %v", code, body)
+	}
+	code, body, _ := f.do(t, "POST", "/v1/profiles/golden/versions/1/state", f.admin, `{"state": "retired"}`)
+	e, _ := body["error"].(map[string]any)
+	if code != http.StatusConflict || fmtReason(e) != attestapi.ReasonHostsRelyOnVersion || !strings.Contains(fmt.Sprint(e["message"]), "compute-1") {
+		t.Fatalf("retire a version a trusted host relies on = %d %v, want 409 hosts_rely_on_version naming compute-1", code, body)
+	}
+	if v, _ := f.st.GetProfileVersion(ctx, "golden", 1); v.State != store.VersionApproved {
+		t.Errorf("refused change stored: version 1 is %s", v.State)
+	}
+	if code, body, _ := f.do(t, "POST", "/v1/profiles/golden/versions/1/state?force=true", f.admin, `{"state": "retired"}`); code != http.StatusOK || body["state"] != "retired" {
+		t.Fatalf("forced retire = %d %v", code, body)
+	}
+	recs, err := f.st.Audit(ctx, 1)
+	if err != nil || len(recs) != 1 || !strings.Contains(recs[0].Detail, "forced; hosts relying on it: compute-1") {
+		t.Errorf("audit of the forced change = %+v, %v", recs, err)
 	}
 }

@@ -94,8 +94,30 @@ func TestProfileVersionRollout(t *testing.T) {
 	if got := lastPayload(pub, attestrpc.EventHostTrusted)["profile_versions"]; !cmp.Equal(got, map[string]int{"gold": 2}) {
 		t.Errorf("host.trusted notification profile_versions = %v, want gold: 2", got)
 	}
+	// Changes that would stop accepting version 2 on c1 name it (c1
+	// requires gold and matched version 2); others do not.
+	for _, tc := range []struct {
+		version int
+		to      string
+		hosts   []string
+		want    []string
+	}{
+		{2, store.VersionCanary, []string{"c9"}, []string{"c1"}},
+		{2, store.VersionCandidate, nil, []string{"c1"}},
+		{2, store.VersionCanary, []string{"c9", "c1"}, nil},
+		{2, store.VersionApproved, nil, nil},
+		{1, store.VersionRetired, nil, nil},
+	} {
+		got, err := eng.VersionReliance(ctx, "gold", tc.version, tc.to, tc.hosts)
+		if err != nil || !cmp.Equal(got, tc.want) {
+			t.Errorf("VersionReliance(gold, %d, %s, %v) = %v, %v; want %v", tc.version, tc.to, tc.hosts, got, err, tc.want)
+		}
+	}
 	set(2, store.VersionCanary, store.VersionApproved)
 	attest("version 2 approved", verdict.Trusted, 2, "")
+	if got, err := eng.VersionReliance(ctx, "gold", 2, store.VersionRetired, nil); err != nil || !cmp.Equal(got, []string{"c1"}) {
+		t.Errorf("VersionReliance(gold, 2, retired) = %v, %v; want [c1]", got, err)
+	}
 
 	// Version 3 (not matching) approved, version 2 retired: only 1 and 3
 	// are accepted, and neither matches.

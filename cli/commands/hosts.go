@@ -140,6 +140,7 @@ func hostRecord(h attestapi.Host) output.Record {
 	add("name", false, h.Name)
 	add("status", false, string(hostStatus(h)))
 	add("profiles", false, verdictField(h, func(v *attestapi.Verdict) []string { return v.Profiles }))
+	add("profile_versions", false, verdictField(h, func(v *attestapi.Verdict) map[string]int { return v.ProfileVersions }))
 	add("reasons", false, verdictField(h, func(v *attestapi.Verdict) []string { return v.Reasons }))
 	add("seq", false, verdictField(h, func(v *attestapi.Verdict) uint64 { return v.Seq }))
 	add("verified_at", false, verdictField(h, func(v *attestapi.Verdict) time.Time { return v.VerifiedAt }))

@@ -21,7 +21,7 @@ import (
 func (c *CLI) profileCommand() *cobra.Command {
 	g := c.groupCommand("profile", "Attestation profiles: reference values hosts are appraised against")
 	g.AddCommand(c.profileList(), c.profileShow(), c.profileCreate(), c.profileUpdate(), c.profileDelete(),
-		c.profileImport(), c.profileExport(), c.profileLearn())
+		c.profileImport(), c.profileExport(), c.profileLearn(), c.profileVersionCommand())
 	return g
 }
 

@@ -14,6 +14,7 @@ package attestapi
 
 import (
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/trustpool/trustpool/internal/verdict"
@@ -67,6 +68,16 @@ func HostPath(host string, sub ...string) string {
 
 // ProfilePath returns /v1/profiles/{name} with name escaped.
 func ProfilePath(name string) string { return PathProfiles + "/" + url.PathEscape(name) }
+
+// ProfileVersionsPath is a profile's versions collection; with version > 0,
+// one version.
+func ProfileVersionsPath(name string, version int) string {
+	p := ProfilePath(name) + "/versions"
+	if version > 0 {
+		p += "/" + strconv.Itoa(version)
+	}
+	return p
+}
 
 // Host sub-resources and actions (HostPath's sub parts).
 const (
@@ -248,6 +259,10 @@ type Verdict struct {
 	// unexpired, unknown from expires_at on.
 	EffectiveStatus verdict.Status `json:"effective_status"`
 	Profiles        []string       `json:"profiles"`
+	// ProfileVersions name, per satisfied profile, the version the host
+	// matched (not part of the signed verdict, whose format shims decode
+	// strictly).
+	ProfileVersions map[string]int `json:"profile_versions,omitempty"`
 	Reasons         []string       `json:"reasons"`
 	VerifiedAt      time.Time      `json:"verified_at"`
 	ExpiresAt       time.Time      `json:"expires_at"`
@@ -291,7 +306,10 @@ type Clock struct {
 
 // ProfileResult is one profile's evaluation in a round.
 type ProfileResult struct {
-	Profile string   `json:"profile"`
+	Profile string `json:"profile"`
+	// Version is the profile version the host matched (Pass), or the one
+	// that failed when only one could match; 0 when several failed.
+	Version int      `json:"version,omitempty"`
 	Pass    bool     `json:"pass"`
 	Reasons []string `json:"reasons,omitempty"`
 	// IMAReasons are the Reasons caused by IMA entries.
@@ -421,6 +439,10 @@ type Learn struct {
 	// Merge adds the learned values to an existing profile of that name
 	// (rollouts) instead of failing with 409.
 	Merge bool `json:"merge,omitempty"`
+	// NewVersion stores the learned profile as a new candidate version of
+	// the existing profile Name (404 when there is none) instead of
+	// creating the profile; it excludes Merge.
+	NewVersion bool `json:"new_version,omitempty"`
 	// IMA also learns an IMA allowlist: every file of the host's IMA log
 	// since boot, with its digest, from a new quote verified from
 	// scratch (needs Host).
@@ -443,7 +465,66 @@ type Learned struct {
 	// Warnings name learned facts that are not trustworthy because the
 	// PCRs they are read from are not pinned (SkipFactPCRs).
 	Warnings []string `json:"warnings,omitempty"`
+	// Version is the candidate version stored (Learn.NewVersion), else 0.
+	Version int `json:"version,omitempty"`
 }
+
+// Profile version states.
+const (
+	VersionCandidate = "candidate"
+	VersionCanary    = "canary"
+	VersionApproved  = "approved"
+	VersionRetired   = "retired"
+)
+
+// ProfileVersion is one version of a profile: GET
+// /v1/profiles/{name}/versions/{version}, and the answer of creating one
+// or changing its state.
+type ProfileVersion struct {
+	// ProfileName and Version name the version.
+	ProfileName string `json:"profile_name"`
+	Version     int    `json:"version"`
+	// State is candidate (accepted nowhere), canary (accepted on Hosts
+	// only), approved (accepted everywhere) or retired (accepted nowhere,
+	// for good).
+	State string   `json:"state"`
+	Hosts []string `json:"hosts,omitempty"`
+	// Source says where the version came from.
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// Profile is the version's reference values.
+	Profile Profile `json:"profile"`
+}
+
+// ProfileVersionList is GET /v1/profiles/{name}/versions, oldest first.
+type ProfileVersionList struct {
+	Versions []ProfileVersion `json:"versions"`
+}
+
+// VersionState is the body of POST
+// /v1/profiles/{name}/versions/{version}/state.
+type VersionState struct {
+	// State is the new state; Hosts the hosts a canary is accepted on
+	// (only, and required, with state canary).
+	State string   `json:"state"`
+	Hosts []string `json:"hosts,omitempty"`
+	// From, when set, is the state the caller saw: the change is refused
+	// (409, reason state_changed) when the version is no longer in it.
+	From string `json:"from,omitempty"`
+}
+
+// Reasons of a refused version state change (Error.Reason).
+const (
+	ReasonInvalidTransition   = "invalid_transition"
+	ReasonLastApprovedVersion = "last_approved_version"
+	ReasonStateChanged        = "state_changed"
+	ReasonCanaryNeedsHosts    = "canary_needs_hosts"
+	ReasonHostsOnlyForCanary  = "hosts_only_for_canary"
+	ReasonUnknownState        = "unknown_state"
+	ReasonUnknownHost         = "unknown_host"
+	ReasonHostsRelyOnVersion  = "hosts_rely_on_version"
+)
 
 // AuditList is GET /v1/audit: administrative changes, newest first.
 type AuditList struct {

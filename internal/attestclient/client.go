@@ -316,6 +316,38 @@ func (c *Client) DeleteProfile(ctx context.Context, name string, force bool) err
 	return c.do(ctx, request{method: http.MethodDelete, path: attestapi.ProfilePath(name), query: forceQuery(force)})
 }
 
+// ListProfileVersions returns a profile's versions, oldest first.
+func (c *Client) ListProfileVersions(ctx context.Context, profile string) ([]attestapi.ProfileVersion, error) {
+	var out attestapi.ProfileVersionList
+	err := c.do(ctx, request{method: http.MethodGet, path: attestapi.ProfileVersionsPath(profile, 0), out: &out})
+	return out.Versions, err
+}
+
+// GetProfileVersion returns one version of a profile.
+func (c *Client) GetProfileVersion(ctx context.Context, profile string, version int) (attestapi.ProfileVersion, error) {
+	var out attestapi.ProfileVersion
+	err := c.do(ctx, request{method: http.MethodGet, path: attestapi.ProfileVersionsPath(profile, version), out: &out})
+	return out, err
+}
+
+// CreateProfileVersion stores p as a new candidate version of the profile
+// p.Name.
+func (c *Client) CreateProfileVersion(ctx context.Context, p attestapi.Profile) (attestapi.ProfileVersion, error) {
+	var out attestapi.ProfileVersion
+	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.ProfileVersionsPath(p.Name, 0), body: p, out: &out})
+	return out, err
+}
+
+// SetProfileVersionState changes a version's rollout state.
+// Without force the service refuses (409) a change that turns hosts
+// untrusted.
+func (c *Client) SetProfileVersionState(ctx context.Context, profile string, version int, s attestapi.VersionState, force bool) (attestapi.ProfileVersion, error) {
+	var out attestapi.ProfileVersion
+	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.ProfileVersionsPath(profile, version) + "/state", body: s,
+		query: forceQuery(force), out: &out})
+	return out, err
+}
+
 // ExportProfiles returns every profile in the TOML profile file format.
 func (c *Client) ExportProfiles(ctx context.Context) ([]byte, error) {
 	var out []byte

@@ -113,6 +113,12 @@ const (
 	// not act on meanwhile).
 	EventBrakeEngaged  = "trustpool.revocation.brake_engaged"
 	EventBrakeReleased = "trustpool.revocation.brake_released"
+	// EventProfileVersionCreated: a profile version was stored (a
+	// candidate; payload: profile, version, state, source).
+	// EventProfileVersionStateChanged: a version's rollout state changed
+	// (payload: profile, version, from, state, hosts).
+	EventProfileVersionCreated      = "trustpool.profile.version_created"
+	EventProfileVersionStateChanged = "trustpool.profile.version_state_changed"
 )
 
 // Limits on untrusted input sizes.

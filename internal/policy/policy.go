@@ -253,7 +253,11 @@ type Input struct {
 
 // Result is the outcome of one profile evaluation.
 type Result struct {
-	Profile string   `json:"profile"`
+	Profile string `json:"profile"`
+	// Version is the profile version evaluated (0: not set by Evaluate;
+	// callers that evaluate a profile's versions name the one that
+	// matched, or the one that failed).
+	Version int      `json:"version,omitempty"`
 	Pass    bool     `json:"pass"`
 	Reasons []string `json:"reasons,omitempty"`
 	// IMAReasons are the Reasons caused by IMA entries. A measured file

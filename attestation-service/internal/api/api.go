@@ -81,6 +81,8 @@ const (
 	RuleProfilesRead  = "trustpool:profiles:read"
 	RuleProfilesWrite = "trustpool:profiles:write"
 	RuleAuditRead     = "trustpool:audit:read"
+	RuleVersionsRead  = "trustpool:profiles:versions:read"
+	RuleVersionsWrite = "trustpool:profiles:versions:write"
 )
 
 // Base rules: the secure-RBAC personas under the names Nova (2023.1 and
@@ -166,6 +168,13 @@ func Rules() []kpolicy.RuleDefault {
 			{Method: "POST", Path: "/v1/profiles"}, {Method: "PUT", Path: "/v1/profiles/{name}"}, {Method: "DELETE", Path: "/v1/profiles/{name}"},
 			{Method: "POST", Path: "/v1/profiles/import"}, {Method: "POST", Path: "/v1/profiles/learn"}},
 			ScopeTypes: project, DeprecatedRule: was(RuleProfilesWrite, oldAdmin)},
+		{Name: RuleVersionsRead, CheckStr: admin, Description: "List and show profile versions.", Operations: []kpolicy.Operation{
+			{Method: "GET", Path: "/v1/profiles/{name}/versions"}, {Method: "GET", Path: "/v1/profiles/{name}/versions/{version}"}},
+			ScopeTypes: project},
+		{Name: RuleVersionsWrite, CheckStr: admin, Description: "Add profile versions (candidates) and change their rollout state " +
+			"(candidate, canary on named hosts, approved, retired).", Operations: []kpolicy.Operation{
+			{Method: "POST", Path: "/v1/profiles/{name}/versions"}, {Method: "POST", Path: "/v1/profiles/{name}/versions/{version}/state"}},
+			ScopeTypes: project},
 		{Name: RuleAuditRead, CheckStr: admin, Description: "Read the audit log.", Operations: op("GET", "/v1/audit"),
 			ScopeTypes: project, DeprecatedRule: was(RuleAuditRead, oldAdmin)},
 	}, launchRules()...)
@@ -240,6 +249,10 @@ func (s *server) routes() []route {
 		{"GET", "/v1/profiles/{name}", "profiles.get", false, s.getProfile},
 		{"PUT", "/v1/profiles/{name}", "profiles.update", false, s.updateProfile},
 		{"DELETE", "/v1/profiles/{name}", "profiles.delete", false, s.deleteProfile},
+		{"GET", "/v1/profiles/{name}/versions", "profiles.versions.list", false, s.listVersions},
+		{"POST", "/v1/profiles/{name}/versions", "profiles.versions.create", false, s.createVersion},
+		{"GET", "/v1/profiles/{name}/versions/{version}", "profiles.versions.get", false, s.getVersion},
+		{"POST", "/v1/profiles/{name}/versions/{version}/state", "profiles.versions.state", false, s.setVersionState},
 		{"GET", attestapi.PathAudit, "audit", false, s.audit},
 		{"POST", attestapi.PathLaunches, "launches.create", false, s.createLaunch},
 		{"GET", attestapi.PathLaunches, "launches.list", false, s.listLaunches},
@@ -401,9 +414,12 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg, reason := http.StatusInternalServerError, "internal error", ""
 	var he *HTTPError
 	le, isLaunch := launchError(err)
+	ve, isVersion := versionStateError(err)
 	switch {
 	case isLaunch:
 		code, msg, reason = le.Code, le.Msg, le.Reason
+	case isVersion:
+		code, msg, reason = ve.Code, ve.Msg, ve.Reason
 	case errors.As(err, &he):
 		code, msg, reason = he.Code, he.Msg, he.Reason
 		if he.Err != nil && code < 500 {

@@ -201,6 +201,10 @@ func TestPersonas(t *testing.T) {
 		{"DELETE", "/v1/profiles/nope", "", adminOnly},
 		{"POST", "/v1/profiles/import", "not toml", adminOnly},
 		{"POST", "/v1/profiles/learn", `{"host": "nope", "name": "l"}`, adminOnly},
+		{"GET", "/v1/profiles/golden/versions", "", adminOnly},
+		{"GET", "/v1/profiles/golden/versions/1", "", adminOnly},
+		{"POST", "/v1/profiles/golden/versions", `{"name": 5}`, adminOnly},
+		{"POST", "/v1/profiles/golden/versions/1/state", `{"state": 5}`, adminOnly},
 		{"GET", "/v1/audit", "", adminOnly},
 	}
 	users := []struct {

@@ -547,12 +547,20 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	r.Body = readCloser{bytesReader(b)}
 	_ = decodeJSONBytes(b, &body)
-	return s.admin(r, RuleProfilesWrite, "profile.learn", body.Name, func() (string, error) {
+	// A new version is a version change: the versions rule governs it.
+	rule, action := RuleProfilesWrite, "profile.learn"
+	if body.NewVersion {
+		rule, action = RuleVersionsWrite, "profile.version.learn"
+	}
+	return s.admin(r, rule, action, body.Name, func() (string, error) {
 		if _, err := queryParams(r); err != nil {
 			return "", err
 		}
 		if err := decodeJSONBytes(b, &body); err != nil {
 			return "", err
+		}
+		if body.NewVersion && body.Merge {
+			return "", httpErr(http.StatusBadRequest, "new_version and merge exclude each other: a version is a complete reference set", nil)
 		}
 		in, source, err := s.learnInput(r.Context(), &body)
 		if err != nil {
@@ -567,6 +575,9 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		p.Description = body.Description
 		if p.Description == "" {
 			p.Description = "learned from " + source
+		}
+		if body.NewVersion {
+			return s.learnVersion(w, r, p, learned, source)
 		}
 		mode := store.Create
 		if body.Merge {

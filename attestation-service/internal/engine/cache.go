@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/evidence"
@@ -79,10 +80,17 @@ func state(c *hostCache, raw []byte) (*hostState, error) {
 	return decodeState(raw)
 }
 
-// parsedProfile is a stored profile, parsed (p nil: unusable).
+// parsedProfile is a stored profile with the versions that can be
+// accepted anywhere (approved and canary), newest first.
 type parsedProfile struct {
-	name string
-	p    *policy.Profile
+	name     string
+	versions []parsedVersion
+}
+
+// parsedVersion is a version, parsed (p nil: unusable).
+type parsedVersion struct {
+	store.ProfileVersion
+	p *policy.Profile
 }
 
 type profileCache struct {
@@ -109,13 +117,26 @@ func (e *Engine) profileSet(ctx context.Context) ([]parsedProfile, error) {
 	if err != nil {
 		return nil, err
 	}
+	versions, err := e.cfg.Store.AllProfileVersions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byProfile := map[string][]parsedVersion{}
+	for _, v := range versions {
+		if v.State != store.VersionApproved && v.State != store.VersionCanary {
+			continue
+		}
+		pv := parsedVersion{ProfileVersion: v}
+		if ps, err := policy.Parse([]byte(v.Body)); err == nil && len(ps) == 1 {
+			pv.p = ps[0]
+		}
+		byProfile[v.Profile] = append(byProfile[v.Profile], pv)
+	}
 	list := make([]parsedProfile, 0, len(stored))
 	for _, sp := range stored {
-		pp := parsedProfile{name: sp.Name}
-		if ps, err := policy.Parse([]byte(sp.Body)); err == nil && len(ps) == 1 {
-			pp.p = ps[0]
-		}
-		list = append(list, pp)
+		vs := byProfile[sp.Name]
+		slices.Reverse(vs)
+		list = append(list, parsedProfile{name: sp.Name, versions: vs})
 	}
 	e.mu.Lock()
 	// The generation read before the list: a change in between makes the

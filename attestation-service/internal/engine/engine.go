@@ -352,7 +352,7 @@ func (s *Summary) api() *attestapi.Attestation {
 		a.Clock = &attestapi.Clock{Clock: c.Clock, ResetCount: c.ResetCount, RestartCount: c.RestartCount, Safe: c.Safe}
 	}
 	for _, r := range s.Profiles {
-		a.Profiles = append(a.Profiles, attestapi.ProfileResult{Profile: r.Profile, Pass: r.Pass, Reasons: r.Reasons, IMAReasons: r.IMAReasons})
+		a.Profiles = append(a.Profiles, attestapi.ProfileResult{Profile: r.Profile, Version: r.Version, Pass: r.Pass, Reasons: r.Reasons, IMAReasons: r.IMAReasons})
 	}
 	return a
 }
@@ -628,26 +628,7 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 	var all []policy.Result
 	satisfied := []string{}
 	for _, sp := range stored {
-		r := policy.Result{Profile: sp.name}
-		if sp.p == nil {
-			r.Reasons = []string{"profile unusable"}
-		} else {
-			r = sp.p.Evaluate(in)
-			for _, reason := range r.IMAReasons {
-				if st.IMATaint == nil {
-					st.IMATaint = map[string][]string{}
-				}
-				if !slices.Contains(st.IMATaint[sp.name], reason) && len(st.IMATaint[sp.name]) < 32 {
-					st.IMATaint[sp.name] = append(st.IMATaint[sp.name], reason)
-				}
-			}
-			for _, t := range st.IMATaint[sp.name] {
-				if !slices.Contains(r.Reasons, t) {
-					r.Reasons = append(r.Reasons, t+" (earlier this boot)")
-				}
-			}
-			r.Pass = len(r.Reasons) == 0
-		}
+		r := e.appraiseProfile(rec.Name, sp, st, in)
 		results[sp.name] = r
 		all = append(all, r)
 		if r.Pass {
@@ -688,6 +669,77 @@ func (e *Engine) appraise(ctx context.Context, rec *store.HostRecord, st *hostSt
 		return verdict.Untrusted, satisfied, reasons, all
 	}
 	return verdict.Trusted, satisfied, nil, all
+}
+
+// appraiseProfile evaluates the versions of sp that host may match: the
+// approved ones and the canaries naming it. Every such version is
+// evaluated each round, passing or not, so the IMA failures of each are
+// remembered for the rest of the boot (st.IMATaint) even while a newer
+// version passes. The result names the newest version that passes; when
+// none does, every version's reasons are given, prefixed by the version
+// when there are several.
+func (e *Engine) appraiseProfile(host string, sp parsedProfile, st *hostState, in policy.Input) policy.Result {
+	out := policy.Result{Profile: sp.name}
+	var failed []policy.Result
+	for _, v := range sp.versions {
+		if !v.Accepts(host) {
+			continue
+		}
+		r := policy.Result{Profile: sp.name, Version: v.Version}
+		if v.p == nil {
+			r.Reasons = []string{"profile unusable"}
+		} else {
+			r = v.p.Evaluate(in)
+			r.Profile, r.Version = sp.name, v.Version
+			key := taintKey(sp.name, v.Version)
+			for _, reason := range r.IMAReasons {
+				if st.IMATaint == nil {
+					st.IMATaint = map[string][]string{}
+				}
+				if !slices.Contains(st.IMATaint[key], reason) && len(st.IMATaint[key]) < 32 {
+					st.IMATaint[key] = append(st.IMATaint[key], reason)
+				}
+			}
+			for _, t := range st.IMATaint[key] {
+				if !slices.Contains(r.Reasons, t) {
+					r.Reasons = append(r.Reasons, t+" (earlier this boot)")
+				}
+			}
+			r.Pass = len(r.Reasons) == 0
+		}
+		if r.Pass && !out.Pass {
+			out = r
+		}
+		if !r.Pass {
+			failed = append(failed, r)
+		}
+	}
+	switch {
+	case out.Pass:
+		return out
+	case len(failed) == 0:
+		out.Reasons = []string{"no approved version (and no canary version naming this host)"}
+	case len(failed) == 1:
+		out.Reasons, out.IMAReasons = failed[0].Reasons, failed[0].IMAReasons
+	default:
+		for _, r := range failed {
+			for _, reason := range r.Reasons {
+				out.Reasons = append(out.Reasons, fmt.Sprintf("version %d: %s", r.Version, reason))
+			}
+			out.IMAReasons = append(out.IMAReasons, r.IMAReasons...)
+		}
+	}
+	return out
+}
+
+// taintKey is where st.IMATaint keeps a version's IMA failures. Version 1
+// uses the profile's name, the key before versions existed, so a profile
+// migrated to versions keeps the failures its host already had this boot.
+func taintKey(profile string, version int) string {
+	if version == 1 {
+		return profile
+	}
+	return fmt.Sprintf("%s#%d", profile, version)
 }
 
 // record assigns the next sequence number, signs, stores and, when needed,
@@ -764,13 +816,29 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 		if v.Status == verdict.Trusted {
 			ev = attestrpc.EventHostTrusted
 		}
-		payload := map[string]any{"host": v.Host, "status": v.Status, "profiles": v.Profiles, "reasons": nonNil(v.Reasons),
-			"seq": v.Seq, "verified_at": v.VerifiedAt.Format(verdict.TimeFormat), "expires_at": v.ExpiresAt.Format(verdict.TimeFormat)}
+		payload := map[string]any{"host": v.Host, "status": v.Status, "profiles": v.Profiles, "profile_versions": matchedVersions(st.Last),
+			"reasons": nonNil(v.Reasons),
+			"seq":     v.Seq, "verified_at": v.VerifiedAt.Format(verdict.TimeFormat), "expires_at": v.ExpiresAt.Format(verdict.TimeFormat)}
 		if err := e.cfg.Publisher.Notify(ctx, ev, payload); err != nil {
 			e.log.Warn("cannot send notification", "event", ev, "error", err)
 		}
 	}
 	return v, stb, nil
+}
+
+// matchedVersions maps each profile a round's evidence satisfied to the
+// version it matched (empty, never nil, when none).
+func matchedVersions(sum *Summary) map[string]int {
+	out := map[string]int{}
+	if sum == nil {
+		return out
+	}
+	for _, r := range sum.Profiles {
+		if r.Pass {
+			out[r.Profile] = r.Version
+		}
+	}
+	return out
 }
 
 func nonNil(l []string) []string {
@@ -1068,10 +1136,14 @@ func (e *Engine) view(h *store.HostRecord, withLast bool, holder string) attesta
 			}
 		}
 	}
-	if withLast {
-		if st, err := decodeState(h.State); err == nil && st.Last != nil {
-			hv.LastAttestation = st.Last.api()
-		}
+	st, stErr := decodeState(h.State)
+	if hv.Verdict != nil && stErr == nil {
+		// The state is stored with the verdict (store.RecordVerdict): its
+		// last round is the verdict's.
+		hv.Verdict.ProfileVersions = matchedVersions(st.Last)
+	}
+	if withLast && stErr == nil && st.Last != nil {
+		hv.LastAttestation = st.Last.api()
 	}
 	return hv
 }

@@ -795,14 +795,16 @@ func (r *run) findHost(ctx context.Context, j job) (host, code, detail string) {
 	return "", ReasonHostNotFound, "no enrolled host has the hostId given"
 }
 
-// sealPCRs is the policy's PCR selection: the PCRs the profile pins, or
-// DefaultPCRs when it pins none; only quoted ones, ascending.
-// sealPCRs returns the PCRs to seal a launch of profile to (the ones it
-// pins, DefaultPCRs when it pins none, either way only quoted ones) and
-// the PCR states over them the profile accepts: every combination of its
-// accepted values, and the quoted state (alone when the profile pins none
-// of them, or when there are more than attestrpc.MaxApprovals
-// combinations).
+// sealPCRs returns the PCRs to seal a launch of profile to and the PCR
+// states over them to approve. The selection is the PCRs the profile's
+// latest approved version (the flat profile) pins, DefaultPCRs when it pins
+// none, either way only quoted ones. The states are the quoted one and
+// every combination of accepted values of each approved version that pins
+// every selected PCR: candidate, canary and retired versions get no
+// approval (a canary host's own quoted state is approved, it was just
+// found trusted), and a version pinning fewer PCRs cannot name a state over
+// the selection. When the combinations exceed attestrpc.MaxApprovals, the
+// quoted state alone is approved.
 func (l *Launcher) sealPCRs(ctx context.Context, profile string, quoted map[int][]byte) ([]int, []map[int][]byte, error) {
 	sp, err := l.cfg.Store.GetProfile(ctx, profile)
 	if err != nil {
@@ -835,34 +837,55 @@ func (l *Launcher) sealPCRs(ctx context.Context, profile string, quoted map[int]
 	if !pinned {
 		return sel, states, nil
 	}
-	n := 1
-	for _, i := range sel {
-		n *= len(ps[0].PCRs[strconv.Itoa(i)])
-		if n > attestrpc.MaxApprovals {
+	versions, err := l.cfg.Store.ProfileVersions(ctx, profile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("profile %s: %w", profile, err)
+	}
+	var approved []*policy.Profile
+	n := 0
+	for _, v := range versions {
+		if v.State != store.VersionApproved {
+			continue
+		}
+		vp, err := policy.Parse([]byte(v.Body))
+		if err != nil || len(vp) != 1 {
+			return nil, nil, fmt.Errorf("profile %s version %d unusable", profile, v.Version)
+		}
+		c := 1
+		for _, i := range sel {
+			c *= len(vp[0].PCRs[strconv.Itoa(i)])
+		}
+		if c == 0 {
+			continue // does not pin every selected PCR
+		}
+		if n += c; n > attestrpc.MaxApprovals {
 			l.log.Warn("profile accepts too many PCR states to approve them all; approving the quoted one only",
 				"profile", profile, "max", attestrpc.MaxApprovals)
 			return sel, states, nil
 		}
+		approved = append(approved, vp[0])
 	}
-	combos := []map[int][]byte{{}}
-	for _, i := range sel {
-		var next []map[int][]byte
-		for _, c := range combos {
-			for _, v := range ps[0].PCRs[strconv.Itoa(i)] {
-				b, err := hex.DecodeString(v)
-				if err != nil {
-					return nil, nil, fmt.Errorf("profile %s: PCR %d: %w", profile, i, err)
+	for _, p := range approved {
+		combos := []map[int][]byte{{}}
+		for _, i := range sel {
+			var next []map[int][]byte
+			for _, c := range combos {
+				for _, v := range p.PCRs[strconv.Itoa(i)] {
+					b, err := hex.DecodeString(v)
+					if err != nil {
+						return nil, nil, fmt.Errorf("profile %s: PCR %d: %w", profile, i, err)
+					}
+					m := maps.Clone(c)
+					m[i] = b
+					next = append(next, m)
 				}
-				m := maps.Clone(c)
-				m[i] = b
-				next = append(next, m)
 			}
+			combos = next
 		}
-		combos = next
-	}
-	for _, c := range combos {
-		if !samePCRs(c, current) {
-			states = append(states, c)
+		for _, c := range combos {
+			if !slices.ContainsFunc(states, func(s map[int][]byte) bool { return samePCRs(s, c) }) {
+				states = append(states, c)
+			}
 		}
 	}
 	return sel, states, nil

@@ -1,8 +1,8 @@
 // Package store persists the attestation service's state in SQL: hosts and
 // their EK/AK bindings, per-host verification state (the evidence.Previous the
 // verifier needs across restarts, stored opaquely), the latest signed verdict,
-// per-host verdict sequence numbers, profiles, verdict history and the audit
-// log of admin changes.
+// per-host verdict sequence numbers, profiles and their versions, verdict
+// history and the audit log of admin changes.
 //
 // Three databases are supported with the same code and schema: SQLite (the
 // embedded default, github.com/mattn/go-sqlite3, WAL mode), MySQL/MariaDB
@@ -145,7 +145,8 @@ type HostRecord struct {
 	AttestedAt time.Time
 }
 
-// Profile is a stored profile: its name and TOML text.
+// Profile is a stored profile: its name and TOML text. Body is the latest
+// approved version's document (versions.go).
 type Profile struct {
 	Name      string
 	Body      string
@@ -612,6 +613,9 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, now)
 		}
 		if err == nil {
+			err = putFlatVersion(ctx, tx, p.Name, p.Body, !exists)
+		}
+		if err == nil {
 			err = bumpProfiles(ctx, tx)
 		}
 		if err != nil {
@@ -663,6 +667,9 @@ func (s *Store) DeleteProfile(ctx context.Context, name string) error {
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("profile %q: %w", name, ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM profile_versions WHERE profile = ?", name); err != nil {
+			return fmt.Errorf("delete versions of profile %q: %w", name, err)
 		}
 		if err := bumpProfiles(ctx, tx); err != nil {
 			return fmt.Errorf("delete profile %q: %w", name, err)
@@ -958,6 +965,9 @@ var migrations = []migration{
 		`ALTER TABLE hosts ADD COLUMN verdict_seq {int} NOT NULL DEFAULT 0`,
 		`ALTER TABLE hosts ADD COLUMN attested_at {int} NOT NULL DEFAULT 0`,
 	}},
+	// 6: profile versions (versions.go); every profile becomes its
+	// version 1, approved.
+	{sql: versionMigration, post: versionMigrationPost},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

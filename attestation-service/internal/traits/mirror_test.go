@@ -177,7 +177,9 @@ func (f *fixture) waitTraits(t *testing.T, rp string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
 	var got []string
-	deadline := time.Now().Add(20 * time.Second)
+	// A bound against a hang, not a pass criterion: Placement and the
+	// mirror share a loaded 2-core CI machine with the race detector.
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		_, got = f.pl.Traits(t, rp)
 		slices.Sort(got)

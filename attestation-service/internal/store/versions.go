@@ -1,0 +1,329 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Profile versions (migration 6). A profile holds numbered versions, each a
+// complete profile document (Body, the TOML of one policy.Profile) in a
+// rollout state. The profiles table keeps, in its body, the latest
+// approved version's document: the flat profile API and everything built on
+// it (export, Placement trait mirroring, the launcher) read it unchanged.
+//
+// State changes are compare-and-set in one transaction with the
+// recomputation of the flat body and the profiles generation, so the engine
+// never sees a half-made change.
+
+// Version states.
+const (
+	// VersionCandidate: stored, accepted nowhere.
+	VersionCandidate = "candidate"
+	// VersionCanary: accepted only on the version's Hosts.
+	VersionCanary = "canary"
+	// VersionApproved: accepted on every host.
+	VersionApproved = "approved"
+	// VersionRetired: accepted nowhere, for good.
+	VersionRetired = "retired"
+)
+
+// VersionStates lists the states in life-cycle order.
+var VersionStates = []string{VersionCandidate, VersionCanary, VersionApproved, VersionRetired}
+
+// transitions are the allowed state changes. Retired is final: a build
+// taken out of service comes back, if ever, as a new version that is
+// reviewed again. Canary to canary changes the named hosts.
+var transitions = map[string][]string{
+	VersionCandidate: {VersionCanary, VersionApproved, VersionRetired},
+	VersionCanary:    {VersionCanary, VersionCandidate, VersionApproved, VersionRetired},
+	VersionApproved:  {VersionRetired},
+}
+
+// Reasons of a refused state change (VersionStateError.Reason).
+const (
+	ReasonInvalidTransition = "invalid_transition"
+	ReasonLastApproved      = "last_approved_version"
+	ReasonStateChanged      = "state_changed"
+	ReasonCanaryHosts       = "canary_needs_hosts"
+	ReasonHostsNotCanary    = "hosts_only_for_canary"
+	ReasonUnknownState      = "unknown_state"
+)
+
+// VersionStateError says why a state change of a version was refused.
+// Reason is one of the Reason* constants; BadRequest says whether the
+// request itself was malformed (rather than conflicting with the stored
+// state).
+type VersionStateError struct {
+	Profile    string
+	Version    int
+	From, To   string
+	Reason     string
+	BadRequest bool
+}
+
+func (e *VersionStateError) Error() string {
+	switch e.Reason {
+	case ReasonLastApproved:
+		return fmt.Sprintf("profile %q version %d is its only approved version: retiring it would leave the profile accepting nothing; "+
+			"approve another version first, or delete the profile", e.Profile, e.Version)
+	case ReasonStateChanged:
+		return fmt.Sprintf("profile %q version %d is %s, not %s: it changed meanwhile", e.Profile, e.Version, e.From, e.To)
+	case ReasonCanaryHosts:
+		return fmt.Sprintf("profile %q version %d: a canary version needs the hosts it is accepted on", e.Profile, e.Version)
+	case ReasonHostsNotCanary:
+		return fmt.Sprintf("profile %q version %d: hosts are only for the canary state, not %s", e.Profile, e.Version, e.To)
+	case ReasonUnknownState:
+		return fmt.Sprintf("profile %q version %d: unknown state %q (states: candidate, canary, approved, retired)", e.Profile, e.Version, e.To)
+	}
+	return fmt.Sprintf("profile %q version %d: cannot go from %s to %s", e.Profile, e.Version, e.From, e.To)
+}
+
+// ProfileVersion is one version of a profile.
+type ProfileVersion struct {
+	Profile string
+	Version int
+	State   string
+	// Hosts are the hosts a canary version is accepted on (nil otherwise).
+	Hosts []string
+	// Body is the version's document (TOML of one profile).
+	Body string
+	// Source says where the version came from (learn, import, migration).
+	Source    string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Accepts reports whether the version is accepted on host.
+func (v *ProfileVersion) Accepts(host string) bool {
+	return v.State == VersionApproved || v.State == VersionCanary && slices.Contains(v.Hosts, host)
+}
+
+var versionMigration = []string{
+	`CREATE TABLE profile_versions (profile {name} NOT NULL, version {int} NOT NULL, state {name} NOT NULL,
+		hosts {text}, body {text} NOT NULL, source {text} NOT NULL, created_at {int} NOT NULL, updated_at {int} NOT NULL,
+		PRIMARY KEY (profile, version)){engine}`,
+}
+
+// versionMigrationPost makes every existing profile its version 1,
+// approved: verdicts do not change.
+var versionMigrationPost = []string{
+	`INSERT INTO profile_versions (profile, version, state, hosts, body, source, created_at, updated_at)
+		SELECT name, 1, 'approved', NULL, body, 'profile before versions', updated_at, updated_at FROM profiles`,
+}
+
+const versionCols = "profile, version, state, hosts, body, source, created_at, updated_at"
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func queryVersions(ctx context.Context, q querier, where string, args ...any) ([]ProfileVersion, error) {
+	rows, err := q.QueryContext(ctx, "SELECT "+versionCols+" FROM profile_versions "+where+" ORDER BY profile, version", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []ProfileVersion{}
+	for rows.Next() {
+		var (
+			v        ProfileVersion
+			hosts    sql.NullString
+			cre, upd int64
+		)
+		if err := rows.Scan(&v.Profile, &v.Version, &v.State, &hosts, &v.Body, &v.Source, &cre, &upd); err != nil {
+			return nil, err
+		}
+		if v.Hosts, err = decList(hosts); err != nil {
+			return nil, err
+		}
+		v.CreatedAt, v.UpdatedAt = fromMicros(cre), fromMicros(upd)
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// AllProfileVersions returns every version of every profile, by profile
+// and version.
+func (s *Store) AllProfileVersions(ctx context.Context) ([]ProfileVersion, error) {
+	out, err := queryVersions(ctx, s.db, "")
+	if err != nil {
+		return nil, fmt.Errorf("list profile versions: %w", err)
+	}
+	return out, nil
+}
+
+// ProfileVersions returns a profile's versions, oldest first, or an error
+// wrapping ErrNotFound when the profile does not exist.
+func (s *Store) ProfileVersions(ctx context.Context, profile string) ([]ProfileVersion, error) {
+	if _, err := s.GetProfile(ctx, profile); err != nil {
+		return nil, err
+	}
+	out, err := queryVersions(ctx, s.db, "WHERE profile = ?", profile)
+	if err != nil {
+		return nil, fmt.Errorf("list versions of profile %q: %w", profile, err)
+	}
+	return out, nil
+}
+
+// GetProfileVersion returns one version or an error wrapping ErrNotFound.
+func (s *Store) GetProfileVersion(ctx context.Context, profile string, version int) (ProfileVersion, error) {
+	out, err := queryVersions(ctx, s.db, "WHERE profile = ? AND version = ?", profile, version)
+	if err != nil {
+		return ProfileVersion{}, fmt.Errorf("get profile %q version %d: %w", profile, version, err)
+	}
+	if len(out) == 0 {
+		return ProfileVersion{}, fmt.Errorf("profile %q version %d: %w", profile, version, ErrNotFound)
+	}
+	return out[0], nil
+}
+
+// AddProfileVersion stores a new version of an existing profile as a
+// candidate (accepted nowhere until its state changes) and returns its
+// number, one more than the highest so far.
+func (s *Store) AddProfileVersion(ctx context.Context, profile, body, source string) (int, error) {
+	var (
+		n   int
+		err error
+	)
+	// Two writers adding at once pick the same number; the primary key
+	// refuses the second, which takes the next number.
+	for range 5 {
+		if n, err = s.addProfileVersion(ctx, profile, body, source); err == nil || !isUniqueViolation(err) {
+			break
+		}
+	}
+	return n, err
+}
+
+func (s *Store) addProfileVersion(ctx context.Context, profile, body, source string) (int, error) {
+	var n int
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM profiles WHERE name = ?", profile).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("profile %q: %w", profile, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("add version of profile %q: %w", profile, err)
+		}
+		if n, err = insertVersion(ctx, tx, profile, VersionCandidate, body, source); err != nil {
+			return fmt.Errorf("add version of profile %q: %w", profile, err)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// insertVersion adds the next version of profile. Two writers adding at
+// once collide on the primary key; the loser's transaction fails (a unique
+// violation) and may be retried.
+func insertVersion(ctx context.Context, tx *sql.Tx, profile, state, body, source string) (int, error) {
+	var last sql.NullInt64
+	if err := tx.QueryRowContext(ctx, "SELECT MAX(version) FROM profile_versions WHERE profile = ?", profile).Scan(&last); err != nil {
+		return 0, err
+	}
+	n := int(last.Int64) + 1
+	now := micros(time.Now())
+	_, err := tx.ExecContext(ctx, "INSERT INTO profile_versions ("+versionCols+") VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+		profile, n, state, body, source, now, now)
+	return n, err
+}
+
+// SetProfileVersionState moves a version from state from to state to
+// (hosts: the canary's hosts, only with to == canary). from guards against
+// a concurrent change: when the stored state differs the change is refused
+// with ReasonStateChanged. Refusals are *VersionStateError.
+func (s *Store) SetProfileVersionState(ctx context.Context, profile string, version int, from, to string, hosts []string) error {
+	refuse := func(reason string, bad bool) error {
+		return &VersionStateError{Profile: profile, Version: version, From: from, To: to, Reason: reason, BadRequest: bad}
+	}
+	switch {
+	case !slices.Contains(VersionStates, to):
+		return refuse(ReasonUnknownState, true)
+	case to == VersionCanary && len(hosts) == 0:
+		return refuse(ReasonCanaryHosts, true)
+	case to != VersionCanary && len(hosts) > 0:
+		return refuse(ReasonHostsNotCanary, true)
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var cur string
+		err := tx.QueryRowContext(ctx, "SELECT state FROM profile_versions WHERE profile = ? AND version = ?", profile, version).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("profile %q version %d: %w", profile, version, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+		}
+		if cur != from {
+			return &VersionStateError{Profile: profile, Version: version, From: cur, To: from, Reason: ReasonStateChanged}
+		}
+		if !slices.Contains(transitions[from], to) {
+			return refuse(ReasonInvalidTransition, false)
+		}
+		if from == VersionApproved {
+			var others int
+			if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM profile_versions WHERE profile = ? AND state = ? AND version <> ?",
+				profile, VersionApproved, version).Scan(&others); err != nil {
+				return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+			}
+			if others == 0 {
+				return refuse(ReasonLastApproved, false)
+			}
+		}
+		var hl sql.NullString
+		if to == VersionCanary {
+			if hl, err = encList(hosts); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE profile_versions SET state = ?, hosts = ?, updated_at = ? WHERE profile = ? AND version = ?",
+			to, hl, micros(time.Now()), profile, version); err != nil {
+			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+		}
+		if err := syncFlatBody(ctx, tx, profile); err != nil {
+			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+		}
+		return bumpProfiles(ctx, tx)
+	})
+}
+
+// syncFlatBody copies the latest approved version's document into the
+// profiles table (the flat view). A profile always keeps one approved
+// version (SetProfileVersionState refuses to retire the last).
+func syncFlatBody(ctx context.Context, tx *sql.Tx, profile string) error {
+	var body string
+	err := tx.QueryRowContext(ctx, `SELECT body FROM profile_versions WHERE profile = ? AND state = ?
+		ORDER BY version DESC LIMIT 1`, profile, VersionApproved).Scan(&body)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, "UPDATE profiles SET body = ?, updated_at = ? WHERE name = ?", body, micros(time.Now()), profile)
+	return err
+}
+
+// putFlatVersion writes a flat profile write into its versions: a new
+// profile gets version 1, approved; a replaced one has its latest approved
+// version's document replaced in place (the flat API edits the version
+// hosts are trusted under, as it edited the profile before versions).
+func putFlatVersion(ctx context.Context, tx *sql.Tx, profile, body string, created bool) error {
+	if created {
+		_, err := insertVersion(ctx, tx, profile, VersionApproved, body, "profile API")
+		return err
+	}
+	now := micros(time.Now())
+	var latest sql.NullInt64
+	err := tx.QueryRowContext(ctx, "SELECT MAX(version) FROM profile_versions WHERE profile = ? AND state = ?", profile, VersionApproved).Scan(&latest)
+	if err != nil {
+		return err
+	}
+	if !latest.Valid {
+		_, err = insertVersion(ctx, tx, profile, VersionApproved, body, "profile API")
+		return err
+	}
+	_, err = tx.ExecContext(ctx, "UPDATE profile_versions SET body = ?, updated_at = ? WHERE profile = ? AND version = ?", body, now, profile, latest.Int64)
+	return err
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func (lt *launchTest) reboot(h *host, v bootseed.Variant, instance string) {
 	h.sw.Start(t)
 	h.boot(t, v)
 	for _, f := range []string{launch.SecretFile, launch.ReceiptFile} {
-		if err := os.Remove(filepath.Join(h.instances, instance, f)); err != nil {
+		if err := os.Remove(filepath.Join(h.instances, instance, f)); err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}
 	}
@@ -72,8 +73,12 @@ func (lt *launchTest) redeliver(tn tenant, id string) (int, attestapi.LaunchEven
 // unsealed); another project's member (not found) and a project reader
 // (forbidden); a launch never delivered (409 launch_not_delivered); a
 // redeliver_secret replayed on the bus, and the same request with a nonce
-// the attacker asked for (request_invalid; nothing unsealed). Deleting the
-// launch makes the host drop the blob it kept.
+// the attacker asked for (request_invalid; nothing unsealed). An upgrade
+// rolled out with profile versions: build B as a candidate is refused,
+// approved it is redelivered (the blob sealed on build A unseals on B),
+// and once build A's version is retired (--force, host1 relies on it) the
+// host booted back into A is refused. Deleting the launch makes the host
+// drop the blob it kept.
 func TestLaunchRedeliver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -282,6 +287,60 @@ func TestLaunchRedeliver(t *testing.T) {
 		if p["redelivery"] != true {
 			t.Errorf("refused notification %v, want redelivery true", p)
 		}
+	})
+
+	// An upgrade rolled out with profile versions: the host reboots into
+	// build B, learned as a candidate version (re-delivery refused), then
+	// approved (redelivered: the blob sealed on build A unseals on B), then
+	// build A's version is retired and the host booted back into A is
+	// refused again. Nothing is unsealed while refused.
+	t.Run("an upgrade rolls out: candidate refused, approved redelivered, retired refused", func(t *testing.T) {
+		lt := lt.with(t)
+		trusted := func(what string) {
+			t.Helper()
+			v, _, _ := e.verdicts.get("host2")
+			if v.Status != verdict.Trusted {
+				e.verdicts.wait(t, "host2", v.Seq, 60*time.Second, what, status(verdict.Trusted))
+			}
+		}
+		refused := func(id, inst, what string) {
+			t.Helper()
+			code, out, l := lt.redeliver(lt.a, id)
+			if code != commands.ExitError || out.State != launch.StateRefused || l.State == launch.StateRefused {
+				t.Errorf("%s: redeliver exit %d, %+v, launch %s; want exit 1, refused, the launch's state kept", what, code, out, l.State)
+			}
+			if s, r := h2.delivered(t, inst); s != nil || r != nil {
+				t.Errorf("%s: a refused re-delivery delivered something", what)
+			}
+		}
+		lt.reboot(h2, bootseed.BuildA(), "")
+		trusted("trusted on build A")
+		l3, inst3 := deliver(h2)
+
+		lt.reboot(h2, bootseed.BuildB(), inst3)
+		learned := jsonOut[map[string]any](t, lt.cli.ok(append(slices.Clone(lt.admin),
+			"profile", "version", "learn", "baseline", "--host", "host2", "-f", "json")...))
+		if learned["state"] != "candidate" {
+			t.Fatalf("learned version %v, want a candidate", learned)
+		}
+		ver := fmt.Sprint(learned["version"])
+		refused(l3.ID, inst3, "build B as a candidate")
+
+		lt.cli.ok(append(slices.Clone(lt.admin), "profile", "version", "set-state", "baseline", ver, "approved")...)
+		trusted("trusted on build B once approved")
+		code, out, _ := lt.redeliver(lt.a, l3.ID)
+		if code != 0 || out.State != launch.StateRedelivered {
+			t.Fatalf("redeliver on approved build B: exit %d, %+v", code, out)
+		}
+		if got, _ := h2.delivered(t, inst3); !bytes.Equal(got, secret) {
+			t.Fatalf("instance received %q on build B, want the secret sealed on build A", got)
+		}
+
+		// host1 still runs build A: retiring its version needs --force.
+		lt.cli.fails(commands.ExitError, []string{"host \"host1\" matched", "turns them untrusted"}, append(slices.Clone(lt.admin), "profile", "version", "set-state", "baseline", "1", "retired")...)
+		lt.cli.ok(append(slices.Clone(lt.admin), "profile", "version", "set-state", "baseline", "1", "retired", "--force")...)
+		lt.reboot(h2, bootseed.BuildA(), inst3)
+		refused(l3.ID, inst3, "build A retired")
 	})
 
 	t.Run("deleting the launch drops the kept blob", func(t *testing.T) {

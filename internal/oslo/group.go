@@ -80,26 +80,7 @@ func (g *ServerGroup) Run(ctx context.Context) error {
 				_ = d.Nack(false, false)
 				return
 			}
-			var job func()
-			switch req, rej := s.accept(d); {
-			case req != nil:
-				job = func() { s.dispatch(ctx, req) }
-			case rej != nil:
-				job = func() { s.replyRejected(ctx, rej) }
-			default:
-				return
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				job()
-			}()
+			s.handleBounded(ctx, d, sem, &wg)
 		},
 		up: func() { g.once.Do(func() { close(g.ready) }) },
 		refresh: func(cc *consumeConn) error {

@@ -89,29 +89,7 @@ func (s *Server) Run(ctx context.Context) error {
 		purpose: "rpc-server:" + s.target.Topic,
 		setup:   s.setup,
 		handle: func(d amqp.Delivery) {
-			// Every piece of work a message causes, a failure reply to a
-			// message that could not be used included, runs under the
-			// executor bound and is waited for by Run.
-			var job func()
-			switch req, rej := s.accept(d); {
-			case req != nil:
-				job = func() { s.dispatch(ctx, req) }
-			case rej != nil:
-				job = func() { s.replyRejected(ctx, rej) }
-			default:
-				return
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				job()
-			}()
+			s.handleBounded(ctx, d, sem, &wg)
 		},
 		up: func() { s.readyOnce.Do(func() { close(s.ready) }) },
 		refresh: func(cc *consumeConn) error {
@@ -193,6 +171,32 @@ func (s *Server) setup(cc *consumeConn) (<-chan amqp.Delivery, error) {
 	}
 	go func() { wg.Wait(); close(merged) }()
 	return merged, nil
+}
+
+// handleBounded accepts d and runs the work it causes (the dispatch, or
+// the failure reply to a message that could not be used) under the
+// executor bound sem, tracked by wg so that Run waits for it.
+func (s *Server) handleBounded(ctx context.Context, d amqp.Delivery, sem chan struct{}, wg *sync.WaitGroup) {
+	var job func()
+	switch req, rej := s.accept(d); {
+	case req != nil:
+		job = func() { s.dispatch(ctx, req) }
+	case rej != nil:
+		job = func() { s.replyRejected(ctx, rej) }
+	default:
+		return
+	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() { <-sem }()
+		job()
+	}()
 }
 
 // rejection is a call that could not be used but whose reply address

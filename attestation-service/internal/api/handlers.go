@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -202,11 +201,7 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 		Profiles *[]string `json:"profiles"`
 	}
 	return s.admin(r, RuleHostsProfiles, "host.set_profiles", host, func() (string, error) {
-		q, err := queryParams(r, "force")
-		if err != nil {
-			return "", err
-		}
-		force, err := forceParam(q)
+		force, err := forceParam(r)
 		if err != nil {
 			return "", err
 		}
@@ -427,11 +422,7 @@ func (s *server) updateProfile(w http.ResponseWriter, r *http.Request) error {
 func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	return s.admin(r, RuleProfilesWrite, "profile.delete", name, func() (string, error) {
-		q, err := queryParams(r, "force")
-		if err != nil {
-			return "", err
-		}
-		force, err := forceParam(q)
+		force, err := forceParam(r)
 		if err != nil {
 			return "", err
 		}
@@ -689,8 +680,13 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// forceParam reads the optional "force" query parameter.
-func forceParam(q url.Values) (bool, error) {
+// forceParam reads the optional "force" query parameter, the only one the
+// routes that take it accept.
+func forceParam(r *http.Request) (bool, error) {
+	q, err := queryParams(r, "force")
+	if err != nil {
+		return false, err
+	}
 	if !q.Has("force") {
 		return false, nil
 	}

@@ -125,11 +125,7 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	target := name + "/" + r.PathValue("version")
 	return s.admin(r, RuleVersionsWrite, "profile.version.set_state", target, func() (string, error) {
-		q, err := queryParams(r, "force")
-		if err != nil {
-			return "", err
-		}
-		force, err := forceParam(q)
+		force, err := forceParam(r)
 		if err != nil {
 			return "", err
 		}

@@ -293,23 +293,8 @@ func (d *Deliverer) DeliverSecret(ctx context.Context, a *attestrpc.DeliverSecre
 	if !fresh {
 		return refuse(attestrpc.ReasonReplayed, "this launch was delivered to this host before")
 	}
-	ok, err := d.cfg.Injector.Present(ctx, a.InstanceID)
-	if err != nil {
-		return refuse(attestrpc.ReasonInjectFailed, "cannot tell whether the instance runs here: "+err.Error())
-	}
-	if !ok {
-		return refuse(attestrpc.ReasonInstanceNotPresent, "the instance does not run on this host")
-	}
-	p, err := importblob.Parse(&a.Blob)
-	if err != nil {
-		return refuse(attestrpc.ReasonInvalidBlob, err.Error())
-	}
-	secret, code, detail := d.unseal(ctx, p, a.Approvals, a.LaunchID, a.InstanceID, res)
+	n, code, detail := d.release(ctx, &a.Blob, a.Approvals, a.LaunchID, a.InstanceID, a.Receipt, res)
 	if code != "" {
-		return refuse(code, detail)
-	}
-	defer clear(secret)
-	if code, detail := d.inject(ctx, a.InstanceID, secret, a.Receipt, res); code != "" {
 		return refuse(code, detail)
 	}
 	if len(a.Blob.AuthorizeKey) > 0 {
@@ -319,6 +304,6 @@ func (d *Deliverer) DeliverSecret(ctx context.Context, a *attestrpc.DeliverSecre
 		}
 	}
 	res.Delivered = true
-	log.Info("secret delivered", "injector", res.Injector, "bytes", len(secret), "unseal_ms", res.UnsealMS, "inject_ms", res.InjectMS)
+	log.Info("secret delivered", "injector", res.Injector, "bytes", n, "unseal_ms", res.UnsealMS, "inject_ms", res.InjectMS)
 	return res
 }

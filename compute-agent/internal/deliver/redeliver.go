@@ -229,28 +229,41 @@ func (d *Deliverer) RedeliverSecret(ctx context.Context, a *attestrpc.RedeliverS
 	if err := policykey.VerifyRedeliver(k.Blob.AuthorizeKey, a); err != nil {
 		return refuse(attestrpc.ReasonRequestInvalid, "the request is not signed by the policy-signing key the blob is sealed under")
 	}
-	ok, err := d.cfg.Injector.Present(ctx, a.InstanceID)
-	if err != nil {
-		return refuse(attestrpc.ReasonInjectFailed, "cannot tell whether the instance runs here: "+err.Error())
-	}
-	if !ok {
-		return refuse(attestrpc.ReasonInstanceNotPresent, "the instance does not run on this host")
-	}
-	p, err := importblob.Parse(&k.Blob)
-	if err != nil {
-		return refuse(attestrpc.ReasonInvalidBlob, err.Error())
-	}
-	secret, code, detail := d.unseal(ctx, p, a.Approvals, a.LaunchID, a.InstanceID, res)
+	n, code, detail := d.release(ctx, &k.Blob, a.Approvals, a.LaunchID, a.InstanceID, a.Receipt, res)
 	if code != "" {
 		return refuse(code, detail)
 	}
-	defer clear(secret)
-	if code, detail := d.inject(ctx, a.InstanceID, secret, a.Receipt, res); code != "" {
-		return refuse(code, detail)
-	}
 	res.Delivered = true
-	log.Info("secret redelivered", "injector", res.Injector, "bytes", len(secret), "unseal_ms", res.UnsealMS, "inject_ms", res.InjectMS)
+	log.Info("secret redelivered", "injector", res.Injector, "bytes", n, "unseal_ms", res.UnsealMS, "inject_ms", res.InjectMS)
 	return res
+}
+
+// release is what a delivery and a re-delivery share once the request is
+// accepted: the instance must run here, then the blob is unsealed in the
+// TPM and the secret injected with the receipt (and wiped). It returns the
+// secret's length, or a reason code and detail.
+func (d *Deliverer) release(ctx context.Context, blob *attestrpc.ImportBlob, approvals []attestrpc.PolicyApproval, launchID, instanceID string,
+	receipt []byte, res *attestrpc.DeliverSecretResult) (int, string, string) {
+	ok, err := d.cfg.Injector.Present(ctx, instanceID)
+	if err != nil {
+		return 0, attestrpc.ReasonInjectFailed, "cannot tell whether the instance runs here: " + err.Error()
+	}
+	if !ok {
+		return 0, attestrpc.ReasonInstanceNotPresent, "the instance does not run on this host"
+	}
+	p, err := importblob.Parse(blob)
+	if err != nil {
+		return 0, attestrpc.ReasonInvalidBlob, err.Error()
+	}
+	secret, code, detail := d.unseal(ctx, p, approvals, launchID, instanceID, res)
+	if code != "" {
+		return 0, code, detail
+	}
+	defer clear(secret)
+	if code, detail := d.inject(ctx, instanceID, secret, receipt, res); code != "" {
+		return 0, code, detail
+	}
+	return len(secret), "", ""
 }
 
 // inject writes the secret and the receipt into the instance, returning a

@@ -643,26 +643,7 @@ func TestLaunch(t *testing.T) {
 	t.Run("a bus replay of deliver_secret reaches the agent", func(t *testing.T) {
 		lt := lt.with(t)
 		// Whoever can read the bus copies deliver_secret for host1 ...
-		conn, err := amqp.Dial(e.rabbit.AMQPURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := ch.QueueDeclare("", false, true, true, false, nil)
-		if err == nil {
-			err = ch.QueueBind(q.Name, attestrpc.AgentTopic+".host1", attestrpc.DefaultControlExchange, false, nil)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		msgs := tapAgentTopic(t, e, "host1")
 		inst := h1.startInstance(t, lt.a.project)
 		l := lt.create(lt.a, secretFile, "baseline", "--server", inst, "--host-id", launch.HostID(lt.a.project, "host1"), "--wait")
 		if l.State != launch.StateDelivered {
@@ -797,4 +778,31 @@ func authorizePolicyOf(t *testing.T, pemText string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(d)
+}
+
+// tapAgentTopic returns copies of what is sent to host's agent topic, as
+// whoever can read the bus sees them; the tap goes with t.
+func tapAgentTopic(t *testing.T, e *env, host string) <-chan amqp.Delivery {
+	t.Helper()
+	conn, err := amqp.Dial(e.rabbit.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err == nil {
+		err = ch.QueueBind(q.Name, attestrpc.AgentTopic+"."+host, attestrpc.DefaultControlExchange, false, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
 }

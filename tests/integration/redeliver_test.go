@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/trustpool/trustpool/cli/commands"
 	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/attestrpc"
@@ -114,26 +112,7 @@ func TestLaunchRedeliver(t *testing.T) {
 	}
 
 	// Whoever can read the bus sees what the service sends host1.
-	conn, err := amqp.Dial(e.rabbit.AMQPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err == nil {
-		err = ch.QueueBind(q.Name, attestrpc.AgentTopic+".host1", attestrpc.DefaultControlExchange, false, nil)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := tapAgentTopic(t, e, "host1")
 
 	l1, inst1 := deliver(h1)
 	var captured *oslo.Request

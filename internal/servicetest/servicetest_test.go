@@ -334,8 +334,19 @@ func TestProcessKill(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID())); err != nil || !strings.Contains(string(b), "sleep") {
-		t.Errorf("PID %d is not the program: %q, %v", p.PID(), b, err)
+	// "started" is printed before the exec, and /proc/PID/cmdline reads empty
+	// while execve swaps the image: wait for the program's own argv.
+	var b []byte
+	var err error
+	for {
+		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID()))
+		if err == nil && string(b) == "sleep\x0060\x00" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PID %d is not the program: %q, %v", p.PID(), b, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	p.Kill(ct)
 	if !p.Exited() {

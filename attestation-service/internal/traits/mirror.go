@@ -304,9 +304,13 @@ func (m *Mirror) finish(host string, err error) {
 		p.again, p.againForce = false, false
 		m.order = append(m.order, host)
 		m.log.Warn("cannot update placement traits", "host", host, "error", err, "retry_in", p.delay)
+		// Run may be asleep until the next reconcile: wake it so that it
+		// times the retry (it slept through them before).
+		m.poke()
 	case p.again:
 		m.queued[host] = &pending{since: p.againSince, force: p.againForce}
 		m.order = append(m.order, host)
+		m.poke()
 	default:
 		delete(m.queued, host)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -145,11 +146,22 @@ func (f *fixture) node(t *testing.T, host string, names ...string) []string {
 func (f *fixture) mirror(t *testing.T, mod func(*traits.Config)) *traits.Mirror {
 	t.Helper()
 	cfg := traits.Config{Placement: f.client, Nodes: f, Verdicts: f.verdicts, Profiles: f.profiles,
-		Metrics: f.reg, RetryDelay: 50 * time.Millisecond, ReconcileInterval: time.Hour}
+		Metrics: f.reg, RetryDelay: 50 * time.Millisecond, ReconcileInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))}
 	if mod != nil {
 		mod(&cfg)
 	}
 	return traits.New(cfg)
+}
+
+// testLog sends the mirror's log to the test's, so that a failure shows
+// the Placement errors and retries that led to it. Run returns (its
+// cleanup waits) before the test ends, so nothing logs after.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
 }
 
 func run(t *testing.T, m *traits.Mirror) {
@@ -373,6 +385,32 @@ func TestMirrorPlacementDown(t *testing.T) {
 	}
 	fail.Store(false)
 	f.waitTraits(t, rp, "CUSTOM_TRUSTPOOL_TRUSTED")
+}
+
+// TestMirrorRetriesFailedWrite: a trait write that fails once (Placement
+// answers 500 when two writers create one custom trait at once) is
+// retried after its backoff, not at the next reconcile an hour later.
+func TestMirrorRetriesFailedWrite(t *testing.T) {
+	f := newFixture(t)
+	rp := f.node(t, "host1")[0]
+	var failed atomic.Bool
+	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/traits") && failed.CompareAndSwap(false, true) {
+			return &http.Response{StatusCode: http.StatusInternalServerError, Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: req}, nil
+		}
+		return http.DefaultTransport.RoundTrip(req)
+	})}}
+	pc.SetToken(f.pl.Token)
+	c, err := cloud.NewPlacement(pc, cloud.Endpoint{EndpointOverride: f.pl.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store(vd("host1", verdict.Trusted, time.Hour))
+	run(t, f.mirror(t, func(cfg *traits.Config) { cfg.Placement = c }))
+	f.waitTraits(t, rp, "CUSTOM_TRUSTPOOL_TRUSTED")
+	if !failed.Load() {
+		t.Error("no trait write was refused: the test did not inject its fault")
+	}
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

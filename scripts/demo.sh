@@ -20,7 +20,13 @@
 # service's pinned launch key for an instance on the trusted host, it is
 # delivered into the instance, the signed receipt verifies and the
 # instance's proof checks; a launch aimed at the tampered host is refused
-# with its reason, and its signed receipt says so. (There is no Nova here:
+# with its reason, and its signed receipt says so. The operator rolls out
+# the next build: its event log (from a fourth swtpm, the build pipeline's
+# reference machine) becomes a candidate version of the profile, diffed,
+# a canary on compute-1, then approved; retiring the version compute-1
+# still matches is refused without --force. Last, the delivered instance
+# "restarts" (its secret file is removed) and the tenant has the secret
+# re-delivered after a fresh attestation, with a new receipt. (There is no Nova here:
 # an "instance" is a directory the agent's directory injector writes into.)
 # The CLI authenticates with a clouds.yaml the demo writes (and prints); the
 # attestation endpoint is registered in Keystone's catalog with
@@ -440,6 +446,8 @@ tenant_act() {
   (cd "$WORK" && tp "${member[@]}" launch create --profile build-a --secret-file volume.key --launch-key-fingerprint "$fp" \
     --server "$good" --host-id "$hid_good" --wait --public-key verdict-key.pem -c id -c state -c instance_id -c host_id)
   id_good=$("$TRUSTPOOL" "${member[@]}" launch list -f value -c ID -c "Instance ID" | awk -v i="$good" '$2 == i {print $1}')
+  # The re-delivery act restarts this instance.
+  LAUNCH_ID=$id_good INSTANCE=$good INSTANCE_HOST_ID=$hid_good
   echo "  the instance received (mode, bytes):"
   stat -c '    %A %s %n' "$WORK/compute-1/instances/$good/launch-secret" "$WORK/compute-1/instances/$good/launch-receipt.json"
   echo "  the launch's signed receipt, verified with the pinned verdict key:"
@@ -462,6 +470,61 @@ tenant_act() {
   (cd "$WORK" && tp "${member[@]}" launch verify "$id_bad" --public-key verdict-key.pem --state refused \
     -c signature -c state -c reasons -c instance_id -c verdict_seq -c issued_at)
   tp "${member[@]}" launch list
+}
+
+# rollout: the next build (kernel 6.1.0-17) from a build pipeline's event
+# log becomes version 2 of build-a: candidate, canary on one host, approved.
+rollout() {
+  local dir=$WORK/pipeline port pid rc=0 out
+  step "the operator's rollout: the next build becomes version 2 of profile build-a"
+  echo "  the build pipeline boots build-b (kernel 6.1.0-17) on a reference machine and keeps its event log:"
+  mkdir -p "$dir/tpm"
+  port=$(free_port)
+  swtpm socket --tpm2 --tpmstate "dir=$dir/tpm" --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
+    --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" --flags not-need-init,startup-clear &
+  pid=$!
+  PIDS+=("$pid")
+  "$WORK/bin/tpm-boot-seed" -swtpm "127.0.0.1:$port" -variant build-b -log "$dir/build-b.log" > "$dir/seed.log" 2>&1 || {
+    cat "$dir/seed.log" >&2
+    die "tpm-boot-seed failed for the pipeline's build-b"
+  }
+  kill -TERM "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+  echo "  $dir/build-b.log"
+  echo "  reference values computed offline from that log, no host involved:"
+  (cd "$dir" && tp profile version import build-a --eventlog build-b.log -c version -c state -c source)
+  echo "  what changed, in boot terms:"
+  out=$(tp profile version diff build-a 1 2)
+  echo "$out"
+  grep -q 'kernel digest changed' <<< "$out" || die "the diff does not show the kernel change"
+  echo "  a canary: version 2 is accepted on compute-1 only (which still boots build-a, version 1)"
+  tp profile version set-state build-a 2 canary --host compute-1 -c version -c state -c hosts
+  tp profile version set-state build-a 2 approved -c version -c state
+  echo "  retiring version 1 would turn compute-1 untrusted: refused unless --force"
+  tp profile version set-state build-a 1 retired || rc=$?
+  echo "  (exit status $rc: refused)"
+  ((rc == 1)) || die "retiring the version compute-1 matched exited $rc, expected 1"
+  tp profile version list build-a
+  tp host show compute-1 -c status -c profile_versions
+}
+
+# redeliver: the instance on compute-1 restarts without its secret; the
+# tenant asks for it again, and the service attests compute-1 first.
+redeliver() {
+  local member=(--os-cloud trustpool-demo-member) secret=$WORK/compute-1/instances/$INSTANCE/launch-secret last
+  step "re-delivery: the instance on compute-1 restarts"
+  rm "$secret"
+  echo "  the instance restarted: its launch-secret is gone"
+  echo "  the tenant asks; the service attests compute-1 afresh, the agent unseals the blob it kept (sealed to signed policies)"
+  tp "${member[@]}" launch redeliver "$LAUNCH_ID" -c redelivery -c state
+  cmp -s "$secret" "$WORK/volume.key" || die "the re-delivered secret is missing or differs"
+  echo "  the secret is back:"
+  stat -c '    %A %s %n' "$secret"
+  tp "${member[@]}" launch show "$LAUNCH_ID" -c state -c history
+  last=$("$TRUSTPOOL" "${member[@]}" launch show "$LAUNCH_ID" -f value -c history | tail -n 1)
+  [[ $last == *" redelivered" ]] || die "the launch's history ends with \"$last\", expected redelivered"
+  (cd "$WORK" && tp "${member[@]}" launch verify "$LAUNCH_ID" --public-key verdict-key.pem --state redelivered \
+    --server "$INSTANCE" --host-id "$INSTANCE_HOST_ID" -c signature -c state -c profile)
 }
 
 elapsed() { # elapsed T0_NS: seconds since T0 with one decimal
@@ -549,11 +612,13 @@ full_demo() {
   (cd "$WORK" && tp verdict verify compute-2-verdict.json --public-key verdict-key.pem)
 
   tenant_act
+  rollout
+  redeliver
 
   step "the audit log of administrative changes"
   tp audit list --limit 5
 
-  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; a launch delivered to compute-1, one to compute-2 refused"
+  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; a launch delivered to compute-1 (and re-delivered), one to compute-2 refused; build-a version 2 approved"
   echo "  the CLI's clouds.yaml ($CLOUDS):"
   sed 's/^/    /' "$CLOUDS"
   if [[ ${DEMO_WAIT:-} == 1 || (-z ${DEMO_WAIT:-} && -t 0 && -t 1) ]]; then

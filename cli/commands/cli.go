@@ -152,12 +152,32 @@ func (c *CLI) Run(ctx context.Context, args []string) error {
 			err = &usageError{err: err}
 		}
 	}
+	inCLITerms(err)
 	msg := strings.Join(strings.Fields(err.Error()), " ")
 	fmt.Fprintf(c.cfg.Stderr, "%s: %s\n", Name, msg)
 	if c.debug {
 		fmt.Fprintf(c.cfg.Stderr, "%s: exit status %d\n", Name, ExitCode(err))
 	}
 	return err
+}
+
+// inCLITerms rewords, in place, a service refusal that force overrides
+// (force_required in the error envelope) so that it names the CLI's
+// --force instead of the API's force parameter: host set, profile delete,
+// profile version set-state and host approve-ek all take --force. It
+// recognises the refusal by that field, never by its message; the status,
+// reason, request id and exit code stay the service's. Rewording twice
+// changes nothing.
+func inCLITerms(err error) {
+	var ae *attestclient.Error
+	if !errors.As(err, &ae) || !ae.API.ForceRequired {
+		return
+	}
+	refusal := ae.API.Refusal
+	if refusal == "" {
+		refusal = "the service refuses this unless forced"
+	}
+	ae.API.Message = refusal + "; repeat with --force to do it anyway"
 }
 
 // usageError is a mistake on the command line.

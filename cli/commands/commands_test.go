@@ -353,28 +353,38 @@ func TestLearnFacts(t *testing.T) {
 	}
 }
 
-// TestApproveForceHint: when approving would move an EK another host holds
-// (the service's 409 with reason ek_bound_to_other_host, whose message
-// speaks the API's "force": true), approve-ek names its --force flag and
-// the holder, keeping the status and request id; other conflicts pass
+// TestForceHint: a refusal that force overrides (the service's 409 marked
+// force_required, whose message speaks the API's force=true or "force":
+// true) is worded with the CLI's --force by every command that has the
+// flag, keeping the status, request id and exit code; other conflicts pass
 // through as the service worded them.
-func TestApproveForceHint(t *testing.T) {
+func TestForceHint(t *testing.T) {
 	asAdmin(t)
-	const apiMsg = `the pending EK is bound to host compute-1: approve with "force": true to move it here (compute-1 then loses its binding)`
-	var hostLookup atomic.Bool
+	const reqID = "req-00000000-0000-0000-0000-000000000002"
+	refuse := func(w http.ResponseWriter, reason, refusal, hint string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(attestapi.HeaderRequestID, reqID)
+		w.WriteHeader(http.StatusConflict)
+		_ = json.NewEncoder(w).Encode(attestapi.ErrorEnvelope{Error: attestapi.Error{Code: 409, Title: "Conflict", Message: refusal + "; " + hint,
+			Reason: reason, ForceRequired: true, Refusal: refusal, RequestID: reqID}})
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("force") {
+			t.Errorf("%s %s: force sent without --force", r.Method, r.URL)
+		}
 		switch r.Method + " " + r.URL.Path {
-		case "POST /v1/hosts/compute-2/approve", "POST /v1/hosts/compute-3/approve":
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set(attestapi.HeaderRequestID, "req-00000000-0000-0000-0000-000000000002")
-			w.WriteHeader(http.StatusConflict)
-			_ = json.NewEncoder(w).Encode(attestapi.ErrorEnvelope{Error: attestapi.Error{Code: 409, Title: "Conflict", Message: apiMsg,
-				Reason: attestapi.ReasonEKBoundToOtherHost, RequestID: "req-00000000-0000-0000-0000-000000000002"}})
-		case "GET /v1/hosts/compute-2":
-			hostLookup.Store(true)
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(attestapi.HostBody{Host: attestapi.Host{Name: "compute-2", Enrollment: attestapi.EnrollmentPendingApproval,
-				PendingReason: "ek_bound_to_other_host", PendingEKBoundTo: "compute-1", RequiredProfiles: []string{}}})
+		case "POST /v1/hosts/compute-2/approve":
+			refuse(w, attestapi.ReasonEKBoundToOtherHost, "the pending EK is bound to host compute-1, which loses its binding if the EK moves here",
+				`approve with "force": true to move it`)
+		case "PUT /v1/hosts/compute-1/profiles":
+			refuse(w, attestapi.ReasonProfileNotSatisfied, `host "compute-1" is trusted, but its latest evidence does not satisfy profile "other": `+
+				"this assignment makes it untrusted", "repeat with force=true to assign anyway")
+		case "DELETE /v1/profiles/golden":
+			refuse(w, attestapi.ReasonHostsRelyOnProfile, `profile "golden" is relied on by host "compute-1": deleting it makes them untrusted`,
+				"repeat with force=true to delete it anyway")
+		case "POST /v1/profiles/golden/versions/1/state":
+			refuse(w, attestapi.ReasonHostsRelyOnVersion, `profile "golden" version 1 is what host "compute-1" matched: making it retired turns them untrusted`,
+				"repeat with force=true to change it anyway")
 		case "POST /v1/hosts/compute-4/approve":
 			envelope(w, http.StatusConflict, "no EK awaits approval for this host")
 		default:
@@ -382,23 +392,34 @@ func TestApproveForceHint(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
+	const tail = "; repeat with --force to do it anyway (HTTP 409) (Request-ID: " + reqID + ")\n"
 	for _, tc := range []struct {
-		host, want string
+		args []string
+		want string
 	}{
-		{"compute-2", "trustpool: the pending EK of compute-2 is bound to host compute-1: repeat with --force to move it to compute-2 " +
-			"(compute-1 then loses its binding) (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000002)\n"},
-		// host show fails: the holder goes unnamed, the hint stays.
-		{"compute-3", "trustpool: the pending EK of compute-3 is bound to another host: repeat with --force to move it to compute-3 " +
-			"(that host then loses its binding) (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000002)\n"},
-		{"compute-4", "trustpool: no EK awaits approval for this host (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000001)\n"},
+		{[]string{"host", "approve-ek", "compute-2"},
+			"trustpool: the pending EK is bound to host compute-1, which loses its binding if the EK moves here" + tail},
+		{[]string{"host", "set", "compute-1", "--required-profile", "other"},
+			`trustpool: host "compute-1" is trusted, but its latest evidence does not satisfy profile "other": this assignment makes it untrusted` + tail},
+		{[]string{"profile", "delete", "golden"},
+			`trustpool: profile "golden" is relied on by host "compute-1": deleting it makes them untrusted` + tail},
+		// Several names: each failure's line and the summary name --force.
+		{[]string{"profile", "delete", "golden", "nope"},
+			`trustpool: cannot delete profile golden: profile "golden" is relied on by host "compute-1": deleting it makes them untrusted` + tail +
+				"trustpool: cannot delete profile nope: no such resource (HTTP 404) (Request-ID: req-00000000-0000-0000-0000-000000000001)\n" +
+				`trustpool: 2 of 2 profiles could not be deleted: profile "golden" is relied on by host "compute-1": deleting it makes them untrusted` + tail},
+		{[]string{"profile", "version", "set-state", "golden", "1", "retired"},
+			`trustpool: profile "golden" version 1 is what host "compute-1" matched: making it retired turns them untrusted` + tail},
+		{[]string{"host", "approve-ek", "compute-4"},
+			"trustpool: no EK awaits approval for this host (HTTP 409) (Request-ID: req-00000000-0000-0000-0000-000000000001)\n"},
 	} {
-		r := runCLI(t, commands.Config{}, "--os-attestation-url", srv.URL, "host", "approve-ek", tc.host)
+		r := runCLI(t, commands.Config{}, append([]string{"--os-attestation-url", srv.URL}, tc.args...)...)
 		if r.code != commands.ExitError || r.stderr != tc.want || r.stdout != "" {
-			t.Errorf("approve-ek %s: exit %d, stderr %q, stdout %q; want exit %d, stderr %q", tc.host, r.code, r.stderr, r.stdout, commands.ExitError, tc.want)
+			t.Errorf("%v: exit %d, stderr %q, stdout %q; want exit %d, stderr %q", tc.args, r.code, r.stderr, r.stdout, commands.ExitError, tc.want)
 		}
-	}
-	if !hostLookup.Load() {
-		t.Error("the holder was not looked up")
+		if strings.Contains(r.stderr, "force=true") || strings.Contains(r.stderr, `"force"`) {
+			t.Errorf("%v: stderr %q speaks the API's force parameter", tc.args, r.stderr)
+		}
 	}
 }
 

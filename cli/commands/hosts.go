@@ -2,9 +2,7 @@ package commands
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -312,6 +310,7 @@ func (c *CLI) each(names []string, kind, verb string, fn func(string) error) err
 	failed := 0
 	for _, n := range names {
 		if err := fn(n); err != nil {
+			inCLITerms(err)
 			if len(names) > 1 {
 				fmt.Fprintf(c.cfg.Stderr, "%s: cannot %s %s %s: %s\n", Name, verb, kind, n, oneLine(err))
 			}
@@ -324,7 +323,7 @@ func (c *CLI) each(names []string, kind, verb string, fn func(string) error) err
 	if first == nil || len(names) == 1 {
 		return first
 	}
-	return fmt.Errorf("%d of %d %ss could not be %sd: %w", failed, len(names), kind, strings.TrimSuffix(verb, "e"), first)
+	return fmt.Errorf("%d of %d %ss could not be %sed: %w", failed, len(names), kind, strings.TrimSuffix(verb, "e"), first)
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
@@ -337,33 +336,13 @@ func (c *CLI) hostApproveEK() *cobra.Command {
 		func(cl *attestclient.Client, ctx context.Context, host string, d attestapi.EKDecision) (output.Record, error) {
 			a, err := cl.ApproveEK(ctx, host, d)
 			if err != nil {
-				return output.Record{}, forceHint(ctx, cl, host, err)
+				return output.Record{}, err
 			}
 			return output.Record{
 				Fields: []output.Column{{Name: "host"}, {Name: "approved"}, {Name: "ek_fingerprint"}, {Name: "moved_from"}},
 				Values: []any{a.Host, a.Approved, a.EKFingerprint, a.MovedFrom},
 			}, nil
 		})
-}
-
-// forceHint says in the CLI's terms (--force) what the service says in the
-// API's ("force": true) when approving would move an EK another host holds:
-// it recognises the answer by its reason, never by its message, and names
-// the holder from host show (pending_ek_bound_to). The status, request id
-// and exit code stay the service's.
-func forceHint(ctx context.Context, cl *attestclient.Client, host string, err error) error {
-	var ae *attestclient.Error
-	if !errors.As(err, &ae) || ae.StatusCode != http.StatusConflict || ae.API.Reason != attestapi.ReasonEKBoundToOtherHost {
-		return err
-	}
-	holder, then := "another host", "that host"
-	if h, herr := cl.GetHost(ctx, host); herr == nil && h.PendingEKBoundTo != "" {
-		holder, then = "host "+h.PendingEKBoundTo, h.PendingEKBoundTo
-	}
-	out := *ae
-	out.API.Message = fmt.Sprintf("the pending EK of %s is bound to %s: repeat with --force to move it to %s (%s then loses its binding)",
-		host, holder, host, then)
-	return &out
 }
 
 func (c *CLI) hostRejectEK() *cobra.Command {

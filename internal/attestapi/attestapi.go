@@ -118,8 +118,14 @@ type Error struct {
 	// Reason names, for some errors, the condition in a stable form (one of
 	// the Reason* constants) that clients can act on; Message is for
 	// people and may change.
-	Reason    string `json:"reason,omitempty"`
-	RequestID string `json:"request_id"`
+	Reason string `json:"reason,omitempty"`
+	// ForceRequired marks a refusal that the same request with force
+	// overrides (force=true in the query, or "force": true in an EK
+	// approval). Refusal then says what was refused without saying how to
+	// override it, so that a client can name its own option for force.
+	ForceRequired bool   `json:"force_required,omitempty"`
+	Refusal       string `json:"refusal,omitempty"`
+	RequestID     string `json:"request_id"`
 }
 
 // Reasons of errors (Error.Reason).
@@ -128,6 +134,13 @@ const (
 	// to another host, which the host's pending_ek_bound_to names;
 	// approving with force moves it.
 	ReasonEKBoundToOtherHost = "ek_bound_to_other_host"
+	// ReasonProfileNotSatisfied (409 on setting a host's profiles): the
+	// host is trusted but its latest evidence does not satisfy a profile
+	// assigned; assigning with force makes it untrusted.
+	ReasonProfileNotSatisfied = "profile_not_satisfied"
+	// ReasonHostsRelyOnProfile (409 on deleting a profile): hosts rely on
+	// the profile; deleting with force makes them untrusted.
+	ReasonHostsRelyOnProfile = "hosts_rely_on_profile"
 )
 
 // Versions is the version discovery document at GET / (the shape Nova and

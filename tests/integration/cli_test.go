@@ -307,7 +307,7 @@ func TestCLI(t *testing.T) {
 	// Profile versions: a rollout from a build pipeline's event log, a
 	// canary on compute-2 only, then approval and retirement.
 	profileVersionRollout(t, c, e, admin, member, filepath.Join(hosts[0].dir, "binary_bios_measurements"))
-	c.fails(commands.ExitError, []string{`profile "golden" is relied on by`, "force=true", "(HTTP 409)"}, as(admin, "profile", "delete", "golden")...)
+	c.fails(commands.ExitError, []string{`profile "golden" is relied on by`, "repeat with --force", "(HTTP 409)"}, as(admin, "profile", "delete", "golden")...)
 	c.ok(as(admin, "host", "set", "compute-2", "--required-profile", "golden")...)
 	if out := c.ok(as(admin, "host", "set", "compute-2", "--default-profiles", "-f", "value", "-c", "required_profiles")...); out != "(service default)\n" {
 		t.Errorf("host set --default-profiles = %q", out)

@@ -1,15 +1,21 @@
 // Package integration runs the demo story (scripts/demo.sh) end to end with real
 // components: RabbitMQ, Keystone, one swtpm per host (seeded with a realistic
-// boot), the attestation service (in-process, sqlite) and trustpool-agent.
+// boot), the attestation service (in-process, sqlite) and trustpool-agent;
+// TestDemoScript runs the script itself.
 package integration
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,5 +131,94 @@ func TestDemoStory(t *testing.T) {
 	}
 	if code, body := e.api("GET", "/metrics", "", nil); code != http.StatusOK || !strings.Contains(fmt.Sprint(body), "trustpool_attestation_rounds_total") {
 		t.Errorf("/metrics = %d", code)
+	}
+}
+
+// TestDemoScript runs `make demo` (scripts/demo.sh, DEMO_WAIT=0) and checks
+// that each act printed what it shows, in order, so that a step that
+// silently does nothing fails here: besides the script's own checks (it
+// exits non-zero when a host does not reach its state, a refusal is not
+// refused, or the re-delivered secret is missing), the operator's rollout
+// (build-b imported from an event log as candidate version 2, its diff,
+// a canary on compute-1, approval, the refused retirement naming --force,
+// the version list) and the re-delivery (redelivered, the secret back, a
+// history ending redelivered, a valid redelivered receipt).
+func TestDemoScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file, not a pipe: the broker's epmd outlives the script and would
+	// keep a pipe open.
+	outPath := filepath.Join(t.TempDir(), "demo.out")
+	out, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "demo.sh"))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "DEMO_WAIT=0", "KEEP_DEMO_DIR=")
+	cmd.Stdout, cmd.Stderr = out, out
+	// SIGTERM lets the script stop everything it started.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	runErr := cmd.Run()
+	b, err := os.ReadFile(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runErr != nil {
+		t.Fatalf("scripts/demo.sh: %v; output:\n%s", runErr, b)
+	}
+	// Table cells are padded: compare with runs of blanks as one space.
+	got := strings.Join(strings.Fields(string(b)), " ")
+	at := 0
+	for _, want := range []string{
+		"compute-2 untrusted",
+		"compute-3 unknown (unreachable)",
+		"(exit status 3)",
+		"| state | delivered |",
+		"proof matches: the instance holds the secret",
+		"| state | refused |",
+		// The operator's rollout.
+		"$ trustpool profile version import build-a --eventlog build-b.log",
+		"| version | 2 | | state | candidate | | source | learned from event log sha256:",
+		"$ trustpool profile version diff build-a 1 2",
+		"| kernel digest changed |",
+		"| initrd digest changed |",
+		"| PCRs 8 and 9 differ |",
+		"| state | canary | | hosts | compute-1 |",
+		"| version | 2 | | state | approved |",
+		"$ trustpool profile version set-state build-a 1 retired",
+		`trustpool: profile "build-a" version 1 is what host "compute-1" matched: making it retired turns them untrusted; repeat with --force to do it anyway (HTTP 409)`,
+		"(exit status 1: refused)",
+		"| 1 | approved |", "| 2 | approved |",
+		"| status | trusted | | profile_versions | {\"build-a\":1} |",
+		// The re-delivery.
+		"its launch-secret is gone",
+		"| redelivery | redelivered | | state | redelivered |",
+		"the secret is back:",
+		"launch-secret",
+		"Z delivered | |", // history: …delivered, then redelivered last
+		"Z redelivered | +",
+		"| signature | valid | | state | redelivered | | profile | build-a |",
+		"==> done: compute-1 trusted, compute-2 untrusted",
+	} {
+		i := strings.Index(got[at:], want)
+		if i < 0 {
+			t.Fatalf("the demo's output lacks %q after what came before; output:\n%s", want, b)
+		}
+		at += i + len(want)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "trustpool: ") && (strings.Contains(line, "force=true") || strings.Contains(line, `"force"`)) {
+			t.Errorf("the CLI speaks the API's force parameter: %q", line)
+		}
 	}
 }

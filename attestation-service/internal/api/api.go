@@ -341,12 +341,15 @@ func routeError(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) erro
 }
 
 // HTTPError is an error with an HTTP status and, for errors clients act
-// on, a machine-readable reason (attestapi.Reason*).
+// on, a machine-readable reason (attestapi.Reason*). A refusal that force
+// overrides has ForceRequired and Refusal (forceRequired).
 type HTTPError struct {
-	Code   int
-	Msg    string
-	Err    error
-	Reason string
+	Code          int
+	Msg           string
+	Err           error
+	Reason        string
+	ForceRequired bool
+	Refusal       string
 }
 
 func (e *HTTPError) Error() string {
@@ -360,6 +363,15 @@ func (e *HTTPError) Unwrap() error { return e.Err }
 
 func httpErr(code int, msg string, err error) error {
 	return &HTTPError{Code: code, Msg: msg, Err: err}
+}
+
+// forceRequired is the 409 of a refusal that the same request with force
+// overrides: refusal says what was refused, hint how to override it in the
+// API's terms. The answer marks it force_required and carries refusal on
+// its own, so that clients name their own option (the CLI's --force)
+// without parsing the message.
+func forceRequired(reason, refusal, hint string) error {
+	return &HTTPError{Code: http.StatusConflict, Reason: reason, Msg: refusal + "; " + hint, ForceRequired: true, Refusal: refusal}
 }
 
 type ctxKey struct{}
@@ -412,6 +424,7 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg, reason := http.StatusInternalServerError, "internal error", ""
+	force, refusal := false, ""
 	var he *HTTPError
 	le, isLaunch := launchError(err)
 	ve, isVersion := versionStateError(err)
@@ -422,6 +435,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg, reason = ve.Code, ve.Msg, ve.Reason
 	case errors.As(err, &he):
 		code, msg, reason = he.Code, he.Msg, he.Reason
+		force, refusal = he.ForceRequired, he.Refusal
 		if he.Err != nil && code < 500 {
 			msg = he.Error()
 		}
@@ -438,7 +452,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	writeJSON(w, code, attestapi.ErrorEnvelope{Error: attestapi.Error{
-		Code: code, Title: http.StatusText(code), Message: msg, Reason: reason, RequestID: requestID(r),
+		Code: code, Title: http.StatusText(code), Message: msg, Reason: reason, ForceRequired: force, Refusal: refusal, RequestID: requestID(r),
 	}})
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
+	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/bootseed"
 	"github.com/trustpool/trustpool/internal/eventlog"
@@ -465,8 +466,9 @@ func (f *fixture) setVerdict(t *testing.T, host string, status verdict.Status, p
 
 // TestForceBeforeDistrust: deleting a profile hosts rely on, or assigning
 // profiles a trusted host's evidence does not satisfy, turns hosts untrusted:
-// it is refused with 409 naming them unless force=true, and the forced
-// change is audited with the hosts it affected.
+// it is refused with 409 naming them unless force=true (marked
+// force_required, with its reason), and the forced change is audited with
+// the hosts it affected.
 func TestForceBeforeDistrust(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
@@ -493,28 +495,35 @@ func TestForceBeforeDistrust(t *testing.T) {
 		name, method, path, body string
 		want                     int
 		msg                      string
+		// reason, when set, is that of a refusal force overrides.
+		reason string
 	}{
 		{"delete a relied-on profile", "DELETE", "/v1/profiles/golden", "", http.StatusConflict,
-			`profile "golden" is relied on by 2 hosts ("compute-1", "compute-2"): deleting it makes them untrusted`},
-		{"force must be a boolean", "DELETE", "/v1/profiles/golden?force=please", "", http.StatusBadRequest, `force must be true or false, not "please"`},
-		{"force=false is no force", "DELETE", "/v1/profiles/golden?force=false", "", http.StatusConflict, "repeat with force=true"},
-		{"delete a missing profile", "DELETE", "/v1/profiles/nope", "", http.StatusNotFound, ""},
+			`profile "golden" is relied on by 2 hosts ("compute-1", "compute-2"): deleting it makes them untrusted`, attestapi.ReasonHostsRelyOnProfile},
+		{"force must be a boolean", "DELETE", "/v1/profiles/golden?force=please", "", http.StatusBadRequest, `force must be true or false, not "please"`, ""},
+		{"force=false is no force", "DELETE", "/v1/profiles/golden?force=false", "", http.StatusConflict, "repeat with force=true", attestapi.ReasonHostsRelyOnProfile},
+		{"delete a missing profile", "DELETE", "/v1/profiles/nope", "", http.StatusNotFound, "", ""},
 		{"assign what a trusted host does not satisfy", "PUT", "/v1/hosts/compute-1/profiles", `{"profiles": ["golden", "other"]}`, http.StatusConflict,
-			`host "compute-1" is trusted, but its latest evidence does not satisfy profile "other": this assignment makes it untrusted`},
-		{"assign what it satisfies", "PUT", "/v1/hosts/compute-1/profiles", `{"profiles": ["golden"]}`, http.StatusOK, ""},
-		{"back to the default", "PUT", "/v1/hosts/compute-1/profiles", `{"profiles": null}`, http.StatusOK, ""},
-		{"untrusted host: nothing to lose", "PUT", "/v1/hosts/compute-4/profiles", `{"profiles": ["other"]}`, http.StatusOK, ""},
-		{"assign with force", "PUT", "/v1/hosts/compute-3/profiles?force=true", `{"profiles": ["other", "golden"]}`, http.StatusOK, ""},
-		{"assign unmet with force", "PUT", "/v1/hosts/compute-1/profiles?force=true", `{"profiles": ["other"]}`, http.StatusOK, ""},
-		{"delete with force", "DELETE", "/v1/profiles/golden?force=true", "", http.StatusNoContent, ""},
+			`host "compute-1" is trusted, but its latest evidence does not satisfy profile "other": this assignment makes it untrusted`,
+			attestapi.ReasonProfileNotSatisfied},
+		{"assign what it satisfies", "PUT", "/v1/hosts/compute-1/profiles", `{"profiles": ["golden"]}`, http.StatusOK, "", ""},
+		{"back to the default", "PUT", "/v1/hosts/compute-1/profiles", `{"profiles": null}`, http.StatusOK, "", ""},
+		{"untrusted host: nothing to lose", "PUT", "/v1/hosts/compute-4/profiles", `{"profiles": ["other"]}`, http.StatusOK, "", ""},
+		{"assign with force", "PUT", "/v1/hosts/compute-3/profiles?force=true", `{"profiles": ["other", "golden"]}`, http.StatusOK, "", ""},
+		{"assign unmet with force", "PUT", "/v1/hosts/compute-1/profiles?force=true", `{"profiles": ["other"]}`, http.StatusOK, "", ""},
+		{"delete with force", "DELETE", "/v1/profiles/golden?force=true", "", http.StatusNoContent, "", ""},
 	}
 	for _, st := range steps {
 		code, body, _ := f.do(t, st.method, st.path, f.admin, st.body)
 		if code != st.want {
 			t.Fatalf("%s: %s %s = %d %v, want %d", st.name, st.method, st.path, code, body, st.want)
 		}
-		if e, _ := body["error"].(map[string]any); st.msg != "" && !strings.Contains(fmt.Sprint(e["message"]), st.msg) {
+		e, _ := body["error"].(map[string]any)
+		if st.msg != "" && !strings.Contains(fmt.Sprint(e["message"]), st.msg) {
 			t.Errorf("%s: message %q, want %q", st.name, e["message"], st.msg)
+		}
+		if code >= 400 {
+			checkForceRequired(t, st.name, e, st.reason)
 		}
 	}
 	if _, err := f.st.GetProfile(ctx, "golden"); !errors.Is(err, store.ErrNotFound) {
@@ -536,6 +545,25 @@ func TestForceBeforeDistrust(t *testing.T) {
 		if !slices.ContainsFunc(details, func(d string) bool { return strings.HasPrefix(d, want) }) {
 			t.Errorf("no audit record %q in %q", want, details)
 		}
+	}
+}
+
+// checkForceRequired checks an error envelope's content: with reason set,
+// a refusal force overrides (that reason, force_required, and a refusal
+// that the message begins with and that names no force parameter);
+// without, no force_required.
+func checkForceRequired(t *testing.T, name string, e map[string]any, reason string) {
+	t.Helper()
+	refusal, _ := e["refusal"].(string)
+	if reason == "" {
+		if e["force_required"] != nil || e["refusal"] != nil {
+			t.Errorf("%s: error %v, want no force_required or refusal", name, e)
+		}
+		return
+	}
+	msg, _ := e["message"].(string)
+	if e["reason"] != reason || e["force_required"] != true || refusal == "" || !strings.HasPrefix(msg, refusal) || strings.Contains(refusal, "force") {
+		t.Errorf("%s: error %v, want reason %s, force_required true and a refusal that begins the message without naming force", name, e, reason)
 	}
 }
 
@@ -595,6 +623,13 @@ func TestApproveRejectEK(t *testing.T) {
 		b, _ := json.Marshal(body)
 		if code != tc.want || !strings.Contains(string(b), tc.msg) {
 			t.Errorf("%s: %s %s = %d %s, want %d containing %q", tc.name, tc.method, tc.path, code, b, tc.want, tc.msg)
+		}
+		if e, _ := body["error"].(map[string]any); code >= 400 {
+			reason := ""
+			if strings.HasPrefix(tc.name, "approve without force") {
+				reason = attestapi.ReasonEKBoundToOtherHost
+			}
+			checkForceRequired(t, tc.name, e, reason)
 		}
 	}
 	if c := host("c"); c["pending_ek_fingerprint"] != nil || c["rejected_ek_fingerprint"] != fp3 || c["ek_fingerprint"] != store.EKFingerprint(ek2) {

@@ -155,9 +155,9 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request) error {
 		}
 		res, err := s.cfg.Engine.ApproveEK(r.Context(), host, engine.Approval{Fingerprint: d.EKFingerprint, Force: d.Force})
 		if inUse := (*store.EKInUseError)(nil); errors.As(err, &inUse) {
-			return "", &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonEKBoundToOtherHost,
-				Msg: fmt.Sprintf("the pending EK is bound to host %s: approve with \"force\": true to move it here (%s then loses its binding)",
-					inUse.Host, inUse.Host)}
+			return "", forceRequired(attestapi.ReasonEKBoundToOtherHost,
+				fmt.Sprintf("the pending EK is bound to host %s, which loses its binding if the EK moves here", inUse.Host),
+				`approve with "force": true to move it`)
 		}
 		if err != nil {
 			return "", err
@@ -239,8 +239,8 @@ func (s *server) setHostProfiles(w http.ResponseWriter, r *http.Request) error {
 			return "", err
 		}
 		if len(unmet) > 0 && !force {
-			return "", httpErr(http.StatusConflict, fmt.Sprintf("host %q is trusted, but its latest evidence does not satisfy %s: "+
-				"this assignment makes it untrusted; repeat with force=true to assign anyway", host, quoteList("profile", unmet)), nil)
+			return "", forceRequired(attestapi.ReasonProfileNotSatisfied, fmt.Sprintf("host %q is trusted, but its latest evidence does not satisfy %s: "+
+				"this assignment makes it untrusted", host, quoteList("profile", unmet)), "repeat with force=true to assign anyway")
 		}
 		if err := s.cfg.Engine.SetHostProfiles(r.Context(), host, profiles); err != nil {
 			return "", err
@@ -434,8 +434,8 @@ func (s *server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 			return "", err
 		}
 		if len(relying) > 0 && !force {
-			return "", httpErr(http.StatusConflict, fmt.Sprintf("profile %q is relied on by %s: deleting it makes them untrusted "+
-				"(or keeps them from being trusted); repeat with force=true to delete it anyway", name, quoteList("host", relying)), nil)
+			return "", forceRequired(attestapi.ReasonHostsRelyOnProfile, fmt.Sprintf("profile %q is relied on by %s: deleting it makes them untrusted "+
+				"(or keeps them from being trusted)", name, quoteList("host", relying)), "repeat with force=true to delete it anyway")
 		}
 		if err := s.cfg.Store.DeleteProfile(r.Context(), name); err != nil {
 			return "", err

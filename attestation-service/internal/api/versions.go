@@ -164,9 +164,8 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 			return "", err
 		}
 		if len(relying) > 0 && !force {
-			return "", &HTTPError{Code: http.StatusConflict, Reason: attestapi.ReasonHostsRelyOnVersion,
-				Msg: fmt.Sprintf("profile %q version %d is what %s matched: making it %s turns them untrusted; repeat with force=true to change it anyway",
-					name, n, quoteList("host", relying), body.State)}
+			return "", forceRequired(attestapi.ReasonHostsRelyOnVersion, fmt.Sprintf("profile %q version %d is what %s matched: making it %s turns them untrusted",
+				name, n, quoteList("host", relying), body.State), "repeat with force=true to change it anyway")
 		}
 		if err := s.cfg.Engine.SetProfileVersionState(r.Context(), name, n, from, body.State, body.Hosts); err != nil {
 			return "", err

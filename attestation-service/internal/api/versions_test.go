@@ -164,7 +164,8 @@ func TestLearnNewVersion(t *testing.T) {
 
 // TestVersionStateForce: a state change that would turn a trusted host
 // untrusted (it requires the profile, and nothing says it matched another
-// version) is refused with 409 naming it unless force=true; the forced
+// version) is refused with 409 naming it unless force=true (marked
+// force_required); the forced
 // change is audited with the host.
 func TestVersionStateForce(t *testing.T) {
 	f := newFixture(t)
@@ -188,6 +189,7 @@ func TestVersionStateForce(t *testing.T) {
 	if code != http.StatusConflict || fmtReason(e) != attestapi.ReasonHostsRelyOnVersion || !strings.Contains(fmt.Sprint(e["message"]), "compute-1") {
 		t.Fatalf("retire a version a trusted host relies on = %d %v, want 409 hosts_rely_on_version naming compute-1", code, body)
 	}
+	checkForceRequired(t, "retire a version a trusted host relies on", e, attestapi.ReasonHostsRelyOnVersion)
 	if v, _ := f.st.GetProfileVersion(ctx, "golden", 1); v.State != store.VersionApproved {
 		t.Errorf("refused change stored: version 1 is %s", v.State)
 	}

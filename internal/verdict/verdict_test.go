@@ -480,7 +480,9 @@ func TestLoadAndCreateKey(t *testing.T) {
 	}
 }
 
-func FuzzVerify(f *testing.F) {
+// readVectors reads testdata/vectors.json, the fuzz targets' seeds.
+func readVectors(f *testing.F) vectorFile {
+	f.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
 	if err != nil {
 		f.Fatal(err)
@@ -489,6 +491,30 @@ func FuzzVerify(f *testing.F) {
 	if err := json.Unmarshal(b, &vf); err != nil {
 		f.Fatal(err)
 	}
+	return vf
+}
+
+// checkReencodes fails t unless accepted v survives a re-encoding in its
+// format (format 2's versions included). Timestamps are re-encoded to
+// microseconds; the rest must not move.
+func checkReencodes(t *testing.T, v Verdict) {
+	t.Helper()
+	b, err := v.Marshal()
+	if err != nil {
+		t.Fatalf("re-encode an accepted verdict: %v", err)
+	}
+	back, err := Unmarshal(b)
+	if err != nil {
+		t.Fatalf("decode a re-encoded verdict: %v", err)
+	}
+	v.VerifiedAt, v.ExpiresAt, back.VerifiedAt, back.ExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if diff := cmp.Diff(v, back); diff != "" {
+		t.Fatalf("re-encoding changed the verdict (-accepted +re-decoded):\n%s", diff)
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	vf := readVectors(f)
 	for _, v := range vf.Vectors {
 		b, err := json.Marshal(v.Signed)
 		if err != nil {
@@ -515,21 +541,7 @@ func FuzzVerify(f *testing.F) {
 		if err := v.Validate(); err != nil {
 			t.Fatalf("Verify accepted a malformed verdict: %v", err)
 		}
-		// Whatever was accepted survives a re-encoding in its format
-		// (format 2's versions included).
-		b, err := v.Marshal()
-		if err != nil {
-			t.Fatalf("re-encode an accepted verdict: %v", err)
-		}
-		back, err := Unmarshal(b)
-		if err != nil {
-			t.Fatalf("decode a re-encoded verdict: %v", err)
-		}
-		// Timestamps are re-encoded to microseconds; the rest must not move.
-		v.VerifiedAt, v.ExpiresAt, back.VerifiedAt, back.ExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-		if diff := cmp.Diff(v, back); diff != "" {
-			t.Fatalf("re-encoding changed the verdict (-accepted +re-decoded):\n%s", diff)
-		}
+		checkReencodes(t, v)
 	})
 }
 
@@ -537,15 +549,7 @@ func FuzzVerify(f *testing.F) {
 // the signature check, which FuzzVerify's mutations rarely get past),
 // seeded with every vector's verdict, both formats and each malformed one.
 func FuzzUnmarshal(f *testing.F) {
-	b, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	var vf vectorFile
-	if err := json.Unmarshal(b, &vf); err != nil {
-		f.Fatal(err)
-	}
-	for _, v := range vf.Vectors {
+	for _, v := range readVectors(f).Vectors {
 		f.Add([]byte(v.Signed.Verdict))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -559,18 +563,6 @@ func FuzzUnmarshal(f *testing.F) {
 		if v.Format != 0 && v.Format != Format2 {
 			t.Fatalf("Unmarshal returned format %d", v.Format)
 		}
-		b, err := v.Marshal()
-		if err != nil {
-			t.Fatalf("re-encode an accepted verdict: %v", err)
-		}
-		back, err := Unmarshal(b)
-		if err != nil {
-			t.Fatalf("decode a re-encoded verdict: %v", err)
-		}
-		// Timestamps are re-encoded to microseconds; the rest must not move.
-		v.VerifiedAt, v.ExpiresAt, back.VerifiedAt, back.ExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-		if diff := cmp.Diff(v, back); diff != "" {
-			t.Fatalf("re-encoding changed the verdict (-accepted +re-decoded):\n%s", diff)
-		}
+		checkReencodes(t, v)
 	})
 }

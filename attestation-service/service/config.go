@@ -13,6 +13,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/launch"
 	"github.com/trustpool/trustpool/internal/oslo"
+	"github.com/trustpool/trustpool/internal/verdict"
 	"github.com/trustpool/trustpool/keystone-auth/authtoken"
 	kpolicy "github.com/trustpool/trustpool/keystone-auth/policy"
 )
@@ -40,6 +41,9 @@ type Config struct {
 	Nova        NovaSection        `toml:"nova"`
 	Revocation  RevocationSection  `toml:"revocation"`
 	Launch      LaunchSection      `toml:"launch"`
+	// UpgradeLevels pins wire formats for a rolling upgrade, as Nova's
+	// [upgrade_levels] pins RPC versions.
+	UpgradeLevels UpgradeLevelsSection `toml:"upgrade_levels"`
 
 	// ConfigDir resolves a relative [oslo_policy] policy_file.
 	ConfigDir string `toml:"-"`
@@ -231,6 +235,15 @@ type RevocationSection struct {
 	BrakeMinHosts int           `toml:"brake_min_hosts"`
 }
 
+// UpgradeLevelsSection is [upgrade_levels].
+type UpgradeLevelsSection struct {
+	// Verdict is the signed verdicts' format: unset (0) is the newest,
+	// verdict.FormatLatest; 1 keeps them readable by filter shims from
+	// before format 2 (which drop every format-2 verdict) until every
+	// shim is upgraded.
+	Verdict int `toml:"verdict"`
+}
+
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
 	ks := authtoken.DefaultOptions()
@@ -347,6 +360,11 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Cluster.Lease; l < time.Second || l > 10*time.Minute {
 		bad("cluster.lease", "must be between 1s and 10m")
+	}
+	switch c.UpgradeLevels.Verdict {
+	case 0, verdict.Format1, verdict.Format2:
+	default:
+		bad("upgrade_levels.verdict", "%d is not a verdict format this service writes (1 or 2; unset: %d)", c.UpgradeLevels.Verdict, verdict.FormatLatest)
 	}
 	c.validateLaunch(bad)
 	p := c.Placement

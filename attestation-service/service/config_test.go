@@ -92,6 +92,8 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"launch concurrency", func(c *service.Config) { c.Launch.Concurrency = 0 }, "launch.concurrency"},
 		{"request lifetime", func(c *service.Config) { c.Launch.MaxRequestLifetime = time.Second }, "launch.max_request_lifetime"},
 		{"nova endpoint", func(c *service.Config) { c.Nova.EndpointOverride = "nova:8774" }, "nova.endpoint_override"},
+		{"unknown verdict format", func(c *service.Config) { c.UpgradeLevels.Verdict = 3 }, "upgrade_levels.verdict: 3 is not a verdict format"},
+		{"negative verdict format", func(c *service.Config) { c.UpgradeLevels.Verdict = -1 }, "upgrade_levels.verdict"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,5 +213,41 @@ func TestPolicySampleMatchesOsloGenerator(t *testing.T) {
 	}
 	if !strings.Contains(res[0].Sample, "cloud-wide") {
 		t.Error("the sample does not say that the admin role is cloud-wide")
+	}
+}
+
+// TestUpgradeLevelsVerdict: [upgrade_levels] verdict is read from the file
+// layers (unset: the newest format); 1 and 2 are accepted, anything else is
+// refused at start naming the key.
+func TestUpgradeLevelsVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		override string
+		want     int
+		err      string
+	}{
+		{"", 0, ""},
+		{"upgrade_levels.verdict=1", 1, ""},
+		{"upgrade_levels.verdict=2", 2, ""},
+		{"upgrade_levels.verdict=3", 3, "upgrade_levels.verdict: 3 is not a verdict format this service writes"},
+		{"upgrade_levels.verdict=0", 0, ""},
+	} {
+		t.Run(tc.override, func(t *testing.T) {
+			cfg := service.DefaultConfig()
+			var over []string
+			if tc.override != "" {
+				over = []string{tc.override}
+			}
+			// Load validates too; New (the daemon's start) again.
+			err := config.Load(&cfg, config.LoadOptions{File: filepath.Join(repo, "etc/attestation.toml.sample"), Environ: []string{}, Overrides: over})
+			if cfg.UpgradeLevels.Verdict != tc.want {
+				t.Errorf("upgrade_levels.verdict = %d, want %d", cfg.UpgradeLevels.Verdict, tc.want)
+			}
+			if err == nil {
+				_, err = service.New(cfg)
+			}
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("New = %v, want %q", err, tc.err)
+			}
+		})
 	}
 }

@@ -102,6 +102,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	signer := verdict.NewSigner(key)
+	if cfg.UpgradeLevels.Verdict == verdict.Format1 {
+		s.log.Info("signed verdicts pinned to format 1 (upgrade_levels.verdict): they do not name profile versions; remove the pin once every filter shim is upgraded")
+	}
 	s.pub = signer.Public()
 	pubPEM, err := verdict.MarshalPublicKeyPEM(signer.Public())
 	if err != nil {
@@ -153,8 +156,8 @@ func (s *Service) Run(ctx context.Context) error {
 		HeartbeatInterval: a.HeartbeatInterval,
 		NonceLifetime:     a.NonceLifetime, PCRs: a.PCRs, RequiredProfiles: a.RequiredProfiles,
 		EnrollmentMode: cfg.Enrollment.Mode, RequireEKCert: cfg.Enrollment.RequireEKCert, EKRoots: roots, EKIntermediates: inter,
-		AllowMissingEventLog: a.AllowMissingEventLog,
-		Store:                st, Signer: signer, Logger: s.log, Metrics: reg,
+		AllowMissingEventLog: a.AllowMissingEventLog, VerdictFormat: cfg.UpgradeLevels.Verdict,
+		Store: st, Signer: signer, Logger: s.log, Metrics: reg,
 		Agents:    &agentClient{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic}).WithTimeout(a.QuoteTimeout)},
 		Publisher: trustNotifications{on: cfg.Revocation.Notifications, Publisher: pubr},
 		Trigger:   trigger,

@@ -176,7 +176,7 @@ func TestVerdictVerifyVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	reason := map[string]string{"bad_signature": verdict.ErrBadSignature.Error(), "unknown_key": verdict.ErrUnknownKey.Error(),
-		"unsigned": verdict.ErrUnsigned.Error()}
+		"unsigned": verdict.ErrUnsigned.Error(), "malformed": verdict.ErrMalformed.Error()}
 	invalid := 0
 	for _, v := range file.Vectors {
 		f := filepath.Join(dir, v.Name+".json")
@@ -192,6 +192,19 @@ func TestVerdictVerifyVectors(t *testing.T) {
 		}
 		if !v.Valid {
 			invalid++
+		}
+	}
+	// The format and the versions matched: format 2 names them, format 1
+	// cannot.
+	for name, want := range map[string]string{
+		"trusted":           "1\n\n",
+		"trusted_format2":   "2\n{\"baseline\":3,\"gpu-2026\":1}\n",
+		"untrusted_format2": "2\n{}\n",
+	} {
+		r := runCLI(t, commands.Config{}, "verdict", "verify", filepath.Join(dir, name+".json"), "--public-key", pem, "-f", "value",
+			"-c", "format", "-c", "profile_versions")
+		if r.code != 0 || r.stdout != want {
+			t.Errorf("%s: format and profile_versions %q (exit %d, %q), want %q", name, r.stdout, r.code, r.stderr, want)
 		}
 	}
 	// The whole file at once: a list, one row per envelope, exit 1.

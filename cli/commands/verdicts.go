@@ -113,24 +113,41 @@ type verified struct {
 
 func verdictRecord(v verdict.Verdict, now time.Time) output.Record {
 	return output.Record{
-		Fields: []output.Column{{Name: "host"}, {Name: "signature"}, {Name: "status"}, {Name: "effective_status"},
-			{Name: "profiles"}, {Name: "reasons"}, {Name: "seq"}, {Name: "verified_at"}, {Name: "expires_at"},
+		Fields: []output.Column{{Name: "host"}, {Name: "signature"}, {Name: "format"}, {Name: "status"}, {Name: "effective_status"},
+			{Name: "profiles"}, {Name: "profile_versions"}, {Name: "reasons"}, {Name: "seq"}, {Name: "verified_at"}, {Name: "expires_at"},
 			{Name: "evidence_digest"}, {Name: "issuer"}},
-		Values: []any{v.Host, "valid", string(v.Status), string(v.StatusAt(now)), v.Profiles, v.Reasons, v.Seq,
+		Values: []any{v.Host, "valid", verdictFormat(v), string(v.Status), string(v.StatusAt(now)), v.Profiles, profileVersions(v), v.Reasons, v.Seq,
 			v.VerifiedAt, v.ExpiresAt, v.EvidenceDigest, v.Issuer},
 	}
 }
 
+// verdictFormat is v's wire format number (format 1 decodes as 0).
+func verdictFormat(v verdict.Verdict) int {
+	if v.Format == 0 {
+		return verdict.Format1
+	}
+	return v.Format
+}
+
+// profileVersions is what a verdict says of the versions matched: nothing
+// in format 1 (it cannot say), the map (maybe empty) in format 2.
+func profileVersions(v verdict.Verdict) any {
+	if v.Format != verdict.Format2 {
+		return nil
+	}
+	return v.ProfileVersions
+}
+
 func verdictList(rs []verified, now time.Time) output.List {
 	l := output.List{Columns: []output.Column{{Name: "Host"}, {Name: "Signature"}, {Name: "Status"}, {Name: "Effective Status"},
-		{Name: "Profiles"}, {Name: "Seq"}, {Name: "Verified At"}, {Name: "Expires At"}}}
+		{Name: "Profiles"}, {Name: "Profile Versions"}, {Name: "Seq"}, {Name: "Verified At"}, {Name: "Expires At"}}}
 	for _, r := range rs {
 		if r.err != nil {
-			l.Rows = append(l.Rows, []any{nil, "invalid: " + r.err.Error(), nil, string(verdict.Unknown), nil, nil, nil, nil})
+			l.Rows = append(l.Rows, []any{nil, "invalid: " + r.err.Error(), nil, string(verdict.Unknown), nil, nil, nil, nil, nil})
 			continue
 		}
 		v := r.v
-		l.Rows = append(l.Rows, []any{v.Host, "valid", string(v.Status), string(v.StatusAt(now)), v.Profiles, v.Seq, v.VerifiedAt, v.ExpiresAt})
+		l.Rows = append(l.Rows, []any{v.Host, "valid", string(v.Status), string(v.StatusAt(now)), v.Profiles, profileVersions(v), v.Seq, v.VerifiedAt, v.ExpiresAt})
 	}
 	return l
 }

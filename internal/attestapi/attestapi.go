@@ -273,8 +273,8 @@ type Verdict struct {
 	EffectiveStatus verdict.Status `json:"effective_status"`
 	Profiles        []string       `json:"profiles"`
 	// ProfileVersions name, per satisfied profile, the version the host
-	// matched (not part of the signed verdict, whose format shims decode
-	// strictly).
+	// matched (also in the signed verdict from format 2 on; a service
+	// pinned to format 1 signs verdicts without them).
 	ProfileVersions map[string]int `json:"profile_versions,omitempty"`
 	Reasons         []string       `json:"reasons"`
 	VerifiedAt      time.Time      `json:"verified_at"`

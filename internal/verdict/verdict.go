@@ -6,7 +6,16 @@
 // signature; the kid names a pinned public key; the Ed25519 signature over
 // the exact UTF-8 bytes of the verdict string is valid; the verdict decodes
 // strictly (no unknown fields) and is well formed (host, known status,
-// timestamps, sorted profiles, no reasons when trusted).
+// timestamps, sorted profiles, no reasons when trusted) and, in format 2,
+// names a positive version for exactly the profiles it lists.
+//
+// Two wire formats exist. Format 1 has no "format" field. Format 2 adds
+// "format": 2 and "profile_versions" (profile → the version the host
+// matched). A shim built before format 2 refuses format-2 verdicts (its
+// strict decoding rejects the new fields), so the service can be pinned to
+// format 1 ([Format1]) until every shim understands format 2. Any other
+// format number is malformed: a relying party never guesses at a format it
+// does not know.
 //
 // What it does not check: freshness and ordering. A verified verdict may be
 // expired (use [Verdict.StatusAt], which reports anything past expires_at as
@@ -24,6 +33,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -49,30 +59,50 @@ func (s Status) Valid() bool { return s == Trusted || s == Untrusted || s == Unk
 // microseconds.
 const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 
+// The wire formats.
+const (
+	// Format1 is the original verdict: no format field, no versions.
+	Format1 = 1
+	// Format2 adds "format": 2 and "profile_versions".
+	Format2 = 2
+	// FormatLatest is the format the service emits unless pinned.
+	FormatLatest = Format2
+)
+
 // Verdict is the service's statement about one host.
 type Verdict struct {
-	Host           string
-	Status         Status
-	Profiles       []string // satisfied profiles, sorted
-	Reasons        []string // why not trusted; empty when trusted
-	VerifiedAt     time.Time
-	ExpiresAt      time.Time
-	Seq            uint64 // per host, strictly increasing
-	EvidenceDigest string // hex SHA-256 of the quoted attest bytes, "" when none
-	Issuer         string // service name
+	// Format is the wire format: 0 or Format1 encodes format 1 (what
+	// Unmarshal returns for it is 0), Format2 format 2.
+	Format   int
+	Host     string
+	Status   Status
+	Profiles []string // satisfied profiles, sorted
+	// ProfileVersions maps each satisfied profile to the version the host
+	// matched (format 2 only; keys exactly Profiles, versions positive).
+	ProfileVersions map[string]int
+	Reasons         []string // why not trusted; empty when trusted
+	VerifiedAt      time.Time
+	ExpiresAt       time.Time
+	Seq             uint64 // per host, strictly increasing
+	EvidenceDigest  string // hex SHA-256 of the quoted attest bytes, "" when none
+	Issuer          string // service name
 }
 
-// wireVerdict is the JSON form.
+// wireVerdict is the JSON form. Format 1 encodes neither format nor
+// profile_versions; both are raw on decoding so that their presence (even
+// as null) is seen.
 type wireVerdict struct {
-	Host           string   `json:"host"`
-	Status         Status   `json:"status"`
-	Profiles       []string `json:"profiles"`
-	Reasons        []string `json:"reasons"`
-	VerifiedAt     string   `json:"verified_at"`
-	ExpiresAt      string   `json:"expires_at"`
-	Seq            uint64   `json:"seq"`
-	EvidenceDigest string   `json:"evidence_digest"`
-	Issuer         string   `json:"issuer"`
+	Format          json.RawMessage `json:"format,omitempty"`
+	Host            string          `json:"host"`
+	Status          Status          `json:"status"`
+	Profiles        []string        `json:"profiles"`
+	ProfileVersions json.RawMessage `json:"profile_versions,omitempty"`
+	Reasons         []string        `json:"reasons"`
+	VerifiedAt      string          `json:"verified_at"`
+	ExpiresAt       string          `json:"expires_at"`
+	Seq             uint64          `json:"seq"`
+	EvidenceDigest  string          `json:"evidence_digest"`
+	Issuer          string          `json:"issuer"`
 }
 
 // Errors Verify and Validate return; callers count drops by these.
@@ -114,10 +144,50 @@ func (v Verdict) Validate() error {
 	if v.Issuer == "" {
 		errs = append(errs, errors.New("issuer is empty"))
 	}
+	errs = append(errs, v.validateVersions()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
+}
+
+// validateVersions checks ProfileVersions against the format: none in
+// format 1; in format 2 a positive version for each listed profile and no
+// other key, at least one profile when trusted (a trusted verdict names
+// what it matched) and none when unknown (nothing was appraised).
+func (v Verdict) validateVersions() []error {
+	switch v.Format {
+	case 0, Format1:
+		if len(v.ProfileVersions) > 0 {
+			return []error{errors.New("profile_versions needs format 2")}
+		}
+		return nil
+	case Format2:
+	default:
+		return []error{fmt.Errorf("format %d is not 1 or 2", v.Format)}
+	}
+	var errs []error
+	for _, p := range v.Profiles {
+		n, ok := v.ProfileVersions[p]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("profile_versions has no version for profile %q", p))
+		case n < 1:
+			errs = append(errs, fmt.Errorf("profile_versions: version %d of profile %q is not positive", n, p))
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(v.ProfileVersions)) {
+		if !slices.Contains(v.Profiles, p) {
+			errs = append(errs, fmt.Errorf("profile_versions names profile %q, which the verdict does not list", p))
+		}
+	}
+	if v.Status == Trusted && len(v.Profiles) == 0 {
+		errs = append(errs, errors.New("a trusted format-2 verdict names no profile"))
+	}
+	if v.Status == Unknown && len(v.Profiles) > 0 {
+		errs = append(errs, errors.New("an unknown verdict lists profiles"))
+	}
+	return errs
 }
 
 // StatusAt is the status a relying party acts on at now: the verdict's
@@ -139,6 +209,19 @@ func (v Verdict) Marshal() ([]byte, error) {
 		Profiles: nonNil(v.Profiles), Reasons: nonNil(v.Reasons),
 		VerifiedAt: v.VerifiedAt.UTC().Format(TimeFormat), ExpiresAt: v.ExpiresAt.UTC().Format(TimeFormat),
 		Seq: v.Seq, EvidenceDigest: v.EvidenceDigest, Issuer: v.Issuer,
+	}
+	if v.Format == Format2 {
+		pv := v.ProfileVersions
+		if pv == nil {
+			pv = map[string]int{}
+		}
+		var pb bytes.Buffer
+		enc := json.NewEncoder(&pb) // map keys come out sorted
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(pv); err != nil {
+			return nil, fmt.Errorf("encode profile versions: %w", err)
+		}
+		w.Format, w.ProfileVersions = json.RawMessage("2"), bytes.TrimRight(pb.Bytes(), "\n")
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -173,10 +256,38 @@ func Unmarshal(b []byte) (Verdict, error) {
 		VerifiedAt: verified.UTC(), ExpiresAt: expires.UTC(), Seq: w.Seq,
 		EvidenceDigest: w.EvidenceDigest, Issuer: w.Issuer,
 	}
+	if err := decodeVersions(&v, w); err != nil {
+		return Verdict{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
 	if err := v.Validate(); err != nil {
 		return Verdict{}, err
 	}
 	return v, nil
+}
+
+// decodeVersions reads format and profile_versions: both absent is format
+// 1; otherwise format must be the number 2 and profile_versions an object
+// of integers (Validate checks them against the profiles).
+func decodeVersions(v *Verdict, w wireVerdict) error {
+	if w.Format == nil {
+		if w.ProfileVersions != nil {
+			return errors.New("profile_versions without format 2")
+		}
+		return nil
+	}
+	if string(w.Format) != "2" {
+		return fmt.Errorf("format %s is not 2 (format 1 has no format field)", w.Format)
+	}
+	if w.ProfileVersions == nil || string(w.ProfileVersions) == "null" {
+		return errors.New("format 2 without profile_versions")
+	}
+	dec := json.NewDecoder(bytes.NewReader(w.ProfileVersions))
+	var pv map[string]int
+	if err := dec.Decode(&pv); err != nil {
+		return fmt.Errorf("profile_versions: %w", err)
+	}
+	v.Format, v.ProfileVersions = Format2, pv
+	return nil
 }
 
 func nonNil(s []string) []string {

@@ -38,6 +38,18 @@ func trustedVerdict() Verdict {
 	}
 }
 
+// trustedV2 is trustedVerdict in format 2.
+func trustedV2() Verdict {
+	v := trustedVerdict()
+	v.Format, v.ProfileVersions = Format2, map[string]int{"baseline": 3, "gpu-2026": 1}
+	return v
+}
+
+// resign signs body (already-encoded verdict JSON, not checked) with key.
+func resign(key ed25519.PrivateKey, body string) Signed {
+	return Signed{Verdict: body, KID: KeyID(key.Public().(ed25519.PublicKey)), Sig: base64.StdEncoding.EncodeToString(ed25519.Sign(key, []byte(body)))}
+}
+
 // vector is one golden case shared by Go and Python tests.
 type vector struct {
 	Name    string         `json:"name"`
@@ -106,6 +118,28 @@ func buildVectors(t *testing.T) vectorFile {
 	wrongKidRightSig := good
 	wrongKidRightSig.KID = otherSigner.KID()
 
+	// Format 2: valid ones come from the signer, malformed ones are edits
+	// of a valid one, signed again, so only the decoding can refuse them.
+	untrustedV2 := untrusted
+	untrustedV2.Format, untrustedV2.ProfileVersions = Format2, map[string]int{}
+	untrustedSomeV2 := untrustedV2 // a profile passed, a required one did not
+	untrustedSomeV2.Profiles, untrustedSomeV2.ProfileVersions = []string{"baseline"}, map[string]int{"baseline": 2}
+	unknownV2 := unknown
+	unknownV2.Format = Format2
+	goodV2 := sign(trustedV2())
+	edit := func(from, to string) Signed {
+		t.Helper()
+		if !strings.Contains(goodV2.Verdict, from) {
+			t.Fatalf("format-2 verdict has no %s: %s", from, goodV2.Verdict)
+		}
+		return resign(goldenKey(), strings.Replace(goodV2.Verdict, from, to, 1))
+	}
+	goodUnknownV2 := sign(unknownV2)
+	unknownWithVersions := resign(goldenKey(), strings.Replace(strings.Replace(goodUnknownV2.Verdict,
+		`"profiles":[]`, `"profiles":["baseline"]`, 1), `"profile_versions":{}`, `"profile_versions":{"baseline":1}`, 1))
+	untrustedExtra := resign(goldenKey(), strings.Replace(sign(untrustedV2).Verdict, `"profile_versions":{}`, `"profile_versions":{"baseline":1}`, 1))
+	v1WithVersions := resign(goldenKey(), strings.Replace(good.Verdict, `"reasons"`, `"profile_versions":{"baseline":3,"gpu-2026":1},"reasons"`, 1))
+
 	cases := []struct {
 		name string
 		s    Signed
@@ -120,6 +154,29 @@ func buildVectors(t *testing.T) vectorFile {
 		{"unknown_kid", unknownKid},
 		{"kid_of_other_key", wrongKidRightSig},
 		{"unsigned", unsigned},
+		{"trusted_format2", goodV2},
+		{"untrusted_format2", sign(untrustedV2)},
+		{"untrusted_format2_some_profiles", sign(untrustedSomeV2)},
+		{"unknown_format2", goodUnknownV2},
+		{"format2_tampered_version", func() Signed {
+			s := goodV2
+			s.Verdict = strings.Replace(s.Verdict, `"baseline":3`, `"baseline":4`, 1)
+			return s
+		}()},
+		{"format3", edit(`"format":2`, `"format":3`)},
+		{"format1_explicit", edit(`"format":2`, `"format":1`)},
+		{"format_as_string", edit(`"format":2`, `"format":"2"`)},
+		{"format2_without_profile_versions", edit(`"profile_versions":{"baseline":3,"gpu-2026":1},`, ``)},
+		{"format2_null_profile_versions", resign(goldenKey(), strings.Replace(sign(untrustedV2).Verdict, `"profile_versions":{}`, `"profile_versions":null`, 1))},
+		{"format2_missing_version", edit(`{"baseline":3,"gpu-2026":1}`, `{"baseline":3}`)},
+		{"format2_extra_version", edit(`{"baseline":3,"gpu-2026":1}`, `{"baseline":3,"gpu-2026":1,"legacy":2}`)},
+		{"format2_zero_version", edit(`"gpu-2026":1`, `"gpu-2026":0`)},
+		{"format2_negative_version", edit(`"gpu-2026":1`, `"gpu-2026":-1`)},
+		{"format2_fractional_version", edit(`"gpu-2026":1`, `"gpu-2026":1.5`)},
+		{"format2_trusted_without_profiles", edit(`"profiles":["baseline","gpu-2026"],"profile_versions":{"baseline":3,"gpu-2026":1}`, `"profiles":[],"profile_versions":{}`)},
+		{"format2_versions_on_untrusted", untrustedExtra},
+		{"format2_versions_on_unknown", unknownWithVersions},
+		{"format1_with_profile_versions", v1WithVersions},
 	}
 	vf := vectorFile{
 		Comment:      "Golden signed verdicts (package verdict's format). Key: Ed25519 from the 32-byte seed 'trustpool-verdict-golden-vector!' (tests only). Regenerate: go test ./internal/verdict -run TestGoldenVectors -update",
@@ -168,6 +225,14 @@ func TestGoldenVectors(t *testing.T) {
 		"trusted": "", "untrusted": "", "unknown_unreachable": "",
 		"tampered_status": "bad_signature", "tampered_host": "bad_signature", "reencoded_verdict": "bad_signature",
 		"bad_signature": "bad_signature", "unknown_kid": "unknown_key", "kid_of_other_key": "unknown_key", "unsigned": "unsigned",
+		"trusted_format2": "", "untrusted_format2": "", "untrusted_format2_some_profiles": "", "unknown_format2": "",
+		"format2_tampered_version": "bad_signature",
+		"format3":                  "malformed", "format1_explicit": "malformed", "format_as_string": "malformed",
+		"format2_without_profile_versions": "malformed", "format2_null_profile_versions": "malformed",
+		"format2_missing_version": "malformed", "format2_extra_version": "malformed", "format2_zero_version": "malformed",
+		"format2_negative_version": "malformed", "format2_fractional_version": "malformed",
+		"format2_trusted_without_profiles": "malformed", "format2_versions_on_untrusted": "malformed",
+		"format2_versions_on_unknown": "malformed", "format1_with_profile_versions": "malformed",
 	}
 	// Verify the file's vectors with the key parsed from the file's PEM,
 	// the way a shim does.
@@ -176,7 +241,13 @@ func TestGoldenVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	vr := NewVerifier(pub)
+	if len(want.Vectors) != len(wantOutcome) {
+		t.Errorf("%d vectors, %d expected outcomes", len(want.Vectors), len(wantOutcome))
+	}
 	for _, vec := range want.Vectors {
+		if _, ok := wantOutcome[vec.Name]; !ok {
+			t.Errorf("vector %s has no expected outcome", vec.Name)
+		}
 		_, err := vr.Verify(vec.Signed)
 		outcome := ""
 		if err != nil {
@@ -210,6 +281,49 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	}
 }
 
+// TestFormats pins what each format looks like on the wire: format 1 is
+// the bytes a pre-format-2 service signed (a shim of that time decodes
+// nothing else), format 2 adds exactly format and profile_versions; both
+// round-trip.
+func TestFormats(t *testing.T) {
+	const v1 = `{"host":"compute-1","status":"trusted","profiles":["baseline","gpu-2026"],"reasons":[],"verified_at":"2026-11-25T12:00:00.123456Z","expires_at":"2026-11-25T12:03:00.123456Z","seq":7,"evidence_digest":"abababababababababababababababababababababababababababababababab","issuer":"trustpool-attestation"}`
+	const v2 = `{"format":2,"host":"compute-1","status":"trusted","profiles":["baseline","gpu-2026"],"profile_versions":{"baseline":3,"gpu-2026":1},"reasons":[],"verified_at":"2026-11-25T12:00:00.123456Z","expires_at":"2026-11-25T12:03:00.123456Z","seq":7,"evidence_digest":"abababababababababababababababababababababababababababababababab","issuer":"trustpool-attestation"}`
+	explicit1 := trustedVerdict()
+	explicit1.Format = Format1
+	untrusted2 := trustedV2()
+	untrusted2.Status, untrusted2.Profiles, untrusted2.ProfileVersions, untrusted2.Reasons = Untrusted, []string{}, nil, []string{"r"}
+	for _, tc := range []struct {
+		name string
+		v    Verdict
+		want string
+		back Verdict // what Unmarshal returns
+	}{
+		{"format 1 (zero value)", trustedVerdict(), v1, trustedVerdict()},
+		{"format 1 (explicit)", explicit1, v1, trustedVerdict()},
+		{"format 2", trustedV2(), v2, trustedV2()},
+		{"format 2 untrusted, nil versions", untrusted2, strings.NewReplacer(`"trusted"`, `"untrusted"`, `["baseline","gpu-2026"]`, `[]`,
+			`{"baseline":3,"gpu-2026":1}`, `{}`, `"reasons":[]`, `"reasons":["r"]`).Replace(v2),
+			func() Verdict { u := untrusted2; u.ProfileVersions = map[string]int{}; return u }()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.v.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tc.want {
+				t.Errorf("Marshal =\n%s\nwant\n%s", b, tc.want)
+			}
+			got, err := Unmarshal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.back, got); diff != "" {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestValidateRejects(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -225,6 +339,23 @@ func TestValidateRejects(t *testing.T) {
 		{"bad digest", func(v *Verdict) { v.EvidenceDigest = "xyz" }},
 		{"short digest", func(v *Verdict) { v.EvidenceDigest = "abcd" }},
 		{"no issuer", func(v *Verdict) { v.Issuer = "" }},
+		// Versions that would make them valid format-2 verdicts.
+		{"unknown format", func(v *Verdict) { v.Format, v.ProfileVersions = 3, map[string]int{"baseline": 1, "gpu-2026": 1} }},
+		{"negative format", func(v *Verdict) { v.Format, v.ProfileVersions = -1, map[string]int{"baseline": 1, "gpu-2026": 1} }},
+		{"format 1 with versions", func(v *Verdict) { v.ProfileVersions = map[string]int{"baseline": 1, "gpu-2026": 1} }},
+		{"format 2 missing version", func(v *Verdict) { v.Format, v.ProfileVersions = Format2, map[string]int{"baseline": 1} }},
+		{"format 2 nil versions", func(v *Verdict) { v.Format = Format2 }},
+		{"format 2 extra version", func(v *Verdict) {
+			v.Format, v.ProfileVersions = Format2, map[string]int{"baseline": 1, "gpu-2026": 1, "x": 1}
+		}},
+		{"format 2 zero version", func(v *Verdict) { v.Format, v.ProfileVersions = Format2, map[string]int{"baseline": 1, "gpu-2026": 0} }},
+		{"format 2 trusted without profiles", func(v *Verdict) { v.Format, v.Profiles, v.ProfileVersions = Format2, []string{}, map[string]int{} }},
+		{"format 2 versions on untrusted", func(v *Verdict) {
+			v.Format, v.Status, v.Reasons, v.Profiles, v.ProfileVersions = Format2, Untrusted, []string{"r"}, []string{}, map[string]int{"baseline": 1}
+		}},
+		{"format 2 unknown with profiles", func(v *Verdict) {
+			v.Format, v.Status, v.Reasons, v.ProfileVersions = Format2, Unknown, []string{"r"}, map[string]int{"baseline": 1, "gpu-2026": 1}
+		}},
 	}
 	s := NewSigner(goldenKey())
 	for _, tc := range tests {
@@ -349,7 +480,9 @@ func TestLoadAndCreateKey(t *testing.T) {
 	}
 }
 
-func FuzzVerify(f *testing.F) {
+// readVectors reads testdata/vectors.json, the fuzz targets' seeds.
+func readVectors(f *testing.F) vectorFile {
+	f.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
 	if err != nil {
 		f.Fatal(err)
@@ -358,6 +491,30 @@ func FuzzVerify(f *testing.F) {
 	if err := json.Unmarshal(b, &vf); err != nil {
 		f.Fatal(err)
 	}
+	return vf
+}
+
+// checkReencodes fails t unless accepted v survives a re-encoding in its
+// format (format 2's versions included). Timestamps are re-encoded to
+// microseconds; the rest must not move.
+func checkReencodes(t *testing.T, v Verdict) {
+	t.Helper()
+	b, err := v.Marshal()
+	if err != nil {
+		t.Fatalf("re-encode an accepted verdict: %v", err)
+	}
+	back, err := Unmarshal(b)
+	if err != nil {
+		t.Fatalf("decode a re-encoded verdict: %v", err)
+	}
+	v.VerifiedAt, v.ExpiresAt, back.VerifiedAt, back.ExpiresAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if diff := cmp.Diff(v, back); diff != "" {
+		t.Fatalf("re-encoding changed the verdict (-accepted +re-decoded):\n%s", diff)
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	vf := readVectors(f)
 	for _, v := range vf.Vectors {
 		b, err := json.Marshal(v.Signed)
 		if err != nil {
@@ -384,5 +541,28 @@ func FuzzVerify(f *testing.F) {
 		if err := v.Validate(); err != nil {
 			t.Fatalf("Verify accepted a malformed verdict: %v", err)
 		}
+		checkReencodes(t, v)
+	})
+}
+
+// FuzzUnmarshal feeds verdict JSON straight to the decoder (the part behind
+// the signature check, which FuzzVerify's mutations rarely get past),
+// seeded with every vector's verdict, both formats and each malformed one.
+func FuzzUnmarshal(f *testing.F) {
+	for _, v := range readVectors(f).Vectors {
+		f.Add([]byte(v.Signed.Verdict))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := Unmarshal(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Unmarshal error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if v.Format != 0 && v.Format != Format2 {
+			t.Fatalf("Unmarshal returned format %d", v.Format)
+		}
+		checkReencodes(t, v)
 	})
 }

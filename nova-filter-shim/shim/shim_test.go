@@ -172,8 +172,15 @@ func TestSnapshotThenFanout(t *testing.T) {
 	now := time.Now().UTC()
 	key := shimtest.GoldenKey()
 	feeder := shimtest.NewFeeder(t, rabbit.URL)
+	// Both verdict formats: a service pinned to format 1 during an
+	// upgrade, and format 2 with the versions matched.
+	v2 := func(v verdict.Verdict, versions map[string]int) verdict.Verdict {
+		v.Format, v.ProfileVersions = verdict.Format2, versions
+		return v
+	}
 	feeder.SetSnapshot(
 		shimtest.Sign(t, key, shimtest.Verdict("h-trusted", verdict.Trusted, 1, now, time.Hour, "baseline")),
+		shimtest.Sign(t, key, v2(shimtest.Verdict("h-trusted-v2", verdict.Trusted, 1, now, time.Hour, "baseline"), map[string]int{"baseline": 3})),
 		shimtest.Sign(t, key, shimtest.Verdict("h-untrusted", verdict.Untrusted, 1, now, time.Hour)),
 		shimtest.Forge(t, key, shimtest.Verdict("h-forged", verdict.Untrusted, 1, now, time.Hour), verdict.Trusted),
 		shimtest.Unsigned(t, shimtest.Verdict("h-unsigned", verdict.Trusted, 1, now, time.Hour)),
@@ -185,15 +192,15 @@ func TestSnapshotThenFanout(t *testing.T) {
 	if code, body := r.get(t, "/healthz"); code != 200 {
 		t.Errorf("healthz: %d %s", code, body)
 	}
-	hosts := []string{"h-trusted", "h-untrusted", "h-forged", "h-unsigned", "h-otherkey", "h-absent"}
-	if diff := cmp.Diff([]string{"h-trusted"}, r.filter(t, hosts, "trusted", nil).Passes); diff != "" {
+	hosts := []string{"h-trusted", "h-trusted-v2", "h-untrusted", "h-forged", "h-unsigned", "h-otherkey", "h-absent"}
+	if diff := cmp.Diff([]string{"h-trusted", "h-trusted-v2"}, r.filter(t, hosts, "trusted", nil).Passes); diff != "" {
 		t.Errorf("trusted (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"h-forged", "h-unsigned", "h-otherkey", "h-absent"}, r.filter(t, hosts, "unknown", nil).Passes); diff != "" {
 		t.Errorf("unknown (-want +got):\n%s", diff)
 	}
 	for _, l := range []string{
-		`trustpool_filter_shim_verdicts_accepted_total 2`,
+		`trustpool_filter_shim_verdicts_accepted_total 3`,
 		`trustpool_filter_shim_verdicts_dropped_total{reason="bad_signature"} 1`,
 		`trustpool_filter_shim_verdicts_dropped_total{reason="unsigned"} 1`,
 		`trustpool_filter_shim_verdicts_dropped_total{reason="unknown_kid"} 1`,
@@ -207,11 +214,12 @@ func TestSnapshotThenFanout(t *testing.T) {
 	// of an older verdict and a forgery; only the valid, newer ones count.
 	if err := feeder.Publish(t.Context(),
 		shimtest.Sign(t, key, shimtest.Verdict("h-trusted", verdict.Untrusted, 2, now, time.Hour)),
-		shimtest.Sign(t, key, shimtest.Verdict("h-untrusted", verdict.Trusted, 2, now, time.Hour, "baseline")),
+		shimtest.Sign(t, key, v2(shimtest.Verdict("h-untrusted", verdict.Trusted, 2, now, time.Hour, "baseline"), map[string]int{"baseline": 4})),
+		shimtest.Sign(t, key, v2(shimtest.Verdict("h-trusted-v2", verdict.Untrusted, 2, now, time.Hour), map[string]int{})),
 	); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "fanout applied", func() bool { return r.metric(t, `trustpool_filter_shim_verdicts_accepted_total 4`) })
+	eventually(t, "fanout applied", func() bool { return r.metric(t, `trustpool_filter_shim_verdicts_accepted_total 6`) })
 	if err := feeder.Publish(t.Context(),
 		shimtest.Sign(t, key, shimtest.Verdict("h-trusted", verdict.Trusted, 1, now, time.Hour, "baseline")),
 		shimtest.Forge(t, key, shimtest.Verdict("h-trusted", verdict.Untrusted, 3, now, time.Hour), verdict.Trusted),

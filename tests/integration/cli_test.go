@@ -269,6 +269,12 @@ func TestCLI(t *testing.T) {
 	if v["host"] != "compute-1" || v["signature"] != "valid" || v["status"] != "trusted" || v["effective_status"] != "trusted" {
 		t.Errorf("verdict verify = %v", v)
 	}
+	// Format 2: the signed verdict names the version each satisfied
+	// profile matched, as host show does.
+	pv, _ := v["profile_versions"].(map[string]any)
+	if ps, _ := v["profiles"].([]any); v["format"] != 2.0 || len(pv) == 0 || len(pv) != len(ps) {
+		t.Errorf("verdict verify: format %v, profile_versions %v for profiles %v; want format 2 naming each", v["format"], v["profile_versions"], v["profiles"])
+	}
 	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	if out := c.ok("verdict", "verify", showFile, "--public-key", pemFile, "--at", later, "-f", "value", "-c", "effective_status"); out != "unknown\n" {
 		t.Errorf("verdict verify --at %s = %q, want unknown", later, out)

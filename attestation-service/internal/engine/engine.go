@@ -187,6 +187,11 @@ type Config struct {
 	EKIntermediates      *x509.CertPool
 	AllowMissingEventLog bool
 
+	// VerdictFormat is the signed verdicts' wire format: 0 is
+	// verdict.FormatLatest; verdict.Format1 keeps verdicts readable by
+	// shims from before format 2 during a rolling upgrade.
+	VerdictFormat int
+
 	Store     *store.Store
 	Signer    *verdict.Signer
 	Agents    AgentClient
@@ -254,6 +259,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.Owns == nil {
 		cfg.Owns = func(string) bool { return true }
+	}
+	if cfg.VerdictFormat == 0 {
+		cfg.VerdictFormat = verdict.FormatLatest
 	}
 	if cfg.NonceLifetime <= 0 || cfg.NonceLifetime > 2*cfg.Interval {
 		cfg.NonceLifetime = 2 * cfg.Interval
@@ -756,6 +764,12 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 	if v.Profiles == nil {
 		v.Profiles = []string{}
 	}
+	v.Format = e.cfg.VerdictFormat
+	if v.Format == verdict.Format2 {
+		// The round's summary (st.Last) is the verdict's: each satisfied
+		// profile's passing result names the version matched.
+		v.ProfileVersions = matchedVersions(st.Last)
+	}
 	var old *verdict.Verdict
 	if len(rec.Verdict) > 0 {
 		if s, err := verdict.ParseSigned(rec.Verdict); err == nil {
@@ -768,7 +782,8 @@ func (e *Engine) record(ctx context.Context, rec *store.HostRecord, v verdict.Ve
 	if err != nil {
 		return v, nil, fmt.Errorf("encode host state: %w", err)
 	}
-	changed := old == nil || old.Status != v.Status || !slices.Equal(old.Profiles, v.Profiles) || !slices.Equal(old.Reasons, v.Reasons)
+	changed := old == nil || old.Status != v.Status || !slices.Equal(old.Profiles, v.Profiles) || !slices.Equal(old.Reasons, v.Reasons) ||
+		old.Format == v.Format && !maps.Equal(old.ProfileVersions, v.ProfileVersions)
 	var signed verdict.Signed
 	_, err = e.cfg.Store.RecordVerdict(ctx, rec.Name, v.VerifiedAt, func(seq uint64) ([]byte, []byte, *store.HistoryEntry, error) {
 		v.Seq = seq

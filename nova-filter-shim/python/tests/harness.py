@@ -87,16 +87,25 @@ GOLDEN = Key()
 OTHER = Key(OTHER_SEED)
 
 
-def verdict(host, status, seq=1, profiles=(), verified=None, validity=3600):
-    """The verdict JSON string (the format of Go package internal/verdict)."""
+def verdict(host, status, seq=1, profiles=(), verified=None, validity=3600,
+            versions=None, fmt=None):
+    """The verdict JSON string (the format of Go package internal/verdict):
+    format 1, or format 2 when versions (profile -> version matched) is
+    given; fmt overrides the format number written."""
     now = verified or datetime.datetime.now(datetime.timezone.utc)
-    return json.dumps({
-        'host': host, 'status': status, 'profiles': sorted(profiles),
+    v = {}
+    if versions is not None:
+        v['format'] = 2 if fmt is None else fmt
+    v.update({'host': host, 'status': status, 'profiles': sorted(profiles)})
+    if versions is not None:
+        v['profile_versions'] = versions
+    v.update({
         'reasons': [] if status == 'trusted' else ['test: %s' % status],
         'verified_at': utc(now),
         'expires_at': utc(now + datetime.timedelta(seconds=validity)),
         'seq': seq, 'evidence_digest': '', 'issuer': 'trustpool-attestation',
-    }, separators=(',', ':'))
+    })
+    return json.dumps(v, separators=(',', ':'))
 
 
 def signed(host, status, key=GOLDEN, **kw):

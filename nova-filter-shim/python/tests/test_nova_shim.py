@@ -147,6 +147,35 @@ class NovaWithShimTest(unittest.TestCase):
             {'trust:trusted_host': 'trusted'}, hosts) == [f2])
 
 
+    def test_verdict_formats(self):
+        # Verdicts signed here, in Python, in both formats: format 1 and
+        # format 2 (profile versions) are accepted; an unknown format and
+        # format 2 missing a satisfied profile's version are dropped as
+        # malformed, so those hosts count as unknown.
+        names = ['fmt-%s-%s' % (n, self.source)
+                 for n in ('v1', 'v2', 'v3', 'noversion')]
+        hosts = [no.make_host(n, i + 1) for i, n in enumerate(names)]
+        p = 'trustpool_filter_shim_verdicts_dropped_total{reason="malformed"}'
+        before = _shim.metrics().get(p, 0)
+        _feeder.cast([
+            harness.signed(names[0], 'trusted', profiles=['baseline']),
+            harness.signed(names[1], 'trusted', profiles=['baseline', 'gpu'],
+                           versions={'baseline': 3, 'gpu': 1}),
+            harness.signed(names[2], 'trusted', profiles=['baseline'],
+                           versions={'baseline': 3}, fmt=3),
+            harness.signed(names[3], 'trusted', profiles=['baseline', 'gpu'],
+                           versions={'baseline': 3}),
+        ])
+        _shim.wait_for('formats', lambda: self.passed(
+            {'trust:profile': 'baseline'}, hosts) == names[:2])
+        _shim.wait_for('malformed drops', lambda: _shim.metrics().get(
+            p, 0) >= before + 2)
+        self.assertEqual(self.passed({'trust:profile': 'gpu'}, hosts),
+                         names[1:2])
+        self.assertEqual(self.passed({'trust:trusted_host': 'unknown'},
+                                     hosts), names[2:])
+
+
 class SnapshotNovaWithShimTest(NovaWithShimTest):
     """The same truth table on the snapshot file the shim writes: no
     request to the shim at all."""

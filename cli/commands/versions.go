@@ -26,10 +26,18 @@ func versionArg(s string) (int, error) {
 	return n, nil
 }
 
+// fraction is a canary's fraction as shown (nothing when none).
+func fraction(v attestapi.ProfileVersion) any {
+	if v.Fraction == 0 {
+		return nil
+	}
+	return v.Fraction
+}
+
 func versionRecord(v attestapi.ProfileVersion) output.Record {
 	r := profileRecord(attestapi.ProfileBody{Profile: v.Profile})
-	r.Fields = append([]output.Column{{Name: "version"}, {Name: "state"}, {Name: "hosts"}, {Name: "source"}}, r.Fields...)
-	r.Values = append([]any{v.Version, v.State, v.Hosts, v.Source}, r.Values...)
+	r.Fields = append([]output.Column{{Name: "version"}, {Name: "state"}, {Name: "hosts"}, {Name: "fraction"}, {Name: "in_canary"}, {Name: "source"}}, r.Fields...)
+	r.Values = append([]any{v.Version, v.State, v.Hosts, fraction(v), v.InCanary, v.Source}, r.Values...)
 	r.Fields = append(r.Fields, output.Column{Name: "created_at"}, output.Column{Name: "updated_at"})
 	r.Values = append(r.Values, v.CreatedAt, v.UpdatedAt)
 	return r
@@ -51,11 +59,12 @@ func (c *CLI) versionList() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		l := output.List{Columns: []output.Column{{Name: "Version"}, {Name: "State"}, {Name: "Hosts"}, {Name: "Source"},
-			{Name: "PCRs"}, {Name: "Facts"}, {Name: "IMA", Long: true}, {Name: "Updated At", Long: true}}}
+		l := output.List{Columns: []output.Column{{Name: "Version"}, {Name: "State"}, {Name: "Hosts"}, {Name: "Fraction"},
+			{Name: "In Canary", Long: true}, {Name: "Source"}, {Name: "PCRs"}, {Name: "Facts"}, {Name: "IMA", Long: true},
+			{Name: "Updated At", Long: true}}}
 		for _, v := range vs {
-			l.Rows = append(l.Rows, []any{v.Version, v.State, v.Hosts, v.Source, pcrIndexes(v.Profile), factNames(v.Profile),
-				v.Profile.IMA != nil, v.UpdatedAt})
+			l.Rows = append(l.Rows, []any{v.Version, v.State, v.Hosts, fraction(v), v.InCanary, v.Source, pcrIndexes(v.Profile),
+				factNames(v.Profile), v.Profile.IMA != nil, v.UpdatedAt})
 		}
 		return c.writeList(of, l)
 	}
@@ -220,16 +229,22 @@ func (c *CLI) learnVersion(cmd *cobra.Command, of *outputFlags, l attestapi.Lear
 
 func (c *CLI) versionSetState() *cobra.Command {
 	var (
-		s     attestapi.VersionState
-		force bool
+		s        attestapi.VersionState
+		force    bool
+		fraction float64
 	)
 	cmd := &cobra.Command{
-		Use:   "set-state PROFILE VERSION (candidate | canary --host HOST... | approved | retired)",
+		Use:   "set-state PROFILE VERSION (candidate | canary (--host HOST... | --fraction F) | approved | retired)",
 		Short: "Move a profile version through its rollout; hosts are appraised again",
 		Long: "Change the state of a profile version. A host satisfies a profile when it matches an\n" +
-			"approved version, or a canary version naming it (--host, repeatable); candidate and retired\n" +
-			"versions are accepted nowhere. candidate → canary, approved or retired; canary → canary\n" +
-			"(other hosts), candidate, approved or retired; approved → retired. Retired is final, and a\n" +
+			"approved version, or a canary version naming it (--host, repeatable) or selecting it\n" +
+			"(--fraction, e.g. 0.1 for one host in ten; both may be given); candidate and retired\n" +
+			"versions are accepted nowhere. The fraction selects hosts by a hash of the profile, the\n" +
+			"version and the host name: the same hosts every time, hosts enrolled later by the same\n" +
+			"rule, and raising the fraction only adds hosts (0.01, then 0.1, then 0.5 keeps every host\n" +
+			"already moved). profile version show lists the hosts in the canary now.\n" +
+			"candidate → canary, approved or retired; canary → canary (other hosts or fraction),\n" +
+			"candidate, approved or retired; approved → retired. Retired is final, and a\n" +
 			"profile's last approved version cannot be retired. --from makes the change only if the\n" +
 			"version is still in that state. A change that turns trusted hosts untrusted (they matched\n" +
 			"this version and rely on the profile) is refused naming them unless --force.",
@@ -237,6 +252,7 @@ func (c *CLI) versionSetState() *cobra.Command {
 	}
 	of := showFlags(cmd)
 	cmd.Flags().StringArrayVar(&s.Hosts, "host", nil, "with canary: a host the version is accepted on (repeatable)")
+	cmd.Flags().Float64Var(&fraction, "fraction", 0, "with canary: the share of hosts the version is accepted on, more than 0 and at most 1")
 	cmd.Flags().StringVar(&s.From, "from", "", "the state the version must still be in")
 	cmd.Flags().BoolVar(&force, "force", false, "change it even when hosts that matched it turn untrusted")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -245,11 +261,19 @@ func (c *CLI) versionSetState() *cobra.Command {
 			return err
 		}
 		s.State = args[2]
+		withFraction := cmd.Flags().Changed("fraction")
 		switch {
-		case s.State == attestapi.VersionCanary && len(s.Hosts) == 0:
-			return usagef("canary needs --host: the hosts the version is accepted on")
+		case s.State == attestapi.VersionCanary && len(s.Hosts) == 0 && !withFraction:
+			return usagef("canary needs --host or --fraction: the hosts the version is accepted on")
 		case s.State != attestapi.VersionCanary && len(s.Hosts) > 0:
 			return usagef("--host is only for canary")
+		case s.State != attestapi.VersionCanary && withFraction:
+			return usagef("--fraction is only for canary")
+		case withFraction && !(fraction > 0 && fraction <= 1):
+			return usagef("--fraction %v: a share of hosts, more than 0 and at most 1 (0.1 is one host in ten)", fraction)
+		}
+		if withFraction {
+			s.Fraction = &fraction
 		}
 		cl, err := c.client(cmd.Context(), true)
 		if err != nil {

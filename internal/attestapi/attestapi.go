@@ -498,10 +498,15 @@ type ProfileVersion struct {
 	ProfileName string `json:"profile_name"`
 	Version     int    `json:"version"`
 	// State is candidate (accepted nowhere), canary (accepted on Hosts
-	// only), approved (accepted everywhere) or retired (accepted nowhere,
-	// for good).
+	// and on the Fraction of hosts it selects, only), approved (accepted
+	// everywhere) or retired (accepted nowhere, for good).
 	State string   `json:"state"`
 	Hosts []string `json:"hosts,omitempty"`
+	// Fraction is a canary's share of hosts (absent: none).
+	Fraction float64 `json:"fraction,omitempty"`
+	// InCanary, for a canary, are the enrolled hosts it is accepted on
+	// now: named, or selected by the fraction.
+	InCanary []string `json:"in_canary,omitempty"`
 	// Source says where the version came from.
 	Source    string    `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
@@ -518,10 +523,15 @@ type ProfileVersionList struct {
 // VersionState is the body of POST
 // /v1/profiles/{name}/versions/{version}/state.
 type VersionState struct {
-	// State is the new state; Hosts the hosts a canary is accepted on
-	// (only, and required, with state canary).
-	State string   `json:"state"`
-	Hosts []string `json:"hosts,omitempty"`
+	// State is the new state; Hosts the hosts a canary is accepted on and
+	// Fraction, in (0, 1], the share of hosts it is also accepted on (only
+	// with state canary, which needs at least one of them). A host is in
+	// the canary when named or selected: the first 8 bytes of
+	// SHA-256(profile NUL version NUL host name) as a big-endian uint64
+	// are below Fraction·2^64, so raising the fraction only adds hosts.
+	State    string   `json:"state"`
+	Hosts    []string `json:"hosts,omitempty"`
+	Fraction *float64 `json:"fraction,omitempty"`
 	// From, when set, is the state the caller saw: the change is refused
 	// (409, reason state_changed) when the version is no longer in it.
 	From string `json:"from,omitempty"`
@@ -534,6 +544,8 @@ const (
 	ReasonStateChanged        = "state_changed"
 	ReasonCanaryNeedsHosts    = "canary_needs_hosts"
 	ReasonHostsOnlyForCanary  = "hosts_only_for_canary"
+	ReasonFractionOnlyCanary  = "fraction_only_for_canary"
+	ReasonInvalidFraction     = "invalid_fraction"
 	ReasonUnknownState        = "unknown_state"
 	ReasonUnknownHost         = "unknown_host"
 	ReasonHostsRelyOnVersion  = "hosts_rely_on_version"

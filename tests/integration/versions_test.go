@@ -15,9 +15,10 @@ import (
 // service with two hosts booted from the same build, both trusted under
 // "golden". Profile "rollout" starts with a version no host matches; a
 // version computed from compute-1's event log is a candidate (accepted
-// nowhere), then a canary on compute-2 (accepted there only), then
-// approved (accepted everywhere) with version 1 retired. Members are
-// refused every version command; refused changes name their reason.
+// nowhere), then a canary on compute-2 (accepted there only), then a
+// canary with fraction 1 (accepted on compute-1 too), then approved
+// (accepted everywhere) with version 1 retired. Members are refused every
+// version command; refused changes name their reason.
 func profileVersionRollout(t *testing.T, c *cli, e *env, admin, member []string, eventLog string) {
 	t.Helper()
 	as := func(who []string, args ...string) []string { return append(slices.Clone(who), args...) }
@@ -69,6 +70,15 @@ func profileVersionRollout(t *testing.T, c *cli, e *env, admin, member []string,
 	c.fails(commands.ExitError, []string{"is canary, not candidate", "(HTTP 409)"}, as(admin, "profile", "version", "set-state", "rollout", "2", "approved", "--from", "candidate")...)
 	c.fails(commands.ExitUsage, []string{"--host is only for canary"}, as(admin, "profile", "version", "set-state", "rollout", "2", "approved", "--host", "compute-1")...)
 	c.fails(commands.ExitError, []string{`host "compute-9" does not exist`, "(HTTP 400)"}, as(admin, "profile", "version", "set-state", "rollout", "2", "canary", "--host", "compute-9")...)
+	c.fails(commands.ExitUsage, []string{"--fraction is only for canary"}, as(admin, "profile", "version", "set-state", "rollout", "2", "approved", "--fraction", "0.5")...)
+	// A fraction of 1 selects every host: compute-1 joins the canary.
+	frac := jsonOut[map[string]any](t, c.ok(as(admin, "profile", "version", "set-state", "rollout", "2", "canary", "--host", "compute-2", "--fraction", "1", "-f", "json")...))
+	if in, _ := frac["in_canary"].([]any); frac["fraction"] != 1.0 || !slices.Contains(in, any("compute-1")) || !slices.Contains(in, any("compute-2")) {
+		t.Errorf("set-state canary --fraction 1 = %v, want fraction 1 with compute-1 and compute-2 in the canary", frac)
+	}
+	if ps := attested("compute-1"); !slices.Contains(ps, "rollout") {
+		t.Errorf("a canary with fraction 1 is not accepted on compute-1: %v", ps)
+	}
 
 	c.ok(as(admin, "profile", "version", "set-state", "rollout", "2", "approved")...)
 	c.ok(as(admin, "profile", "version", "set-state", "rollout", "1", "retired")...)

@@ -172,7 +172,7 @@ func Rules() []kpolicy.RuleDefault {
 			{Method: "GET", Path: "/v1/profiles/{name}/versions"}, {Method: "GET", Path: "/v1/profiles/{name}/versions/{version}"}},
 			ScopeTypes: project},
 		{Name: RuleVersionsWrite, CheckStr: admin, Description: "Add profile versions (candidates) and change their rollout state " +
-			"(candidate, canary on named hosts, approved, retired).", Operations: []kpolicy.Operation{
+			"(candidate, canary on named hosts or a fraction of hosts, approved, retired).", Operations: []kpolicy.Operation{
 			{Method: "POST", Path: "/v1/profiles/{name}/versions"}, {Method: "POST", Path: "/v1/profiles/{name}/versions/{version}/state"}},
 			ScopeTypes: project},
 		{Name: RuleAuditRead, CheckStr: admin, Description: "Read the audit log.", Operations: op("GET", "/v1/audit"),

@@ -23,7 +23,17 @@ func versionView(v store.ProfileVersion) (attestapi.ProfileVersion, error) {
 		return attestapi.ProfileVersion{}, err
 	}
 	return attestapi.ProfileVersion{ProfileName: v.Profile, Version: v.Version, State: v.State, Hosts: v.Hosts,
-		Source: v.Source, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, Profile: attestapi.ProfileFrom(p)}, nil
+		Fraction: v.Fraction, Source: v.Source, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, Profile: attestapi.ProfileFrom(p)}, nil
+}
+
+// versionViewHosts is versionView with, for a canary, the hosts in it now.
+func (s *server) versionViewHosts(r *http.Request, v store.ProfileVersion) (attestapi.ProfileVersion, error) {
+	av, err := versionView(v)
+	if err != nil || v.State != store.VersionCanary {
+		return av, err
+	}
+	av.InCanary, err = s.cfg.Store.CanaryHosts(r.Context(), v)
+	return av, err
 }
 
 // versionParam is the {version} of the path.
@@ -49,7 +59,7 @@ func (s *server) listVersions(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := attestapi.ProfileVersionList{Versions: []attestapi.ProfileVersion{}}
 	for _, v := range vs {
-		av, err := versionView(v)
+		av, err := s.versionViewHosts(r, v)
 		if err != nil {
 			return err
 		}
@@ -78,7 +88,7 @@ func (s *server) writeVersion(w http.ResponseWriter, r *http.Request, code int, 
 	if err != nil {
 		return err
 	}
-	av, err := versionView(v)
+	av, err := s.versionViewHosts(r, v)
 	if err != nil {
 		return err
 	}
@@ -140,6 +150,15 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 		if body.State == "" {
 			return "", httpErr(http.StatusBadRequest, `"state" is required: candidate, canary, approved or retired`, nil)
 		}
+		var fraction float64
+		if body.Fraction != nil {
+			// Checked here: the store reads 0 as "no fraction", a
+			// request that says 0 is malformed.
+			if fraction = *body.Fraction; !(fraction > 0 && fraction <= 1) {
+				return "", &HTTPError{Code: http.StatusBadRequest, Reason: attestapi.ReasonInvalidFraction,
+					Msg: fmt.Sprintf(`"fraction" %v is not a fraction of hosts: more than 0, at most 1 (0.1 is one host in ten)`, fraction)}
+			}
+		}
 		for i, h := range body.Hosts {
 			if slices.Contains(body.Hosts[:i], h) {
 				return "", httpErr(http.StatusBadRequest, fmt.Sprintf("host %q is listed twice", h), nil)
@@ -159,7 +178,7 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 			}
 			from = cur.State
 		}
-		relying, err := s.cfg.Engine.VersionReliance(r.Context(), name, n, body.State, body.Hosts)
+		relying, err := s.cfg.Engine.VersionReliance(r.Context(), name, n, body.State, body.Hosts, fraction)
 		if err != nil {
 			return "", err
 		}
@@ -167,12 +186,15 @@ func (s *server) setVersionState(w http.ResponseWriter, r *http.Request) error {
 			return "", forceRequired(attestapi.ReasonHostsRelyOnVersion, fmt.Sprintf("profile %q version %d is what %s matched: making it %s turns them untrusted",
 				name, n, quoteList("host", relying), body.State), "repeat with force=true to change it anyway")
 		}
-		if err := s.cfg.Engine.SetProfileVersionState(r.Context(), name, n, from, body.State, body.Hosts); err != nil {
+		if err := s.cfg.Engine.SetProfileVersionState(r.Context(), name, n, from, body.State, body.Hosts, fraction); err != nil {
 			return "", err
 		}
 		detail := "from=" + from + " state=" + body.State
 		if len(body.Hosts) > 0 {
 			detail += " hosts=" + strings.Join(body.Hosts, ",")
+		}
+		if fraction != 0 {
+			detail += " fraction=" + strconv.FormatFloat(fraction, 'g', -1, 64)
 		}
 		if len(relying) > 0 {
 			detail += "; forced; hosts relying on it: " + strings.Join(relying, ",")

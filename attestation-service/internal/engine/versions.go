@@ -26,15 +26,16 @@ func (e *Engine) AddProfileVersion(ctx context.Context, profile, body, source st
 
 // SetProfileVersionState changes a version's rollout state (see
 // store.SetProfileVersionState), notifies the change and attests every
-// host again under the new set of accepted versions.
-func (e *Engine) SetProfileVersionState(ctx context.Context, profile string, version int, from, to string, hosts []string) error {
-	if err := e.cfg.Store.SetProfileVersionState(ctx, profile, version, from, to, hosts); err != nil {
+// host again under the new set of accepted versions. The notification
+// carries the canary's named hosts and fraction (0: none).
+func (e *Engine) SetProfileVersionState(ctx context.Context, profile string, version int, from, to string, hosts []string, fraction float64) error {
+	if err := e.cfg.Store.SetProfileVersionState(ctx, profile, version, from, to, hosts, fraction); err != nil {
 		return fmt.Errorf("change state of profile %q version %d: %w", profile, version, err)
 	}
 	if hosts == nil {
 		hosts = []string{}
 	}
-	payload := map[string]any{"profile": profile, "version": version, "from": from, "state": to, "hosts": hosts}
+	payload := map[string]any{"profile": profile, "version": version, "from": from, "state": to, "hosts": hosts, "fraction": fraction}
 	if err := e.cfg.Publisher.Notify(ctx, attestrpc.EventProfileVersionStateChanged, payload); err != nil {
 		e.log.Warn("cannot send notification", "event", attestrpc.EventProfileVersionStateChanged, "error", err)
 	}
@@ -44,19 +45,20 @@ func (e *Engine) SetProfileVersionState(ctx context.Context, profile string, ver
 
 // VersionReliance returns the hosts, sorted, that a state change of a
 // profile version would turn untrusted: hosts trusted now that the version
-// stops accepting (to, hosts: the new state and canary hosts), whose
+// stops accepting (to, hosts, fraction: the new state and canary hosts and
+// fraction; a lowered fraction drops hosts as a removed name does), whose
 // latest round matched that version, and for which the profile matters
 // (required by assignment or default, or the only profile they satisfy
 // when none is required). A host whose state does not say which version it
 // matched counts as relying. Only the newest matching version is recorded,
 // so a host that also matches an older approved version is named too: the
 // answer errs towards asking for force.
-func (e *Engine) VersionReliance(ctx context.Context, profile string, version int, to string, hosts []string) ([]string, error) {
+func (e *Engine) VersionReliance(ctx context.Context, profile string, version int, to string, hosts []string, fraction float64) ([]string, error) {
 	cur, err := e.cfg.Store.GetProfileVersion(ctx, profile, version)
 	if err != nil {
 		return nil, err
 	}
-	after := store.ProfileVersion{State: to, Hosts: hosts}
+	after := store.ProfileVersion{Profile: profile, Version: version, State: to, Hosts: hosts, Fraction: fraction}
 	recs, err := e.cfg.Store.ListHosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("version reliance: %w", err)

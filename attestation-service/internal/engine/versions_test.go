@@ -1,9 +1,19 @@
 package engine_test
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"math/big"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +24,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/simtpm"
 	"github.com/trustpool/trustpool/internal/tpm"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
@@ -67,13 +78,13 @@ func TestProfileVersionRollout(t *testing.T) {
 	}
 	set := func(version int, from, to string, hosts ...string) {
 		t.Helper()
-		if err := eng.SetProfileVersionState(ctx, "gold", version, from, to, hosts); err != nil {
+		if err := eng.SetProfileVersionState(ctx, "gold", version, from, to, hosts, 0); err != nil {
 			t.Fatal(err)
 		}
 		if hosts == nil {
 			hosts = []string{}
 		}
-		want := map[string]any{"profile": "gold", "version": version, "from": from, "state": to, "hosts": hosts}
+		want := map[string]any{"profile": "gold", "version": version, "from": from, "state": to, "hosts": hosts, "fraction": 0.0}
 		if got := lastPayload(pub, attestrpc.EventProfileVersionStateChanged); !cmp.Equal(got, want) {
 			t.Errorf("version_state_changed notification = %v, want %v", got, want)
 		}
@@ -108,14 +119,14 @@ func TestProfileVersionRollout(t *testing.T) {
 		{2, store.VersionApproved, nil, nil},
 		{1, store.VersionRetired, nil, nil},
 	} {
-		got, err := eng.VersionReliance(ctx, "gold", tc.version, tc.to, tc.hosts)
+		got, err := eng.VersionReliance(ctx, "gold", tc.version, tc.to, tc.hosts, 0)
 		if err != nil || !cmp.Equal(got, tc.want) {
 			t.Errorf("VersionReliance(gold, %d, %s, %v) = %v, %v; want %v", tc.version, tc.to, tc.hosts, got, err, tc.want)
 		}
 	}
 	set(2, store.VersionCanary, store.VersionApproved)
 	attest("version 2 approved", verdict.Trusted, 2, "")
-	if got, err := eng.VersionReliance(ctx, "gold", 2, store.VersionRetired, nil); err != nil || !cmp.Equal(got, []string{"c1"}) {
+	if got, err := eng.VersionReliance(ctx, "gold", 2, store.VersionRetired, nil, 0); err != nil || !cmp.Equal(got, []string{"c1"}) {
 		t.Errorf("VersionReliance(gold, 2, retired) = %v, %v; want [c1]", got, err)
 	}
 
@@ -167,7 +178,7 @@ func TestMigratedProfilesKeepVerdicts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, stmt := range []string{"DROP TABLE profile_versions", "DELETE FROM schema_migrations WHERE version = 6",
+			for _, stmt := range []string{"DROP TABLE profile_versions", "DELETE FROM schema_migrations WHERE version >= 6",
 				"INSERT INTO profiles (name, body, updated_at) VALUES ('gold', '" + gold + "', 1), ('other', '" + other + "', 1)"} {
 				if _, err := db.ExecContext(ctx, stmt); err != nil {
 					t.Fatalf("%s: %v", stmt, err)
@@ -218,5 +229,222 @@ func TestMigratedProfilesKeepVerdicts(t *testing.T) {
 	}
 	if want := map[string]int{"gold": 1}; !cmp.Equal(migratedVersions, want) || !cmp.Equal(freshVersions, want) {
 		t.Errorf("profile_versions: migrated %v, created today %v; want %v", migratedVersions, freshVersions, want)
+	}
+}
+
+// fleetAgent answers quotes for many hosts, each from its own simulated
+// TPM.
+type fleetAgent struct {
+	mu  sync.Mutex
+	tps map[string]*simtpm.TPM
+}
+
+func (a *fleetAgent) Quote(ctx context.Context, host string, args *attestrpc.QuoteArgs) (*attestrpc.QuoteResult, error) {
+	a.mu.Lock()
+	tp := a.tps[host]
+	a.mu.Unlock()
+	if tp == nil {
+		return nil, fmt.Errorf("no host %s", host)
+	}
+	return (&softAgent{tp: tp}).Quote(ctx, host, args)
+}
+
+// inFraction is the canary fraction rule computed here, independently of
+// the code under test: the first 8 bytes of SHA-256(profile NUL version
+// NUL host) as a big-endian integer h; selected when h/2^64 < fraction.
+func inFraction(profile string, version int, host string, fraction float64) bool {
+	sum := sha256.Sum256([]byte(profile + "\x00" + strconv.Itoa(version) + "\x00" + host))
+	h := new(big.Rat).SetFrac(new(big.Int).SetUint64(binary.BigEndian.Uint64(sum[:8])), new(big.Int).Lsh(big.NewInt(1), 64))
+	return h.Cmp(new(big.Rat).SetFloat64(fraction)) < 0
+}
+
+// TestCanaryFraction: with a fleet of enrolled hosts, a canary version
+// given a fraction is accepted exactly on the hosts the rule selects (and
+// on hosts it names); a host outside is not trusted through it; raising
+// the fraction keeps every host it had and a host enrolled later is
+// selected by the same rule; lowering it names the hosts that fall out as
+// relying on it, and the notification carries the fraction.
+func TestCanaryFraction(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, "sqlite:///"+filepath.Join(t.TempDir(), "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer := verdict.NewSigner(priv)
+	pub := &recPublisher{vf: verdict.NewVerifier(signer.Public())}
+	agent := &fleetAgent{tps: map[string]*simtpm.TPM{}}
+	eng := engine.New(engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second, QuoteTimeout: 5 * time.Second,
+		PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, EnrollmentMode: engine.ModeAuto, Store: st, Signer: signer,
+		Publisher: pub, Agents: agent, Trigger: func(string) {}, RequiredProfiles: []string{"gold"}})
+	enrollHost := func(name string) {
+		t.Helper()
+		tp, err := simtpm.New(simtpm.Config{Rand: rand.Reader, IMA: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent.mu.Lock()
+		agent.tps[name] = tp
+		agent.mu.Unlock()
+		ek, _ := tp.EK(ctx)
+		ak, _ := tp.AK(ctx)
+		reg, err := eng.RegisterHost(ctx, &attestrpc.RegisterHostArgs{Host: name, EKPublic: ek.Public, AKPublic: ak.Public})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret, err := tp.ActivateCredential(ctx, reg.Credential.IDObject, reg.Credential.EncryptedSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		act, err := eng.ActivateCredential(ctx, &attestrpc.ActivateCredentialArgs{Host: name, ChallengeID: reg.ChallengeID, Secret: secret})
+		if err != nil || act.State != attestrpc.StateEnrolled {
+			t.Fatalf("enroll %s: %+v, %v", name, act, err)
+		}
+	}
+	const n = 16
+	var hosts []string
+	for i := range n {
+		hosts = append(hosts, fmt.Sprintf("compute-%02d", i))
+		enrollHost(hosts[i])
+	}
+	doc := func(secureBoot string) string {
+		return "[[profile]]\nname = \"gold\"\n[profile.facts]\nsecure_boot = [\"" + secureBoot + "\"]\n"
+	}
+	// Version 1 (approved) matches no host; version 2 matches every host,
+	// so a host is trusted exactly when version 2 is accepted on it.
+	if err := st.PutProfile(ctx, store.Profile{Name: "gold", Body: doc("disabled")}, store.Create); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.AddProfileVersion(ctx, "gold", doc("enabled"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	expected := func(named []string, f float64) []string {
+		var out []string
+		for _, h := range hosts {
+			if slices.Contains(named, h) || inFraction("gold", 2, h, f) {
+				out = append(out, h)
+			}
+		}
+		return out
+	}
+	// trusted attests every host and returns those trusted, checking that
+	// each trusted host matched version 2.
+	trusted := func(step string) []string {
+		t.Helper()
+		var out []string
+		for _, h := range hosts {
+			v, err := eng.Attest(ctx, h)
+			if err != nil {
+				t.Fatalf("%s: Attest(%s): %v", step, h, err)
+			}
+			hv, err := eng.HostView(ctx, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case v.Status == verdict.Trusted && hv.Verdict.ProfileVersions["gold"] == 2:
+				out = append(out, h)
+			case v.Status == verdict.Trusted:
+				t.Errorf("%s: %s trusted through version %v, want 2", step, h, hv.Verdict.ProfileVersions)
+			case !strings.Contains(strings.Join(v.Reasons, "\n"), "fact secure_boot"):
+				t.Errorf("%s: %s untrusted for %q, want version 1's fact secure_boot", step, h, v.Reasons)
+			}
+		}
+		return out
+	}
+	set := func(from string, named []string, f float64) {
+		t.Helper()
+		if err := eng.SetProfileVersionState(ctx, "gold", 2, from, store.VersionCanary, named, f); err != nil {
+			t.Fatal(err)
+		}
+		if named == nil {
+			named = []string{}
+		}
+		want := map[string]any{"profile": "gold", "version": 2, "from": from, "state": "canary", "hosts": named, "fraction": f}
+		if got := lastPayload(pub, attestrpc.EventProfileVersionStateChanged); !cmp.Equal(got, want) {
+			t.Errorf("version_state_changed notification = %v, want %v", got, want)
+		}
+	}
+
+	set(store.VersionCandidate, nil, 0.25)
+	quarter := expected(nil, 0.25)
+	if len(quarter) == 0 || len(quarter) == n {
+		t.Fatalf("a quarter selects %v of %d hosts: the test needs hosts in and out", quarter, n)
+	}
+	if got := trusted("fraction 0.25"); !cmp.Equal(got, quarter) {
+		t.Errorf("fraction 0.25: trusted %v, want the selected %v", got, quarter)
+	}
+
+	// A named host outside the fraction is in the canary too.
+	var outside string
+	for _, h := range hosts {
+		if !slices.Contains(quarter, h) {
+			outside = h
+			break
+		}
+	}
+	set(store.VersionCanary, []string{outside}, 0.25)
+	if got, want := trusted("fraction 0.25 and a named host"), expected([]string{outside}, 0.25); !cmp.Equal(got, want) {
+		t.Errorf("fraction 0.25 and %s named: trusted %v, want %v", outside, got, want)
+	}
+
+	// Raising the fraction keeps every host the quarter had.
+	set(store.VersionCanary, nil, 0.6)
+	most := expected(nil, 0.6)
+	got := trusted("fraction 0.6")
+	if !cmp.Equal(got, most) {
+		t.Errorf("fraction 0.6: trusted %v, want the selected %v", got, most)
+	}
+	for _, h := range quarter {
+		if !slices.Contains(got, h) {
+			t.Errorf("raising the fraction to 0.6 dropped %s", h)
+		}
+	}
+	if len(most) <= len(quarter) {
+		t.Errorf("fraction 0.6 selects %v, no more than 0.25 did (%v)", most, quarter)
+	}
+
+	// A host enrolled later is in or out by the same rule.
+	late := "compute-late"
+	enrollHost(late)
+	v, err := eng.Attest(ctx, late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := inFraction("gold", 2, late, 0.6); (v.Status == verdict.Trusted) != in {
+		t.Errorf("host enrolled later: %s (%q), selected by the rule: %v", v.Status, v.Reasons, in)
+	}
+	hosts = append(hosts, late)
+
+	// Lowering the fraction back to a quarter: the hosts that fall out
+	// rely on the version (they require gold and matched it); named
+	// hosts do not fall out.
+	trusted("before lowering")
+	fallOut := func(named []string) []string {
+		var out []string
+		for _, h := range expected(nil, 0.6) {
+			if !slices.Contains(expected(named, 0.25), h) {
+				out = append(out, h)
+			}
+		}
+		return out
+	}
+	for _, named := range [][]string{nil, {most[len(most)-1]}} {
+		want := fallOut(named)
+		if len(want) == 0 {
+			t.Fatalf("lowering 0.6 to 0.25 drops no host: the test needs some")
+		}
+		rel, err := eng.VersionReliance(ctx, "gold", 2, store.VersionCanary, named, 0.25)
+		if err != nil || !cmp.Equal(rel, want) {
+			t.Errorf("VersionReliance(lower to 0.25, named %v) = %v, %v; want %v", named, rel, err, want)
+		}
+	}
+	if rel, err := eng.VersionReliance(ctx, "gold", 2, store.VersionCanary, nil, 0.9); err != nil || len(rel) != 0 {
+		t.Errorf("VersionReliance(raise to 0.9) = %v, %v; want none", rel, err)
+	}
+	set(store.VersionCanary, nil, 0.25)
+	if got, want := trusted("lowered to 0.25"), expected(nil, 0.25); !cmp.Equal(got, want) {
+		t.Errorf("lowered to 0.25: trusted %v, want %v", got, want)
 	}
 }

@@ -110,7 +110,7 @@ func TestApprovalsFromApprovedVersionsOnly(t *testing.T) {
 	}
 	set := func(v int, from, to string, hosts ...string) {
 		t.Helper()
-		if err := st.SetProfileVersionState(ctx, "baseline", v, from, to, hosts); err != nil {
+		if err := st.SetProfileVersionState(ctx, "baseline", v, from, to, hosts, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

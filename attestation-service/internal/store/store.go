@@ -968,6 +968,8 @@ var migrations = []migration{
 	// 6: profile versions (versions.go); every profile becomes its
 	// version 1, approved.
 	{sql: versionMigration, post: versionMigrationPost},
+	// 7: a canary version's fraction of hosts (versions.go).
+	{sql: canaryFractionMigration},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

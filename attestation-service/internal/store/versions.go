@@ -2,10 +2,14 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -23,7 +27,8 @@ import (
 const (
 	// VersionCandidate: stored, accepted nowhere.
 	VersionCandidate = "candidate"
-	// VersionCanary: accepted only on the version's Hosts.
+	// VersionCanary: accepted only on the version's Hosts and on the
+	// hosts its Fraction selects.
 	VersionCanary = "canary"
 	// VersionApproved: accepted on every host.
 	VersionApproved = "approved"
@@ -36,7 +41,8 @@ var VersionStates = []string{VersionCandidate, VersionCanary, VersionApproved, V
 
 // transitions are the allowed state changes. Retired is final: a build
 // taken out of service comes back, if ever, as a new version that is
-// reviewed again. Canary to canary changes the named hosts.
+// reviewed again. Canary to canary changes the named hosts and the
+// fraction.
 var transitions = map[string][]string{
 	VersionCandidate: {VersionCanary, VersionApproved, VersionRetired},
 	VersionCanary:    {VersionCanary, VersionCandidate, VersionApproved, VersionRetired},
@@ -50,6 +56,8 @@ const (
 	ReasonStateChanged      = "state_changed"
 	ReasonCanaryHosts       = "canary_needs_hosts"
 	ReasonHostsNotCanary    = "hosts_only_for_canary"
+	ReasonFractionNotCanary = "fraction_only_for_canary"
+	ReasonInvalidFraction   = "invalid_fraction"
 	ReasonUnknownState      = "unknown_state"
 )
 
@@ -73,9 +81,13 @@ func (e *VersionStateError) Error() string {
 	case ReasonStateChanged:
 		return fmt.Sprintf("profile %q version %d is %s, not %s: it changed meanwhile", e.Profile, e.Version, e.From, e.To)
 	case ReasonCanaryHosts:
-		return fmt.Sprintf("profile %q version %d: a canary version needs the hosts it is accepted on", e.Profile, e.Version)
+		return fmt.Sprintf("profile %q version %d: a canary version needs the hosts it is accepted on, a fraction of hosts, or both", e.Profile, e.Version)
 	case ReasonHostsNotCanary:
 		return fmt.Sprintf("profile %q version %d: hosts are only for the canary state, not %s", e.Profile, e.Version, e.To)
+	case ReasonFractionNotCanary:
+		return fmt.Sprintf("profile %q version %d: a fraction is only for the canary state, not %s", e.Profile, e.Version, e.To)
+	case ReasonInvalidFraction:
+		return fmt.Sprintf("profile %q version %d: fraction must be more than 0 and at most 1", e.Profile, e.Version)
 	case ReasonUnknownState:
 		return fmt.Sprintf("profile %q version %d: unknown state %q (states: candidate, canary, approved, retired)", e.Profile, e.Version, e.To)
 	}
@@ -89,6 +101,10 @@ type ProfileVersion struct {
 	State   string
 	// Hosts are the hosts a canary version is accepted on (nil otherwise).
 	Hosts []string
+	// Fraction, in (0, 1], is the share of hosts a canary version is also
+	// accepted on, selected by CanarySelects (0: none; always 0 outside
+	// canary).
+	Fraction float64
 	// Body is the version's document (TOML of one profile).
 	Body string
 	// Source says where the version came from (learn, import, migration).
@@ -97,9 +113,57 @@ type ProfileVersion struct {
 	UpdatedAt time.Time
 }
 
-// Accepts reports whether the version is accepted on host.
+// Accepts reports whether the version is accepted on host: approved, or a
+// canary naming host or selecting it by its fraction.
 func (v *ProfileVersion) Accepts(host string) bool {
-	return v.State == VersionApproved || v.State == VersionCanary && slices.Contains(v.Hosts, host)
+	return v.State == VersionApproved || v.State == VersionCanary &&
+		(slices.Contains(v.Hosts, host) || CanarySelects(v.Profile, v.Version, host, v.Fraction))
+}
+
+// CanarySelects reports whether a canary fraction of version of profile
+// selects host. No per-host list is stored: the first 8 bytes of
+// SHA-256(profile NUL version NUL host), the version in decimal and host
+// its enrolled name (the hosts table's key), read as a big-endian uint64,
+// are compared with fraction·2^64. So the choice is the same on every
+// service instance and every round, a host enrolled later is selected by
+// the same rule, and raising the fraction only adds hosts (a staged
+// rollout never drops a host it already moved). Each version selects
+// its own hosts: the hash includes the version number.
+func CanarySelects(profile string, version int, host string, fraction float64) bool {
+	switch {
+	case !(fraction > 0):
+		return false
+	case fraction >= 1:
+		return true
+	}
+	sum := sha256.Sum256([]byte(profile + "\x00" + strconv.Itoa(version) + "\x00" + host))
+	// fraction < 1, so fraction·2^64 (exact: a power-of-two scaling) is
+	// below 2^64 and converts without overflow.
+	return binary.BigEndian.Uint64(sum[:8]) < uint64(math.Ldexp(fraction, 64))
+}
+
+// validFraction reports whether f is a fraction a canary may take.
+func validFraction(f float64) bool { return f > 0 && f <= 1 }
+
+// Fractions are stored as text, the shortest decimal that reads back as
+// the same float64: every engine keeps it exactly, where float columns
+// differ in how they round-trip.
+func encFraction(f float64) sql.NullString {
+	if f == 0 {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: strconv.FormatFloat(f, 'g', -1, 64), Valid: true}
+}
+
+func decFraction(s sql.NullString) (float64, error) {
+	if !s.Valid {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(s.String, 64)
+	if err != nil || !validFraction(f) {
+		return 0, fmt.Errorf("decode canary fraction %q: not in (0, 1]", s.String)
+	}
+	return f, nil
 }
 
 var versionMigration = []string{
@@ -115,7 +179,13 @@ var versionMigrationPost = []string{
 		SELECT name, 1, 'approved', NULL, body, 'profile before versions', updated_at, updated_at FROM profiles`,
 }
 
-const versionCols = "profile, version, state, hosts, body, source, created_at, updated_at"
+// canaryFractionMigration (migration 7) adds a canary's fraction of hosts
+// (NULL: none, as for every version before it).
+var canaryFractionMigration = []string{
+	`ALTER TABLE profile_versions ADD COLUMN fraction {name}`,
+}
+
+const versionCols = "profile, version, state, hosts, fraction, body, source, created_at, updated_at"
 
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -132,12 +202,16 @@ func queryVersions(ctx context.Context, q querier, where string, args ...any) ([
 		var (
 			v        ProfileVersion
 			hosts    sql.NullString
+			fraction sql.NullString
 			cre, upd int64
 		)
-		if err := rows.Scan(&v.Profile, &v.Version, &v.State, &hosts, &v.Body, &v.Source, &cre, &upd); err != nil {
+		if err := rows.Scan(&v.Profile, &v.Version, &v.State, &hosts, &fraction, &v.Body, &v.Source, &cre, &upd); err != nil {
 			return nil, err
 		}
 		if v.Hosts, err = decList(hosts); err != nil {
+			return nil, err
+		}
+		if v.Fraction, err = decFraction(fraction); err != nil {
 			return nil, err
 		}
 		v.CreatedAt, v.UpdatedAt = fromMicros(cre), fromMicros(upd)
@@ -228,26 +302,32 @@ func insertVersion(ctx context.Context, tx *sql.Tx, profile, state, body, source
 	}
 	n := int(last.Int64) + 1
 	now := micros(time.Now())
-	_, err := tx.ExecContext(ctx, "INSERT INTO profile_versions ("+versionCols+") VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+	_, err := tx.ExecContext(ctx, "INSERT INTO profile_versions ("+versionCols+") VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?)",
 		profile, n, state, body, source, now, now)
 	return n, err
 }
 
 // SetProfileVersionState moves a version from state from to state to
-// (hosts: the canary's hosts, only with to == canary). from guards against
-// a concurrent change: when the stored state differs the change is refused
-// with ReasonStateChanged. Refusals are *VersionStateError.
-func (s *Store) SetProfileVersionState(ctx context.Context, profile string, version int, from, to string, hosts []string) error {
+// (hosts and fraction: the canary's named hosts and fraction of hosts,
+// only with to == canary, at least one of them; fraction 0 is none).
+// Leaving canary clears both. from guards against a concurrent change:
+// when the stored state differs the change is refused with
+// ReasonStateChanged. Refusals are *VersionStateError.
+func (s *Store) SetProfileVersionState(ctx context.Context, profile string, version int, from, to string, hosts []string, fraction float64) error {
 	refuse := func(reason string, bad bool) error {
 		return &VersionStateError{Profile: profile, Version: version, From: from, To: to, Reason: reason, BadRequest: bad}
 	}
 	switch {
 	case !slices.Contains(VersionStates, to):
 		return refuse(ReasonUnknownState, true)
-	case to == VersionCanary && len(hosts) == 0:
+	case fraction != 0 && !validFraction(fraction):
+		return refuse(ReasonInvalidFraction, true)
+	case to == VersionCanary && len(hosts) == 0 && fraction == 0:
 		return refuse(ReasonCanaryHosts, true)
 	case to != VersionCanary && len(hosts) > 0:
 		return refuse(ReasonHostsNotCanary, true)
+	case to != VersionCanary && fraction != 0:
+		return refuse(ReasonFractionNotCanary, true)
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var cur string
@@ -274,14 +354,17 @@ func (s *Store) SetProfileVersionState(ctx context.Context, profile string, vers
 				return refuse(ReasonLastApproved, false)
 			}
 		}
-		var hl sql.NullString
+		var hl, fl sql.NullString
 		if to == VersionCanary {
-			if hl, err = encList(hosts); err != nil {
-				return err
+			if len(hosts) > 0 {
+				if hl, err = encList(hosts); err != nil {
+					return err
+				}
 			}
+			fl = encFraction(fraction)
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE profile_versions SET state = ?, hosts = ?, updated_at = ? WHERE profile = ? AND version = ?",
-			to, hl, micros(time.Now()), profile, version); err != nil {
+		if _, err := tx.ExecContext(ctx, "UPDATE profile_versions SET state = ?, hosts = ?, fraction = ?, updated_at = ? WHERE profile = ? AND version = ?",
+			to, hl, fl, micros(time.Now()), profile, version); err != nil {
 			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
 		}
 		if err := syncFlatBody(ctx, tx, profile); err != nil {
@@ -326,4 +409,34 @@ func putFlatVersion(ctx context.Context, tx *sql.Tx, profile, body string, creat
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE profile_versions SET body = ?, updated_at = ? WHERE profile = ? AND version = ?", body, now, profile, latest.Int64)
 	return err
+}
+
+// CanaryHosts returns the hosts, sorted by name, that version v is
+// accepted on as a canary now: the named hosts and the enrolled hosts its
+// fraction selects (named hosts that no longer exist are left out). It is
+// empty for a version that is not a canary.
+func (s *Store) CanaryHosts(ctx context.Context, v ProfileVersion) ([]string, error) {
+	out := []string{}
+	if v.State != VersionCanary {
+		return out, nil
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT name FROM hosts")
+	if err != nil {
+		return nil, fmt.Errorf("canary hosts of profile %q version %d: %w", v.Profile, v.Version, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("canary hosts of profile %q version %d: %w", v.Profile, v.Version, err)
+		}
+		if v.Accepts(name) {
+			out = append(out, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("canary hosts of profile %q version %d: %w", v.Profile, v.Version, err)
+	}
+	slices.Sort(out)
+	return out, nil
 }

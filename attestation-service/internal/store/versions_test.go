@@ -1,8 +1,14 @@
 package store_test
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -59,24 +65,31 @@ func TestProfileVersions(t *testing.T) {
 			version  int
 			from, to string
 			hosts    []string
+			fraction float64
 			reason   string
 			bad      bool
 		}{
-			{"canary without hosts", 2, "candidate", "canary", nil, store.ReasonCanaryHosts, true},
-			{"hosts on approve", 2, "candidate", "approved", []string{"c1"}, store.ReasonHostsNotCanary, true},
-			{"unknown state", 2, "candidate", "live", nil, store.ReasonUnknownState, true},
-			{"stale from", 2, "approved", "retired", nil, store.ReasonStateChanged, false},
-			{"approved back to candidate", 1, "approved", "candidate", nil, store.ReasonInvalidTransition, false},
-			{"last approved retired", 1, "approved", "retired", nil, store.ReasonLastApproved, false},
+			{"canary without hosts or fraction", 2, "candidate", "canary", nil, 0, store.ReasonCanaryHosts, true},
+			{"hosts on approve", 2, "candidate", "approved", []string{"c1"}, 0, store.ReasonHostsNotCanary, true},
+			{"fraction on approve", 2, "candidate", "approved", nil, 0.5, store.ReasonFractionNotCanary, true},
+			{"fraction on candidate", 2, "candidate", "candidate", nil, 0.5, store.ReasonFractionNotCanary, true},
+			{"fraction above 1", 2, "candidate", "canary", nil, 1.5, store.ReasonInvalidFraction, true},
+			{"negative fraction", 2, "candidate", "canary", []string{"c1"}, -0.1, store.ReasonInvalidFraction, true},
+			{"NaN fraction", 2, "candidate", "canary", nil, math.NaN(), store.ReasonInvalidFraction, true},
+			{"infinite fraction", 2, "candidate", "canary", nil, math.Inf(1), store.ReasonInvalidFraction, true},
+			{"unknown state", 2, "candidate", "live", nil, 0, store.ReasonUnknownState, true},
+			{"stale from", 2, "approved", "retired", nil, 0, store.ReasonStateChanged, false},
+			{"approved back to candidate", 1, "approved", "candidate", nil, 0, store.ReasonInvalidTransition, false},
+			{"last approved retired", 1, "approved", "retired", nil, 0, store.ReasonLastApproved, false},
 		}
 		for _, r := range refused {
-			err := s.SetProfileVersionState(ctx, "gold", r.version, r.from, r.to, r.hosts)
+			err := s.SetProfileVersionState(ctx, "gold", r.version, r.from, r.to, r.hosts, r.fraction)
 			var ve *store.VersionStateError
 			if !errors.As(err, &ve) || ve.Reason != r.reason || ve.BadRequest != r.bad {
 				t.Errorf("%s: SetProfileVersionState = %v, want reason %s (bad request %v)", r.name, err, r.reason, r.bad)
 			}
 		}
-		if err := s.SetProfileVersionState(ctx, "gold", 9, "candidate", "approved", nil); !errors.Is(err, store.ErrNotFound) {
+		if err := s.SetProfileVersionState(ctx, "gold", 9, "candidate", "approved", nil, 0); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("SetProfileVersionState(missing) = %v, want ErrNotFound", err)
 		}
 		// A candidate is accepted nowhere: adding one changes no verdict.
@@ -84,7 +97,7 @@ func TestProfileVersions(t *testing.T) {
 			t.Errorf("generation moved by adding a candidate or by refused changes: %d → %d", gen0, gen)
 		}
 
-		if err := s.SetProfileVersionState(ctx, "gold", 2, "candidate", "canary", []string{"c1"}); err != nil {
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "candidate", "canary", []string{"c1"}, 0); err != nil {
 			t.Fatal(err)
 		}
 		v2, _ = s.GetProfileVersion(ctx, "gold", 2)
@@ -94,16 +107,16 @@ func TestProfileVersions(t *testing.T) {
 		if p, _ := s.GetProfile(ctx, "gold"); p.Body != "v1" {
 			t.Errorf("flat body with a canary = %q, want the approved v1", p.Body)
 		}
-		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "approved", nil); err != nil {
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "approved", nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		if p, _ := s.GetProfile(ctx, "gold"); p.Body != "v2" {
 			t.Errorf("flat body after approving v2 = %q, want v2", p.Body)
 		}
-		if err := s.SetProfileVersionState(ctx, "gold", 1, "approved", "retired", nil); err != nil {
+		if err := s.SetProfileVersionState(ctx, "gold", 1, "approved", "retired", nil, 0); err != nil {
 			t.Fatal(err)
 		}
-		err = s.SetProfileVersionState(ctx, "gold", 1, "retired", "approved", nil)
+		err = s.SetProfileVersionState(ctx, "gold", 1, "retired", "approved", nil, 0)
 		if ve := (*store.VersionStateError)(nil); !errors.As(err, &ve) || ve.Reason != store.ReasonInvalidTransition {
 			t.Errorf("retired → approved = %v, want invalid_transition", err)
 		}
@@ -205,6 +218,193 @@ func TestConcurrentVersionsGetDistinctNumbers(t *testing.T) {
 		}
 		if got := goldVersions(t, s); len(got) != writers+1 {
 			t.Errorf("versions = %v, want %d", got, writers+1)
+		}
+	})
+}
+
+// selectedByRule is the canary fraction rule computed independently of
+// the store: SHA-256(profile NUL version NUL host), its first 8 bytes as a
+// big-endian integer h, selected when h/2^64 < fraction (exact rationals).
+func selectedByRule(profile string, version int, host string, fraction float64) bool {
+	sum := sha256.Sum256([]byte(profile + "\x00" + strconv.Itoa(version) + "\x00" + host))
+	h := new(big.Rat).SetFrac(new(big.Int).SetUint64(binary.BigEndian.Uint64(sum[:8])), new(big.Int).Lsh(big.NewInt(1), 64))
+	return h.Cmp(new(big.Rat).SetFloat64(fraction)) < 0
+}
+
+// TestCanarySelects: the fraction rule selects what the rule computed
+// independently selects, about the share asked for, none at 0 and every
+// host at 1; raising the fraction only adds hosts; another version of the
+// profile selects other hosts.
+func TestCanarySelects(t *testing.T) {
+	const hosts = 2000
+	fractions := []float64{0, 0.01, 0.1, 1.0 / 3, 0.5, 0.9, 1}
+	prev := map[string]bool{}
+	for _, f := range fractions {
+		n, sameAsV3 := 0, 0
+		for i := range hosts {
+			h := fmt.Sprintf("compute-%04d", i)
+			got := store.CanarySelects("gold", 2, h, f)
+			if want := selectedByRule("gold", 2, h, f); got != want {
+				t.Fatalf("CanarySelects(gold, 2, %s, %v) = %v, rule says %v", h, f, got, want)
+			}
+			if prev[h] && !got {
+				t.Errorf("fraction %v drops %s, selected at a lower fraction", f, h)
+			}
+			if got {
+				n++
+				prev[h] = true
+				if store.CanarySelects("gold", 3, h, f) {
+					sameAsV3++
+				}
+			}
+		}
+		share := float64(n) / hosts
+		if math.Abs(share-f) > 0.04 {
+			t.Errorf("fraction %v selects %d of %d hosts (%.3f)", f, n, hosts, share)
+		}
+		if f > 0 && f < 0.5 && sameAsV3 == n {
+			t.Errorf("fraction %v: version 3 selects the same %d hosts as version 2", f, n)
+		}
+	}
+	for _, f := range []float64{-1, math.NaN(), 0} {
+		if store.CanarySelects("gold", 2, "compute-0001", f) {
+			t.Errorf("CanarySelects(fraction %v) = true", f)
+		}
+	}
+}
+
+// TestCanaryFraction: a canary's fraction round-trips exactly on every
+// database, changes canary to canary, is cleared when the version leaves
+// canary, and CanaryHosts names the named hosts that exist and the hosts
+// the fraction selects.
+func TestCanaryFraction(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s := open(t, url)
+		var names []string
+		for i := range 40 {
+			h := &store.Host{Name: fmt.Sprintf("compute-%02d", i)}
+			if err := s.PutHost(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, h.Name)
+		}
+		if err := s.PutProfile(ctx, store.Profile{Name: "gold", Body: "v1"}, store.Create); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AddProfileVersion(ctx, "gold", "v2", "test"); err != nil {
+			t.Fatal(err)
+		}
+		inCanary := func(hosts []string, f float64) []string {
+			out := []string{}
+			for _, h := range names {
+				if slices.Contains(hosts, h) || selectedByRule("gold", 2, h, f) {
+					out = append(out, h)
+				}
+			}
+			return out
+		}
+		check := func(step, state string, hosts []string, f float64) {
+			t.Helper()
+			v, err := s.GetProfileVersion(ctx, "gold", 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.State != state || !cmp.Equal(v.Hosts, hosts) || v.Fraction != f {
+				t.Errorf("%s: version 2 = %s hosts %v fraction %v; want %s hosts %v fraction %v", step, v.State, v.Hosts, v.Fraction, state, hosts, f)
+			}
+			all, err := s.ProfileVersions(ctx, "gold")
+			if err != nil || len(all) != 2 || all[1].Fraction != f {
+				t.Errorf("%s: listed versions %+v, %v; want version 2 with fraction %v", step, all, err, f)
+			}
+			want := []string{}
+			if state == store.VersionCanary {
+				want = inCanary(hosts, f)
+			}
+			if got, err := s.CanaryHosts(ctx, v); err != nil || !cmp.Equal(got, want) {
+				t.Errorf("%s: CanaryHosts = %v, %v; want %v", step, got, err, want)
+			}
+		}
+		third := 1.0 / 3 // no short decimal: must come back bit for bit
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "candidate", "canary", nil, third); err != nil {
+			t.Fatal(err)
+		}
+		check("fraction only", store.VersionCanary, nil, third)
+		if n := len(inCanary(nil, third)); n == 0 || n == len(names) {
+			t.Fatalf("a third selects %d of %d hosts: the test needs some in and some out", n, len(names))
+		}
+		// A named host the fraction does not select, and one that does
+		// not exist (not listed as in the canary).
+		var outside string
+		for _, h := range names {
+			if !selectedByRule("gold", 2, h, 0.1) {
+				outside = h
+				break
+			}
+		}
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "canary", []string{outside, "gone"}, 0.1); err != nil {
+			t.Fatal(err)
+		}
+		check("named hosts and a lower fraction", store.VersionCanary, []string{outside, "gone"}, 0.1)
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "canary", []string{outside}, 0); err != nil {
+			t.Fatal(err)
+		}
+		check("named hosts only", store.VersionCanary, []string{outside}, 0)
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "canary", nil, 1); err != nil {
+			t.Fatal(err)
+		}
+		check("fraction 1", store.VersionCanary, nil, 1)
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "candidate", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		check("back to candidate", store.VersionCandidate, nil, 0)
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "candidate", "canary", []string{outside}, 0.5); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "approved", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		check("approved", store.VersionApproved, nil, 0)
+	})
+}
+
+// TestMigrationCanaryFraction: a database at version 6 keeps its versions
+// (a canary keeps its named hosts, with no fraction), and a fraction can
+// be set after the migration.
+func TestMigrationCanaryFraction(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		old, err := store.OpenAtVersion(ctx, url, 6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range []string{
+			"INSERT INTO profiles (name, body, updated_at) VALUES ('gold', 'v1', 1000)",
+			`INSERT INTO profile_versions (profile, version, state, hosts, body, source, created_at, updated_at)
+				VALUES ('gold', 1, 'approved', NULL, 'v1', 'test', 1000, 1000)`,
+			`INSERT INTO profile_versions (profile, version, state, hosts, body, source, created_at, updated_at)
+				VALUES ('gold', 2, 'canary', '["c1"]', 'v2', 'test', 1000, 1000)`,
+		} {
+			if err := old.Exec(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old.Close()
+		s := open(t, url)
+		if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchema {
+			t.Fatalf("schema version %d, %v; want %d", v, err, store.LatestSchema)
+		}
+		v2, err := s.GetProfileVersion(ctx, "gold", 2)
+		if err != nil || v2.State != store.VersionCanary || !cmp.Equal(v2.Hosts, []string{"c1"}) || v2.Fraction != 0 {
+			t.Fatalf("canary after migration = %+v, %v; want hosts [c1], no fraction", v2, err)
+		}
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "canary", "canary", []string{"c1"}, 0.25); err != nil {
+			t.Fatal(err)
+		}
+		if v2, err = s.GetProfileVersion(ctx, "gold", 2); err != nil || v2.Fraction != 0.25 {
+			t.Errorf("fraction after migration = %+v, %v; want 0.25", v2, err)
 		}
 	})
 }

@@ -1,0 +1,84 @@
+package commands_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/trustpool/trustpool/cli/commands"
+	"github.com/trustpool/trustpool/internal/attestapi"
+)
+
+// TestSetStateFraction: profile version set-state sends --fraction as
+// the body's fraction (with or without --host, absent without the flag)
+// and shows the fraction and the hosts in the canary the service answers;
+// a fraction outside canary, out of range, or a canary with neither
+// --host nor --fraction is a usage error before anything is sent.
+func TestSetStateFraction(t *testing.T) {
+	asAdmin(t)
+	var body atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/profiles/gold/versions/2/state" {
+			envelope(w, http.StatusNotFound, "no such resource")
+			return
+		}
+		var got map[string]json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Error(err)
+		}
+		body.Store(got)
+		var f float64
+		_ = json.Unmarshal(got["fraction"], &f)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(attestapi.ProfileVersion{ProfileName: "gold", Version: 2, State: "canary", Fraction: f,
+			InCanary: []string{"compute-3", "compute-7"}, Profile: attestapi.Profile{Name: "gold"}})
+	}))
+	defer srv.Close()
+	base := []string{"--os-attestation-url", srv.URL, "profile", "version", "set-state", "gold", "2"}
+	for _, tc := range []struct {
+		flags          []string
+		fraction, host string // "" means absent
+	}{
+		{[]string{"canary", "--fraction", "0.1"}, "0.1", ""},
+		{[]string{"canary", "--fraction", "1", "--host", "compute-1"}, "1", `["compute-1"]`},
+		{[]string{"canary", "--host", "compute-1"}, "", `["compute-1"]`},
+	} {
+		body.Store(map[string]json.RawMessage(nil))
+		r := runCLI(t, commands.Config{}, append(append(base, tc.flags...), "-f", "value", "-c", "fraction", "-c", "in_canary")...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", tc.flags, r.code, r.stderr)
+		}
+		got := body.Load().(map[string]json.RawMessage)
+		if f, ok := got["fraction"]; (tc.fraction == "") == ok || ok && string(f) != tc.fraction {
+			t.Errorf("%v: request body %s, want fraction %q", tc.flags, got, tc.fraction)
+		}
+		if h, ok := got["hosts"]; (tc.host == "") == ok || ok && string(h) != tc.host {
+			t.Errorf("%v: request body %s, want hosts %q", tc.flags, got, tc.host)
+		}
+		if want := tc.fraction + "\ncompute-3, compute-7\n"; r.stdout != want {
+			t.Errorf("%v: output %q, want %q", tc.flags, r.stdout, want)
+		}
+	}
+	body.Store(map[string]json.RawMessage(nil))
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"approved", "--fraction", "0.5"}, "--fraction is only for canary"},
+		{[]string{"canary"}, "canary needs --host or --fraction"},
+		{[]string{"canary", "--fraction", "0"}, "more than 0 and at most 1"},
+		{[]string{"canary", "--fraction", "1.5"}, "more than 0 and at most 1"},
+		{[]string{"canary", "--fraction", "-0.1", "--host", "compute-1"}, "more than 0 and at most 1"},
+		{[]string{"canary", "--fraction", "a tenth"}, "fraction"},
+	} {
+		if r := runCLI(t, commands.Config{}, append(base, tc.flags...)...); r.code != commands.ExitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error with %q", tc.flags, r.code, r.stderr, tc.want)
+		}
+	}
+	if got := body.Load().(map[string]json.RawMessage); got != nil {
+		t.Errorf("a usage error sent a request: %s", got)
+	}
+}

@@ -968,6 +968,8 @@ var migrations = []migration{
 	// 6: profile versions (versions.go); every profile becomes its
 	// version 1, approved.
 	{sql: versionMigration, post: versionMigrationPost},
+	// 7: who asked for a re-delivery (launch.go).
+	{sql: launchInitiatorMigration},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

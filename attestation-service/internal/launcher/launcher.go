@@ -242,6 +242,8 @@ type Launcher struct {
 	wantedAt  map[string]time.Time
 	wantedSem chan struct{}
 	wanted    *metrics.Counter
+	// stopping: Run is waiting for its goroutines (under redeliverMu).
+	stopping bool
 }
 
 type job struct {
@@ -427,6 +429,9 @@ func (l *Launcher) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			l.redeliverMu.Lock()
+			l.stopping = true
+			l.redeliverMu.Unlock()
 			l.wg.Wait()
 			return ctx.Err()
 		case <-t.C:

@@ -44,6 +44,8 @@ const (
 	WantedOff = "off"
 	// WantedError: the launch could not be read.
 	WantedError = "error"
+	// WantedStopping: the service is stopping.
+	WantedStopping = "stopping"
 )
 
 // maxWantedTracked bounds the per-launch times of accepted asks kept for
@@ -92,8 +94,19 @@ func (l *Launcher) redeliveryWanted(ctx context.Context, a *attestrpc.Redelivery
 		<-l.wantedSem
 		return WantedRateLimited, nil
 	}
+	// Added under redeliverMu, which Run takes to set stopping before it
+	// waits: no Add after the Wait began.
+	l.redeliverMu.Lock()
+	if l.stopping {
+		l.redeliverMu.Unlock()
+		<-l.wantedSem
+		return WantedStopping, nil
+	}
+	l.wg.Add(1)
+	l.redeliverMu.Unlock()
 	done := make(chan struct{})
-	l.wg.Go(func() {
+	go func() {
+		defer l.wg.Done()
 		defer close(done)
 		defer func() { <-l.wantedSem }()
 		_, err := l.redeliver(context.WithoutCancel(ctx), a.LaunchID, launch.InitiatorAgent)
@@ -103,7 +116,7 @@ func (l *Launcher) redeliveryWanted(ctx context.Context, a *attestrpc.Redelivery
 		case err != nil:
 			l.log.Warn("redelivery asked for by the agent did not run", "launch_id", a.LaunchID, "host", a.Host, "error", err)
 		}
-	})
+	}()
 	return WantedAccepted, done
 }
 

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func TestRedeliveryWanted(t *testing.T) {
 		t.Fatal(err)
 	}
 	if last := hist[len(hist)-1]; last.State != launch.StateRefused || last.Initiator != launch.InitiatorAgent ||
-		len(last.Reasons) != 1 || last.Reasons[0][:len(ReasonHostNotEnrolled)] != ReasonHostNotEnrolled {
+		len(last.Reasons) != 1 || !strings.HasPrefix(last.Reasons[0], ReasonHostNotEnrolled) {
 		t.Errorf("last history entry %+v, want refused %s by the agent", last, ReasonHostNotEnrolled)
 	}
 	if _, r := ended(t, st, vf, rec.ID); r.State != launch.StateRefused || r.Initiator != launch.InitiatorAgent {
@@ -142,6 +143,14 @@ func TestRedeliveryWanted(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"refused/agent", "refused/agent", "refused/user"}, who); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
+	}
+	// Once Run stops, nothing more starts.
+	now = now.Add(DefaultWantedInterval)
+	l.redeliverMu.Lock()
+	l.stopping = true
+	l.redeliverMu.Unlock()
+	if got, done := ask(host, rec.ID, instance); got != WantedStopping || done != nil {
+		t.Errorf("ask while stopping = %s, want %s", got, WantedStopping)
 	}
 }
 

@@ -91,6 +91,7 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"deliver timeout", func(c *service.Config) { c.Launch.DeliverTimeout = 0 }, "launch.deliver_timeout"},
 		{"launch concurrency", func(c *service.Config) { c.Launch.Concurrency = 0 }, "launch.concurrency"},
 		{"request lifetime", func(c *service.Config) { c.Launch.MaxRequestLifetime = time.Second }, "launch.max_request_lifetime"},
+		{"redelivery wanted interval", func(c *service.Config) { c.Launch.RedeliveryWantedInterval = 0 }, "launch.redelivery_wanted_interval"},
 		{"nova endpoint", func(c *service.Config) { c.Nova.EndpointOverride = "nova:8774" }, "nova.endpoint_override"},
 		{"unknown verdict format", func(c *service.Config) { c.UpgradeLevels.Verdict = 3 }, "upgrade_levels.verdict: 3 is not a verdict format"},
 		{"negative verdict format", func(c *service.Config) { c.UpgradeLevels.Verdict = -1 }, "upgrade_levels.verdict"},

@@ -55,6 +55,11 @@ type LaunchSection struct {
 	Concurrency int `toml:"concurrency"`
 	// MaxRequestLifetime bounds a request's not_after from its creation.
 	MaxRequestLifetime time.Duration `toml:"max_request_lifetime"`
+	// RedeliveryWantedInterval is the least time between two
+	// re-deliveries of one launch that its host's agent asks for
+	// (redelivery_wanted); asks in between are dropped. A user's
+	// `trustpool launch redeliver` is not limited by it.
+	RedeliveryWantedInterval time.Duration `toml:"redelivery_wanted_interval"`
 }
 
 // LaunchTiming is the phase timings of one trusted launch that ended
@@ -69,7 +74,8 @@ const DefaultPolicySigningKey = "/var/lib/trustpool/policy-signing.key"
 
 func defaultLaunch() LaunchSection {
 	return LaunchSection{Enabled: true, NovaNotifications: true, NotificationExchange: novanotify.Exchange, NotificationTopic: novanotify.Topic,
-		NotificationQueue: "trustpool-launch", DeliverTimeout: time.Minute, Concurrency: 8, MaxRequestLifetime: 30 * 24 * time.Hour}
+		NotificationQueue: "trustpool-launch", DeliverTimeout: time.Minute, Concurrency: 8, MaxRequestLifetime: 30 * 24 * time.Hour,
+		RedeliveryWantedInterval: launcher.DefaultWantedInterval}
 }
 
 // validateLaunch adds [launch]'s and the launch key's problems.
@@ -105,6 +111,9 @@ func (c *Config) validateLaunch(bad func(key, format string, args ...any)) {
 	}
 	if l.MaxRequestLifetime < time.Minute {
 		bad("launch.max_request_lifetime", "must be at least 1m")
+	}
+	if l.RedeliveryWantedInterval < time.Second {
+		bad("launch.redelivery_wanted_interval", "must be at least 1s")
 	}
 }
 
@@ -262,7 +271,7 @@ func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.
 		Agents: &launchAgents{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Version: attestrpc.LaunchVersion}),
 			presentTimeout: cfg.Attestation.QuoteTimeout, deliverTimeout: l.DeliverTimeout},
 		Servers: servers, Notifier: pub, Concurrency: l.Concurrency, MaxLifetime: l.MaxRequestLifetime,
-		Logger: s.log, Metrics: reg, Observer: cfg.LaunchObserver, PolicyKey: pkey})
+		Logger: s.log, Metrics: reg, Observer: cfg.LaunchObserver, PolicyKey: pkey, WantedInterval: l.RedeliveryWantedInterval})
 	s.log.Info("trusted launches on", "launch_kid", key.Public().KID(), "suite", key.Public().Suite(),
 		"nova_api", servers != nil, "nova_notifications", l.NovaNotifications)
 	if !l.NovaNotifications {

@@ -34,6 +34,7 @@ import (
 	"github.com/trustpool/trustpool/attestation-service/internal/api"
 	"github.com/trustpool/trustpool/attestation-service/internal/cluster"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
+	"github.com/trustpool/trustpool/attestation-service/internal/launcher"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/sched"
 	"github.com/trustpool/trustpool/attestation-service/internal/store"
@@ -197,7 +198,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 	rpc := oslo.NewServer(tr, oslo.Target{Topic: attestrpc.ServiceTopic, Server: cfg.Default.Host}, oslo.Endpoint{
 		Version: attestrpc.APIVersion,
-		Methods: rpcMethods(eng, sc, s.log),
+		Methods: rpcMethods(eng, sc, lr, s.log),
 	})
 
 	enf, err := kpolicy.New(kpolicy.Config{Options: cfg.Policy, Defaults: api.Rules(), BaseDir: cfg.ConfigDir,
@@ -374,8 +375,9 @@ func (s *Service) housekeeping(ctx context.Context, eng *engine.Engine, st *stor
 	}
 }
 
-// rpcMethods are the trustpool-attestation endpoint's methods.
-func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, log *slog.Logger) map[string]oslo.Handler {
+// rpcMethods are the trustpool-attestation endpoint's methods (lr is nil
+// with launches off).
+func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, lr *launcher.Launcher, log *slog.Logger) map[string]oslo.Handler {
 	enrollErr := func(err error) error {
 		if errors.Is(err, engine.ErrEnrollment) {
 			return oslo.NewValueError(err.Error())
@@ -422,6 +424,24 @@ func rpcMethods(eng *engine.Engine, sc *sched.Scheduler, log *slog.Logger) map[s
 					sc.TriggerOnce(a.Host)
 				}
 			}
+			return nil, nil
+		},
+		attestrpc.MethodRedeliveryWanted: func(ctx context.Context, req *oslo.Request) (any, error) {
+			var a attestrpc.RedeliveryWantedArgs
+			if err := decodeArgs(req, &a); err != nil {
+				return nil, err
+			}
+			if err := a.Validate(); err != nil {
+				return nil, oslo.NewValueError(err.Error())
+			}
+			// Only a trigger (package launcher, wanted.go): the launcher
+			// checks the launch is the host's and instance's, limits the
+			// rate per launch and runs the re-delivery in the background.
+			if lr == nil {
+				log.Debug("redelivery_wanted dropped: trusted launches are off", "host", a.Host, "launch_id", a.LaunchID)
+				return nil, nil
+			}
+			lr.RedeliveryWanted(ctx, &a)
 			return nil, nil
 		},
 		attestrpc.MethodGetVerdicts: func(ctx context.Context, req *oslo.Request) (any, error) {

@@ -282,6 +282,9 @@ func launchRecord(l attestapi.Launch, withHistory bool) output.Record {
 		var lines []string
 		for _, e := range l.History {
 			s := e.At.UTC().Format(time.RFC3339) + " " + e.State
+			if e.Initiator != "" {
+				s += " (asked by " + e.Initiator + ")"
+			}
 			if len(e.Reasons) > 0 {
 				s += ": " + strings.Join(e.Reasons, "; ")
 			}

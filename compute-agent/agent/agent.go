@@ -6,7 +6,11 @@
 // changes and casts measurements_changed so the service re-attests at once.
 // For trusted launches it answers instance_present and deliver_secret
 // (package deliver): it unseals a secret sealed to this host's TPM and
-// injects it into an instance with the [launch] injector.
+// injects it into an instance with the [launch] injector. When the
+// instance of a blob it keeps for re-delivery starts (after a host reboot,
+// told by the boot id recorded in [agent] state_dir, or stopped and
+// started again), it casts redelivery_wanted so the service decides on a
+// re-delivery (package keptwatch; [launch] redelivery_check_interval).
 //
 // Order of Run: the TPM is opened and the AK loaded (created on first start
 // and kept, mode 0600, in [agent] state_dir); the RPC server starts
@@ -29,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +41,8 @@ import (
 	"github.com/trustpool/trustpool/compute-agent/internal/attester"
 	"github.com/trustpool/trustpool/compute-agent/internal/deliver"
 	"github.com/trustpool/trustpool/compute-agent/internal/enroll"
+	"github.com/trustpool/trustpool/compute-agent/internal/inject"
+	"github.com/trustpool/trustpool/compute-agent/internal/keptwatch"
 	"github.com/trustpool/trustpool/compute-agent/internal/watch"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/oslo"
@@ -148,8 +155,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		TPM: a.tpm, Host: a.cfg.Default.Host, Version: Version, IMA: a.cfg.TPM.IMALog != "",
 		Timeout: a.cfg.Agent.QuoteTimeout, Logger: a.log,
 	})
-	dlv, err := deliver.New(deliver.Config{TPM: a.tpm, Injector: a.cfg.injector(), StateDir: a.cfg.Agent.StateDir,
-		Timeout: a.cfg.Launch.Timeout, Logger: a.log})
+	service := tr.Client(oslo.Target{Topic: a.cfg.Agent.ServiceTopic, Version: attestrpc.BaseVersion})
+	inj := a.cfg.injector()
+	var dlv *deliver.Deliverer
+	kw := a.keptWatcher(service, inj, func() *deliver.Deliverer { return dlv })
+	dlv, err = deliver.New(deliver.Config{TPM: a.tpm, Injector: inj, StateDir: a.cfg.Agent.StateDir,
+		Timeout: a.cfg.Launch.Timeout, OnRedelivered: kw.Redelivered, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -169,7 +180,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("serving", "topic", attestrpc.AgentTopic, "server", a.cfg.Default.Host)
 	a.notify("READY=1", "STATUS=serving; registering with the attestation service")
 
-	service := tr.Client(oslo.Target{Topic: a.cfg.Agent.ServiceTopic, Version: attestrpc.BaseVersion})
 	a.setState("registering")
 	err = enroll.Run(ctx, enroll.Config{
 		Host: a.cfg.Default.Host, Version: Version, TPM: a.tpm, Service: service,
@@ -184,6 +194,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err == nil && a.cfg.Agent.WatchInterval > 0 {
 		w := a.watcher(service)
 		wg.Go(func() { _ = w.Run(ctx) })
+	}
+	if err == nil && a.cfg.Launch.RedeliveryCheckInterval > 0 {
+		wg.Go(func() { _ = kw.Run(ctx) })
 	}
 	var runErr error
 	select {
@@ -253,6 +266,67 @@ func (a *Agent) watcher(service *oslo.Client) *watch.Watcher {
 		}
 	}
 	return watch.New(cfg)
+}
+
+// keptWatcher watches the instances of kept blobs and casts
+// redelivery_wanted (API 1.4) when one starts (package keptwatch), asking
+// inj whether an instance runs; dlv returns the deliverer once built (the
+// watcher runs after).
+func (a *Agent) keptWatcher(service *oslo.Client, inj inject.Injector, dlv func() *deliver.Deliverer) *keptwatch.Watcher {
+	ask := service.WithTarget(func(t *oslo.Target) { t.Version = attestrpc.RedeliveryWantedVersion })
+	return keptwatch.New(keptwatch.Config{
+		Interval: a.cfg.Launch.RedeliveryCheckInterval,
+		Kept: func() ([]keptwatch.Kept, error) {
+			ks, err := dlv().Kept()
+			out := make([]keptwatch.Kept, len(ks))
+			for i, k := range ks {
+				out[i] = keptwatch.Kept{LaunchID: k.LaunchID, InstanceID: k.InstanceID}
+			}
+			return out, err
+		},
+		Present: func(ctx context.Context, instanceID string) (bool, error) {
+			ctx, cancel := context.WithTimeout(ctx, a.cfg.Agent.RPCTimeout)
+			defer cancel()
+			return inj.Present(ctx, instanceID)
+		},
+		Ask: func(ctx context.Context, k keptwatch.Kept) error {
+			ctx, cancel := context.WithTimeout(ctx, a.cfg.Agent.RPCTimeout)
+			defer cancel()
+			return ask.Cast(ctx, nil, attestrpc.MethodRedeliveryWanted,
+				&attestrpc.RedeliveryWantedArgs{Host: a.cfg.Default.Host, LaunchID: k.LaunchID, InstanceID: k.InstanceID})
+		},
+		Rebooted: a.rebooted(),
+		Logger:   a.log,
+	})
+}
+
+// bootIDFile, in [agent] state_dir, holds the host's boot id at the
+// agent's last start.
+const bootIDFile = "boot_id"
+
+// rebooted reports whether the host booted since the agent last started
+// (and records the current boot id). Unknown counts as rebooted: one
+// needless re-delivery is better than a restarted instance left without
+// its secret.
+func (a *Agent) rebooted() bool {
+	read := a.cfg.BootID
+	if read == nil {
+		read = func() (string, error) {
+			b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+			return strings.TrimSpace(string(b)), err
+		}
+	}
+	cur, err := read()
+	if err != nil || cur == "" {
+		a.log.Warn("host boot id unknown: instances of kept launch blobs present now count as started", "error", err)
+		return true
+	}
+	path := filepath.Join(a.cfg.Agent.StateDir, bootIDFile)
+	prev, err := os.ReadFile(path)
+	if err := os.WriteFile(path, []byte(cur+"\n"), 0o600); err != nil {
+		a.log.Warn("cannot record the host boot id", "path", path, "error", err)
+	}
+	return err != nil || strings.TrimSpace(string(prev)) != cur
 }
 
 func statusLine(state, reason string) string {

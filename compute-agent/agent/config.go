@@ -45,6 +45,11 @@ type Config struct {
 	OpenTPM tpm.Opener `toml:"-"`
 	// NotifySocket is $NOTIFY_SOCKET for systemd readiness; "" sends nothing.
 	NotifySocket string `toml:"-"`
+	// BootID returns the host's boot id (default: the kernel's
+	// /proc/sys/kernel/random/boot_id): a different one than at the
+	// agent's last run means the host rebooted, so instances of kept
+	// blobs present at start have started (tests simulate reboots here).
+	BootID func() (string, error) `toml:"-"`
 }
 
 // DefaultSection is [DEFAULT].
@@ -135,7 +140,18 @@ type LaunchSection struct {
 	Directory string `toml:"directory"`
 	// Timeout bounds one delivery.
 	Timeout time.Duration `toml:"timeout"`
+	// RedeliveryCheckInterval is how often the agent checks whether the
+	// instance of a blob it keeps for re-delivery started (after a host
+	// reboot, or stopped and started again), to ask the attestation
+	// service for re-delivery (redelivery_wanted). 0 turns it off: only
+	// `trustpool launch redeliver` redelivers.
+	RedeliveryCheckInterval time.Duration `toml:"redelivery_check_interval"`
 }
+
+// MinRedeliveryCheckInterval is the least non-zero
+// launch.redelivery_check_interval (one presence query per kept blob per
+// check).
+const MinRedeliveryCheckInterval = time.Second
 
 // DefaultConfig returns the defaults of every key.
 func DefaultConfig() Config {
@@ -162,7 +178,7 @@ func DefaultConfig() Config {
 		},
 		Launch: LaunchSection{
 			Injector: InjectorQGA, LibvirtSocket: "/var/run/libvirt/libvirt-sock", LibvirtURI: "qemu:///system",
-			GuestDir: "/run/trustpool", Timeout: time.Minute,
+			GuestDir: "/run/trustpool", Timeout: time.Minute, RedeliveryCheckInterval: 30 * time.Second,
 		},
 	}
 }
@@ -288,6 +304,9 @@ func (c *Config) Validate() error {
 	}
 	if l.Timeout <= 0 {
 		bad("launch.timeout", "must be positive")
+	}
+	if l.RedeliveryCheckInterval != 0 && l.RedeliveryCheckInterval < MinRedeliveryCheckInterval {
+		bad("launch.redelivery_check_interval", "%v is neither 0 (off) nor at least %v", l.RedeliveryCheckInterval, MinRedeliveryCheckInterval)
 	}
 	return errors.Join(errs...)
 }

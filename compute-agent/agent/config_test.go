@@ -120,6 +120,11 @@ func TestValidate(t *testing.T) {
 		{"relative libvirt socket", func(c *agent.Config) { c.Launch.LibvirtSocket = "sock" }, []string{"launch.libvirt_socket"}},
 		{"relative guest dir", func(c *agent.Config) { c.Launch.GuestDir = "run" }, []string{"launch.guest_dir"}},
 		{"launch timeout", func(c *agent.Config) { c.Launch.Timeout = 0 }, []string{"launch.timeout"}},
+		{"redelivery check off", func(c *agent.Config) { c.Launch.RedeliveryCheckInterval = 0 }, nil},
+		{"redelivery check too often", func(c *agent.Config) { c.Launch.RedeliveryCheckInterval = 100 * time.Millisecond },
+			[]string{"launch.redelivery_check_interval: 100ms is neither 0 (off) nor at least 1s"}},
+		{"redelivery check negative", func(c *agent.Config) { c.Launch.RedeliveryCheckInterval = -time.Second },
+			[]string{"launch.redelivery_check_interval"}},
 		{"several", func(c *agent.Config) {
 			c.Agent.RPCTimeout, c.Agent.QuoteTimeout, c.Agent.WatchInterval, c.Agent.ServiceTopic = 0, -1, -1, ""
 		}, []string{"agent.rpc_timeout", "agent.quote_timeout", "agent.watch_interval", "agent.service_topic"}},

@@ -116,6 +116,9 @@ type LaunchEvent struct {
 	At      time.Time `json:"at"`
 	State   string    `json:"state"`
 	Reasons []string  `json:"reasons"`
+	// Initiator says who asked for a re-delivery (package launch's
+	// InitiatorUser or InitiatorAgent); absent on other entries.
+	Initiator string `json:"initiator,omitempty"`
 }
 
 // LaunchEnvelope is the body of a single launch.

@@ -44,7 +44,13 @@ import (
 //     launch's kept blob; an older agent drops the cast). The service asks for 1.3 only to redeliver;
 //     an agent that implements only 1.2 answers with UnsupportedVersion,
 //     which the service records as a refused re-delivery (agent_too_old).
-const APIVersion = RedeliverVersion
+//   - 1.4 (RedeliveryWantedVersion): the service's redelivery_wanted
+//     (cast, launch.go): an agent saw a kept blob's instance start and
+//     asks the service to run a re-delivery. A service that implements
+//     only 1.3 drops the cast (casts get no reply), so the agent cannot
+//     tell; it keeps asking with backoff and the tenant can still run
+//     `trustpool launch redeliver`.
+const APIVersion = RedeliveryWantedVersion
 
 // Versions callers ask for.
 const (
@@ -57,6 +63,8 @@ const (
 	AuthorizeVersion = "1.2"
 	// RedeliverVersion adds redeliver_challenge and redeliver_secret.
 	RedeliverVersion = "1.3"
+	// RedeliveryWantedVersion adds the service's redelivery_wanted.
+	RedeliveryWantedVersion = "1.4"
 )
 
 // Bus names.

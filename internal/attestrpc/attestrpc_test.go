@@ -10,6 +10,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+const (
+	testLaunch   = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+	testInstance = "178b0921-8f85-4257-88b6-2e743b5a975c"
+)
+
 func TestValidateRejects(t *testing.T) {
 	nonce := bytes.Repeat([]byte{1}, 16)
 	tests := []struct {
@@ -30,6 +35,9 @@ func TestValidateRejects(t *testing.T) {
 		{"quote pcr out of range", &QuoteArgs{Nonce: nonce, PCRSelection: []int{24}}},
 		{"quote repeated pcr", &QuoteArgs{Nonce: nonce, PCRSelection: []int{1, 1}}},
 		{"quote negative offset", &QuoteArgs{Nonce: nonce, PCRSelection: []int{0}, LogOffsets: LogOffsets{IMA: -1}}},
+		{"redelivery wanted no host", &RedeliveryWantedArgs{LaunchID: testLaunch, InstanceID: testInstance}},
+		{"redelivery wanted launch not a uuid", &RedeliveryWantedArgs{Host: "h", LaunchID: "../x", InstanceID: testInstance}},
+		{"redelivery wanted upper-case instance", &RedeliveryWantedArgs{Host: "h", LaunchID: testLaunch, InstanceID: strings.ToUpper(testInstance)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +51,7 @@ func TestValidateRejects(t *testing.T) {
 		&ActivateCredentialArgs{Host: "compute-1", ChallengeID: "c", Secret: []byte{1}},
 		&MeasurementsChangedArgs{Host: "compute-1"},
 		&QuoteArgs{Nonce: nonce, PCRSelection: []int{0, 7, 10}},
+		&RedeliveryWantedArgs{Host: "compute-1", LaunchID: testLaunch, InstanceID: testInstance},
 	}
 	for _, v := range ok {
 		if err := v.Validate(); err != nil {

@@ -377,3 +377,31 @@ func (a *ForgetSecretArgs) Validate() error {
 	}
 	return wrap(errs)
 }
+
+// MethodRedeliveryWanted (1.4, cast on ServiceTopic, RedeliveryWantedArgs):
+// the agent saw the instance of a blob it keeps start (absent before, or
+// present when the agent started after a host reboot) and asks the service
+// to run a re-delivery. It is only a trigger: anyone on the bus can send
+// it, so the service acts only for a delivered launch recorded on that
+// host and instance, at most once per launch per interval, and runs the
+// same checks as for a tenant's request.
+const MethodRedeliveryWanted = "redelivery_wanted"
+
+// RedeliveryWantedArgs are redelivery_wanted's keyword arguments.
+type RedeliveryWantedArgs struct {
+	Host       string `json:"host"`
+	LaunchID   string `json:"launch_id"`
+	InstanceID string `json:"instance_id"`
+}
+
+// Validate checks shape.
+func (a *RedeliveryWantedArgs) Validate() error {
+	errs := nonNil(checkHost(a.Host))
+	if !IsUUID(a.LaunchID) {
+		errs = append(errs, errors.New("launch_id must be a UUID"))
+	}
+	if !IsUUID(a.InstanceID) {
+		errs = append(errs, errors.New("instance_id must be a UUID"))
+	}
+	return wrap(errs)
+}

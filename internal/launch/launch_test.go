@@ -258,6 +258,7 @@ func TestReceiptShape(t *testing.T) {
 		{"bad time", func(r *Receipt) { r.SealedAt = "yesterday" }},
 		{"launch id", func(r *Receipt) { r.LaunchID = "l1" }},
 		{"no issuer", func(r *Receipt) { r.Issuer = "" }},
+		{"unknown initiator", func(r *Receipt) { r.Initiator = "nova" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := deliveredReceipt()

@@ -46,6 +46,20 @@ const (
 	StateRedelivered = "redelivered"
 )
 
+// Who asked for a re-delivery (Receipt.Initiator, the launch history and
+// the re-delivery notifications).
+const (
+	// InitiatorUser: a user, through the API (`trustpool launch
+	// redeliver`).
+	InitiatorUser = "user"
+	// InitiatorAgent: the host's agent, which saw the instance start
+	// (redelivery_wanted).
+	InitiatorAgent = "agent"
+)
+
+// ValidInitiator reports whether s is an Initiator value or "".
+func ValidInitiator(s string) bool { return s == "" || s == InitiatorUser || s == InitiatorAgent }
+
 // Final reports whether state ends a launch.
 func Final(state string) bool {
 	return state == StateDelivered || state == StateRefused || state == StateFailed || state == StateRedelivered
@@ -90,9 +104,13 @@ type Receipt struct {
 	State           string `json:"state"`
 	// Reasons say why a launch was refused or failed (reason code, then
 	// ": " and detail).
-	Reasons  []string `json:"reasons"`
-	Issuer   string   `json:"issuer"`
-	IssuedAt string   `json:"issued_at"`
+	Reasons []string `json:"reasons"`
+	// Initiator says who asked for the re-delivery a receipt reports
+	// (InitiatorUser or InitiatorAgent); absent from the receipts of a
+	// first delivery.
+	Initiator string `json:"initiator,omitempty"`
+	Issuer    string `json:"issuer"`
+	IssuedAt  string `json:"issued_at"`
 }
 
 // HostID is Nova's hostId of host for a project: hex sha224(project_id +
@@ -142,6 +160,9 @@ func (r *Receipt) Validate() error {
 		if _, err := time.Parse(time.RFC3339Nano, v); err != nil {
 			errs = append(errs, fmt.Errorf("%s is not an RFC 3339 time", name))
 		}
+	}
+	if !ValidInitiator(r.Initiator) {
+		errs = append(errs, fmt.Errorf("initiator %q is not %s or %s", r.Initiator, InitiatorUser, InitiatorAgent))
 	}
 	if r.Issuer == "" {
 		errs = append(errs, errors.New("issuer is empty"))

@@ -187,6 +187,11 @@ type host struct {
 	openTPM tpm.Opener
 	// transportURL, when set, is the agent's own broker account.
 	transportURL string
+	// boots counts the host's (simulated) boots: the agent's boot id.
+	boots int
+	// redeliveryCheck is the agent's [launch] redelivery_check_interval
+	// (0: off, so that tests run `launch redeliver` themselves).
+	redeliveryCheck time.Duration
 }
 
 func (e *env) newHost(name string, v bootseed.Variant) *host {
@@ -255,6 +260,9 @@ func (e *env) startAgent(h *host) {
 		}
 	}
 	cfg.Launch.Injector, cfg.Launch.Directory = agent.InjectorDirectory, h.instances
+	cfg.Launch.RedeliveryCheckInterval = h.redeliveryCheck
+	bootID := fmt.Sprintf("%s-boot-%d", h.name, h.boots)
+	cfg.BootID = func() (string, error) { return bootID, nil }
 	cfg.OpenTPM = h.openTPM
 	cfg.Logger = logger(t, h.name)
 	a, err := agent.New(cfg)

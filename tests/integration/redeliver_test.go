@@ -36,6 +36,7 @@ func (lt *launchTest) reboot(h *host, v bootseed.Variant, instance string) {
 	h.sw.Stop(t)
 	h.sw.Start(t)
 	h.boot(t, v)
+	h.boots++
 	for _, f := range []string{launch.SecretFile, launch.ReceiptFile} {
 		if err := os.Remove(filepath.Join(h.instances, instance, f)); err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
@@ -77,17 +78,28 @@ func (lt *launchTest) redeliver(tn tenant, id string) (int, attestapi.LaunchEven
 // and once build A's version is retired (--force, host1 relies on it) the
 // host booted back into A is refused. Deleting the launch makes the host
 // drop the blob it kept.
+//
+// Asked for by the agent (host3, whose agent checks its kept blobs'
+// instances): after a reboot into the approved build nobody runs `launch
+// redeliver`, and the secret is back in the instance with a receipt of
+// state redelivered naming the agent as initiator (history and
+// notification too); after a reboot into a build no profile approves, the
+// agent's ask is refused (host_untrusted, initiator agent) and nothing is
+// injected.
 func TestLaunchRedeliver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
 	e := newEnv(t, 5*time.Second)
 	lt := &launchTest{t: t, e: e, hosts: map[string]*host{}, dir: t.TempDir()}
-	for _, n := range []string{"host1", "host2"} {
+	for _, n := range []string{"host1", "host2", "host3"} {
 		lt.hosts[n] = e.newHost(n, bootseed.BuildA())
 	}
+	// host3's agent asks for re-delivery by itself (the others leave it
+	// to `launch redeliver`).
+	lt.hosts["host3"].redeliveryCheck = time.Second
 	lt.start()
-	h1, h2 := lt.hosts["host1"], lt.hosts["host2"]
+	h1, h2, h3 := lt.hosts["host1"], lt.hosts["host2"], lt.hosts["host3"]
 	secret := []byte("the data volume's key, again after a reboot")
 	secretFile := filepath.Join(lt.dir, "secret")
 	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
@@ -268,6 +280,96 @@ func TestLaunchRedeliver(t *testing.T) {
 		}
 	})
 
+	// lastEvent returns the last history entry of a launch as `launch show`
+	// prints it, once it is in state (waiting for it).
+	lastEvent := func(lt *launchTest, id, state string) map[string]any {
+		t := lt.t
+		t.Helper()
+		var last map[string]any
+		waitFor(t, 90*time.Second, "launch "+id+" history ending in "+state, func() bool {
+			show := jsonOut[map[string]any](t, lt.cli.ok(append(slices.Clone(lt.a.cloud), "launch", "show", id, "-f", "json")...))
+			hist, _ := show["history"].([]any)
+			if len(hist) == 0 {
+				return false
+			}
+			last, _ = hist[len(hist)-1].(map[string]any)
+			return last["state"] == state
+		})
+		return last
+	}
+
+	var l4 launchRef
+	t.Run("host rebooted: its agent asks, redelivered without launch redeliver", func(t *testing.T) {
+		lt := lt.with(t)
+		l, inst := deliver(h3)
+		l4 = launchRef{l.ID, inst}
+		// The reboot wipes the instance's secret; nobody calls `launch
+		// redeliver`: the agent sees the instance at its first check after
+		// the reboot and asks.
+		lt.reboot(h3, bootseed.BuildA(), inst)
+		var got []byte
+		waitFor(t, 90*time.Second, "the secret back in the instance", func() bool {
+			s, r := h3.delivered(t, inst)
+			got = s
+			return s != nil && r != nil
+		})
+		if !bytes.Equal(got, secret) {
+			t.Fatalf("instance received %q, want the tenant's secret", got)
+		}
+		last := lastEvent(lt, l.ID, launch.StateRedelivered)
+		if last["initiator"] != launch.InitiatorAgent {
+			t.Errorf("last history entry %v, want initiator agent", last)
+		}
+		// The receipt in the instance is the new one: redelivered, naming
+		// the agent, and it verifies.
+		_, receipt := h3.delivered(t, inst)
+		var sr launch.SignedReceipt
+		var r launch.Receipt
+		if err := json.Unmarshal(receipt, &sr); err != nil || json.Unmarshal([]byte(sr.Receipt), &r) != nil {
+			t.Fatalf("receipt in the instance %q: %v", receipt, err)
+		}
+		if r.State != launch.StateRedelivered || r.Initiator != launch.InitiatorAgent {
+			t.Errorf("receipt in the instance: state %s, initiator %q; want redelivered by the agent", r.State, r.Initiator)
+		}
+		rf := filepath.Join(lt.dir, "agent-redelivered-receipt.json")
+		if err := os.WriteFile(rf, receipt, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		lt.cli.ok("launch", "verify", "--receipt-file", rf, "--public-key", lt.keyFile, "--server", inst, "--state", "redelivered")
+		if p := lt.events.wait(t, l.ID, attestrpc.EventLaunchRedelivered); p["initiator"] != launch.InitiatorAgent || p["host"] != "host3" {
+			t.Errorf("redelivered notification %v, want initiator agent", p)
+		}
+	})
+
+	t.Run("host rebooted into an unapproved state: the agent's ask is refused, nothing injected", func(t *testing.T) {
+		if l4.id == "" {
+			t.Skip("the previous subtest failed")
+		}
+		lt := lt.with(t)
+		l5, inst5 := deliver(h3)
+		// Build B is in no profile: the fresh attestation finds the host
+		// untrusted. (l4's ask comes within the service's
+		// redelivery_wanted_interval of the last one: dropped.)
+		lt.reboot(h3, bootseed.BuildB(), inst5)
+		last := lastEvent(lt, l5.ID, launch.StateRefused)
+		if last["initiator"] != launch.InitiatorAgent || !strings.HasPrefix(fmtReasons(last["reasons"]), "host_untrusted") {
+			t.Errorf("last history entry %v, want refused host_untrusted, initiator agent", last)
+		}
+		if s, r := h3.delivered(t, inst5); s != nil || r != nil {
+			t.Error("a refused re-delivery the agent asked for delivered something")
+		}
+		show := launchJSON(t, lt.cli.ok(append(slices.Clone(lt.a.cloud), "launch", "show", l5.ID, "-f", "json")...))
+		if show.State != launch.StateDelivered {
+			t.Errorf("launch after the refusal is %s, want still delivered", show.State)
+		}
+		if p := lt.events.wait(t, l5.ID, attestrpc.EventLaunchRefused); p["initiator"] != launch.InitiatorAgent || p["redelivery"] != true {
+			t.Errorf("refused notification %v, want initiator agent", p)
+		}
+		// host3 plays no part in what follows (build B gets approved
+		// there).
+		h3.stop()
+	})
+
 	// An upgrade rolled out with profile versions: the host reboots into
 	// build B, learned as a candidate version (re-delivery refused), then
 	// approved (redelivered: the blob sealed on build A unseals on B), then
@@ -339,6 +441,9 @@ func TestLaunchRedeliver(t *testing.T) {
 		t.Errorf("%d verdicts failed signature verification", e.verdicts.bad)
 	}
 }
+
+// launchRef names a delivered launch and its instance.
+type launchRef struct{ id, instance string }
 
 func fmtReasons(v any) string {
 	rs, _ := v.([]any)

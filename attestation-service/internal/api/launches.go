@@ -96,7 +96,8 @@ func (s *server) launchView(r *http.Request, l *store.Launch, hist []store.Launc
 		v.Host = l.Host
 	}
 	for _, e := range hist {
-		v.History = append(v.History, attestapi.LaunchEvent{At: e.At, State: e.State, Reasons: nonNilStrings(e.Reasons)})
+		v.History = append(v.History, attestapi.LaunchEvent{At: e.At, State: e.State, Reasons: nonNilStrings(e.Reasons),
+			Initiator: e.Initiator})
 	}
 	return v
 }
@@ -255,7 +256,8 @@ func (s *server) redeliverLaunch(w http.ResponseWriter, r *http.Request) error {
 	s.log.Info("launch redelivery", "request_id", requestID(r), "launch_id", l.ID, "project_id", l.ProjectID, "user_id", caller(r).UserID,
 		"state", rd.State)
 	writeJSON(w, http.StatusOK, attestapi.LaunchRedelivery{Launch: s.launchView(r, rd.Launch, hist),
-		Redelivery: attestapi.LaunchEvent{At: rd.Launch.UpdatedAt, State: rd.State, Reasons: nonNilStrings(rd.Reasons)}})
+		Redelivery: attestapi.LaunchEvent{At: rd.Launch.UpdatedAt, State: rd.State, Reasons: nonNilStrings(rd.Reasons),
+			Initiator: launch.InitiatorUser}})
 	return nil
 }
 

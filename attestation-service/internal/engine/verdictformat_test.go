@@ -58,7 +58,7 @@ func TestVerdictFormat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.eng.SetProfileVersionState(t.Context(), "sb", n, store.VersionCandidate, store.VersionApproved, nil); err != nil {
+		if err := h.eng.SetProfileVersionState(t.Context(), "sb", n, store.VersionCandidate, store.VersionApproved, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		h.pub.mu.Lock()

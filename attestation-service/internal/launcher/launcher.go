@@ -213,8 +213,12 @@ type Config struct {
 	// PolicyKey, when set, seals secrets under PolicyAuthorize by it and
 	// signs the approvals sent with them (see "Sealing").
 	PolicyKey *policykey.PrivateKey
-	Logger    *slog.Logger
-	Metrics   *metrics.Registry
+	// WantedInterval is the least time between two re-deliveries of one
+	// launch that agents ask for (redelivery_wanted; wanted.go; default
+	// DefaultWantedInterval). Users' requests are not limited by it.
+	WantedInterval time.Duration
+	Logger         *slog.Logger
+	Metrics        *metrics.Registry
 	// Observer, when set, receives the timing of every launch that ends.
 	Observer func(Timing)
 	Now      func() time.Time
@@ -233,6 +237,13 @@ type Launcher struct {
 
 	redeliverMu  sync.Mutex
 	redelivering map[string]bool
+	// wantedAt is when an agent's ask for a launch last ran (wanted.go);
+	// wantedSem bounds those re-deliveries running at once.
+	wantedAt  map[string]time.Time
+	wantedSem chan struct{}
+	wanted    *metrics.Counter
+	// stopping: Run is waiting for its goroutines (under redeliverMu).
+	stopping bool
 }
 
 type job struct {
@@ -259,6 +270,9 @@ func New(cfg Config) *Launcher {
 	if len(cfg.DefaultPCRs) == 0 {
 		cfg.DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 	}
+	if cfg.WantedInterval <= 0 {
+		cfg.WantedInterval = DefaultWantedInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -273,7 +287,10 @@ func New(cfg Config) *Launcher {
 	}
 	l := &Launcher{cfg: cfg, log: cfg.Logger, jobs: make(chan job, 1024),
 		outcomes: cfg.Metrics.NewCounter("trustpool_launches_total", "Trusted launches that ended, by state and reason code.", "state", "reason"),
-		phases:   map[string]*metrics.Histogram{}, redelivering: map[string]bool{}}
+		phases:   map[string]*metrics.Histogram{}, redelivering: map[string]bool{},
+		wantedAt: map[string]time.Time{}, wantedSem: make(chan struct{}, cfg.Concurrency),
+		wanted: cfg.Metrics.NewCounter("trustpool_launch_redelivery_wanted_total",
+			"Re-deliveries agents asked for (redelivery_wanted), by outcome: accepted, or why the ask was dropped.", "outcome")}
 	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 	for _, p := range []string{"bind", "attest", "seal", "rpc", "unseal", "inject", "total"} {
 		l.phases[p] = cfg.Metrics.NewHistogram("trustpool_launch_"+p+"_seconds", "Trusted launch phase "+p+" (delivered launches).", buckets)
@@ -412,6 +429,9 @@ func (l *Launcher) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			l.redeliverMu.Lock()
+			l.stopping = true
+			l.redeliverMu.Unlock()
 			l.wg.Wait()
 			return ctx.Err()
 		case <-t.C:
@@ -545,8 +565,11 @@ func nonNil(l []string) []string {
 }
 
 // receipt signs the launch's current receipt.
-func (l *Launcher) receipt(rec *store.Launch) ([]byte, error) {
-	r := &launch.Receipt{LaunchID: rec.ID, ProjectID: rec.ProjectID, InstanceID: rec.InstanceID, HostID: rec.HostID,
+func (l *Launcher) receipt(rec *store.Launch) ([]byte, error) { return l.receiptBy(rec, "") }
+
+// receiptBy is receipt naming who asked for a re-delivery.
+func (l *Launcher) receiptBy(rec *store.Launch, initiator string) ([]byte, error) {
+	r := &launch.Receipt{Initiator: initiator, LaunchID: rec.ID, ProjectID: rec.ProjectID, InstanceID: rec.InstanceID, HostID: rec.HostID,
 		Profile: rec.Profile, VerdictSeq: rec.VerdictSeq, EvidenceDigest: rec.EvidenceDigest, PCRPolicyDigest: rec.PCRPolicyDigest,
 		PCRs: rec.PCRs, VerifiedAt: launch.Time(rec.VerifiedAt), SealedAt: launch.Time(rec.SealedAt), DeliveredAt: launch.Time(rec.DeliveredAt),
 		State: rec.State, Reasons: rec.Reasons, Issuer: l.cfg.Issuer, IssuedAt: launch.Time(l.cfg.Now())}

@@ -25,8 +25,9 @@ import (
 // left behind, and Nova's API answering for another project.
 
 type notes struct {
-	mu     sync.Mutex
-	events []string
+	mu       sync.Mutex
+	events   []string
+	payloads []map[string]any
 }
 
 func (n *notes) Notify(_ context.Context, ev string, payload any) error {
@@ -34,6 +35,7 @@ func (n *notes) Notify(_ context.Context, ev string, payload any) error {
 	defer n.mu.Unlock()
 	p, _ := payload.(map[string]any)
 	n.events = append(n.events, ev+" "+p["launch_id"].(string))
+	n.payloads = append(n.payloads, p)
 	return nil
 }
 

@@ -59,10 +59,18 @@ type Redelivery struct {
 	Reasons []string
 }
 
-// Redeliver runs a re-delivery of a delivered launch. ErrNotDelivered,
-// ErrRedeliverOff and ErrBusy (a re-delivery of it is in progress) are
-// returned before anything is asked of the host.
+// Redeliver runs a re-delivery of a delivered launch that a user asked
+// for through the API. ErrNotDelivered, ErrRedeliverOff and ErrBusy (a
+// re-delivery of it is in progress) are returned before anything is asked
+// of the host.
 func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error) {
+	return l.redeliver(ctx, id, launch.InitiatorUser)
+}
+
+// redeliver is Redeliver for initiator (launch.InitiatorUser or
+// launch.InitiatorAgent), which the history entry, the receipt and the
+// notification name.
+func (l *Launcher) redeliver(ctx context.Context, id, initiator string) (*Redelivery, error) {
 	if !l.redeliveryStart(id) {
 		return nil, fmt.Errorf("%w: a re-delivery of launch %s is in progress", ErrBusy, id)
 	}
@@ -85,13 +93,13 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error
 			reason += ": " + detail
 		}
 		rec.State, rec.Reasons = event, []string{reason}
-		sr, err := l.receipt(rec)
+		sr, err := l.receiptBy(rec, initiator)
 		rec.State = from
 		if err != nil {
 			return nil, fmt.Errorf("sign re-delivery receipt: %w", err)
 		}
 		rec.Receipt = sr
-		if err := l.cfg.Store.RecordLaunchEvent(ctx, rec, from, event); err != nil {
+		if err := l.cfg.Store.RecordLaunchEvent(ctx, rec, from, event, initiator); err != nil {
 			return nil, err
 		}
 		l.outcomes.Inc("redelivery_"+event, code)
@@ -99,8 +107,9 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error
 		if event == launch.StateFailed {
 			ev = attestrpc.EventLaunchFailed
 		}
-		l.notify(ctx, ev, rec, event)
-		l.log.Warn("launch not redelivered", "launch_id", rec.ID, "host", rec.Host, "state", event, "reasons", rec.Reasons)
+		l.notify(ctx, ev, rec, event, initiator)
+		l.log.Warn("launch not redelivered", "launch_id", rec.ID, "host", rec.Host, "state", event, "reasons", rec.Reasons,
+			"initiator", initiator)
 		return &Redelivery{Launch: rec, State: event, Reasons: rec.Reasons}, nil
 	}
 	refuse := func(code, detail string) (*Redelivery, error) { return end(launch.StateRefused, code, detail) }
@@ -175,7 +184,7 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error
 			"dropped, or its state directory was lost)")
 	}
 	rec.State, rec.Reasons, rec.DeliveredAt = launch.StateRedelivered, nil, l.cfg.Now()
-	receipt, err := l.receipt(rec)
+	receipt, err := l.receiptBy(rec, initiator)
 	rec.State = from
 	if err != nil {
 		l.log.Error("cannot sign launch receipt", "launch_id", rec.ID, "error", err)
@@ -198,13 +207,13 @@ func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error
 		return end(launch.StateFailed, code, res.Detail)
 	}
 	rec.State, rec.Receipt = launch.StateRedelivered, receipt
-	if err := l.cfg.Store.TransitionLaunch(ctx, rec, from); err != nil {
+	if err := l.cfg.Store.TransitionLaunchBy(ctx, rec, from, initiator); err != nil {
 		return nil, err
 	}
 	l.outcomes.Inc(launch.StateRedelivered, "")
-	l.notify(ctx, attestrpc.EventLaunchRedelivered, rec, launch.StateRedelivered)
+	l.notify(ctx, attestrpc.EventLaunchRedelivered, rec, launch.StateRedelivered, initiator)
 	l.log.Info("launch redelivered", "launch_id", rec.ID, "project_id", rec.ProjectID, "instance_id", rec.InstanceID, "host", host,
-		"verdict_seq", rec.VerdictSeq)
+		"verdict_seq", rec.VerdictSeq, "initiator", initiator)
 	return &Redelivery{Launch: rec, State: launch.StateRedelivered, Reasons: []string{}}, nil
 }
 
@@ -233,11 +242,11 @@ func (l *Launcher) confirmOwner(ctx context.Context, rec *store.Launch, pres *at
 	return "", ""
 }
 
-// notify sends a launch event (payload as at the end of a launch, state
-// being the event's).
-func (l *Launcher) notify(ctx context.Context, ev string, rec *store.Launch, state string) {
+// notify sends a re-delivery event (payload as at the end of a launch,
+// state being the event's, plus redelivery and initiator).
+func (l *Launcher) notify(ctx context.Context, ev string, rec *store.Launch, state, initiator string) {
 	payload := map[string]any{"launch_id": rec.ID, "project_id": rec.ProjectID, "instance_id": rec.InstanceID, "host": rec.Host,
-		"profile": rec.Profile, "state": state, "reasons": nonNil(rec.Reasons), "redelivery": true}
+		"profile": rec.Profile, "state": state, "reasons": nonNil(rec.Reasons), "redelivery": true, "initiator": initiator}
 	if err := l.cfg.Notifier.Notify(ctx, ev, payload); err != nil {
 		l.log.Warn("cannot send notification", "event", ev, "error", err)
 	}

@@ -89,6 +89,15 @@ type LaunchEvent struct {
 	At      time.Time `json:"at"`
 	State   string    `json:"state"`
 	Reasons []string  `json:"reasons"`
+	// Initiator says who asked for a re-delivery (package launch's
+	// Initiator values); "" for the other events.
+	Initiator string `json:"initiator,omitempty"`
+}
+
+// launchInitiatorMigration is migration 8: re-delivery events say who
+// asked (a user through the API, or the host's agent).
+var launchInitiatorMigration = []string{
+	`ALTER TABLE launch_history ADD COLUMN initiator {name} NOT NULL DEFAULT ''`,
 }
 
 const launchCols = `id, project_id, user_id, state, profile, kid, sealed, nonce_digest, instance_id, host, host_id, not_after,
@@ -160,8 +169,15 @@ func (s *Store) CreateLaunch(ctx context.Context, l *Launch) error {
 }
 
 func addLaunchEvent(ctx context.Context, tx *sql.Tx, id string, e LaunchEvent) error {
-	_, err := tx.ExecContext(ctx, "INSERT INTO launch_history (launch_id, at, state, reasons) VALUES (?, ?, ?, ?)",
-		id, micros(e.At), e.State, encStrings(e.Reasons))
+	if e.Initiator == "" {
+		// The column's default (and the statement written before
+		// migration 8, which tests run at older schema versions).
+		_, err := tx.ExecContext(ctx, "INSERT INTO launch_history (launch_id, at, state, reasons) VALUES (?, ?, ?, ?)",
+			id, micros(e.At), e.State, encStrings(e.Reasons))
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "INSERT INTO launch_history (launch_id, at, state, reasons, initiator) VALUES (?, ?, ?, ?, ?)",
+		id, micros(e.At), e.State, encStrings(e.Reasons), e.Initiator)
 	return err
 }
 
@@ -235,17 +251,24 @@ func (s *Store) queryLaunches(ctx context.Context, q string, args ...any) ([]*La
 // and appends its new state (with l.Reasons) to the history; otherwise
 // it wraps ErrStateChanged (or ErrNotFound).
 func (s *Store) TransitionLaunch(ctx context.Context, l *Launch, from string) error {
-	return s.updateLaunch(ctx, l, from, l.State)
+	return s.updateLaunch(ctx, l, from, l.State, "")
+}
+
+// TransitionLaunchBy is TransitionLaunch with the history entry naming
+// who asked for the change (a re-delivery's initiator).
+func (s *Store) TransitionLaunchBy(ctx context.Context, l *Launch, from, initiator string) error {
+	return s.updateLaunch(ctx, l, from, l.State, initiator)
 }
 
 // RecordLaunchEvent writes l like TransitionLaunch but records event as
-// the history entry's state (with l.Reasons): an attempt that leaves the
-// launch in its state, such as a refused re-delivery of a delivered launch.
-func (s *Store) RecordLaunchEvent(ctx context.Context, l *Launch, from, event string) error {
-	return s.updateLaunch(ctx, l, from, event)
+// the history entry's state (with l.Reasons and initiator): an attempt
+// that leaves the launch in its state, such as a refused re-delivery of a
+// delivered launch.
+func (s *Store) RecordLaunchEvent(ctx context.Context, l *Launch, from, event, initiator string) error {
+	return s.updateLaunch(ctx, l, from, event, initiator)
 }
 
-func (s *Store) updateLaunch(ctx context.Context, l *Launch, from, event string) error {
+func (s *Store) updateLaunch(ctx context.Context, l *Launch, from, event, initiator string) error {
 	now := time.Now()
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE launches SET state = ?, profile = ?, kid = ?, sealed = ?, instance_id = ?, host = ?,
@@ -267,7 +290,7 @@ func (s *Store) updateLaunch(ctx context.Context, l *Launch, from, event string)
 			}
 			return fmt.Errorf("launch %q is %s, not %s: %w", l.ID, cur, from, ErrStateChanged)
 		}
-		return addLaunchEvent(ctx, tx, l.ID, LaunchEvent{At: now, State: event, Reasons: l.Reasons})
+		return addLaunchEvent(ctx, tx, l.ID, LaunchEvent{At: now, State: event, Reasons: l.Reasons, Initiator: initiator})
 	})
 	if err != nil {
 		return fmt.Errorf("update launch: %w", err)
@@ -278,7 +301,7 @@ func (s *Store) updateLaunch(ctx context.Context, l *Launch, from, event string)
 
 // LaunchHistory returns a launch's state changes, oldest first.
 func (s *Store) LaunchHistory(ctx context.Context, id string) ([]LaunchEvent, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT at, state, reasons FROM launch_history WHERE launch_id = ? ORDER BY id", id)
+	rows, err := s.db.QueryContext(ctx, "SELECT at, state, reasons, initiator FROM launch_history WHERE launch_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("launch history of %q: %w", id, err)
 	}
@@ -290,7 +313,7 @@ func (s *Store) LaunchHistory(ctx context.Context, id string) ([]LaunchEvent, er
 			at      int64
 			reasons string
 		)
-		if err := rows.Scan(&at, &e.State, &reasons); err != nil {
+		if err := rows.Scan(&at, &e.State, &reasons, &e.Initiator); err != nil {
 			return nil, fmt.Errorf("launch history of %q: %w", id, err)
 		}
 		e.At = fromMicros(at)

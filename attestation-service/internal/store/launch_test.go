@@ -74,10 +74,10 @@ func TestLaunches(t *testing.T) {
 		// records the attempt.
 		r := *got
 		r.Reasons = []string{"host_untrusted: x"}
-		if err := s.RecordLaunchEvent(ctx, &r, "delivered", "refused"); err != nil {
+		if err := s.RecordLaunchEvent(ctx, &r, "delivered", "refused", "agent"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RecordLaunchEvent(ctx, &r, "bound", "refused"); !errors.Is(err, store.ErrStateChanged) {
+		if err := s.RecordLaunchEvent(ctx, &r, "bound", "refused", "user"); !errors.Is(err, store.ErrStateChanged) {
 			t.Errorf("RecordLaunchEvent from a state the launch is not in = %v, want ErrStateChanged", err)
 		}
 		if got, err := s.GetLaunch(ctx, "l1"); err != nil || got.State != "delivered" || len(got.Reasons) != 1 {
@@ -89,10 +89,19 @@ func TestLaunches(t *testing.T) {
 		}
 		var states []string
 		for _, e := range hist {
-			states = append(states, e.State)
+			states = append(states, e.State+"/"+e.Initiator)
 		}
-		if diff := cmp.Diff([]string{"pending", "bound", "delivered", "refused"}, states); diff != "" {
-			t.Errorf("history states (-want +got):\n%s", diff)
+		if diff := cmp.Diff([]string{"pending/", "bound/", "delivered/", "refused/agent"}, states); diff != "" {
+			t.Errorf("history states/initiators (-want +got):\n%s", diff)
+		}
+		// A re-delivery names who asked for it.
+		rd := r
+		rd.State, rd.Reasons = "redelivered", nil
+		if err := s.TransitionLaunchBy(ctx, &rd, "delivered", "user"); err != nil {
+			t.Fatal(err)
+		}
+		if hist, err := s.LaunchHistory(ctx, "l1"); err != nil || hist[len(hist)-1].State != "redelivered" || hist[len(hist)-1].Initiator != "user" {
+			t.Errorf("history after TransitionLaunchBy: %+v, %v", hist, err)
 		}
 
 		// Listing: by project, newest first; all for "".
@@ -135,7 +144,7 @@ func TestLaunches(t *testing.T) {
 		if err := s.DeleteLaunch(ctx, "l1", "pending"); !errors.Is(err, store.ErrStateChanged) {
 			t.Errorf("DeleteLaunch(delivered, only pending) = %v, want ErrStateChanged", err)
 		}
-		if err := s.DeleteLaunch(ctx, "l1", "pending", "delivered"); err != nil {
+		if err := s.DeleteLaunch(ctx, "l1", "pending", "redelivered"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.GetLaunch(ctx, "l1"); !errors.Is(err, store.ErrNotFound) {

@@ -970,6 +970,8 @@ var migrations = []migration{
 	{sql: versionMigration, post: versionMigrationPost},
 	// 7: a canary version's fraction of hosts (versions.go).
 	{sql: canaryFractionMigration},
+	// 8: who asked for a re-delivery (launch.go).
+	{sql: launchInitiatorMigration},
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

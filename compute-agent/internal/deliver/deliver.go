@@ -62,7 +62,10 @@ type Config struct {
 	StateDir string
 	// Timeout bounds one delivery (default 60 s).
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// OnRedelivered, when set, is called with the launch id after a
+	// redeliver_secret delivered (the agent's re-delivery asks then stop).
+	OnRedelivered func(launchID string)
+	Logger        *slog.Logger
 }
 
 // Deliverer serves the launch methods.

@@ -34,6 +34,8 @@ type host struct {
 	root  string
 	state string
 	d     *deliver.Deliverer
+	// redelivered records OnRedelivered's calls.
+	redelivered []string
 }
 
 func newHost(t *testing.T) *host {
@@ -53,7 +55,8 @@ func newHost(t *testing.T) *host {
 
 func (h *host) restart(t *testing.T) *deliver.Deliverer {
 	t.Helper()
-	d, err := deliver.New(deliver.Config{TPM: h.tpm, Injector: &inject.Directory{Root: h.root}, StateDir: h.state})
+	d, err := deliver.New(deliver.Config{TPM: h.tpm, Injector: &inject.Directory{Root: h.root}, StateDir: h.state,
+		OnRedelivered: func(id string) { h.redelivered = append(h.redelivered, id) }})
 	if err != nil {
 		t.Fatal(err)
 	}

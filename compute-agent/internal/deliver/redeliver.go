@@ -159,6 +159,40 @@ func (d *Deliverer) ForgetSecret(a *attestrpc.ForgetSecretArgs) error {
 	return nil
 }
 
+// KeptBlob names one kept blob.
+type KeptBlob struct {
+	LaunchID, InstanceID string
+}
+
+// Kept lists the kept blobs (at most MaxKept), ignoring files that do not
+// decode as one.
+func (d *Deliverer) Kept() ([]KeptBlob, error) {
+	ents, err := os.ReadDir(filepath.Join(d.cfg.StateDir, keptDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kept blobs: %w", err)
+	}
+	var out []KeptBlob
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !attestrpc.IsUUID(id) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d.cfg.StateDir, keptDir, e.Name()))
+		if err != nil {
+			continue // dropped meanwhile
+		}
+		var k kept
+		if json.Unmarshal(b, &k) != nil || k.LaunchID != id || !attestrpc.IsUUID(k.InstanceID) {
+			continue
+		}
+		out = append(out, KeptBlob{LaunchID: id, InstanceID: k.InstanceID})
+	}
+	return out, nil
+}
+
 // Forget removes a launch's kept blob.
 func (d *Deliverer) Forget(launchID string) error {
 	err := os.Remove(d.keptPath(launchID))
@@ -235,6 +269,9 @@ func (d *Deliverer) RedeliverSecret(ctx context.Context, a *attestrpc.RedeliverS
 	}
 	res.Delivered = true
 	log.Info("secret redelivered", "injector", res.Injector, "bytes", n, "unseal_ms", res.UnsealMS, "inject_ms", res.InjectMS)
+	if d.cfg.OnRedelivered != nil {
+		d.cfg.OnRedelivered(a.LaunchID)
+	}
 	return res
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/trustpool/trustpool/compute-agent/internal/attester"
+	"github.com/trustpool/trustpool/compute-agent/internal/deliver"
 	"github.com/trustpool/trustpool/compute-agent/internal/inject"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/eventlog"
@@ -121,9 +122,18 @@ func TestRedeliver(t *testing.T) {
 	refused("nonce used by a forged request", request(forged.Nonce, key, good), attestrpc.ReasonRequestInvalid)
 	refused("another state approved", request(challenge(launchID), key, elsewhere), attestrpc.ReasonPCRNotApproved)
 
+	if len(h.redelivered) != 0 {
+		t.Errorf("OnRedelivered called for refused requests: %v", h.redelivered)
+	}
+	if got, err := h.d.Kept(); err != nil || len(got) != 1 || got[0] != (deliver.KeptBlob{LaunchID: launchID, InstanceID: instance}) {
+		t.Errorf("Kept = %v, %v; want the launch's blob", got, err)
+	}
 	ok := request(challenge(launchID), key, good)
 	if res := h.d.RedeliverSecret(ctx, ok); !res.Delivered {
 		t.Fatalf("RedeliverSecret = %+v", res)
+	}
+	if len(h.redelivered) != 1 || h.redelivered[0] != launchID {
+		t.Errorf("OnRedelivered calls %v, want the launch once", h.redelivered)
 	}
 	if got, err := os.ReadFile(secretFile); err != nil || !bytes.Equal(got, secret) {
 		t.Errorf("secret in the instance: %q, %v", got, err)

@@ -496,7 +496,7 @@ rollout() {
   echo "  what changed, in boot terms:"
   out=$(tp profile version diff build-a 1 2)
   echo "$out"
-  grep -q 'kernel digest changed' <<< "$out" || die "the diff does not show the kernel change"
+  grep -q 'kernel vmlinuz-6.1.0-13-amd64 → vmlinuz-6.1.0-17-amd64' <<< "$out" || die "the diff does not name the kernels"
   echo "  a canary: version 2 is accepted on compute-1 only (which still boots build-a, version 1)"
   tp profile version set-state build-a 2 canary --host compute-1 -c version -c state -c hosts
   tp profile version set-state build-a 2 approved -c version -c state

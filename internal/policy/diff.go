@@ -65,6 +65,13 @@ func Diff(a, b *Profile) []string {
 			out = append(out, word+" now checked")
 		case sameSet(va, vb):
 			out = append(out, word+" unchanged")
+		case k == eventlog.FactKernel && kernelsFromCmdline(a, b) != "":
+			// Profiles learned with the default facts pin the kernel's
+			// digest, not its path; the command line GRUB measured
+			// starts with that path, which names the version.
+			out = append(out, kernelsFromCmdline(a, b), word+" changed")
+		case k == eventlog.FactKernelCmdline && len(va) == 1 && len(vb) == 1 && cmdlineArgs(va[0]) == cmdlineArgs(vb[0]):
+			out = append(out, word+" unchanged apart from the kernel's path")
 		case len(va) == 1 && len(vb) == 1 && readable(va[0]) && readable(vb[0]):
 			out = append(out, fmt.Sprintf("%s %s → %s", word, shortPath(k, va[0]), shortPath(k, vb[0])))
 		default:
@@ -155,6 +162,37 @@ func sameSet(a, b []string) bool {
 	slices.Sort(x)
 	slices.Sort(y)
 	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}
+
+// cmdlineImage splits a measured kernel command line into the kernel
+// image GRUB names first ("/boot/vmlinuz-6.1.0-18-amd64 root=…") and the
+// rest; image is "" when the line does not start with a path.
+func cmdlineImage(c string) (image, args string) {
+	first, rest, _ := strings.Cut(c, " ")
+	if strings.HasPrefix(first, "/") || strings.HasPrefix(first, "(") {
+		return first, rest
+	}
+	return "", c
+}
+
+func cmdlineArgs(c string) string { _, args := cmdlineImage(c); return args }
+
+// kernelsFromCmdline is "kernel A → B" from the image paths at the start
+// of a's and b's single command lines, when neither profile pins the
+// kernel's path itself (that line says it) and the paths differ; else "".
+func kernelsFromCmdline(a, b *Profile) string {
+	_, pa := a.Facts[eventlog.FactKernelPath]
+	_, pb := b.Facts[eventlog.FactKernelPath]
+	ca, cb := a.Facts[eventlog.FactKernelCmdline], b.Facts[eventlog.FactKernelCmdline]
+	if pa && pb || len(ca) != 1 || len(cb) != 1 {
+		return ""
+	}
+	ia, _ := cmdlineImage(ca[0])
+	ib, _ := cmdlineImage(cb[0])
+	if ia == "" || ib == "" || ia == ib {
+		return ""
+	}
+	return fmt.Sprintf("kernel %s → %s", shortPath(eventlog.FactKernelPath, ia), shortPath(eventlog.FactKernelPath, ib))
 }
 
 // readable reports a value worth showing whole: short text, not a digest.

@@ -44,6 +44,28 @@ func TestDiff(t *testing.T) {
 			t.Errorf("Diff(a, a): %q", line)
 		}
 	}
+	// Profiles learned with the default facts have no kernel path: the
+	// kernel's name comes from the measured command line, which is
+	// otherwise unchanged.
+	cmdA := &policy.Profile{Facts: map[string][]string{"kernel": {hex("a")},
+		"kernel_cmdline": {"/boot/vmlinuz-6.1.0-18-amd64 root=/dev/sda1 ro"}}}
+	cmdB := &policy.Profile{Facts: map[string][]string{"kernel": {hex("c")},
+		"kernel_cmdline": {"/boot/vmlinuz-6.1.0-21-amd64 root=/dev/sda1 ro"}}}
+	cmdC := &policy.Profile{Facts: map[string][]string{"kernel": {hex("c")},
+		"kernel_cmdline": {"/boot/vmlinuz-6.1.0-21-amd64 root=/dev/sda1 ro quiet"}}}
+	for _, tc := range []struct {
+		a, b *policy.Profile
+		want []string
+	}{
+		{cmdA, cmdB, []string{"kernel vmlinuz-6.1.0-18-amd64 → vmlinuz-6.1.0-21-amd64", "kernel digest changed",
+			"cmdline unchanged apart from the kernel's path"}},
+		{cmdA, cmdC, []string{"kernel vmlinuz-6.1.0-18-amd64 → vmlinuz-6.1.0-21-amd64", "kernel digest changed", "cmdline changed"}},
+		{cmdB, cmdC, []string{"kernel digest unchanged", "cmdline changed"}},
+	} {
+		if d := cmp.Diff(tc.want, policy.Diff(tc.a, tc.b)); d != "" {
+			t.Errorf("Diff from the command line (-want +got):\n%s", d)
+		}
+	}
 	if got := policy.Diff(&policy.Profile{PCRs: a.PCRs}, &policy.Profile{PCRs: a.PCRs, IMA: a.IMA}); got[len(got)-1] != "IMA appraisal added (2 files allowed)" {
 		t.Errorf("Diff adding IMA = %q", got)
 	}

@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +16,9 @@ import (
 	"github.com/trustpool/trustpool/internal/attestapi"
 	"github.com/trustpool/trustpool/internal/attestclient"
 	"github.com/trustpool/trustpool/internal/attestrpc"
+	"github.com/trustpool/trustpool/internal/importblob"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
@@ -438,7 +441,7 @@ func (c *CLI) launchVerify() *cobra.Command {
 	var (
 		keyFiles                            []string
 		receiptFile, server, profile, state string
-		hostID                              string
+		hostID, policyKeyFile               string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify [ID] --public-key PEM",
@@ -447,7 +450,10 @@ func (c *CLI) launchVerify() *cobra.Command {
 			launch.ReceiptFile + " an instance received, offline) against the pinned verdict key(s): the\n" +
 			"Ed25519 signature over the exact receipt bytes, the receipt's shape, and that it is the launch,\n" +
 			"project (this token's, when online), instance (--server), hostId (--host-id), profile and state\n" +
-			"(--state; default delivered, or sealed for a receipt file) expected. Exits 1 when it does not.",
+			"(--state; default delivered, or sealed for a receipt file) expected. With --policy-key (the\n" +
+			"policy-signing key's PEM, from '" + Name + " key list --use policy' and checked with the operator),\n" +
+			"also that the secret is sealed under TPM2_PolicyAuthorize by that key: its TPM can unseal it only\n" +
+			"in PCR states that key approved. Exits 1 when it does not.",
 		Args: cobra.MaximumNArgs(1),
 	}
 	of := showFlags(cmd)
@@ -458,6 +464,7 @@ func (c *CLI) launchVerify() *cobra.Command {
 	f.StringVar(&hostID, "host-id", "", "the hostId the receipt must name")
 	f.StringVar(&profile, "profile", "", "the profile the receipt must name")
 	f.StringVar(&state, "state", "", "the state the receipt must have (default delivered; sealed with --receipt-file)")
+	f.StringVar(&policyKeyFile, "policy-key", "", "PEM file of the pinned policy-signing key the secret must be sealed under")
 	_ = cmd.MarkFlagRequired("public-key")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if (len(args) == 1) == (receiptFile != "") {
@@ -471,6 +478,16 @@ func (c *CLI) launchVerify() *cobra.Command {
 			return err
 		}
 		vf := verdict.NewVerifier(keys...)
+		var pk *policykey.PublicKey
+		if policyKeyFile != "" {
+			b, err := c.readInput(policyKeyFile)
+			if err != nil {
+				return err
+			}
+			if pk, err = policyKey(string(b)); err != nil {
+				return usagef("--policy-key %s: %w", policyKeyFile, err)
+			}
+		}
 		e := launch.Expect{InstanceID: server, Profile: profile, State: state, HostID: hostID}
 		var r *launch.Receipt
 		if receiptFile != "" {
@@ -510,19 +527,39 @@ func (c *CLI) launchVerify() *cobra.Command {
 				return err
 			}
 		}
+		if pk != nil {
+			if err := sealedUnder(r, pk); err != nil {
+				return err
+			}
+		}
 		return c.writeRecord(of, receiptRecord(r))
 	}
 	return cmd
+}
+
+// sealedUnder checks that r's secret is sealed under TPM2_PolicyAuthorize
+// by pk: the receipt names pk and its policy digest is pk's authorize
+// policy, computed here from the pinned key (not taken from the service).
+func sealedUnder(r *launch.Receipt, pk *policykey.PublicKey) error {
+	want, err := importblob.AuthorizePolicy(pk.TPMName())
+	if err != nil {
+		return fmt.Errorf("%w: policy digest of the pinned policy key: %w", ErrLaunch, err)
+	}
+	if r.PolicyKey != pk.KID() || r.PCRPolicyDigest != hex.EncodeToString(want) {
+		return fmt.Errorf("%w: the secret is not sealed under the pinned policy key %s (receipt: policy_key %q, pcr_policy_digest %q)",
+			ErrLaunch, pk.KID(), r.PolicyKey, r.PCRPolicyDigest)
+	}
+	return nil
 }
 
 func receiptRecord(r *launch.Receipt) output.Record {
 	return output.Record{
 		Fields: []output.Column{{Name: "signature"}, {Name: "launch_id"}, {Name: "state"}, {Name: "reasons"}, {Name: "project_id"},
 			{Name: "instance_id"}, {Name: "host_id"}, {Name: "profile"}, {Name: "verdict_seq"}, {Name: "evidence_digest"},
-			{Name: "pcrs"}, {Name: "pcr_policy_digest"}, {Name: "verified_at"}, {Name: "sealed_at"}, {Name: "delivered_at"},
+			{Name: "pcrs"}, {Name: "pcr_policy_digest"}, {Name: "policy_key"}, {Name: "verified_at"}, {Name: "sealed_at"}, {Name: "delivered_at"},
 			{Name: "issuer"}, {Name: "issued_at"}},
 		Values: []any{"valid", r.LaunchID, r.State, r.Reasons, r.ProjectID, r.InstanceID, r.HostID, r.Profile, r.VerdictSeq,
-			r.EvidenceDigest, r.PCRs, r.PCRPolicyDigest, r.VerifiedAt, r.SealedAt, r.DeliveredAt, r.Issuer, r.IssuedAt},
+			r.EvidenceDigest, r.PCRs, r.PCRPolicyDigest, r.PolicyKey, r.VerifiedAt, r.SealedAt, r.DeliveredAt, r.Issuer, r.IssuedAt},
 	}
 }
 

@@ -3,6 +3,7 @@ package commands_test
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -14,7 +15,9 @@ import (
 	"time"
 
 	"github.com/trustpool/trustpool/cli/commands"
+	"github.com/trustpool/trustpool/internal/importblob"
 	"github.com/trustpool/trustpool/internal/launch"
+	"github.com/trustpool/trustpool/internal/policykey"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
 
@@ -111,6 +114,72 @@ func TestLaunchVerifyReceiptFile(t *testing.T) {
 			!strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%s: exit %d %q, want 1 mentioning %q", tc.name, r.code, r.stderr, tc.want)
 		}
+	}
+}
+
+// TestLaunchVerifyPolicyKey: with --policy-key, a receipt verifies only
+// when it names that key and its policy digest is the key's authorize
+// policy (computed from the pinned PEM), not for another key or a secret
+// sealed to PCR values alone.
+func TestLaunchVerifyPolicyKey(t *testing.T) {
+	clearOS(t)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	s := verdict.NewSigner(priv)
+	pemBytes, _ := verdict.MarshalPublicKeyPEM(s.Public())
+	vkey := writeFile(t, "verdict.pem", pemBytes)
+	pk, err := policykey.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := policykey.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkFile := writeFile(t, "policy.pem", pk.Public().MarshalPEM())
+	otherFile := writeFile(t, "other-policy.pem", other.Public().MarshalPEM())
+	digest := func(p *policykey.PublicKey) string {
+		d, err := importblob.AuthorizePolicy(p.TPMName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hex.EncodeToString(d)
+	}
+	now := launch.Time(time.Now())
+	receipt := func(policyKey, policyDigest string) string {
+		rc := &launch.Receipt{LaunchID: "0b6d1c3e-8f2a-4c55-9d0e-6a7b8c9d0e1f", ProjectID: "p1", InstanceID: "178b0921-8f85-4257-88b6-2e743b5a975c",
+			HostID: launch.HostID("p1", "compute-1"), Profile: "baseline", VerdictSeq: 4, EvidenceDigest: strings.Repeat("a", 64),
+			PCRPolicyDigest: policyDigest, PolicyKey: policyKey, PCRs: []int{0, 7}, VerifiedAt: now, SealedAt: now, State: launch.StateSealed,
+			Issuer: "trustpool-attestation", IssuedAt: now}
+		sr, err := launch.SignReceipt(s, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(sr)
+		return writeFile(t, "receipt.json", b)
+	}
+	good := receipt(pk.Public().KID(), digest(pk.Public()))
+	r := runCLI(t, commands.Config{}, "launch", "verify", "--receipt-file", good, "--public-key", vkey, "--policy-key", pkFile, "-f", "json")
+	var out map[string]any
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || out["policy_key"] != pk.Public().KID() {
+		t.Fatalf("verify: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	for _, tc := range []struct {
+		name    string
+		receipt string
+		key     string
+	}{
+		{"another pinned key", good, otherFile},
+		{"sealed to PCR values alone", receipt("", strings.Repeat("b", 64)), pkFile},
+		{"names the key, another digest", receipt(pk.Public().KID(), strings.Repeat("b", 64)), pkFile},
+		{"the key's digest, names another", receipt(other.Public().KID(), digest(pk.Public())), pkFile},
+	} {
+		if r := runCLI(t, commands.Config{}, "launch", "verify", "--receipt-file", tc.receipt, "--public-key", vkey, "--policy-key", tc.key); r.code != commands.ExitError ||
+			!strings.Contains(r.stderr, "not sealed under the pinned policy key") {
+			t.Errorf("%s: exit %d %q, want 1 saying it is not sealed under the key", tc.name, r.code, r.stderr)
+		}
+	}
+	if r := runCLI(t, commands.Config{}, "launch", "verify", "--receipt-file", good, "--public-key", vkey, "--policy-key", vkey); r.code != commands.ExitUsage {
+		t.Errorf("--policy-key with a verdict key: exit %d %q, want a usage error", r.code, r.stderr)
 	}
 }
 

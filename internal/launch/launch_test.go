@@ -259,6 +259,8 @@ func TestReceiptShape(t *testing.T) {
 		{"launch id", func(r *Receipt) { r.LaunchID = "l1" }},
 		{"no issuer", func(r *Receipt) { r.Issuer = "" }},
 		{"unknown initiator", func(r *Receipt) { r.Initiator = "nova" }},
+		{"policy key not a key id", func(r *Receipt) { r.PolicyKey = "policy-key-1" }},
+		{"policy key without a digest", func(r *Receipt) { r.PolicyKey, r.State, r.PCRPolicyDigest = "0123456789abcdef", StateBound, "" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := deliveredReceipt()

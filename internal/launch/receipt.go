@@ -109,6 +109,11 @@ type Receipt struct {
 	// (InitiatorUser or InitiatorAgent); absent from the receipts of a
 	// first delivery.
 	Initiator string `json:"initiator,omitempty"`
+	// PolicyKey is the key id of the policy-signing key whose approvals
+	// the sealed secret needs (TPM2_PolicyAuthorize): pcr_policy_digest is
+	// that key's authorize policy. Absent when the secret is sealed to
+	// PCR values alone (PolicyPCR) or not sealed yet.
+	PolicyKey string `json:"policy_key,omitempty"`
 	Issuer    string `json:"issuer"`
 	IssuedAt  string `json:"issued_at"`
 }
@@ -163,6 +168,11 @@ func (r *Receipt) Validate() error {
 	}
 	if !ValidInitiator(r.Initiator) {
 		errs = append(errs, fmt.Errorf("initiator %q is not %s or %s", r.Initiator, InitiatorUser, InitiatorAgent))
+	}
+	if r.PolicyKey != "" {
+		if b, err := hex.DecodeString(r.PolicyKey); err != nil || len(b) != 8 || r.PCRPolicyDigest == "" {
+			errs = append(errs, errors.New("policy_key is not 16 hex digits naming the key of a pcr_policy_digest"))
+		}
 	}
 	if r.Issuer == "" {
 		errs = append(errs, errors.New("issuer is empty"))

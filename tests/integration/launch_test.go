@@ -446,6 +446,15 @@ func TestLaunch(t *testing.T) {
 		if want := authorizePolicyOf(t, pemText); rec["pcr_policy_digest"] != want {
 			t.Errorf("receipt pcr_policy_digest %v, want PolicyAuthorize by the policy-signing key %s", rec["pcr_policy_digest"], want)
 		}
+		// The tenant checks that with the CLI, pinning that key.
+		policyPEM := filepath.Join(lt.dir, "policy-key.pem")
+		if err := os.WriteFile(policyPEM, []byte(pemText), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if rec := jsonOut[map[string]any](t, lt.cli.ok(append(slices.Clone(lt.a.cloud), "launch", "verify", delivered.ID, "--public-key", lt.keyFile,
+			"--policy-key", policyPEM, "-f", "json")...)); rec["policy_key"] == "" || rec["policy_key"] == nil {
+			t.Errorf("receipt verified under the policy key names none: %v", rec)
+		}
 		// The receipt in the instance: the sealing's, verified offline.
 		rf := filepath.Join(lt.dir, "instance-receipt.json")
 		if err := os.WriteFile(rf, receipt, 0o600); err != nil {

@@ -187,6 +187,12 @@ func TestSealedToSignedPolicies(t *testing.T) {
 			if receipt.PCRPolicyDigest != hex.EncodeToString(want) {
 				t.Errorf("receipt pcr_policy_digest %s, want %x", receipt.PCRPolicyDigest, want)
 			}
+			// The receipt names the policy key exactly when the secret
+			// needs its approvals (an old agent's PolicyPCR blob does not).
+			wantKey := map[bool]string{true: key.Public().KID()}[tc.authorized]
+			if receipt.PolicyKey != wantKey {
+				t.Errorf("receipt policy_key %q, want %q", receipt.PolicyKey, wantKey)
+			}
 		})
 	}
 }

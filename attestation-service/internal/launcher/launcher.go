@@ -573,11 +573,27 @@ func (l *Launcher) receiptBy(rec *store.Launch, initiator string) ([]byte, error
 		Profile: rec.Profile, VerdictSeq: rec.VerdictSeq, EvidenceDigest: rec.EvidenceDigest, PCRPolicyDigest: rec.PCRPolicyDigest,
 		PCRs: rec.PCRs, VerifiedAt: launch.Time(rec.VerifiedAt), SealedAt: launch.Time(rec.SealedAt), DeliveredAt: launch.Time(rec.DeliveredAt),
 		State: rec.State, Reasons: rec.Reasons, Issuer: l.cfg.Issuer, IssuedAt: launch.Time(l.cfg.Now())}
+	r.PolicyKey = l.policyKeyOf(rec.PCRPolicyDigest)
 	sr, err := launch.SignReceipt(l.cfg.Signer, r)
 	if err != nil {
 		return nil, err
 	}
 	return json.Marshal(sr)
+}
+
+// policyKeyOf is the key id of the policy-signing key whose authorize
+// policy digest (hex) is, or "": a receipt names the key only when its
+// digest is provably that key's, so a tenant can check it offline.
+func (l *Launcher) policyKeyOf(digest string) string {
+	if l.cfg.PolicyKey == nil || digest == "" {
+		return ""
+	}
+	pub := l.cfg.PolicyKey.Public()
+	want, err := importblob.AuthorizePolicy(pub.TPMName())
+	if err != nil || hex.EncodeToString(want) != digest {
+		return ""
+	}
+	return pub.KID()
 }
 
 // process takes one launch from pending as far as it goes.

@@ -9,10 +9,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/trustpool/trustpool/internal/keyfile"
 )
 
 // KEM names accepted in configuration and on the command line.
@@ -51,6 +50,11 @@ var (
 	// ErrKEM: an unknown or unsupported KEM.
 	ErrKEM = errors.New("unsupported KEM")
 )
+
+// keyFile is the launch private key file: package keyfile's checks, this
+// package's errors. The block holds the KEM id (2 bytes, big endian) and
+// the serialized private key.
+var keyFile = keyfile.Format{PEMType: pemPrivate, NoKey: ErrNoKey, Unusable: ErrKeyFile}
 
 func kemByName(name string) (hpke.KEM, error) {
 	switch name {
@@ -161,30 +165,19 @@ func newPrivate(sk hpke.PrivateKey) *PrivateKey {
 // the public key. A file readable by others or not holding a launch key
 // wraps ErrKeyFile.
 func LoadKey(path string) (*PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s does not exist", ErrNoKey, path)
-	}
+	body, err := keyFile.Read(path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o, want 0600", ErrKeyFile, path, fi.Mode().Perm())
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != pemPrivate || len(blk.Bytes) < 3 {
+	defer clear(body)
+	if len(body) < 3 {
 		return nil, fmt.Errorf("%w: %s: no PEM %s block", ErrKeyFile, path, pemPrivate)
 	}
-	defer clear(blk.Bytes)
-	kem, err := kemByID(binary.BigEndian.Uint16(blk.Bytes))
+	kem, err := kemByID(binary.BigEndian.Uint16(body))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
-	sk, err := kem.NewPrivateKey(blk.Bytes[2:])
+	sk, err := kem.NewPrivateKey(body[2:])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
@@ -211,21 +204,8 @@ func CreateKey(path, kemName string) (*PrivateKey, error) {
 	body = append(body, raw...)
 	defer clear(body)
 	clear(raw)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create key directory: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	if err := pem.Encode(f, &pem.Block{Type: pemPrivate, Bytes: body}); err != nil {
-		_ = f.Close()
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	if err := keyFile.Create(path, body); err != nil {
+		return nil, err
 	}
 	return newPrivate(sk), nil
 }

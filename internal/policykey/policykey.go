@@ -28,15 +28,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/importblob"
+	"github.com/trustpool/trustpool/internal/keyfile"
 )
 
 // Algorithm names the key's algorithm for humans and GET /v1/keys.
@@ -51,6 +49,10 @@ var (
 	// ErrKeyFile: a key file exists but is unusable.
 	ErrKeyFile = errors.New("unusable policy-signing key file")
 )
+
+// keyFile is the key file: package keyfile's checks, this package's
+// errors.
+var keyFile = keyfile.Format{PEMType: pemPrivate, NoKey: ErrNoKey, Unusable: ErrKeyFile}
 
 // PrivateKey is the policy-signing key.
 type PrivateKey struct {
@@ -173,26 +175,12 @@ func GenerateKey() (*PrivateKey, error) {
 // LoadKey reads the key at path. A missing file wraps ErrNoKey; a file
 // readable by others or not holding a P-256 key wraps ErrKeyFile.
 func LoadKey(path string) (*PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s does not exist", ErrNoKey, path)
-	}
+	der, err := keyFile.Read(path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o, want 0600", ErrKeyFile, path, fi.Mode().Perm())
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != pemPrivate {
-		return nil, fmt.Errorf("%w: %s: no PEM %s block", ErrKeyFile, path, pemPrivate)
-	}
-	defer clear(blk.Bytes)
-	sk, err := x509.ParseECPrivateKey(blk.Bytes)
+	defer clear(der)
+	sk, err := x509.ParseECPrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
 	}
@@ -216,21 +204,8 @@ func CreateKey(path string) (*PrivateKey, error) {
 		return nil, fmt.Errorf("serialize policy-signing key: %w", err)
 	}
 	defer clear(der)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create key directory: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	if err := pem.Encode(f, &pem.Block{Type: pemPrivate, Bytes: der}); err != nil {
-		_ = f.Close()
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	if err := keyFile.Create(path, der); err != nil {
+		return nil, err
 	}
 	return k, nil
 }

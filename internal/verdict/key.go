@@ -10,9 +10,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+
+	"github.com/trustpool/trustpool/internal/keyfile"
 )
 
 // Key file errors.
@@ -22,6 +21,12 @@ var (
 	// ErrNoKey means the key file does not exist.
 	ErrNoKey = errors.New("no key file")
 )
+
+const pemPrivate = "PRIVATE KEY"
+
+// keyFile is the private key file: package keyfile's checks, this
+// package's errors.
+var keyFile = keyfile.Format{PEMType: pemPrivate, NoKey: ErrNoKey, Unusable: ErrKeyFile}
 
 // MarshalPublicKeyPEM encodes pub as a PEM "PUBLIC KEY" (PKIX) block, the
 // file shims pin.
@@ -53,10 +58,15 @@ func ParsePublicKeyPEM(b []byte) (ed25519.PublicKey, error) {
 // ParsePrivateKeyPEM decodes an Ed25519 PEM "PRIVATE KEY" (PKCS #8).
 func ParsePrivateKeyPEM(b []byte) (ed25519.PrivateKey, error) {
 	block, _ := pem.Decode(b)
-	if block == nil || block.Type != "PRIVATE KEY" {
+	if block == nil || block.Type != pemPrivate {
 		return nil, fmt.Errorf("%w: no PEM PRIVATE KEY block", ErrKeyFile)
 	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	return parsePrivateKey(block.Bytes)
+}
+
+// parsePrivateKey decodes an Ed25519 PKCS #8 private key.
+func parsePrivateKey(der []byte) (ed25519.PrivateKey, error) {
+	k, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
@@ -73,21 +83,12 @@ func ParsePrivateKeyPEM(b []byte) (ed25519.PrivateKey, error) {
 // new one. A file that is readable by others or does not hold an Ed25519
 // key wraps [ErrKeyFile].
 func LoadKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s does not exist", ErrNoKey, path)
-	}
+	der, err := keyFile.Read(path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o, want 0600", ErrKeyFile, path, fi.Mode().Perm())
-	}
-	k, err := ParsePrivateKeyPEM(b)
+	defer clear(der)
+	k, err := parsePrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -106,23 +107,9 @@ func CreateKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal private key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create key directory: %w", err)
-	}
-	// O_EXCL: an existing key (or one another process creates at the same
-	// time) is never overwritten.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		_ = f.Close()
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	defer clear(der)
+	if err := keyFile.Create(path, der); err != nil {
+		return nil, err
 	}
 	return priv, nil
 }

@@ -178,7 +178,9 @@ func TestMigratedProfilesKeepVerdicts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, stmt := range []string{"DROP TABLE profile_versions", "DELETE FROM schema_migrations WHERE version >= 6",
+			// Later migrations' changes go too, so that all re-run.
+			for _, stmt := range []string{"DROP TABLE profile_versions", "ALTER TABLE launch_history DROP COLUMN initiator",
+				"DELETE FROM schema_migrations WHERE version >= 6",
 				"INSERT INTO profiles (name, body, updated_at) VALUES ('gold', '" + gold + "', 1), ('other', '" + other + "', 1)"} {
 				if _, err := db.ExecContext(ctx, stmt); err != nil {
 					t.Fatalf("%s: %v", stmt, err)

@@ -250,7 +250,7 @@ func (c *CLI) profileCreate() *cobra.Command {
 }
 
 func (c *CLI) profileUpdate() *cobra.Command {
-	return c.profileWrite("update", "Replace an existing profile's reference values; hosts are appraised again",
+	return c.profileWrite("update", "Replace an existing profile's reference values as a new approved version that retires the latest one; hosts are appraised again",
 		(*attestclient.Client).ReplaceProfile)
 }
 

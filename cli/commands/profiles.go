@@ -89,12 +89,29 @@ func profileRecord(pb attestapi.ProfileBody) output.Record {
 		r.Fields = append(r.Fields, output.Column{Name: "updated_at"})
 		r.Values = append(r.Values, pb.UpdatedAt)
 	}
+	addWriteVersions(&r, pb.Version, pb.RetiredVersion, pb.Unchanged)
 	return r
+}
+
+// addWriteVersions adds to the record of a profile write the approved
+// version now holding it, the version the write retired (empty: none),
+// and whether nothing changed. Version 0: not a write's answer.
+func addWriteVersions(r *output.Record, version, retired int, unchanged bool) {
+	if version == 0 {
+		return
+	}
+	var ret any
+	if retired != 0 {
+		ret = retired
+	}
+	r.Fields = append(r.Fields, output.Column{Name: "version"}, output.Column{Name: "retired_version"}, output.Column{Name: "unchanged"})
+	r.Values = append(r.Values, version, ret, unchanged)
 }
 
 // learnedRecord is a learned profile with what was pinned for its facts.
 func learnedRecord(l attestapi.Learned) output.Record {
-	r := profileRecord(attestapi.ProfileBody{Profile: l.Profile, UpdatedAt: l.UpdatedAt})
+	r := profileRecord(attestapi.ProfileBody{Profile: l.Profile, UpdatedAt: l.UpdatedAt,
+		Version: l.Version, RetiredVersion: l.RetiredVersion, Unchanged: l.Unchanged})
 	r.Fields = append(r.Fields, output.Column{Name: "fact_pcrs"}, output.Column{Name: "added_pcrs"})
 	r.Values = append(r.Values, l.FactPCRs, output.Formatted{Text: joinInts(l.AddedPCRs), Value: l.AddedPCRs})
 	if len(l.Warnings) > 0 {
@@ -233,7 +250,7 @@ func (c *CLI) profileCreate() *cobra.Command {
 }
 
 func (c *CLI) profileUpdate() *cobra.Command {
-	return c.profileWrite("update", "Replace an existing profile's reference values; hosts are appraised again",
+	return c.profileWrite("update", "Replace an existing profile's reference values as a new approved version that retires the latest one; hosts are appraised again",
 		(*attestclient.Client).ReplaceProfile)
 }
 
@@ -358,13 +375,24 @@ func (c *CLI) importFile(ctx context.Context, file string, of *outputFlags) erro
 	if err != nil {
 		return err
 	}
-	names, err := cl.ImportProfiles(ctx, b)
+	im, err := cl.ImportProfiles(ctx, b)
 	if err != nil {
 		return err
 	}
-	l := output.List{Columns: []output.Column{{Name: "Imported"}}}
-	for _, n := range names {
-		l.Rows = append(l.Rows, []any{n})
+	l := output.List{Columns: []output.Column{{Name: "Imported"}, {Name: "Version"}, {Name: "Retired Version"}, {Name: "Change"}}}
+	for _, p := range im.Profiles {
+		change := "replaced"
+		switch {
+		case p.Created:
+			change = "created"
+		case p.Unchanged:
+			change = "unchanged"
+		}
+		var retired any
+		if p.RetiredVersion != 0 {
+			retired = p.RetiredVersion
+		}
+		l.Rows = append(l.Rows, []any{p.Name, p.Version, retired, change})
 	}
 	return c.writeList(of, l)
 }

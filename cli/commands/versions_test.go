@@ -82,3 +82,53 @@ func TestSetStateFraction(t *testing.T) {
 		t.Errorf("a usage error sent a request: %s", got)
 	}
 }
+
+// TestProfileWriteShowsVersions: profile update shows the version it
+// created and the one it retired, or that nothing changed; profile
+// import lists, per profile, the version holding it and what changed.
+func TestProfileWriteShowsVersions(t *testing.T) {
+	asAdmin(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodPut && r.URL.Path == "/v1/profiles/gold":
+			var p attestapi.Profile
+			if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+				t.Error(err)
+			}
+			out := attestapi.ProfileBody{Profile: p, Version: 4, RetiredVersion: 3}
+			if len(p.Facts["secure_boot"]) == 1 && p.Facts["secure_boot"][0] == "enabled" {
+				out = attestapi.ProfileBody{Profile: p, Version: 3, Unchanged: true}
+			}
+			_ = json.NewEncoder(w).Encode(out)
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/profiles/import":
+			_ = json.NewEncoder(w).Encode(attestapi.Imported{Imported: []string{"gold", "new", "same"}, Profiles: []attestapi.ImportedProfile{
+				{Name: "gold", Version: 5, RetiredVersion: 4}, {Name: "new", Version: 1, Created: true}, {Name: "same", Version: 2, Unchanged: true}}})
+		default:
+			envelope(w, http.StatusNotFound, "no such resource")
+		}
+	}))
+	defer srv.Close()
+	base := []string{"--os-attestation-url", srv.URL}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"profile", "update", "gold", "--fact", "secure_boot=disabled", "-f", "value", "-c", "version", "-c", "retired_version", "-c", "unchanged"},
+			"4\n3\nFalse\n"},
+		{[]string{"profile", "update", "gold", "--fact", "secure_boot=enabled", "-f", "value", "-c", "version", "-c", "retired_version", "-c", "unchanged"},
+			"3\n\nTrue\n"},
+		{[]string{"profile", "update", "gold", "--fact", "secure_boot=disabled", "-f", "json", "-c", "version", "-c", "retired_version"},
+			"{\n    \"version\": 4,\n    \"retired_version\": 3\n}\n"},
+		{[]string{"profile", "import", "-", "-f", "value"}, "gold 5 4 replaced\nnew 1  created\nsame 2  unchanged\n"},
+	} {
+		r := runCLI(t, commands.Config{Stdin: strings.NewReader("[[profile]]\nname = \"gold\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n")},
+			append(base, tc.args...)...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", tc.args, r.code, r.stderr)
+		}
+		if r.stdout != tc.want {
+			t.Errorf("%v: output %q, want %q", tc.args, r.stdout, tc.want)
+		}
+	}
+}

@@ -413,6 +413,16 @@ type ProfileBody struct {
 	Profile Profile `json:"profile"`
 	// UpdatedAt is when the profile was last stored.
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	// Version, in the answer of a create or update, is the approved
+	// version now holding the document: the one the write created, or,
+	// when the document was unchanged, the latest approved one (0 in
+	// other answers).
+	Version int `json:"version,omitempty"`
+	// RetiredVersion is the version an update replaced and retired.
+	RetiredVersion int `json:"retired_version,omitempty"`
+	// Unchanged: the update's document equals the stored one; no
+	// version was created.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // ProfileList is GET /v1/profiles.
@@ -423,6 +433,21 @@ type ProfileList struct {
 // Imported is the answer to POST /v1/profiles/import.
 type Imported struct {
 	Imported []string `json:"imported"`
+	// Profiles says, in file order, what the import did to each
+	// profile's versions.
+	Profiles []ImportedProfile `json:"profiles"`
+}
+
+// ImportedProfile is what an import did to one profile: Version is the
+// approved version now holding its document (1 for a new profile, a new
+// version for a changed one, the latest approved one when Unchanged) and
+// RetiredVersion the version a changed profile's update retired.
+type ImportedProfile struct {
+	Name           string `json:"name"`
+	Version        int    `json:"version"`
+	RetiredVersion int    `json:"retired_version,omitempty"`
+	Created        bool   `json:"created,omitempty"`
+	Unchanged      bool   `json:"unchanged,omitempty"`
 }
 
 // Learn is the body of POST /v1/profiles/learn: build profile Name from
@@ -478,8 +503,13 @@ type Learned struct {
 	// Warnings name learned facts that are not trustworthy because the
 	// PCRs they are read from are not pinned (SkipFactPCRs).
 	Warnings []string `json:"warnings,omitempty"`
-	// Version is the candidate version stored (Learn.NewVersion), else 0.
+	// Version is the candidate version stored (Learn.NewVersion), else
+	// the approved version now holding the profile (as in ProfileBody).
 	Version int `json:"version,omitempty"`
+	// RetiredVersion is the version a merge replaced and retired.
+	RetiredVersion int `json:"retired_version,omitempty"`
+	// Unchanged: the merge added nothing; no version was created.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // Profile version states.

@@ -357,11 +357,11 @@ func (c *Client) ExportProfiles(ctx context.Context) ([]byte, error) {
 
 // ImportProfiles creates or replaces every profile of a TOML profile file;
 // the service validates the whole file before storing any.
-func (c *Client) ImportProfiles(ctx context.Context, toml []byte) ([]string, error) {
+func (c *Client) ImportProfiles(ctx context.Context, toml []byte) (attestapi.Imported, error) {
 	var out attestapi.Imported
 	err := c.do(ctx, request{method: http.MethodPost, path: attestapi.PathProfilesImport, body: toml,
 		contentType: attestapi.MediaTOML, out: &out})
-	return out.Imported, err
+	return out, err
 }
 
 // LearnProfile builds a profile from a host's last verified evidence.

@@ -122,9 +122,11 @@ const (
 	EventBrakeEngaged  = "trustpool.revocation.brake_engaged"
 	EventBrakeReleased = "trustpool.revocation.brake_released"
 	// EventProfileVersionCreated: a profile version was stored (a
-	// candidate; payload: profile, version, state, source).
+	// candidate, or approved when written through the flat profile API;
+	// payload: profile, version, state, source).
 	// EventProfileVersionStateChanged: a version's rollout state changed
-	// (payload: profile, version, from, state, hosts).
+	// (payload: profile, version, from, state, hosts, fraction), also
+	// when a flat profile update retires the version it replaces.
 	EventProfileVersionCreated      = "trustpool.profile.version_created"
 	EventProfileVersionStateChanged = "trustpool.profile.version_state_changed"
 )

@@ -296,13 +296,25 @@ func TestCLI(t *testing.T) {
 		t.Errorf("host history = %v", hist)
 	}
 	c.ok(as(admin, "profile", "create", "spare", "--fact", "secure_boot=enabled", "--description", "for the test")...)
-	c.ok(as(admin, "profile", "update", "spare", "--fact", "secure_boot=enabled", "--fact", "secure_boot=disabled")...)
+	// An update is a new approved version retiring the one it replaces;
+	// the same document again changes nothing.
+	if out := c.ok(as(admin, "profile", "update", "spare", "--fact", "secure_boot=enabled", "--fact", "secure_boot=disabled",
+		"-f", "value", "-c", "version", "-c", "retired_version")...); out != "2\n1\n" {
+		t.Errorf("profile update -c version -c retired_version = %q, want 2 and 1", out)
+	}
+	if out := c.ok(as(admin, "profile", "update", "spare", "--fact", "secure_boot=enabled", "--fact", "secure_boot=disabled",
+		"-f", "value", "-c", "version", "-c", "unchanged")...); out != "2\nTrue\n" {
+		t.Errorf("profile update with the same values -c version -c unchanged = %q, want 2 and True", out)
+	}
+	if out := c.ok(as(admin, "profile", "version", "list", "spare", "-f", "value", "-c", "Version", "-c", "State")...); out != "1 retired\n2 approved\n" {
+		t.Errorf("profile version list after an update = %q", out)
+	}
 	if out := c.ok(as(admin, "profile", "show", "spare", "-f", "yaml", "-c", "facts")...); out != "facts:\n  secure_boot:\n  - enabled\n  - disabled\n" {
 		t.Errorf("profile show -f yaml = %q", out)
 	}
 	exportFile := filepath.Join(dir, "profiles.toml")
 	c.ok(as(admin, "profile", "export", "--file", exportFile)...)
-	if out := c.ok(as(admin, "profile", "import", exportFile, "-f", "value")...); out != "golden\nspare\n" {
+	if out := c.ok(as(admin, "profile", "import", exportFile, "-f", "value", "-c", "Imported", "-c", "Version", "-c", "Change")...); out != "golden 1 unchanged\nspare 2 unchanged\n" {
 		t.Errorf("profile import = %q", out)
 	}
 	if out := c.ok(as(admin, "profile", "list", "-f", "value", "-c", "Name", "-c", "IMA")...); out != "golden False\nspare False\n" {

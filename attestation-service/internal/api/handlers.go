@@ -272,14 +272,14 @@ func fromDoc(d attestapi.Profile) (*policy.Profile, error) {
 // writeLearned answers learn: the profile just stored (p: the learned one,
 // or the one it was merged into), when, and what Learn pinned for the
 // facts.
-func (s *server) writeLearned(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile, l *policy.Learned) error {
+func (s *server) writeLearned(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile, l *policy.Learned, fw store.FlatWrite) error {
 	sp, err := s.cfg.Store.GetProfile(r.Context(), p.Name)
 	if err != nil {
 		return err
 	}
 	at := sp.UpdatedAt
 	out := attestapi.Learned{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at, FactPCRs: map[string][]string{},
-		AddedPCRs: []int{}, Warnings: l.Warnings}
+		AddedPCRs: []int{}, Warnings: l.Warnings, Version: fw.Version, RetiredVersion: fw.Retired, Unchanged: !fw.Changed}
 	for pcr, facts := range l.FactPCRs {
 		out.FactPCRs[strconv.Itoa(pcr)] = facts
 	}
@@ -288,15 +288,29 @@ func (s *server) writeLearned(w http.ResponseWriter, r *http.Request, code int, 
 	return nil
 }
 
-// writeStored answers with a profile just stored, and when it was stored.
-func (s *server) writeStored(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile) error {
+// writeStored answers with a profile just stored, when it was stored and
+// the versions the write made and retired.
+func (s *server) writeStored(w http.ResponseWriter, r *http.Request, code int, p *policy.Profile, fw store.FlatWrite) error {
 	sp, err := s.cfg.Store.GetProfile(r.Context(), p.Name)
 	if err != nil {
 		return err
 	}
 	at := sp.UpdatedAt
-	writeJSON(w, code, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at})
+	writeJSON(w, code, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at,
+		Version: fw.Version, RetiredVersion: fw.Retired, Unchanged: !fw.Changed})
 	return nil
+}
+
+// flatDetail is the audit detail of a flat profile write: the version it
+// made and the one it retired.
+func flatDetail(fw store.FlatWrite) string {
+	switch {
+	case !fw.Changed:
+		return fmt.Sprintf("unchanged; version=%d", fw.Version)
+	case fw.Retired != 0:
+		return fmt.Sprintf("version=%d state=approved; retired version %d", fw.Version, fw.Retired)
+	}
+	return fmt.Sprintf("version=%d state=approved", fw.Version)
 }
 
 func nonNil(l []string) []string {
@@ -399,15 +413,15 @@ func (s *server) putProfile(w http.ResponseWriter, r *http.Request, action, name
 		if err != nil {
 			return "", err
 		}
-		if err := s.cfg.Store.PutProfile(r.Context(), sp, mode); err != nil {
+		fw, err := s.cfg.Engine.PutProfile(r.Context(), sp, mode)
+		if err != nil {
 			return "", err
 		}
-		s.cfg.Engine.TriggerAll(r.Context())
 		code := http.StatusOK
 		if mode == store.Create {
 			code = http.StatusCreated
 		}
-		return "", s.writeStored(w, r, code, p)
+		return flatDetail(fw), s.writeStored(w, r, code, p, fw)
 	})
 }
 
@@ -508,20 +522,28 @@ func (s *server) importProfiles(w http.ResponseWriter, r *http.Request) error {
 				}
 			}
 		}
-		var names []string
+		var (
+			names   []string
+			details []string
+		)
+		out := attestapi.Imported{Profiles: []attestapi.ImportedProfile{}}
 		for _, p := range ps {
 			sp, err := storeProfile(p)
 			if err != nil {
 				return "", err
 			}
-			if err := s.cfg.Store.PutProfile(r.Context(), sp, store.Upsert); err != nil {
+			fw, err := s.cfg.Engine.PutProfile(r.Context(), sp, store.Upsert)
+			if err != nil {
 				return "", err
 			}
 			names = append(names, p.Name)
+			details = append(details, p.Name+": "+flatDetail(fw))
+			out.Profiles = append(out.Profiles, attestapi.ImportedProfile{Name: p.Name, Version: fw.Version, RetiredVersion: fw.Retired,
+				Created: fw.Created, Unchanged: !fw.Changed})
 		}
-		s.cfg.Engine.TriggerAll(r.Context())
-		writeJSON(w, http.StatusOK, attestapi.Imported{Imported: nonNil(names)})
-		return "profiles=" + strings.Join(names, ","), nil
+		out.Imported = nonNil(names)
+		writeJSON(w, http.StatusOK, out)
+		return "profiles=" + strings.Join(names, ",") + " (" + strings.Join(details, "; ") + ")", nil
 	})
 }
 
@@ -585,15 +607,15 @@ func (s *server) learnProfile(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return "", err
 		}
-		if err := s.cfg.Store.PutProfile(r.Context(), sp, mode); err != nil {
+		fw, err := s.cfg.Engine.PutProfile(r.Context(), sp, mode)
+		if err != nil {
 			return "", err
 		}
-		s.cfg.Engine.TriggerAll(r.Context())
 		code := http.StatusCreated
 		if mode == store.Replace {
 			code = http.StatusOK
 		}
-		return "learned from " + source, s.writeLearned(w, r, code, p, learned)
+		return "learned from " + source + "; " + flatDetail(fw), s.writeLearned(w, r, code, p, learned, fw)
 	})
 }
 

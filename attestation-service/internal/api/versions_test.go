@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -199,5 +200,118 @@ func TestVersionStateForce(t *testing.T) {
 	recs, err := f.st.Audit(ctx, 1)
 	if err != nil || len(recs) != 1 || !strings.Contains(recs[0].Detail, "forced; hosts relying on it: compute-1") {
 		t.Errorf("audit of the forced change = %+v, %v", recs, err)
+	}
+}
+
+// TestFlatUpdateNewVersion: a flat update (PUT), an import replacing a
+// profile and learn with merge each store a new approved version, retire
+// the version they replace and name both in the answer and the audit;
+// writing the same document again changes nothing; an approved version of
+// a rollout in progress stays approved.
+func TestFlatUpdateNewVersion(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	f.learnable(t, "golden-host")
+	doc := func(pcr0 string) string {
+		return `{"name": "golden", "pcrs": {"0": ["` + strings.Repeat(pcr0, 64) + `"]}}`
+	}
+	states := func() map[float64]string {
+		t.Helper()
+		code, body, _ := f.do(t, "GET", "/v1/profiles/golden/versions", f.admin, "")
+		if code != http.StatusOK {
+			t.Fatalf("list versions = %d %v", code, body)
+		}
+		out := map[float64]string{}
+		for _, v := range body["versions"].([]any) {
+			m := v.(map[string]any)
+			out[m["version"].(float64)] = m["state"].(string)
+		}
+		return out
+	}
+	write := func(step, method, path, body string, wantCode int, want map[string]any) {
+		t.Helper()
+		code, got, _ := f.do(t, method, path, f.admin, body)
+		if code != wantCode {
+			t.Fatalf("%s: %s %s = %d %v, want %d", step, method, path, code, got, wantCode)
+		}
+		for k, v := range want {
+			if !cmp.Equal(got[k], v) {
+				t.Errorf("%s: %q = %v, want %v (answer %v)", step, k, got[k], v, got)
+			}
+		}
+		for _, k := range []string{"version", "retired_version", "unchanged"} {
+			if _, ok := want[k]; !ok && got[k] != nil {
+				t.Errorf("%s: %q = %v, want it absent", step, k, got[k])
+			}
+		}
+	}
+	write("create", "POST", "/v1/profiles", doc("1"), http.StatusCreated, map[string]any{"version": 1.0})
+	write("same document", "PUT", "/v1/profiles/golden", doc("1"), http.StatusOK, map[string]any{"version": 1.0, "unchanged": true})
+	if got := states(); !cmp.Equal(got, map[float64]string{1: "approved"}) {
+		t.Errorf("versions after the same document = %v", got)
+	}
+	write("update", "PUT", "/v1/profiles/golden", doc("2"), http.StatusOK, map[string]any{"version": 2.0, "retired_version": 1.0})
+	if got := states(); !cmp.Equal(got, map[float64]string{1: "retired", 2: "approved"}) {
+		t.Errorf("versions after an update = %v", got)
+	}
+	// The version the update replaced keeps its values.
+	if _, body, _ := f.do(t, "GET", "/v1/profiles/golden/versions/1", f.admin, ""); !strings.Contains(mustJSON(t, body), strings.Repeat("1", 64)) {
+		t.Errorf("version 1 after an update = %v, want its own values", body)
+	}
+	if _, body, _ := f.do(t, "GET", "/v1/profiles/golden", f.admin, ""); !strings.Contains(mustJSON(t, body), strings.Repeat("2", 64)) {
+		t.Errorf("flat profile after an update = %v, want the new values", body)
+	}
+
+	// A rollout in progress: version 3 approved next to 2. An update
+	// replaces the latest (3); 2 stays approved.
+	write("add version 3", "POST", "/v1/profiles/golden/versions", doc("3"), http.StatusCreated, map[string]any{"version": 3.0})
+	write("approve version 3", "POST", "/v1/profiles/golden/versions/3/state", `{"state": "approved"}`, http.StatusOK, map[string]any{"version": 3.0})
+	toml := "[[profile]]\nname = \"golden\"\n[profile.pcrs]\n0 = [\"" + strings.Repeat("4", 64) + "\"]\n\n" +
+		"[[profile]]\nname = \"silver\"\n[profile.facts]\nsecure_boot = [\"enabled\"]\n"
+	code, body, _ := f.do(t, "POST", "/v1/profiles/import", f.admin, toml)
+	wantImport := []any{map[string]any{"name": "golden", "version": 4.0, "retired_version": 3.0},
+		map[string]any{"name": "silver", "version": 1.0, "created": true}}
+	if code != http.StatusOK || !cmp.Equal(body["profiles"], wantImport) {
+		t.Errorf("import = %d %v, want profiles %v", code, body, wantImport)
+	}
+	if got := states(); !cmp.Equal(got, map[float64]string{1: "retired", 2: "approved", 3: "retired", 4: "approved"}) {
+		t.Errorf("versions after an import = %v", got)
+	}
+	code, body, _ = f.do(t, "POST", "/v1/profiles/import", f.admin, toml)
+	wantImport = []any{map[string]any{"name": "golden", "version": 4.0, "unchanged": true},
+		map[string]any{"name": "silver", "version": 1.0, "unchanged": true}}
+	if code != http.StatusOK || !cmp.Equal(body["profiles"], wantImport) {
+		t.Errorf("import of the same file = %d %v, want profiles %v", code, body, wantImport)
+	}
+
+	// learn with merge writes through the same path.
+	write("learn merge", "POST", "/v1/profiles/learn", `{"host": "golden-host", "name": "golden", "merge": true, "pcrs": [4]}`, http.StatusOK,
+		map[string]any{"version": 5.0, "retired_version": 4.0})
+	if got := states(); !cmp.Equal(got, map[float64]string{1: "retired", 2: "approved", 3: "retired", 4: "retired", 5: "approved"}) {
+		t.Errorf("versions after learn with merge = %v", got)
+	}
+
+	recs, err := f.st.Audit(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var details []string
+	for _, r := range recs {
+		switch r.Action {
+		case "profile.create", "profile.update", "profile.import", "profile.learn":
+			details = append(details, r.Action+" "+r.Outcome+": "+r.Detail)
+		}
+	}
+	slices.Reverse(details)
+	want := []string{
+		"profile.create success: version=1 state=approved",
+		"profile.update success: unchanged; version=1",
+		"profile.update success: version=2 state=approved; retired version 1",
+		"profile.import success: profiles=golden,silver (golden: version=4 state=approved; retired version 3; silver: version=1 state=approved)",
+		"profile.import success: profiles=golden,silver (golden: unchanged; version=4; silver: unchanged; version=1)",
+		"profile.learn success: learned from host golden-host; version=5 state=approved; retired version 4",
+	}
+	if d := cmp.Diff(want, details); d != "" {
+		t.Errorf("audit of flat writes (-want +got):\n%s", d)
 	}
 }

@@ -17,10 +17,7 @@ func (e *Engine) AddProfileVersion(ctx context.Context, profile, body, source st
 	if err != nil {
 		return 0, err
 	}
-	payload := map[string]any{"profile": profile, "version": n, "state": store.VersionCandidate, "source": source}
-	if err := e.cfg.Publisher.Notify(ctx, attestrpc.EventProfileVersionCreated, payload); err != nil {
-		e.log.Warn("cannot send notification", "event", attestrpc.EventProfileVersionCreated, "error", err)
-	}
+	e.notifyVersionCreated(ctx, profile, n, store.VersionCandidate, source)
 	return n, nil
 }
 
@@ -32,6 +29,41 @@ func (e *Engine) SetProfileVersionState(ctx context.Context, profile string, ver
 	if err := e.cfg.Store.SetProfileVersionState(ctx, profile, version, from, to, hosts, fraction); err != nil {
 		return fmt.Errorf("change state of profile %q version %d: %w", profile, version, err)
 	}
+	e.notifyVersionState(ctx, profile, version, from, to, hosts, fraction)
+	e.TriggerAll(ctx)
+	return nil
+}
+
+// PutProfile stores a profile written as one document (the flat profile
+// API, import, learn with merge; see store.PutFlatProfile): a changed
+// document is a new approved version that retires the one it replaces.
+// Both are notified as the version operations are. The same document
+// again changes nothing and notifies nothing. Every host is attested
+// again either way (as before versions: a caller waiting for a verdict
+// after the write gets one).
+func (e *Engine) PutProfile(ctx context.Context, p store.Profile, mode store.PutMode) (store.FlatWrite, error) {
+	w, err := e.cfg.Store.PutFlatProfile(ctx, p, mode)
+	if err != nil {
+		return w, err
+	}
+	if w.Changed {
+		e.notifyVersionCreated(ctx, p.Name, w.Version, store.VersionApproved, w.Source)
+	}
+	if w.Retired != 0 {
+		e.notifyVersionState(ctx, p.Name, w.Retired, store.VersionApproved, store.VersionRetired, nil, 0)
+	}
+	e.TriggerAll(ctx)
+	return w, nil
+}
+
+func (e *Engine) notifyVersionCreated(ctx context.Context, profile string, version int, state, source string) {
+	payload := map[string]any{"profile": profile, "version": version, "state": state, "source": source}
+	if err := e.cfg.Publisher.Notify(ctx, attestrpc.EventProfileVersionCreated, payload); err != nil {
+		e.log.Warn("cannot send notification", "event", attestrpc.EventProfileVersionCreated, "error", err)
+	}
+}
+
+func (e *Engine) notifyVersionState(ctx context.Context, profile string, version int, from, to string, hosts []string, fraction float64) {
 	if hosts == nil {
 		hosts = []string{}
 	}
@@ -39,8 +71,6 @@ func (e *Engine) SetProfileVersionState(ctx context.Context, profile string, ver
 	if err := e.cfg.Publisher.Notify(ctx, attestrpc.EventProfileVersionStateChanged, payload); err != nil {
 		e.log.Warn("cannot send notification", "event", attestrpc.EventProfileVersionStateChanged, "error", err)
 	}
-	e.TriggerAll(ctx)
-	return nil
 }
 
 // VersionReliance returns the hosts, sorted, that a state change of a

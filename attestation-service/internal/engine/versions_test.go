@@ -141,6 +141,144 @@ func TestProfileVersionRollout(t *testing.T) {
 	attest("version 2 retired", verdict.Untrusted, 0, "version 3: fact secure_boot")
 }
 
+// TestFlatUpdateVersions: a flat profile update is a new approved version
+// retiring the one it replaces, notified as the version operations are;
+// the host's verdict follows the new document (trusted when it matches,
+// untrusted when it does not), naming the new version; the same document
+// again notifies nothing and stores nothing.
+func TestFlatUpdateVersions(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	sim, logPath := seededSim(t, dir)
+	tp, err := tpm.New(sim.Opener(), tpm.Config{StateDir: filepath.Join(dir, "state"), EventLogPath: logPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	triggered := 0
+	var mu sync.Mutex
+	eng, st, pub := newTestEngine(t, dir, engine.Config{Issuer: "test", Interval: 10 * time.Second, Validity: 30 * time.Second,
+		QuoteTimeout: 5 * time.Second, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, EnrollmentMode: engine.ModeAuto,
+		Agents: &simAgent{tp: tp}, RequiredProfiles: []string{"gold"},
+		Trigger: func(string) { mu.Lock(); triggered++; mu.Unlock() }})
+	if s := enroll(t, eng, tp); s != attestrpc.StateEnrolled {
+		t.Fatalf("enrollment state %s", s)
+	}
+	doc := func(secureBoot string) string {
+		return "[[profile]]\nname = \"gold\"\n[profile.facts]\nsecure_boot = [\"" + secureBoot + "\"]\n"
+	}
+	matching, other := doc("enabled"), doc("disabled")
+	events := func() int {
+		pub.mu.Lock()
+		defer pub.mu.Unlock()
+		n := 0
+		for _, ev := range pub.events {
+			if ev == attestrpc.EventProfileVersionCreated || ev == attestrpc.EventProfileVersionStateChanged {
+				n++
+			}
+		}
+		return n
+	}
+	attest := func(step string, want verdict.Status, wantVersion int) {
+		t.Helper()
+		v, err := eng.Attest(ctx, "c1")
+		if err != nil || v.Status != want {
+			t.Fatalf("%s: verdict %+v, %v; want %s", step, v, err, want)
+		}
+		hv, err := eng.HostView(ctx, "c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantVersions := map[string]int{}
+		if wantVersion > 0 {
+			wantVersions["gold"] = wantVersion
+		}
+		if got := hv.Verdict.ProfileVersions; !cmp.Equal(got, wantVersions, cmpopts.EquateEmpty()) {
+			t.Errorf("%s: host view profile_versions = %v, want %v", step, got, wantVersions)
+		}
+	}
+	states := func() map[int]string {
+		t.Helper()
+		vs, err := st.ProfileVersions(ctx, "gold")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int]string{}
+		for _, v := range vs {
+			out[v.Version] = v.State
+		}
+		return out
+	}
+	update := func(step, body string, want store.FlatWrite, wantStates map[int]string) {
+		t.Helper()
+		before := events()
+		w, err := eng.PutProfile(ctx, store.Profile{Name: "gold", Body: body}, store.Replace)
+		if err != nil || w != want {
+			t.Fatalf("%s: PutProfile = %+v, %v; want %+v", step, w, err, want)
+		}
+		if got := states(); !cmp.Equal(got, wantStates) {
+			t.Errorf("%s: versions %v, want %v", step, got, wantStates)
+		}
+		if !want.Changed {
+			if n := events() - before; n != 0 {
+				t.Errorf("%s: %d version notifications for an unchanged document", step, n)
+			}
+			return
+		}
+		if n := events() - before; n != 2 {
+			t.Errorf("%s: %d version notifications, want 2 (created, retired)", step, n)
+		}
+		created := map[string]any{"profile": "gold", "version": want.Version, "state": "approved", "source": "profile API"}
+		if got := lastPayload(pub, attestrpc.EventProfileVersionCreated); !cmp.Equal(got, created) {
+			t.Errorf("%s: version_created notification = %v, want %v", step, got, created)
+		}
+		retired := map[string]any{"profile": "gold", "version": want.Retired, "from": "approved", "state": "retired", "hosts": []string{}, "fraction": 0.0}
+		if got := lastPayload(pub, attestrpc.EventProfileVersionStateChanged); !cmp.Equal(got, retired) {
+			t.Errorf("%s: version_state_changed notification = %v, want %v", step, got, retired)
+		}
+	}
+
+	w, err := eng.PutProfile(ctx, store.Profile{Name: "gold", Body: other}, store.Create)
+	if err != nil || w.Version != 1 || !w.Created {
+		t.Fatalf("create = %+v, %v", w, err)
+	}
+	if got := lastPayload(pub, attestrpc.EventProfileVersionCreated); !cmp.Equal(got, map[string]any{"profile": "gold", "version": 1, "state": "approved", "source": "profile API"}) {
+		t.Errorf("version_created notification of a new profile = %v", got)
+	}
+	attest("version 1, not matching", verdict.Untrusted, 0)
+	mu.Lock()
+	triggered = 0
+	mu.Unlock()
+	update("update to matching", matching, store.FlatWrite{Changed: true, Version: 2, Retired: 1, Source: "profile API"},
+		map[int]string{1: "retired", 2: "approved"})
+	mu.Lock()
+	if triggered != 1 {
+		t.Errorf("hosts attested again after an update: %d triggers, want 1 (c1)", triggered)
+	}
+	mu.Unlock()
+	attest("version 2 matching", verdict.Trusted, 2)
+	update("same document", matching, store.FlatWrite{Version: 2}, map[int]string{1: "retired", 2: "approved"})
+	attest("same document", verdict.Trusted, 2)
+	update("update to not matching", other, store.FlatWrite{Changed: true, Version: 3, Retired: 2, Source: "profile API"},
+		map[int]string{1: "retired", 2: "retired", 3: "approved"})
+	attest("version 3 not matching", verdict.Untrusted, 0)
+	// A rollout in progress: 3 (not matching), 4 (matching) and 5
+	// approved. An update replaces the latest approved version (5) only;
+	// 3 and 4 stay approved, and the host stays trusted through 4.
+	for i, body := range []string{matching, doc("unknown")} {
+		n, err := st.AddProfileVersion(ctx, "gold", body, "test")
+		if err != nil || n != 4+i {
+			t.Fatalf("AddProfileVersion = %d, %v; want %d", n, err, 4+i)
+		}
+		if err := eng.SetProfileVersionState(ctx, "gold", n, store.VersionCandidate, store.VersionApproved, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attest("rollout: 3, 4 and 5 approved", verdict.Trusted, 4)
+	update("update during a rollout", doc("other"), store.FlatWrite{Changed: true, Version: 6, Retired: 5, Source: "profile API"},
+		map[int]string{1: "retired", 2: "retired", 3: "approved", 4: "approved", 5: "retired", 6: "approved"})
+	attest("after an update during a rollout", verdict.Trusted, 4)
+}
+
 // lastPayload is the payload of the latest notification of type ev.
 func lastPayload(p *recPublisher, ev string) map[string]any {
 	p.mu.Lock()
@@ -167,7 +305,8 @@ func TestMigratedProfilesKeepVerdicts(t *testing.T) {
 		dir := t.TempDir()
 		if migrated {
 			// The schema and rows code before migration 6 left: no
-			// profile_versions table, profiles as flat rows.
+			// profile_versions table, profiles as flat rows, and none of
+			// the later migrations' columns (8: launch_history.initiator).
 			path := filepath.Join(dir, "a.db")
 			st, err := store.Open(ctx, "sqlite:///"+path)
 			if err != nil {

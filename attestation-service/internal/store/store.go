@@ -588,11 +588,37 @@ func (s *Store) GetProfile(ctx context.Context, name string) (Profile, error) {
 	return p, nil
 }
 
-// PutProfile creates (create true: ErrExists when it exists) or replaces
-// (create false: ErrNotFound when missing) a profile; upsert does either.
+// PutProfile is PutFlatProfile for callers that need not know which
+// version the write made.
 func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
-	now := micros(time.Now())
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	_, err := s.PutFlatProfile(ctx, p, mode)
+	return err
+}
+
+// PutFlatProfile creates (mode Create: ErrExists when it exists) or
+// replaces (mode Replace: ErrNotFound when missing) a profile; Upsert does
+// either. A replacement is a new approved version that retires the one
+// it replaces (see putFlatVersion); a replacement by the same document
+// changes nothing.
+func (s *Store) PutFlatProfile(ctx context.Context, p Profile, mode PutMode) (FlatWrite, error) {
+	var (
+		w   FlatWrite
+		err error
+	)
+	// Two writers creating or replacing at once may pick the same version
+	// number (or both insert the profile); the primary key refuses the
+	// second, which runs again and sees the first's write.
+	for range 5 {
+		if w, err = s.putFlatProfile(ctx, p, mode); err == nil || !isUniqueViolation(err) {
+			break
+		}
+	}
+	return w, err
+}
+
+func (s *Store) putFlatProfile(ctx context.Context, p Profile, mode PutMode) (FlatWrite, error) {
+	var w FlatWrite
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, "SELECT 1 FROM profiles WHERE name = ?", p.Name).Scan(&one)
 		exists := err == nil
@@ -604,18 +630,19 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 			return fmt.Errorf("profile %q: %w", p.Name, ErrExists)
 		case !exists && mode == Replace:
 			return fmt.Errorf("profile %q: %w", p.Name, ErrNotFound)
-		case exists:
-			_, err = tx.ExecContext(ctx, "UPDATE profiles SET body = ?, updated_at = ? WHERE name = ?", p.Body, now, p.Name)
-		default:
+		case !exists:
 			if err := checkNameKey(ctx, tx, p.Name); err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, now)
+			_, err = tx.ExecContext(ctx, "INSERT INTO profiles (name, body, updated_at) VALUES (?, ?, ?)", p.Name, p.Body, micros(time.Now()))
 		}
 		if err == nil {
-			err = putFlatVersion(ctx, tx, p.Name, p.Body, !exists)
+			w, err = putFlatVersion(ctx, tx, p.Name, p.Body, !exists)
 		}
-		if err == nil {
+		if err == nil && exists && w.Changed {
+			err = syncFlatBody(ctx, tx, p.Name)
+		}
+		if err == nil && w.Changed {
 			err = bumpProfiles(ctx, tx)
 		}
 		if err != nil {
@@ -623,6 +650,7 @@ func (s *Store) PutProfile(ctx context.Context, p Profile, mode PutMode) error {
 		}
 		return nil
 	})
+	return w, err
 }
 
 // checkNameKey refuses name when an existing profile has its NameKey.

@@ -388,27 +388,73 @@ func syncFlatBody(ctx context.Context, tx *sql.Tx, profile string) error {
 	return err
 }
 
-// putFlatVersion writes a flat profile write into its versions: a new
-// profile gets version 1, approved; a replaced one has its latest approved
-// version's document replaced in place (the flat API edits the version
-// hosts are trusted under, as it edited the profile before versions).
-func putFlatVersion(ctx context.Context, tx *sql.Tx, profile, body string, created bool) error {
+// FlatWrite says what a flat profile write (PutFlatProfile) did to the
+// profile's versions.
+type FlatWrite struct {
+	// Created: the profile is new; Version is its version 1, approved.
+	Created bool
+	// Changed: a version was created (always with Created). False when
+	// the document equals the latest approved version's: nothing was
+	// stored.
+	Changed bool
+	// Version is the approved version holding the document: the one
+	// created, or the latest approved one when nothing changed.
+	Version int
+	// Retired is the version the write replaced and retired (0: none).
+	Retired int
+	// Source is the new version's Source.
+	Source string
+}
+
+// flatSource is the Source of versions the flat profile API creates.
+const flatSource = "profile API"
+
+// putFlatVersion writes a flat profile write into its versions. A new
+// profile gets version 1, approved. A replaced one whose document
+// differs from its latest approved version's gets a new version, approved,
+// and that version is retired in the same transaction: an approved
+// reference is never edited in place, and the profile is never without
+// an approved version. Other approved versions (a rollout in progress)
+// stay as they are. The retirement is guarded like a state change: when
+// the version is no longer approved (a concurrent write replaced it) the
+// write is refused with ReasonStateChanged.
+func putFlatVersion(ctx context.Context, tx *sql.Tx, profile, body string, created bool) (FlatWrite, error) {
+	w := FlatWrite{Created: created, Changed: true, Source: flatSource}
 	if created {
-		_, err := insertVersion(ctx, tx, profile, VersionApproved, body, "profile API")
-		return err
+		n, err := insertVersion(ctx, tx, profile, VersionApproved, body, flatSource)
+		w.Version = n
+		return w, err
 	}
-	now := micros(time.Now())
-	var latest sql.NullInt64
-	err := tx.QueryRowContext(ctx, "SELECT MAX(version) FROM profile_versions WHERE profile = ? AND state = ?", profile, VersionApproved).Scan(&latest)
+	var (
+		latest  int
+		current string
+	)
+	err := tx.QueryRowContext(ctx, `SELECT version, body FROM profile_versions WHERE profile = ? AND state = ?
+		ORDER BY version DESC LIMIT 1`, profile, VersionApproved).Scan(&latest, &current)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// Not left by this package (the last approved version cannot be
+		// retired), but a profile the flat API writes is accepted.
+		w.Version, err = insertVersion(ctx, tx, profile, VersionApproved, body, flatSource)
+		return w, err
+	case err != nil:
+		return w, err
+	case current == body:
+		return FlatWrite{Version: latest}, nil
+	}
+	res, err := tx.ExecContext(ctx, "UPDATE profile_versions SET state = ?, hosts = NULL, fraction = NULL, updated_at = ? WHERE profile = ? AND version = ? AND state = ?",
+		VersionRetired, micros(time.Now()), profile, latest, VersionApproved)
 	if err != nil {
-		return err
+		return w, err
 	}
-	if !latest.Valid {
-		_, err = insertVersion(ctx, tx, profile, VersionApproved, body, "profile API")
-		return err
+	if n, err := res.RowsAffected(); err != nil {
+		return w, err
+	} else if n == 0 {
+		return w, &VersionStateError{Profile: profile, Version: latest, From: VersionRetired, To: VersionApproved, Reason: ReasonStateChanged}
 	}
-	_, err = tx.ExecContext(ctx, "UPDATE profile_versions SET body = ?, updated_at = ? WHERE profile = ? AND version = ?", body, now, profile, latest.Int64)
-	return err
+	w.Retired = latest
+	w.Version, err = insertVersion(ctx, tx, profile, VersionApproved, body, flatSource)
+	return w, err
 }
 
 // CanaryHosts returns the hosts, sorted by name, that version v is

@@ -120,17 +120,15 @@ func TestProfileVersions(t *testing.T) {
 		if ve := (*store.VersionStateError)(nil); !errors.As(err, &ve) || ve.Reason != store.ReasonInvalidTransition {
 			t.Errorf("retired → approved = %v, want invalid_transition", err)
 		}
-		// The flat API edits the latest approved version in place.
+		// A flat update is a new approved version that retires the one it
+		// replaces.
 		if err := s.PutProfile(ctx, store.Profile{Name: "gold", Body: "v2 edited"}, store.Replace); err != nil {
 			t.Fatal(err)
 		}
-		if v, _ := s.GetProfileVersion(ctx, "gold", 2); v.Body != "v2 edited" {
-			t.Errorf("version 2 after a flat update = %q", v.Body)
+		if v, _ := s.GetProfileVersion(ctx, "gold", 2); v.Body != "v2" {
+			t.Errorf("version 2 after a flat update = %q, want it unchanged", v.Body)
 		}
-		if v, _ := s.GetProfileVersion(ctx, "gold", 1); v.Body != "v1" {
-			t.Errorf("retired version 1 changed by a flat update: %q", v.Body)
-		}
-		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "retired", 2: "approved"}) {
+		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "retired", 2: "retired", 3: "approved"}) {
 			t.Errorf("versions = %v", got)
 		}
 		if err := s.DeleteProfile(ctx, "gold"); err != nil {
@@ -188,6 +186,144 @@ func TestMigrationProfileVersions(t *testing.T) {
 		if n, err := s.AddProfileVersion(ctx, "gold", "next", "test"); err != nil || n != 2 {
 			t.Errorf("next version after migration = %d, %v", n, err)
 		}
+	})
+}
+
+// TestFlatUpdateVersions: a flat update of an existing profile whose
+// document changes stores a new approved version and retires the latest
+// approved one in the same transaction; other approved versions and
+// candidates stay as they are; the same document again changes nothing;
+// import (upsert) takes the same path.
+func TestFlatUpdateVersions(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s := open(t, url)
+		w, err := s.PutFlatProfile(ctx, store.Profile{Name: "gold", Body: "v1"}, store.Create)
+		if want := (store.FlatWrite{Created: true, Changed: true, Version: 1, Source: "profile API"}); err != nil || w != want {
+			t.Fatalf("create = %+v, %v; want %+v", w, err, want)
+		}
+		// A rollout in progress: version 2 approved next to 1, a
+		// candidate 3.
+		if _, err := s.AddProfileVersion(ctx, "gold", "v2", "test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetProfileVersionState(ctx, "gold", 2, "candidate", "approved", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AddProfileVersion(ctx, "gold", "v3", "test"); err != nil {
+			t.Fatal(err)
+		}
+		gen0, _ := s.ProfilesGeneration(ctx)
+		w, err = s.PutFlatProfile(ctx, store.Profile{Name: "gold", Body: "v4"}, store.Replace)
+		if want := (store.FlatWrite{Changed: true, Version: 4, Retired: 2, Source: "profile API"}); err != nil || w != want {
+			t.Fatalf("update = %+v, %v; want %+v", w, err, want)
+		}
+		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "approved", 2: "retired", 3: "candidate", 4: "approved"}) {
+			t.Errorf("versions after a flat update = %v", got)
+		}
+		for n, body := range map[int]string{1: "v1", 2: "v2", 3: "v3", 4: "v4"} {
+			if v, err := s.GetProfileVersion(ctx, "gold", n); err != nil || v.Body != body {
+				t.Errorf("version %d = %q, %v; want %q", n, v.Body, err, body)
+			}
+		}
+		if v, _ := s.GetProfileVersion(ctx, "gold", 4); v.Source != "profile API" {
+			t.Errorf("version 4 source = %q", v.Source)
+		}
+		if p, _ := s.GetProfile(ctx, "gold"); p.Body != "v4" {
+			t.Errorf("flat body = %q, want v4", p.Body)
+		}
+		gen1, _ := s.ProfilesGeneration(ctx)
+		if gen1 == gen0 {
+			t.Errorf("generation not moved by a flat update")
+		}
+		// The same document again: nothing stored, generation unmoved.
+		for _, mode := range []store.PutMode{store.Replace, store.Upsert} {
+			w, err = s.PutFlatProfile(ctx, store.Profile{Name: "gold", Body: "v4"}, mode)
+			if want := (store.FlatWrite{Version: 4}); err != nil || w != want {
+				t.Errorf("same document (mode %d) = %+v, %v; want %+v", mode, w, err, want)
+			}
+		}
+		if got := goldVersions(t, s); len(got) != 4 {
+			t.Errorf("versions after writing the same document = %v", got)
+		}
+		if gen, _ := s.ProfilesGeneration(ctx); gen != gen1 {
+			t.Errorf("generation moved by writing the same document: %d → %d", gen1, gen)
+		}
+		// Import replaces through the same path.
+		w, err = s.PutFlatProfile(ctx, store.Profile{Name: "gold", Body: "v5"}, store.Upsert)
+		if want := (store.FlatWrite{Changed: true, Version: 5, Retired: 4, Source: "profile API"}); err != nil || w != want {
+			t.Errorf("upsert = %+v, %v; want %+v", w, err, want)
+		}
+		if got := goldVersions(t, s); !cmp.Equal(got, map[int]string{1: "approved", 2: "retired", 3: "candidate", 4: "retired", 5: "approved"}) {
+			t.Errorf("versions after an upsert = %v", got)
+		}
+	})
+}
+
+// TestConcurrentFlatUpdates: flat updates of one profile at once never
+// both replace the same version: each either stores its own version,
+// retiring a distinct predecessor, or is refused with state_changed; the
+// profile keeps exactly one approved version.
+func TestConcurrentFlatUpdates(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s := open(t, url)
+		if err := s.PutProfile(ctx, store.Profile{Name: "gold", Body: "v1"}, store.Create); err != nil {
+			t.Fatal(err)
+		}
+		const writers, rounds = 2, 10
+		var conflicts int
+		for round := range rounds {
+			var (
+				wg      sync.WaitGroup
+				mu      sync.Mutex
+				writes  []store.FlatWrite
+				refused int
+			)
+			for i := range writers {
+				wg.Go(func() {
+					w, err := s.PutFlatProfile(ctx, store.Profile{Name: "gold", Body: fmt.Sprintf("round %d writer %d", round, i)}, store.Replace)
+					mu.Lock()
+					defer mu.Unlock()
+					var ve *store.VersionStateError
+					switch {
+					case errors.As(err, &ve) && ve.Reason == store.ReasonStateChanged:
+						refused++
+					case err != nil:
+						t.Errorf("round %d: PutFlatProfile: %v", round, err)
+					default:
+						writes = append(writes, w)
+					}
+				})
+			}
+			wg.Wait()
+			conflicts += refused
+			if len(writes)+refused != writers || len(writes) == 0 {
+				t.Fatalf("round %d: %d writes, %d refused", round, len(writes), refused)
+			}
+			if len(writes) == 2 && (writes[0].Version == writes[1].Version || writes[0].Retired == writes[1].Retired) {
+				t.Errorf("round %d: both writes made or retired the same version: %+v", round, writes)
+			}
+			var approved []int
+			for n, st := range goldVersions(t, s) {
+				if st == store.VersionApproved {
+					approved = append(approved, n)
+				}
+			}
+			if len(approved) != 1 {
+				t.Fatalf("round %d: approved versions %v, want exactly one", round, approved)
+			}
+			p, err := s.GetProfile(ctx, "gold")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, _ := s.GetProfileVersion(ctx, "gold", approved[0]); v.Body != p.Body {
+				t.Errorf("round %d: flat body %q, approved version %d holds %q", round, p.Body, approved[0], v.Body)
+			}
+		}
+		t.Logf("%d of %d updates refused as concurrent", conflicts, writers*rounds)
 	})
 }
 

@@ -522,7 +522,7 @@ redeliver() {
   stat -c '    %A %s %n' "$secret"
   tp "${member[@]}" launch show "$LAUNCH_ID" -c state -c history
   last=$("$TRUSTPOOL" "${member[@]}" launch show "$LAUNCH_ID" -f value -c history | tail -n 1)
-  [[ $last == *" redelivered" ]] || die "the launch's history ends with \"$last\", expected redelivered"
+  [[ $last == *" redelivered (asked by user)" ]] || die "the launch's history ends with \"$last\", expected redelivered (asked by user)"
   (cd "$WORK" && tp "${member[@]}" launch verify "$LAUNCH_ID" --public-key verdict-key.pem --state redelivered \
     --server "$INSTANCE" --host-id "$INSTANCE_HOST_ID" -c signature -c state -c profile)
 }

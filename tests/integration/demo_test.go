@@ -208,7 +208,7 @@ func TestDemoScript(t *testing.T) {
 		"the secret is back:",
 		"launch-secret",
 		"Z delivered | |", // history: …delivered, then redelivered last
-		"Z redelivered | +",
+		"Z redelivered (asked by user) | +",
 		"| signature | valid | | state | redelivered | | profile | build-a |",
 		"==> done: compute-1 trusted, compute-2 untrusted",
 	} {

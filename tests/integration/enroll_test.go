@@ -184,7 +184,7 @@ func TestOneTPMOneHost(t *testing.T) {
 	c := &cli{t: t, bin: buildCLI(t), env: []string{"OS_AUTH_URL=" + e.ks.URL, "OS_USERNAME=" + e.ks.AdminUser,
 		"OS_PASSWORD=" + e.ks.AdminPassword, "OS_PROJECT_NAME=" + e.ks.AdminProject, "OS_USER_DOMAIN_NAME=Default",
 		"OS_PROJECT_DOMAIN_NAME=Default", "OS_ATTESTATION_URL=" + e.svc.APIURL()}}
-	c.fails(commands.ExitError, []string{"bound to host compute-1: repeat with --force to move it to " + clone.name, "(HTTP 409)", "(Request-ID: req-"},
+	c.fails(commands.ExitError, []string{"the pending EK is bound to host compute-1, which loses its binding if the EK moves here; repeat with --force to do it anyway", "(HTTP 409)", "(Request-ID: req-"},
 		"host", "approve-ek", clone.name)
 
 	// A peer with broker credentials re-registers compute-1 with the spare

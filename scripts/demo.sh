@@ -26,7 +26,9 @@
 # a canary on compute-1, then approved; retiring the version compute-1
 # still matches is refused without --force. Last, the delivered instance
 # "restarts" (its secret file is removed) and the tenant has the secret
-# re-delivered after a fresh attestation, with a new receipt. (There is no Nova here:
+# re-delivered after a fresh attestation, with a new receipt; then the
+# instance stops and starts again and its agent asks for the re-delivery
+# itself. (There is no Nova here:
 # an "instance" is a directory the agent's directory injector writes into.)
 # The CLI authenticates with a clouds.yaml the demo writes (and prints); the
 # attestation endpoint is registered in Keystone's catalog with
@@ -295,6 +297,9 @@ rpc_timeout = "5s"
 # No hypervisor here: <instances>/<instance id>/ stands for an instance.
 injector = "directory"
 directory = "$dir/instances"
+# Short, so that the agent sees a restarted instance within a second or two
+# (default 30s).
+redelivery_check_interval = "1s"
 EOF
   mkdir -p "$dir/instances"
   printf '  %-10s swtpm 127.0.0.1:%s, EK certificate, booted build-a\n' "$host" "$port"
@@ -527,6 +532,41 @@ redeliver() {
     --server "$INSTANCE" --host-id "$INSTANCE_HOST_ID" -c signature -c state -c profile)
 }
 
+# redelivery_history_is HISTORY_SUFFIX: the launch's history ends with it
+# and the secret in the instance is the tenant's.
+redelivery_history_is() {
+  [[ $("$TRUSTPOOL" --os-cloud trustpool-demo-member launch show "$LAUNCH_ID" -f value -c history | tail -n 1) == *" $1" ]] &&
+    cmp -s "$WORK/compute-1/instances/$INSTANCE/launch-secret" "$WORK/volume.key"
+}
+
+# redeliver_by_agent: the instance on compute-1 stops and starts again, and
+# nobody asks: its agent, which checks the instances of the blobs it keeps
+# every redelivery_check_interval, sees it start and casts
+# redelivery_wanted. The service's redelivery_wanted_interval (default 1m
+# per launch) limits only agents' asks, not the user's re-delivery just
+# before, and this is the agent's first ask: the default stays.
+redeliver_by_agent() {
+  local member=(--os-cloud trustpool-demo-member) inst=$WORK/compute-1/instances/$INSTANCE t0
+  step "re-delivery asked for by the agent: the instance on compute-1 stops and starts again"
+  rm -r "$inst"
+  echo "  the instance stopped (its directory is gone); compute-1's agent checks every second"
+  sleep 3 # three of the agent's checks: it sees the instance gone
+  mkdir -m 700 "$inst"
+  t0=$(date +%s%N)
+  echo "  the instance started again, without its secret; nobody runs trustpool launch redeliver"
+  wait_for 30 "the agent's re-delivery (launch history ending \"redelivered (asked by agent)\" and the secret in the instance; logs in $WORK with KEEP_DEMO_DIR=1)" \
+    redelivery_history_is "redelivered (asked by agent)"
+  printf '  the secret is back %s s after the start; compute-1'\''s agent logged:\n' "$(elapsed "$t0")"
+  grep -h 'instance of a kept launch blob started' "$WORK/compute-1/agent.log" | sed 's/^/    /' | cut -c1-160
+  stat -c '    %A %s %n' "$inst/launch-secret"
+  echo "  the service counted the agent's ask (redelivery_wanted) as accepted:"
+  show_cmd curl -s "$API/metrics" '|' grep redelivery_wanted_total
+  curl -s "$API/metrics" | grep '^trustpool_launch_redelivery_wanted_total' | sed 's/^/  /'
+  tp "${member[@]}" launch show "$LAUNCH_ID" -c state -c history
+  (cd "$WORK" && tp "${member[@]}" launch verify "$LAUNCH_ID" --public-key verdict-key.pem --state redelivered \
+    --server "$INSTANCE" --host-id "$INSTANCE_HOST_ID" -c signature -c state -c profile)
+}
+
 elapsed() { # elapsed T0_NS: seconds since T0 with one decimal
   local ns=$(($(date +%s%N) - $1))
   printf '%d.%d' $((ns / 1000000000)) $((ns % 1000000000 / 100000000))
@@ -614,11 +654,12 @@ full_demo() {
   tenant_act
   rollout
   redeliver
+  redeliver_by_agent
 
   step "the audit log of administrative changes"
   tp audit list --limit 5
 
-  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; a launch delivered to compute-1 (and re-delivered), one to compute-2 refused; build-a version 2 approved"
+  step "done: compute-1 trusted, compute-2 untrusted (PCR 4 replay mismatch), compute-3 unreachable; a launch delivered to compute-1 (and re-delivered, asked by the tenant, then by the agent), one to compute-2 refused; build-a version 2 approved"
   echo "  the CLI's clouds.yaml ($CLOUDS):"
   sed 's/^/    /' "$CLOUDS"
   if [[ ${DEMO_WAIT:-} == 1 || (-z ${DEMO_WAIT:-} && -t 0 && -t 1) ]]; then

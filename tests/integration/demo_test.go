@@ -141,8 +141,12 @@ func TestDemoStory(t *testing.T) {
 // refused, or the re-delivered secret is missing), the operator's rollout
 // (build-b imported from an event log as candidate version 2, its diff,
 // a canary on compute-1, approval, the refused retirement naming --force,
-// the version list) and the re-delivery (redelivered, the secret back, a
-// history ending redelivered, a valid redelivered receipt).
+// the version list), the re-delivery the user asks for (redelivered, the
+// secret back, a history ending redelivered (asked by user), a valid
+// redelivered receipt) and the one compute-1's agent asks for when the
+// instance starts again (its log line, the service's accepted
+// redelivery_wanted count, a history ending redelivered (asked by agent),
+// a valid receipt).
 func TestDemoScript(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -209,6 +213,14 @@ func TestDemoScript(t *testing.T) {
 		"launch-secret",
 		"Z delivered | |", // history: …delivered, then redelivered last
 		"Z redelivered (asked by user) | +",
+		"| signature | valid | | state | redelivered | | profile | build-a |",
+		// The re-delivery the agent asks for: nobody runs launch redeliver.
+		"==> re-delivery asked for by the agent: the instance on compute-1 stops and starts again",
+		"the secret is back",
+		`msg="instance of a kept launch blob started; asking the attestation service for re-delivery" host=compute-1`,
+		`trustpool_launch_redelivery_wanted_total{outcome="accepted"} 1`,
+		"Z redelivered (asked by user) | | |",
+		"Z redelivered (asked by agent) | +",
 		"| signature | valid | | state | redelivered | | profile | build-a |",
 		"==> done: compute-1 trusted, compute-2 untrusted",
 	} {

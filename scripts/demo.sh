@@ -554,7 +554,7 @@ redeliver_by_agent() {
   mkdir -m 700 "$inst"
   t0=$(date +%s%N)
   echo "  the instance started again, without its secret; nobody runs trustpool launch redeliver"
-  wait_for 30 "the agent's re-delivery (launch history ending \"redelivered (asked by agent)\" and the secret in the instance; logs in $WORK with KEEP_DEMO_DIR=1)" \
+  wait_for 30 "the agent's re-delivery (launch history ending \"redelivered (asked by agent)\" and the secret in the instance; logs in $WORK; rerun with KEEP_DEMO_DIR=1)" \
     redelivery_history_is "redelivered (asked by agent)"
   printf '  the secret is back %s s after the start; compute-1'\''s agent logged:\n' "$(elapsed "$t0")"
   grep -h 'instance of a kept launch blob started' "$WORK/compute-1/agent.log" | sed 's/^/    /' | cut -c1-160

@@ -565,3 +565,59 @@ func TestUndecodableCallGetsValueError(t *testing.T) {
 		t.Fatal("no reply to an undecodable call")
 	}
 }
+
+// TestStopDropsRepliesToMissingQueues: a reply whose queue is missing (its
+// caller killed) is retried for kombu_missing_consumer_retry_timeout, but
+// not past the server's stop: Run returns long before that timeout.
+func TestStopDropsRepliesToMissingQueues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs RabbitMQ")
+	}
+	rabbit := servicetest.RabbitMQ(t)
+	rec := newRecorder()
+	opts := oslo.DefaultRabbitOptions()
+	opts.KombuMissingConsumerRetryTimeout = 600
+	s := oslo.NewServer(newTransport(t, rabbit.URL, &opts), oslo.Target{Topic: "gone-caller", Server: "h"}, testEndpoint(rec))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(cancel)
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("server stopped before ready: %v", err)
+	}
+
+	conn, err := amqp.Dial(strings.Replace(rabbit.URL, "rabbit://", "amqp://", 1))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("channel: %v", err)
+	}
+	timeout := 60.0
+	body, err := oslo.EncodeRequest(&oslo.Request{Method: "record", Args: map[string]json.RawMessage{"value": json.RawMessage(`"v"`)},
+		MsgID: "m1", ReplyQ: "reply_of_a_killed_caller", UniqueID: "u1", Timeout: &timeout, IsCall: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(t.Context(), "trustpool-test", "gone-caller.h", false, false,
+		amqp.Publishing{ContentType: "application/json", Body: body}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	rec.wait(t, "v")
+	time.Sleep(time.Second) // the reply is returned unroutable, then retried
+	cancel()
+	// A bound against a hang, not a timing criterion: without the fix Run
+	// waits out the 600 s retry.
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(120 * time.Second):
+		t.Fatal("Run still waiting for a missing reply queue 120 s after the stop")
+	}
+}

@@ -380,8 +380,14 @@ func (s *Server) publishReply(ctx context.Context, req *Request, r *Reply, retry
 			s.gone.add(req.ReplyQ)
 			return fmt.Errorf("reply queue %s missing for %s, reply dropped", req.ReplyQ, retryMissing)
 		}
-		if !sleepCtx(pctx, 250*time.Millisecond) {
-			return fmt.Errorf("reply to %s: %w", req.ReplyQ, pctx.Err())
+		// Waiting for a missing reply queue ends with the server: a caller
+		// gone for good (its process killed) must not hold the stop for
+		// kombu_missing_consumer_retry_timeout.
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("reply queue %s missing and the server is stopping, reply dropped", req.ReplyQ)
+		}
+		if err := pctx.Err(); err != nil {
+			return fmt.Errorf("reply to %s: %w", req.ReplyQ, err)
 		}
 	}
 }

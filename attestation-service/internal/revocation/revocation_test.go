@@ -227,7 +227,10 @@ func TestDisableThenEnable(t *testing.T) {
 		t.Errorf("%d service writes, want 1", n.writes)
 	}
 	transition(r, &u2, verdict.Trusted)
-	waitFor(t, "enable", func() bool { return !n.state("c1").Disabled })
+	// The notification follows Nova's answer: wait for both.
+	waitFor(t, "enable", func() bool {
+		return !n.state("c1").Disabled && len(notes.events(attestrpc.EventComputeEnabled)) > 0
+	})
 	if d, e := notes.events(attestrpc.EventComputeDisabled), notes.events(attestrpc.EventComputeEnabled); len(d) != 1 || len(e) != 1 ||
 		d[0].payload["host"] != "c1" || d[0].payload["service_id"] != "uuid-0" {
 		t.Errorf("notifications disabled=%v enabled=%v", d, e)
@@ -458,6 +461,78 @@ func TestBrakeSurvivesRestart(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"c2", "c3"}, notes.events(attestrpc.EventBrakeReleased)[0].payload["skipped_hosts"]); diff != "" {
 		t.Errorf("skipped hosts (-want +got):\n%s", diff)
+	}
+}
+
+// failingBrake is the real store behind a switch that makes it unreachable
+// (fault injection: a database outage mid-run).
+type failingBrake struct {
+	*store.Store
+	mu    sync.Mutex
+	down  bool
+	calls int
+}
+
+func (f *failingBrake) fail() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.down {
+		return errors.New("dial tcp 127.0.0.1:3306: connect: connection refused")
+	}
+	return nil
+}
+
+func (f *failingBrake) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down, f.calls = down, 0
+}
+
+func (f *failingBrake) failed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+func (f *failingBrake) TakeBrakeSlot(ctx context.Context, host string, at, since time.Time, limit int, window time.Duration) (store.BrakeState, error) {
+	if err := f.fail(); err != nil {
+		return store.BrakeState{}, err
+	}
+	return f.Store.TakeBrakeSlot(ctx, host, at, since, limit, window)
+}
+
+func (f *failingBrake) CheckBrake(ctx context.Context, since time.Time, limit int, window time.Duration) (store.BrakeState, error) {
+	if err := f.fail(); err != nil {
+		return store.BrakeState{}, err
+	}
+	return f.Store.CheckBrake(ctx, since, limit, window)
+}
+
+// TestBrakeStoreDown: while the brake's database cannot be reached no
+// host is disabled (the brake cannot be consulted) and none is dropped:
+// the transitions wait, are retried, and are taken in order once it
+// answers (c1 untrusted then trusted again ends enabled, c2 disabled).
+func TestBrakeStoreDown(t *testing.T) {
+	n := newNova("c1", "c2")
+	cfg := brakeCfg(t, n, &notifier{}, brakeDB(t))
+	fb := &failingBrake{Store: cfg.BrakeStore.(*store.Store)}
+	cfg.BrakeStore = fb
+	fb.setDown(true)
+	r := start(t, cfg)
+	v1, v2 := vd("c1", verdict.Trusted), vd("c2", verdict.Trusted)
+	u1 := transition(r, &v1, verdict.Untrusted, "bad")
+	transition(r, &v2, verdict.Untrusted, "bad")
+	waitFor(t, "retries", func() bool { return fb.failed() >= 3 })
+	if d := disabledHosts(n, []string{"c1", "c2"}); len(d) != 0 || n.writes != 0 {
+		t.Fatalf("disabled %v (%d writes) without the brake's database", d, n.writes)
+	}
+	transition(r, &u1, verdict.Trusted)
+	fb.setDown(false)
+	waitFor(t, "c2 disabled", func() bool { return n.state("c2").Disabled })
+	settle()
+	if diff := cmp.Diff([]string{"c2"}, disabledHosts(n, []string{"c1", "c2"})); diff != "" {
+		t.Errorf("disabled hosts (-want +got):\n%s", diff)
 	}
 }
 

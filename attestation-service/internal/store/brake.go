@@ -54,11 +54,7 @@ func (s *Store) TakeBrakeSlot(ctx context.Context, host string, at, since time.T
 	var st BrakeState
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		st = BrakeState{}
-		engagedSince, err := s.lockBrake(ctx, tx)
-		if err != nil {
-			return err
-		}
-		latest, err := brakeWindow(ctx, tx, since)
+		engagedSince, latest, err := s.lockBrake(ctx, tx, since)
 		if err != nil {
 			return err
 		}
@@ -100,11 +96,7 @@ func (s *Store) CheckBrake(ctx context.Context, since time.Time, limit int, wind
 	var st BrakeState
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		st = BrakeState{}
-		engagedSince, err := s.lockBrake(ctx, tx)
-		if err != nil {
-			return err
-		}
-		latest, err := brakeWindow(ctx, tx, since)
+		engagedSince, latest, err := s.lockBrake(ctx, tx, since)
 		if err != nil {
 			return err
 		}
@@ -126,8 +118,10 @@ func (s *Store) CheckBrake(ctx context.Context, since time.Time, limit int, wind
 }
 
 // lockBrake locks the brake's counters row and returns since when the brake
-// is engaged (0: released).
-func (s *Store) lockBrake(ctx context.Context, tx *sql.Tx) (int64, error) {
+// is engaged (0: released) and the window after since (brakeWindow). The
+// window is read after the lock is held, so it includes every decision
+// committed before.
+func (s *Store) lockBrake(ctx context.Context, tx *sql.Tx, since time.Time) (int64, map[string]int64, error) {
 	q := "SELECT value FROM counters WHERE name = ?"
 	if s.dialect != dialectSQLite {
 		q += " FOR UPDATE"
@@ -135,9 +129,13 @@ func (s *Store) lockBrake(ctx context.Context, tx *sql.Tx) (int64, error) {
 	var v int64
 	err := tx.QueryRowContext(ctx, q, brakeLock).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("counters row %q missing (schema not migrated?): %w", brakeLock, ErrNotFound)
+		return 0, nil, fmt.Errorf("counters row %q missing (schema not migrated?): %w", brakeLock, ErrNotFound)
 	}
-	return v, err
+	if err != nil {
+		return 0, nil, err
+	}
+	latest, err := brakeWindow(ctx, tx, since)
+	return v, latest, err
 }
 
 // releaseBrake marks the brake released and returns the hosts held since

@@ -61,6 +61,7 @@ func newActions(cfg Config, log *slog.Logger, st *store.Store, eng func() *engin
 		a.revoker = revocation.New(revocation.Config{
 			Compute: a.compute, DisableOnUnknown: r.DisableOnUnknown,
 			BrakePercent: float64(r.BrakePercent), BrakeWindow: r.BrakeWindow, BrakeMinHosts: r.BrakeMinHosts,
+			BrakeStore: st,
 			Hosts: func(ctx context.Context) (int, error) {
 				hs, err := eng().EnrolledHosts(ctx)
 				return len(hs), err

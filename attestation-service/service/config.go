@@ -81,8 +81,8 @@ type DatabaseSection struct {
 	// Connection is the SQLAlchemy-style URL (sqlite:////abs/path.db,
 	// mysql+pymysql://user:pw@host/db or postgresql://user:pw@host/db).
 	Connection string `toml:"connection"`
-	// HistoryRetention is how long verdict history is kept; 0 keeps it
-	// forever. A Trustpool option.
+	// HistoryRetention is how long verdict history (and the revocation
+	// brake's records) is kept; 0 keeps it forever. A Trustpool option.
 	HistoryRetention time.Duration `toml:"history_retention"`
 	// AuditRetention is how long the audit log is kept; 0 keeps it
 	// forever. A Trustpool option.

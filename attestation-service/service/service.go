@@ -364,8 +364,8 @@ func (s *Service) housekeeping(ctx context.Context, eng *engine.Engine, st *stor
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("pruning history and audit failed", "error", err)
-		case p.History > 0 || p.Audit > 0:
-			s.log.Info("pruned records past their retention", "history", p.History, "audit", p.Audit)
+		case p.History > 0 || p.Audit > 0 || p.Brake > 0:
+			s.log.Info("pruned records past their retention", "history", p.History, "audit", p.Audit, "revocation_brake", p.Brake)
 		}
 		select {
 		case <-ctx.Done():

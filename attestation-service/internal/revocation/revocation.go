@@ -25,9 +25,17 @@
 //     once the window holds few enough transitions
 //     (trustpool.revocation.brake_released, which lists the hosts it left
 //     enabled meanwhile; they are not disabled later). Re-enabling is not
-//     braked. The window is kept in memory: a restart forgets it.
+//     braked. The window and whether the brake is engaged live in the
+//     database (BrakeStore, the store's revocation_brake table): all
+//     service instances count their transitions in one window against
+//     one limit, each decision is atomic across them, and a restart
+//     keeps both. One alert is sent per engagement and one release
+//     notice, by whichever instance takes the decision.
 //   - Every action is retried with backoff until it succeeds or a newer
 //     transition of the host replaces it. VerdictStored never blocks.
+//     While the brake's database cannot be reached, no transition is
+//     acted on (disables are neither taken nor dropped): they wait, in
+//     order, and are retried.
 //
 // What it does not do: Nova has no conditional update, so an operator's
 // disable landing between the service's read and its write is
@@ -50,6 +58,7 @@ import (
 
 	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
@@ -69,6 +78,17 @@ type Compute interface {
 	EnableService(ctx context.Context, id string) error
 }
 
+// BrakeStore keeps the brake's window for all service instances
+// (*store.Store). since is where the window starts; limit is the number of
+// hosts it tolerates.
+type BrakeStore interface {
+	// TakeBrakeSlot records host's transition to untrusted and decides
+	// whether it may be acted on.
+	TakeBrakeSlot(ctx context.Context, host string, at, since time.Time, limit int, window time.Duration) (store.BrakeState, error)
+	// CheckBrake releases the brake once the window allows.
+	CheckBrake(ctx context.Context, since time.Time, limit int, window time.Duration) (store.BrakeState, error)
+}
+
 // Notifier sends oslo notifications.
 type Notifier interface {
 	Notify(ctx context.Context, priority, eventType string, payload any) error
@@ -86,6 +106,8 @@ type Config struct {
 	BrakePercent  float64
 	BrakeWindow   time.Duration
 	BrakeMinHosts int
+	// BrakeStore keeps the window; required unless BrakePercent is 100.
+	BrakeStore BrakeStore
 	// Hosts returns the number of enrolled hosts.
 	Hosts    func(ctx context.Context) (int, error)
 	Notifier Notifier
@@ -106,9 +128,12 @@ type Revoker struct {
 	mu      sync.Mutex
 	events  []event            // transitions not yet looked at, in order
 	actions map[string]*action // per host: the action to take
-	window  map[string]time.Time
-	engaged bool
-	skipped []string // hosts not disabled while braked
+	// intakeAt: transitions wait until then after the brake's database
+	// failed.
+	intakeAt time.Time
+	// checkAt is when to look at the brake's window again (zero: not
+	// until a transition).
+	checkAt time.Time
 
 	hostsN  int
 	hostsAt time.Time
@@ -145,14 +170,21 @@ func New(cfg Config) *Revoker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.BrakePercent < 100 && cfg.BrakeStore == nil {
+		panic("revocation: Config.BrakeStore is required unless BrakePercent is 100")
+	}
 	r := &Revoker{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
-		actions: map[string]*action{}, window: map[string]time.Time{},
+		actions: map[string]*action{},
 		actionsTotal: cfg.Metrics.NewCounter("trustpool_revocation_actions_total",
 			"Compute service actions by action (disable, enable) and outcome (done; unchanged: nothing to do, "+
 				"e.g. disabled by an operator; braked: not taken because of the mass-revocation brake; no_service; error).", "action", "outcome"),
 		brakeGauge: cfg.Metrics.NewGauge("trustpool_revocation_brake_engaged", "1 while the mass-revocation brake holds."),
 	}
 	r.brakeGauge.Set(0)
+	if cfg.BrakePercent < 100 {
+		// A restart may find the brake engaged: look at once.
+		r.checkAt = cfg.Now()
+	}
 	return r
 }
 
@@ -230,17 +262,31 @@ func (r *Revoker) Run(ctx context.Context) error {
 // the brake to disables.
 func (r *Revoker) intake(ctx context.Context) {
 	r.mu.Lock()
+	if r.cfg.Now().Before(r.intakeAt) {
+		r.mu.Unlock()
+		return
+	}
 	evs := r.events
 	r.events = nil
 	r.mu.Unlock()
-	for _, ev := range evs {
+	for i, ev := range evs {
 		if !ev.disable {
 			r.mu.Lock()
 			r.actions[ev.host] = &action{}
 			r.mu.Unlock()
 			continue
 		}
-		if r.brake(ctx, ev) {
+		held, err := r.brake(ctx, ev)
+		if err != nil {
+			r.log.Warn("cannot take a revocation brake slot; transitions wait", "host", ev.host, "error", err,
+				"retry_in", r.cfg.RetryDelay)
+			r.mu.Lock()
+			r.events = append(slices.Clone(evs[i:]), r.events...)
+			r.intakeAt = r.cfg.Now().Add(r.cfg.RetryDelay)
+			r.mu.Unlock()
+			return
+		}
+		if held {
 			r.actionsTotal.Inc("disable", "braked")
 			r.log.Warn("mass-revocation brake holds: not disabling the compute service", "host", ev.host)
 			r.mu.Lock()
@@ -277,80 +323,79 @@ func (r *Revoker) limit(ctx context.Context) int {
 	return max(n, r.cfg.BrakeMinHosts-1)
 }
 
-func (r *Revoker) pruneLocked(now time.Time) {
-	for h, at := range r.window {
-		if !at.After(now.Add(-r.cfg.BrakeWindow)) {
-			delete(r.window, h)
-		}
-	}
-}
-
 // brake records a transition to untrusted and reports whether the brake
 // holds (engaging it, with the alert, if this transition trips it).
-func (r *Revoker) brake(ctx context.Context, ev event) bool {
+func (r *Revoker) brake(ctx context.Context, ev event) (bool, error) {
+	if r.cfg.BrakePercent >= 100 {
+		return false, nil
+	}
 	limit := r.limit(ctx)
-	r.mu.Lock()
-	r.window[ev.host] = ev.at
-	r.pruneLocked(r.cfg.Now())
-	n := len(r.window)
-	engage := !r.engaged && n > limit
-	if engage {
-		r.engaged = true
-		r.brakeGauge.Set(1)
+	st, err := r.cfg.BrakeStore.TakeBrakeSlot(ctx, ev.host, ev.at, r.cfg.Now().Add(-r.cfg.BrakeWindow), limit, r.cfg.BrakeWindow)
+	if err != nil {
+		return false, err
 	}
-	held := r.engaged
-	if held {
-		r.skipped = append(r.skipped, ev.host)
+	if st.Released {
+		r.released(ctx, st)
 	}
-	hosts := r.windowHostsLocked()
-	r.mu.Unlock()
-	if engage {
+	r.seen(st)
+	if st.Engaged {
 		total := r.hosts(ctx)
-		r.log.Error("mass-revocation brake engaged: compute services are no longer disabled", "hosts_untrusted", n,
+		r.log.Error("mass-revocation brake engaged: compute services are no longer disabled", "hosts_untrusted", len(st.Hosts),
 			"hosts_total", total, "brake_percent", r.cfg.BrakePercent, "brake_window", r.cfg.BrakeWindow)
 		r.notify(ctx, "ERROR", attestrpc.EventBrakeEngaged, map[string]any{
-			"hosts_untrusted": n, "hosts_total": total, "percent": r.cfg.BrakePercent,
-			"window_seconds": r.cfg.BrakeWindow.Seconds(), "hosts": hosts})
+			"hosts_untrusted": len(st.Hosts), "hosts_total": total, "percent": r.cfg.BrakePercent,
+			"window_seconds": r.cfg.BrakeWindow.Seconds(), "hosts": nonNil(st.Hosts)})
 	}
-	return held
+	return st.Held, nil
 }
 
-func (r *Revoker) windowHostsLocked() []string {
-	hosts := make([]string, 0, len(r.window))
-	for h := range r.window {
-		hosts = append(hosts, h)
+// seen records the brake's state as the store last reported it.
+func (r *Revoker) seen(st store.BrakeState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checkAt = time.Time{}
+	if st.Held {
+		r.brakeGauge.Set(1)
+		// Look at the window again when its oldest transition leaves it.
+		r.checkAt = st.Next.Add(time.Millisecond)
+		if st.Next.IsZero() {
+			r.checkAt = r.cfg.Now().Add(r.cfg.BrakeWindow)
+		}
+		return
 	}
-	slices.Sort(hosts)
-	return hosts
+	r.brakeGauge.Set(0)
 }
 
 // checkRelease releases the brake once the window holds few enough
-// transitions.
+// transitions (or notes that another instance did).
 func (r *Revoker) checkRelease(ctx context.Context) {
 	r.mu.Lock()
-	if !r.engaged {
+	now := r.cfg.Now()
+	due := !r.checkAt.IsZero() && !now.Before(r.checkAt)
+	r.mu.Unlock()
+	if !due {
+		return
+	}
+	st, err := r.cfg.BrakeStore.CheckBrake(ctx, now.Add(-r.cfg.BrakeWindow), r.limit(ctx), r.cfg.BrakeWindow)
+	if err != nil {
+		r.log.Warn("cannot check the revocation brake", "error", err, "retry_in", r.cfg.RetryDelay)
+		r.mu.Lock()
+		r.checkAt = now.Add(r.cfg.RetryDelay)
 		r.mu.Unlock()
 		return
 	}
-	r.mu.Unlock()
-	limit := r.limit(ctx)
-	r.mu.Lock()
-	r.pruneLocked(r.cfg.Now())
-	n := len(r.window)
-	if n > limit {
-		r.mu.Unlock()
-		return
+	if st.Released {
+		r.released(ctx, st)
 	}
-	r.engaged = false
-	r.brakeGauge.Set(0)
-	skipped := slices.Compact(slices.Sorted(slices.Values(r.skipped)))
-	r.skipped = nil
-	hosts := r.windowHostsLocked()
-	r.mu.Unlock()
-	r.log.Info("mass-revocation brake released", "hosts_untrusted", n, "skipped_hosts", skipped)
+	r.seen(st)
+}
+
+// released says the brake was released, listing the hosts it held.
+func (r *Revoker) released(ctx context.Context, st store.BrakeState) {
+	r.log.Info("mass-revocation brake released", "hosts_untrusted", len(st.Hosts), "skipped_hosts", st.Skipped)
 	r.notify(ctx, "INFO", attestrpc.EventBrakeReleased, map[string]any{
-		"hosts_untrusted": n, "hosts_total": r.hosts(ctx), "percent": r.cfg.BrakePercent,
-		"window_seconds": r.cfg.BrakeWindow.Seconds(), "hosts": hosts, "skipped_hosts": nonNil(skipped)})
+		"hosts_untrusted": len(st.Hosts), "hosts_total": r.hosts(ctx), "percent": r.cfg.BrakePercent,
+		"window_seconds": r.cfg.BrakeWindow.Seconds(), "hosts": nonNil(st.Hosts), "skipped_hosts": nonNil(st.Skipped)})
 }
 
 func nonNil(l []string) []string {
@@ -366,11 +411,11 @@ func (r *Revoker) next() (string, action, time.Duration) {
 	defer r.mu.Unlock()
 	now := r.cfg.Now()
 	wait := time.Minute
-	if r.engaged {
-		// Look at the window again when its oldest transition leaves it.
-		for _, at := range r.window {
-			wait = min(wait, at.Add(r.cfg.BrakeWindow).Sub(now)+time.Millisecond)
-		}
+	if !r.checkAt.IsZero() {
+		wait = min(wait, r.checkAt.Sub(now))
+	}
+	if len(r.events) > 0 {
+		wait = min(wait, r.intakeAt.Sub(now))
 	}
 	names := make([]string, 0, len(r.actions))
 	for h := range r.actions {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
 	"github.com/trustpool/trustpool/attestation-service/internal/revocation"
+	"github.com/trustpool/trustpool/attestation-service/internal/store"
 	"github.com/trustpool/trustpool/internal/attestrpc"
 	"github.com/trustpool/trustpool/internal/verdict"
 )
@@ -127,6 +129,13 @@ func (r *notifier) events(ev string) []note {
 
 func start(t *testing.T, cfg revocation.Config) *revocation.Revoker {
 	t.Helper()
+	r, _ := run(t, cfg)
+	return r
+}
+
+// run starts a revoker; stop ends it (at the latest when the test ends).
+func run(t *testing.T, cfg revocation.Config) (r *revocation.Revoker, stop func()) {
+	t.Helper()
 	if cfg.Hosts == nil {
 		cfg.Hosts = func(context.Context) (int, error) { return 100, nil }
 	}
@@ -134,17 +143,38 @@ func start(t *testing.T, cfg revocation.Config) *revocation.Revoker {
 		cfg.BrakePercent = 100
 	}
 	cfg.RetryDelay = 20 * time.Millisecond
-	r := revocation.New(cfg)
+	r = revocation.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run() = %v", err)
-		}
-	})
-	return r
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Run() = %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return r, stop
+}
+
+// brakeDB is the path of a fresh SQLite database for the brake's window.
+func brakeDB(t *testing.T) string {
+	t.Helper()
+	return "sqlite:///" + filepath.Join(t.TempDir(), "attestation.db")
+}
+
+// openStore opens the database at url as one service instance does.
+func openStore(t *testing.T, url string) *store.Store {
+	t.Helper()
+	s, err := store.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 var seq uint64
@@ -197,7 +227,10 @@ func TestDisableThenEnable(t *testing.T) {
 		t.Errorf("%d service writes, want 1", n.writes)
 	}
 	transition(r, &u2, verdict.Trusted)
-	waitFor(t, "enable", func() bool { return !n.state("c1").Disabled })
+	// The notification follows Nova's answer: wait for both.
+	waitFor(t, "enable", func() bool {
+		return !n.state("c1").Disabled && len(notes.events(attestrpc.EventComputeEnabled)) > 0
+	})
 	if d, e := notes.events(attestrpc.EventComputeDisabled), notes.events(attestrpc.EventComputeEnabled); len(d) != 1 || len(e) != 1 ||
 		d[0].payload["host"] != "c1" || d[0].payload["service_id"] != "uuid-0" {
 		t.Errorf("notifications disabled=%v enabled=%v", d, e)
@@ -295,7 +328,7 @@ func TestBrake(t *testing.T) {
 	n, notes := newNova(hosts...), &notifier{}
 	window := 700 * time.Millisecond
 	r := start(t, revocation.Config{Compute: n, Notifier: notes, BrakePercent: 20, BrakeMinHosts: 2, BrakeWindow: window,
-		Hosts: func(context.Context) (int, error) { return len(hosts), nil }})
+		BrakeStore: openStore(t, brakeDB(t)), Hosts: func(context.Context) (int, error) { return len(hosts), nil }})
 	trusted := map[string]verdict.Verdict{}
 	untrusted := map[string]verdict.Verdict{}
 	for _, h := range hosts {
@@ -345,6 +378,162 @@ func TestBrake(t *testing.T) {
 	}
 	revoke("c9")
 	waitFor(t, "acting again", func() bool { return n.state("c9").Disabled })
+}
+
+// brakeCfg is TestBrake's brake for ten hosts (it holds from the third
+// transition in the window) on db. The window is long enough for a test's
+// transitions to fall into it on a loaded machine.
+func brakeCfg(t *testing.T, n *nova, notes *notifier, db string) revocation.Config {
+	t.Helper()
+	return revocation.Config{Compute: n, Notifier: notes, BrakePercent: 20, BrakeMinHosts: 2, BrakeWindow: 3 * time.Second,
+		BrakeStore: openStore(t, db), Hosts: func(context.Context) (int, error) { return 10, nil }}
+}
+
+func disabledHosts(n *nova, hosts []string) []string {
+	var out []string
+	for _, h := range hosts {
+		if n.state(h).Disabled {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// TestBrakeSharedByInstances: two service instances on one database (each
+// with its own connection) share one window and one limit: of four hosts
+// turning untrusted, two on each instance, two are disabled, the brake
+// engages once and is released once, naming the two it held.
+func TestBrakeSharedByInstances(t *testing.T) {
+	hosts := []string{"c0", "c1", "c2", "c3"}
+	n, notes, db := newNova(hosts...), &notifier{}, brakeDB(t)
+	instances := []*revocation.Revoker{start(t, brakeCfg(t, n, notes, db)), start(t, brakeCfg(t, n, notes, db))}
+	for i, h := range hosts {
+		old := vd(h, verdict.Trusted)
+		transition(instances[i%2], &old, verdict.Untrusted, "profile baseline: pcr 7")
+	}
+	waitFor(t, "brake alert", func() bool { return len(notes.events(attestrpc.EventBrakeEngaged)) > 0 })
+	settle()
+	disabled := disabledHosts(n, hosts)
+	if len(disabled) != 2 {
+		t.Errorf("disabled %v; want two of %v (one limit for both instances)", disabled, hosts)
+	}
+	waitFor(t, "brake released", func() bool { return len(notes.events(attestrpc.EventBrakeReleased)) > 0 })
+	settle()
+	if e, r := notes.events(attestrpc.EventBrakeEngaged), notes.events(attestrpc.EventBrakeReleased); len(e) != 1 || len(r) != 1 {
+		t.Fatalf("%d brake alerts and %d releases, want one each", len(e), len(r))
+	}
+	var held []string
+	for _, h := range hosts {
+		if !slices.Contains(disabled, h) {
+			held = append(held, h)
+		}
+	}
+	if diff := cmp.Diff(held, notes.events(attestrpc.EventBrakeReleased)[0].payload["skipped_hosts"]); diff != "" {
+		t.Errorf("skipped hosts (-want +got):\n%s", diff)
+	}
+}
+
+// TestBrakeSurvivesRestart: a restarted service finds the brake engaged
+// and its window as they were: a transition after the restart is held, no
+// second alert is sent, and the release names the hosts held before and
+// after the restart.
+func TestBrakeSurvivesRestart(t *testing.T) {
+	hosts := []string{"c0", "c1", "c2", "c3"}
+	n, notes, db := newNova(hosts...), &notifier{}, brakeDB(t)
+	before, stop := run(t, brakeCfg(t, n, notes, db))
+	for _, h := range hosts[:3] {
+		old := vd(h, verdict.Trusted)
+		transition(before, &old, verdict.Untrusted, "profile baseline: pcr 7")
+	}
+	waitFor(t, "brake alert", func() bool { return len(notes.events(attestrpc.EventBrakeEngaged)) == 1 })
+	waitFor(t, "c0 and c1 disabled", func() bool { return len(disabledHosts(n, hosts)) == 2 })
+	stop()
+
+	after := start(t, brakeCfg(t, n, notes, db))
+	old := vd("c3", verdict.Trusted)
+	transition(after, &old, verdict.Untrusted, "profile baseline: pcr 7")
+	waitFor(t, "brake released", func() bool { return len(notes.events(attestrpc.EventBrakeReleased)) == 1 })
+	if diff := cmp.Diff([]string{"c0", "c1"}, disabledHosts(n, hosts)); diff != "" {
+		t.Errorf("disabled hosts (-want +got):\n%s", diff)
+	}
+	if e := notes.events(attestrpc.EventBrakeEngaged); len(e) != 1 {
+		t.Errorf("%d brake alerts, want 1 (the restart kept the engaged brake)", len(e))
+	}
+	if diff := cmp.Diff([]string{"c2", "c3"}, notes.events(attestrpc.EventBrakeReleased)[0].payload["skipped_hosts"]); diff != "" {
+		t.Errorf("skipped hosts (-want +got):\n%s", diff)
+	}
+}
+
+// failingBrake is the real store behind a switch that makes it unreachable
+// (fault injection: a database outage mid-run).
+type failingBrake struct {
+	*store.Store
+	mu    sync.Mutex
+	down  bool
+	calls int
+}
+
+func (f *failingBrake) fail() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.down {
+		return errors.New("dial tcp 127.0.0.1:3306: connect: connection refused")
+	}
+	return nil
+}
+
+func (f *failingBrake) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down, f.calls = down, 0
+}
+
+func (f *failingBrake) failed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+func (f *failingBrake) TakeBrakeSlot(ctx context.Context, host string, at, since time.Time, limit int, window time.Duration) (store.BrakeState, error) {
+	if err := f.fail(); err != nil {
+		return store.BrakeState{}, err
+	}
+	return f.Store.TakeBrakeSlot(ctx, host, at, since, limit, window)
+}
+
+func (f *failingBrake) CheckBrake(ctx context.Context, since time.Time, limit int, window time.Duration) (store.BrakeState, error) {
+	if err := f.fail(); err != nil {
+		return store.BrakeState{}, err
+	}
+	return f.Store.CheckBrake(ctx, since, limit, window)
+}
+
+// TestBrakeStoreDown: while the brake's database cannot be reached no
+// host is disabled (the brake cannot be consulted) and none is dropped:
+// the transitions wait, are retried, and are taken in order once it
+// answers (c1 untrusted then trusted again ends enabled, c2 disabled).
+func TestBrakeStoreDown(t *testing.T) {
+	n := newNova("c1", "c2")
+	cfg := brakeCfg(t, n, &notifier{}, brakeDB(t))
+	fb := &failingBrake{Store: cfg.BrakeStore.(*store.Store)}
+	cfg.BrakeStore = fb
+	fb.setDown(true)
+	r := start(t, cfg)
+	v1, v2 := vd("c1", verdict.Trusted), vd("c2", verdict.Trusted)
+	u1 := transition(r, &v1, verdict.Untrusted, "bad")
+	transition(r, &v2, verdict.Untrusted, "bad")
+	waitFor(t, "retries", func() bool { return fb.failed() >= 3 })
+	if d := disabledHosts(n, []string{"c1", "c2"}); len(d) != 0 || n.writes != 0 {
+		t.Fatalf("disabled %v (%d writes) without the brake's database", d, n.writes)
+	}
+	transition(r, &u1, verdict.Trusted)
+	fb.setDown(false)
+	waitFor(t, "c2 disabled", func() bool { return n.state("c2").Disabled })
+	settle()
+	if diff := cmp.Diff([]string{"c2"}, disabledHosts(n, []string{"c1", "c2"})); diff != "" {
+		t.Errorf("disabled hosts (-want +got):\n%s", diff)
+	}
 }
 
 func TestReason(t *testing.T) {

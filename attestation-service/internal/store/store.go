@@ -37,6 +37,10 @@
 // state are compare-and-set on the current state, so two workers cannot
 // both take a launch forward.
 //
+// The mass-revocation brake's window (brake.go) is a table of transitions
+// to untrusted with a lock row: taking a slot (count the window, record,
+// engage) is one transaction serialised across instances.
+//
 // The package does not log.
 package store
 
@@ -742,6 +746,8 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditRecord, error) {
 // Pruned says how many records Prune removed.
 type Pruned struct {
 	History, Audit int64
+	// Brake counts rows of the revocation brake's window (brake.go).
+	Brake int64
 }
 
 // pruneBatch bounds the rows one DELETE removes, so a large backlog never
@@ -752,15 +758,22 @@ var pruneBatch = 5000
 var pruneQueries = map[string]struct{ sel, del string }{
 	"history": {"SELECT id FROM history WHERE at < ? ORDER BY id LIMIT ?", "DELETE FROM history WHERE id <= ? AND at < ?"},
 	"audit":   {"SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT ?", "DELETE FROM audit WHERE id <= ? AND at < ?"},
+	"revocation_brake": {"SELECT id FROM revocation_brake WHERE at < ? ORDER BY id LIMIT ?",
+		"DELETE FROM revocation_brake WHERE id <= ? AND at < ?"},
 }
 
 // Prune removes history entries recorded before historyBefore and audit
-// records before auditBefore; a zero time keeps that table whole.
+// records before auditBefore; a zero time keeps that table whole. The
+// revocation brake's records of transitions are verdict history: they go
+// with historyBefore, except those an engaged brake still needs.
 func (s *Store) Prune(ctx context.Context, historyBefore, auditBefore time.Time) (Pruned, error) {
 	var p Pruned
 	var err error
 	if !historyBefore.IsZero() {
 		if p.History, err = s.pruneTable(ctx, "history", historyBefore); err != nil {
+			return p, err
+		}
+		if p.Brake, err = s.pruneBrake(ctx, historyBefore); err != nil {
 			return p, err
 		}
 	}
@@ -1000,6 +1013,16 @@ var migrations = []migration{
 	{sql: canaryFractionMigration},
 	// 8: who asked for a re-delivery (launch.go).
 	{sql: launchInitiatorMigration},
+	// 9: the mass-revocation brake's window, shared by the instances
+	// (brake.go).
+	{sql: revocationBrakeMigration},
+}
+
+// revocationBrakeMigration creates the brake's window and its lock row.
+var revocationBrakeMigration = []string{
+	`CREATE TABLE revocation_brake (id {autoid}, at {int} NOT NULL, host {name} NOT NULL, action {name} NOT NULL){engine}`,
+	`CREATE INDEX revocation_brake_at ON revocation_brake (at)`,
+	`INSERT INTO counters (name, value) VALUES ('revocation_brake', 0)`,
 }
 
 // fillEKFingerprints indexes every bound EK. Where earlier code bound one EK

@@ -319,6 +319,7 @@ func TestMigratedProfilesKeepVerdicts(t *testing.T) {
 			}
 			// Later migrations' changes go too, so that all re-run.
 			for _, stmt := range []string{"DROP TABLE profile_versions", "ALTER TABLE launch_history DROP COLUMN initiator",
+				"DROP TABLE revocation_brake", "DELETE FROM counters WHERE name = 'revocation_brake'",
 				"DELETE FROM schema_migrations WHERE version >= 6",
 				"INSERT INTO profiles (name, body, updated_at) VALUES ('gold', '" + gold + "', 1), ('other', '" + other + "', 1)"} {
 				if _, err := db.ExecContext(ctx, stmt); err != nil {

@@ -201,6 +201,11 @@ type Config struct {
 	Trigger func(host string)
 	// Launches runs trusted launches (nil: off; the routes answer 404).
 	Launches *launcher.Launcher
+	// PublicEndpoint is the API's public base URL ([api] public_endpoint,
+	// an absolute http(s) URL, checked by the service's config), which the
+	// version document's links are built on. "" builds them from the
+	// request's Host header, which the client controls.
+	PublicEndpoint string
 }
 
 type server struct {
@@ -614,18 +619,22 @@ func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
 // apiUpdated is when the v1 API last changed (discovery's "updated").
 var apiUpdated = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 
-// versions is the version discovery document. Its links point at the
-// address the client used, as OpenStack services' do without a configured
-// public endpoint.
+// versions is the version discovery document. Its links are built on
+// Config.PublicEndpoint, as OpenStack services build theirs on a configured
+// public endpoint; without one they point at the address the client used
+// (its Host header, which any client can set to another site's address).
 func (s *server) versions(w http.ResponseWriter, r *http.Request) error {
 	if _, err := queryParams(r); err != nil {
 		return err
 	}
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
+	base := strings.TrimSuffix(s.cfg.PublicEndpoint, "/") + "/" + attestapi.Version + "/"
+	if s.cfg.PublicEndpoint == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = (&url.URL{Scheme: scheme, Host: r.Host, Path: "/" + attestapi.Version + "/"}).String()
 	}
-	base := (&url.URL{Scheme: scheme, Host: host, Path: "/" + attestapi.Version + "/"}).String()
 	writeJSON(w, http.StatusOK, attestapi.Versions{Versions: []attestapi.VersionInfo{{
 		ID: attestapi.Version, Status: attestapi.StatusCurrent, Updated: apiUpdated,
 		Links: []attestapi.Link{{Rel: "self", Href: base}},

@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -73,6 +75,37 @@ func TestVersionDiscovery(t *testing.T) {
 	}
 	if code, _, _ := f.do(t, "GET", "/v2", "", ""); code != http.StatusUnauthorized {
 		t.Errorf("GET /v2 without a token = %d, want 401 (only the root is open)", code)
+	}
+}
+
+// TestVersionLinksFromPublicEndpoint: with [api] public_endpoint set, the
+// version document links to it whatever Host header the client sent (a
+// client's Host header must not put another site into links other clients
+// follow); unset, the links follow the Host header as before.
+func TestVersionLinksFromPublicEndpoint(t *testing.T) {
+	tests := []struct {
+		name, endpoint, host, want string
+	}{
+		{"configured, forged host", "https://cloud.example.org/attestation", "evil.example", "https://cloud.example.org/attestation/v1/"},
+		{"configured with a trailing slash", "https://cloud.example.org/attestation/", "evil.example", "https://cloud.example.org/attestation/v1/"},
+		{"configured, no path", "http://192.0.2.1:9780", "192.0.2.1:9780", "http://192.0.2.1:9780/v1/"},
+		{"unset: the Host header", "", "api.example:9780", "http://api.example:9780/v1/"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := api.New(api.Config{PublicEndpoint: tc.endpoint})
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Host = tc.host
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			var vs attestapi.Versions
+			if err := json.Unmarshal(rec.Body.Bytes(), &vs); err != nil || rec.Code != http.StatusOK {
+				t.Fatalf("GET / = %d %s (%v)", rec.Code, rec.Body, err)
+			}
+			if len(vs.Versions) != 1 || len(vs.Versions[0].Links) != 1 || vs.Versions[0].Links[0].Href != tc.want {
+				t.Errorf("links %+v, want one self link to %s", vs.Versions, tc.want)
+			}
+		})
 	}
 }
 

@@ -355,6 +355,15 @@ type HTTPError struct {
 	Reason        string
 	ForceRequired bool
 	Refusal       string
+	// RetryAfter, when positive, is sent as the Retry-After header (a
+	// 429 says when to ask again).
+	RetryAfter time.Duration
+}
+
+// retryAfterSeconds is d as Retry-After's whole seconds, rounded up: a
+// client that waits that long is let through.
+func retryAfterSeconds(d time.Duration) int64 {
+	return max(1, int64((d+time.Second-1)/time.Second))
 }
 
 func (e *HTTPError) Error() string {
@@ -429,18 +438,18 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg, reason := http.StatusInternalServerError, "internal error", ""
-	force, refusal := false, ""
+	force, refusal, retry := false, "", time.Duration(0)
 	var he *HTTPError
 	le, isLaunch := launchError(err)
 	ve, isVersion := versionStateError(err)
 	switch {
 	case isLaunch:
-		code, msg, reason = le.Code, le.Msg, le.Reason
+		code, msg, reason, retry = le.Code, le.Msg, le.Reason, le.RetryAfter
 	case isVersion:
 		code, msg, reason = ve.Code, ve.Msg, ve.Reason
 	case errors.As(err, &he):
 		code, msg, reason = he.Code, he.Msg, he.Reason
-		force, refusal = he.ForceRequired, he.Refusal
+		force, refusal, retry = he.ForceRequired, he.Refusal, he.RetryAfter
 		if he.Err != nil && code < 500 {
 			msg = he.Error()
 		}
@@ -452,6 +461,9 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = http.StatusConflict, "no EK awaits approval for this host"
 	case errors.Is(err, engine.ErrPendingMismatch):
 		code, msg = http.StatusConflict, err.Error()
+	}
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retry), 10))
 	}
 	if code >= 500 {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)

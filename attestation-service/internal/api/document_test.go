@@ -140,6 +140,7 @@ func TestResponsesMatchDocument(t *testing.T) {
 	_, created, _ := f.do(t, "POST", "/v1/launches", f.member, f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), ""))
 	launchID := created["launch"].(map[string]any)["id"].(string)
 	sealed := f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), "")
+	delivered := f.deliveredLaunch(t)
 
 	type call struct {
 		method, path, token, ctype, body string
@@ -218,7 +219,9 @@ func TestResponsesMatchDocument(t *testing.T) {
 		{"GET", "/v1/launches?all_projects=true&limit=5", f.admin, "", "", 200, false},
 		{"GET", "/v1/launches/" + launchID, f.member, "", "", 200, false},
 		{"GET", "/v1/launches/" + launchID, f.otherMember(t), "", "", 404, false},
-		{"POST", "/v1/launches/" + launchID + "/redeliver", f.member, "", "", 409, false}, // pending: never delivered
+		{"POST", "/v1/launches/" + launchID + "/redeliver", f.member, "", "", 409, false},  // pending: never delivered
+		{"POST", "/v1/launches/" + delivered + "/redeliver", f.member, "", "", 200, false}, // refused: compute-1 has no agent
+		{"POST", "/v1/launches/" + delivered + "/redeliver", f.member, "", "", 429, false}, // again, within the interval
 		{"POST", "/v1/launches/" + launchID + "/redeliver", f.reader, "", "", 403, false},
 		{"POST", "/v1/launches/" + launchID + "/redeliver", f.otherMember(t), "", "", 404, false},
 		{"DELETE", "/v1/launches/" + launchID, f.reader, "", "", 403, false},

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
@@ -97,6 +98,14 @@ type APISection struct {
 	// Listen is the REST API's address (host:port); loopback by default,
 	// behind the Apache proxy DevStack sets up.
 	Listen string `toml:"listen"`
+	// PublicEndpoint is the API's public base URL, as clients reach it
+	// (the Keystone catalog's public endpoint, e.g.
+	// https://cloud.example.org/attestation); the version document at
+	// GET / links to it. Unset, the links are built from each request's
+	// Host header, which a client controls: set it wherever the API is
+	// reachable from untrusted networks. Like Glance's and Keystone's
+	// public_endpoint.
+	PublicEndpoint string `toml:"public_endpoint"`
 }
 
 // AttestationSection is [attestation].
@@ -305,6 +314,12 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		bad("api.listen", "%q is not host:port", c.API.Listen)
+	}
+	if e := c.API.PublicEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(e, "#") {
+			bad("api.public_endpoint", "%q is not an absolute http or https URL without user info, query or fragment", e)
+		}
 	}
 	a := c.Attestation
 	if a.Interval <= 0 {

@@ -69,6 +69,13 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"database", func(c *service.Config) { c.Database.Connection = "postgresql://x/" }, "database.connection"},
 		{"transport", func(c *service.Config) { c.Default.TransportURL = "amqp://x" }, "DEFAULT.transport_url"},
 		{"listen", func(c *service.Config) { c.API.Listen = "nope" }, "api.listen"},
+		{"relative public endpoint", func(c *service.Config) { c.API.PublicEndpoint = "cloud.example.org/attestation" }, "api.public_endpoint"},
+		{"public endpoint scheme", func(c *service.Config) { c.API.PublicEndpoint = "ftp://cloud.example.org/" }, "api.public_endpoint"},
+		{"public endpoint query", func(c *service.Config) { c.API.PublicEndpoint = "https://cloud.example.org/?a=b" }, "api.public_endpoint"},
+		{"public endpoint fragment", func(c *service.Config) { c.API.PublicEndpoint = "https://cloud.example.org/#x" }, "api.public_endpoint"},
+		{"public endpoint empty fragment", func(c *service.Config) { c.API.PublicEndpoint = "https://cloud.example.org/#" }, "api.public_endpoint"},
+		{"public endpoint user", func(c *service.Config) { c.API.PublicEndpoint = "https://u:p@cloud.example.org/" }, "api.public_endpoint"},
+		{"public endpoint no host", func(c *service.Config) { c.API.PublicEndpoint = "https:///attestation" }, "api.public_endpoint"},
 		{"heartbeat", func(c *service.Config) { c.Attestation.HeartbeatInterval = time.Minute }, "attestation.heartbeat_interval"},
 		{"node lookup", func(c *service.Config) { c.Placement.NodeLookup = "guess" }, "placement.node_lookup"},
 		{"reconcile", func(c *service.Config) { c.Placement.ReconcileInterval = 0 }, "placement.reconcile_interval"},
@@ -92,6 +99,9 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"launch concurrency", func(c *service.Config) { c.Launch.Concurrency = 0 }, "launch.concurrency"},
 		{"request lifetime", func(c *service.Config) { c.Launch.MaxRequestLifetime = time.Second }, "launch.max_request_lifetime"},
 		{"redelivery wanted interval", func(c *service.Config) { c.Launch.RedeliveryWantedInterval = 0 }, "launch.redelivery_wanted_interval"},
+		{"redelivery user interval unset", func(c *service.Config) { c.Launch.RedeliveryUserInterval = 0 }, "launch.redelivery_user_interval"},
+		{"redelivery user interval tiny", func(c *service.Config) { c.Launch.RedeliveryUserInterval = time.Millisecond }, "launch.redelivery_user_interval"},
+		{"redelivery user interval huge", func(c *service.Config) { c.Launch.RedeliveryUserInterval = 2 * time.Hour }, "launch.redelivery_user_interval"},
 		{"nova endpoint", func(c *service.Config) { c.Nova.EndpointOverride = "nova:8774" }, "nova.endpoint_override"},
 		{"unknown verdict format", func(c *service.Config) { c.UpgradeLevels.Verdict = 3 }, "upgrade_levels.verdict: 3 is not a verdict format"},
 		{"negative verdict format", func(c *service.Config) { c.UpgradeLevels.Verdict = -1 }, "upgrade_levels.verdict"},
@@ -109,6 +119,20 @@ func TestValidateNamesKeys(t *testing.T) {
 				t.Errorf("Validate() = %v, want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPublicEndpointAccepted: absolute http(s) URLs, with or without a
+// path, pass [api] public_endpoint's check (TestValidateNamesKeys holds the
+// refusals).
+func TestPublicEndpointAccepted(t *testing.T) {
+	for _, e := range []string{"", "https://cloud.example.org/attestation", "http://192.0.2.1:9780", "https://[2001:db8::1]/attestation/"} {
+		cfg := service.DefaultConfig()
+		cfg.Default.TransportURL = "rabbit://guest:guest@127.0.0.1:5672/"
+		cfg.API.PublicEndpoint = e
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("public_endpoint %q: Validate() = %v", e, err)
+		}
 	}
 }
 

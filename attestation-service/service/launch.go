@@ -60,6 +60,12 @@ type LaunchSection struct {
 	// (redelivery_wanted); asks in between are dropped. A user's
 	// `trustpool launch redeliver` is not limited by it.
 	RedeliveryWantedInterval time.Duration `toml:"redelivery_wanted_interval"`
+	// RedeliveryUserInterval is the least time between two re-deliveries
+	// of one launch that users ask for (POST
+	// /v1/launches/{id}/redeliver); requests in between answer 429
+	// redelivery_too_soon with Retry-After. Independent of
+	// RedeliveryWantedInterval.
+	RedeliveryUserInterval time.Duration `toml:"redelivery_user_interval"`
 }
 
 // LaunchTiming is the phase timings of one trusted launch that ended
@@ -75,7 +81,7 @@ const DefaultPolicySigningKey = "/var/lib/trustpool/policy-signing.key"
 func defaultLaunch() LaunchSection {
 	return LaunchSection{Enabled: true, NovaNotifications: true, NotificationExchange: novanotify.Exchange, NotificationTopic: novanotify.Topic,
 		NotificationQueue: "trustpool-launch", DeliverTimeout: time.Minute, Concurrency: 8, MaxRequestLifetime: 30 * 24 * time.Hour,
-		RedeliveryWantedInterval: launcher.DefaultWantedInterval}
+		RedeliveryWantedInterval: launcher.DefaultWantedInterval, RedeliveryUserInterval: launcher.DefaultRedeliverInterval}
 }
 
 // validateLaunch adds [launch]'s and the launch key's problems.
@@ -114,6 +120,9 @@ func (c *Config) validateLaunch(bad func(key, format string, args ...any)) {
 	}
 	if l.RedeliveryWantedInterval < time.Second {
 		bad("launch.redelivery_wanted_interval", "must be at least 1s")
+	}
+	if l.RedeliveryUserInterval < time.Second || l.RedeliveryUserInterval > time.Hour {
+		bad("launch.redelivery_user_interval", "must be between 1s and 1h")
 	}
 }
 
@@ -271,7 +280,8 @@ func (s *Service) launches(st *store.Store, signer *verdict.Signer, eng *engine.
 		Agents: &launchAgents{c: tr.Client(oslo.Target{Topic: attestrpc.AgentTopic, Version: attestrpc.LaunchVersion}),
 			presentTimeout: cfg.Attestation.QuoteTimeout, deliverTimeout: l.DeliverTimeout},
 		Servers: servers, Notifier: pub, Concurrency: l.Concurrency, MaxLifetime: l.MaxRequestLifetime,
-		Logger: s.log, Metrics: reg, Observer: cfg.LaunchObserver, PolicyKey: pkey, WantedInterval: l.RedeliveryWantedInterval})
+		Logger: s.log, Metrics: reg, Observer: cfg.LaunchObserver, PolicyKey: pkey, WantedInterval: l.RedeliveryWantedInterval,
+		RedeliverInterval: l.RedeliveryUserInterval})
 	s.log.Info("trusted launches on", "launch_kid", key.Public().KID(), "suite", key.Public().Suite(),
 		"nova_api", servers != nil, "nova_notifications", l.NovaNotifications)
 	if !l.NovaNotifications {

@@ -217,7 +217,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	auth := &lazyAuth{}
 	handler := api.New(api.Config{Engine: eng, Store: st, Policy: enf, Auth: auth.wrap, Metrics: reg, Logger: s.log,
-		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: trigger, OtherKeys: otherKeys(ms, signer.KID()), Launches: lr,
+		PublicKeyPEM: pubPEM, KID: signer.KID(), Trigger: trigger, OtherKeys: otherKeys(ms, signer.KID()), Launches: lr, PublicEndpoint: cfg.API.PublicEndpoint,
 		Health: func(ctx context.Context) error {
 			if err := st.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)

@@ -387,6 +387,8 @@ func (c *CLI) launchRedeliver() *cobra.Command {
 			"instance restarted. The service attests the host afresh and refuses when it is not trusted, does not satisfy the\n" +
 			"launch's profile, or no longer runs the instance; otherwise the host's agent unseals the blob it kept and writes the\n" +
 			"secret and a new receipt (state redelivered) into the instance. Prints the launch; exits 1 when refused or failed.\n" +
+			"A launch is redelivered at most once per the service's [launch] redelivery_user_interval (default 10s): a\n" +
+			"request within it is refused (HTTP 429, redelivery_too_soon, saying when to ask again; exit 1) and runs nothing.\n" +
 			"Check the new receipt with `" + Name + " launch verify ID --state redelivered`.",
 		Args: cobra.ExactArgs(1),
 	}

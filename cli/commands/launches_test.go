@@ -217,3 +217,25 @@ func TestLaunchUsage(t *testing.T) {
 		t.Errorf("usage errors reached the service %d times", n)
 	}
 }
+
+// TestLaunchRedeliverTooSoon: the service's 429 (redelivery_too_soon)
+// is printed on one line with its message (when to ask again), the status
+// and the request id, exit 1, nothing on stdout.
+func TestLaunchRedeliverTooSoon(t *testing.T) {
+	asAdmin(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/launches/l-1/redeliver" {
+			envelope(w, http.StatusNotFound, "no such resource")
+			return
+		}
+		w.Header().Set("Retry-After", "7")
+		envelope(w, http.StatusTooManyRequests, "redelivery_too_soon: a re-delivery of this launch was started less than 10s ago; ask again in 7s")
+	}))
+	defer srv.Close()
+	r := runCLI(t, commands.Config{}, "--os-attestation-url", srv.URL, "launch", "redeliver", "l-1")
+	want := "trustpool: redelivery_too_soon: a re-delivery of this launch was started less than 10s ago; ask again in 7s (HTTP 429) " +
+		"(Request-ID: req-00000000-0000-0000-0000-000000000001)\n"
+	if r.code != commands.ExitError || r.stderr != want || r.stdout != "" {
+		t.Errorf("exit %d, stderr %q, stdout %q; want exit %d, stderr %q", r.code, r.stderr, r.stdout, commands.ExitError, want)
+	}
+}

@@ -64,10 +64,14 @@ func (c *CLI) profileList() *cobra.Command {
 			return err
 		}
 		l := output.List{Columns: []output.Column{{Name: "Name"}, {Name: "Description"}, {Name: "PCRs"}, {Name: "Facts"},
-			{Name: "IMA"}, {Name: "Updated At", Long: true}}}
+			{Name: "IMA"}, {Name: "Version", Long: true}, {Name: "Updated At", Long: true}}}
 		for _, pb := range ps {
 			p := pb.Profile
-			l.Rows = append(l.Rows, []any{p.Name, p.Description, pcrIndexes(p), factNames(p), p.IMA != nil, pb.UpdatedAt})
+			var v any // a service from before the flat views named it: empty
+			if pb.Version != 0 {
+				v = pb.Version
+			}
+			l.Rows = append(l.Rows, []any{p.Name, p.Description, pcrIndexes(p), factNames(p), p.IMA != nil, v, pb.UpdatedAt})
 		}
 		return c.writeList(of, l)
 	}
@@ -89,28 +93,34 @@ func profileRecord(pb attestapi.ProfileBody) output.Record {
 		r.Fields = append(r.Fields, output.Column{Name: "updated_at"})
 		r.Values = append(r.Values, pb.UpdatedAt)
 	}
-	addWriteVersions(&r, pb.Version, pb.RetiredVersion, pb.Unchanged)
+	if pb.Version != 0 {
+		// In a show, the latest approved version, whose document this is.
+		r.Fields = append(r.Fields, output.Column{Name: "version"})
+		r.Values = append(r.Values, pb.Version)
+	}
 	return r
 }
 
-// addWriteVersions adds to the record of a profile write the approved
-// version now holding it, the version the write retired (empty: none),
-// and whether nothing changed. Version 0: not a write's answer.
-func addWriteVersions(r *output.Record, version, retired int, unchanged bool) {
-	if version == 0 {
-		return
+// profileWriteRecord is the record of a profile write's answer: the
+// profile, the approved version now holding it, the version the write
+// retired (empty: none), and whether nothing changed.
+func profileWriteRecord(pb attestapi.ProfileBody) output.Record {
+	r := profileRecord(pb)
+	if pb.Version == 0 {
+		return r
 	}
 	var ret any
-	if retired != 0 {
-		ret = retired
+	if pb.RetiredVersion != 0 {
+		ret = pb.RetiredVersion
 	}
-	r.Fields = append(r.Fields, output.Column{Name: "version"}, output.Column{Name: "retired_version"}, output.Column{Name: "unchanged"})
-	r.Values = append(r.Values, version, ret, unchanged)
+	r.Fields = append(r.Fields, output.Column{Name: "retired_version"}, output.Column{Name: "unchanged"})
+	r.Values = append(r.Values, ret, pb.Unchanged)
+	return r
 }
 
 // learnedRecord is a learned profile with what was pinned for its facts.
 func learnedRecord(l attestapi.Learned) output.Record {
-	r := profileRecord(attestapi.ProfileBody{Profile: l.Profile, UpdatedAt: l.UpdatedAt,
+	r := profileWriteRecord(attestapi.ProfileBody{Profile: l.Profile, UpdatedAt: l.UpdatedAt,
 		Version: l.Version, RetiredVersion: l.RetiredVersion, Unchanged: l.Unchanged})
 	r.Fields = append(r.Fields, output.Column{Name: "fact_pcrs"}, output.Column{Name: "added_pcrs"})
 	r.Values = append(r.Values, l.FactPCRs, output.Formatted{Text: joinInts(l.AddedPCRs), Value: l.AddedPCRs})
@@ -279,7 +289,7 @@ func (c *CLI) profileWrite(verb, short string,
 		if err != nil {
 			return err
 		}
-		return c.writeRecord(of, profileRecord(pb))
+		return c.writeRecord(of, profileWriteRecord(pb))
 	}
 	return cmd
 }

@@ -132,3 +132,50 @@ func TestProfileWriteShowsVersions(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileViewsShowVersion: profile show names the latest approved
+// version the service answers, without the write fields; profile list
+// shows it in the Version column with --long only; an answer without a
+// version (a service from before) leaves it empty.
+func TestProfileViewsShowVersion(t *testing.T) {
+	asAdmin(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/profiles/gold":
+			_ = json.NewEncoder(w).Encode(attestapi.ProfileBody{Profile: attestapi.Profile{Name: "gold"}, Version: 2})
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/profiles":
+			_ = json.NewEncoder(w).Encode(attestapi.ProfileList{Profiles: []attestapi.ProfileBody{
+				{Profile: attestapi.Profile{Name: "gold"}, Version: 2}, {Profile: attestapi.Profile{Name: "old"}}}})
+		default:
+			envelope(w, http.StatusNotFound, "no such resource")
+		}
+	}))
+	defer srv.Close()
+	base := []string{"--os-attestation-url", srv.URL}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"profile", "show", "gold", "-f", "value", "-c", "name", "-c", "version"}, "gold\n2\n"},
+		{[]string{"profile", "show", "gold", "-f", "json", "-c", "version"}, "{\n    \"version\": 2\n}\n"},
+		{[]string{"profile", "list", "--long", "-f", "csv", "-c", "Name", "-c", "Version"}, "\"Name\",\"Version\"\r\n\"gold\",2\r\n\"old\",\"\"\r\n"},
+		{[]string{"profile", "list", "-f", "csv", "-c", "Name"}, "\"Name\"\r\n\"gold\"\r\n\"old\"\r\n"},
+	} {
+		r := runCLI(t, commands.Config{}, append(base, tc.args...)...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", tc.args, r.code, r.stderr)
+		}
+		if r.stdout != tc.want {
+			t.Errorf("%v: output %q, want %q", tc.args, r.stdout, tc.want)
+		}
+	}
+	r := runCLI(t, commands.Config{}, append(base, "profile", "list", "-f", "csv")...)
+	if r.code != 0 || strings.Contains(r.stdout, "Version") {
+		t.Errorf("profile list without --long: exit %d, output %q; want no Version column", r.code, r.stdout)
+	}
+	r = runCLI(t, commands.Config{}, append(base, "profile", "show", "gold", "-f", "json")...)
+	if r.code != 0 || strings.Contains(r.stdout, "unchanged") || strings.Contains(r.stdout, "retired_version") {
+		t.Errorf("profile show: exit %d, output %q; want no write fields", r.code, r.stdout)
+	}
+}

@@ -413,10 +413,10 @@ type ProfileBody struct {
 	Profile Profile `json:"profile"`
 	// UpdatedAt is when the profile was last stored.
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
-	// Version, in the answer of a create or update, is the approved
-	// version now holding the document: the one the write created, or,
-	// when the document was unchanged, the latest approved one (0 in
-	// other answers).
+	// Version is the approved version holding the document: in a show or
+	// list, the latest approved one (whose document the flat view is); in
+	// the answer of a create or update, the one the write created, or,
+	// when the document was unchanged, the latest approved one.
 	Version int `json:"version,omitempty"`
 	// RetiredVersion is the version an update replaced and retired.
 	RetiredVersion int `json:"retired_version,omitempty"`

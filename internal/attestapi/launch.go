@@ -48,6 +48,10 @@ const (
 	// ReasonRedeliveryOff (409 on redeliver): the service has no
 	// policy-signing key, so no host keeps a blob it could redeliver.
 	ReasonRedeliveryOff = "redelivery_unavailable"
+	// ReasonRedeliveryTooSoon (429 on redeliver): a re-delivery of the
+	// launch was asked for less than the service's [launch]
+	// redelivery_user_interval ago; Retry-After says when to ask again.
+	ReasonRedeliveryTooSoon = "redelivery_too_soon"
 )
 
 // LaunchKey is the service's HPKE launch key as GET /v1/keys lists it

@@ -326,8 +326,9 @@ $TRUSTPOOL_SWTPM_EVENT_LOG" ]
 @test "post-config, attestation: TOML config, Keystone service and endpoints, Apache proxy" {
     load_plugin trustpool-attestation,key
     phase stack post-config
-    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" api.listen database.connection keystone_authtoken.username keystone_authtoken.project_name)" = \
+    [ "$(toml "$TRUSTPOOL_ATTESTATION_CONF" api.listen api.public_endpoint database.connection keystone_authtoken.username keystone_authtoken.project_name)" = \
         "127.0.0.1:9780
+http://192.0.2.10/attestation
 sqlite:///$DATA_DIR/trustpool/attestation.db
 trustpool
 service" ]

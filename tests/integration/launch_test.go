@@ -217,6 +217,9 @@ type launchTest struct {
 	dir                  string
 	// name is the test's name, in the tenants' project names.
 	name string
+	// redelivered is when a user's re-delivery of a launch last returned
+	// (redeliver waits out userRedeliveryInterval from then).
+	redelivered map[string]time.Time
 }
 
 // with returns lt for a subtest: its helpers fail t, not the parent test.

@@ -201,6 +201,11 @@ type Config struct {
 	Trigger func(host string)
 	// Launches runs trusted launches (nil: off; the routes answer 404).
 	Launches *launcher.Launcher
+	// PublicEndpoint is the API's public base URL ([api] public_endpoint,
+	// an absolute http(s) URL, checked by the service's config), which the
+	// version document's links are built on. "" builds them from the
+	// request's Host header, which the client controls.
+	PublicEndpoint string
 }
 
 type server struct {
@@ -350,6 +355,15 @@ type HTTPError struct {
 	Reason        string
 	ForceRequired bool
 	Refusal       string
+	// RetryAfter, when positive, is sent as the Retry-After header (a
+	// 429 says when to ask again).
+	RetryAfter time.Duration
+}
+
+// retryAfterSeconds is d as Retry-After's whole seconds, rounded up: a
+// client that waits that long is let through.
+func retryAfterSeconds(d time.Duration) int64 {
+	return max(1, int64((d+time.Second-1)/time.Second))
 }
 
 func (e *HTTPError) Error() string {
@@ -424,18 +438,18 @@ func (s *server) handle(route string, fn func(http.ResponseWriter, *http.Request
 
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg, reason := http.StatusInternalServerError, "internal error", ""
-	force, refusal := false, ""
+	force, refusal, retry := false, "", time.Duration(0)
 	var he *HTTPError
 	le, isLaunch := launchError(err)
 	ve, isVersion := versionStateError(err)
 	switch {
 	case isLaunch:
-		code, msg, reason = le.Code, le.Msg, le.Reason
+		code, msg, reason, retry = le.Code, le.Msg, le.Reason, le.RetryAfter
 	case isVersion:
 		code, msg, reason = ve.Code, ve.Msg, ve.Reason
 	case errors.As(err, &he):
 		code, msg, reason = he.Code, he.Msg, he.Reason
-		force, refusal = he.ForceRequired, he.Refusal
+		force, refusal, retry = he.ForceRequired, he.Refusal, he.RetryAfter
 		if he.Err != nil && code < 500 {
 			msg = he.Error()
 		}
@@ -447,6 +461,9 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = http.StatusConflict, "no EK awaits approval for this host"
 	case errors.Is(err, engine.ErrPendingMismatch):
 		code, msg = http.StatusConflict, err.Error()
+	}
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retry), 10))
 	}
 	if code >= 500 {
 		s.log.Error("request failed", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "error", err)
@@ -614,18 +631,22 @@ func (s *server) keys(w http.ResponseWriter, r *http.Request) error {
 // apiUpdated is when the v1 API last changed (discovery's "updated").
 var apiUpdated = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 
-// versions is the version discovery document. Its links point at the
-// address the client used, as OpenStack services' do without a configured
-// public endpoint.
+// versions is the version discovery document. Its links are built on
+// Config.PublicEndpoint, as OpenStack services build theirs on a configured
+// public endpoint; without one they point at the address the client used
+// (its Host header, which any client can set to another site's address).
 func (s *server) versions(w http.ResponseWriter, r *http.Request) error {
 	if _, err := queryParams(r); err != nil {
 		return err
 	}
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
+	base := strings.TrimSuffix(s.cfg.PublicEndpoint, "/") + "/" + attestapi.Version + "/"
+	if s.cfg.PublicEndpoint == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = (&url.URL{Scheme: scheme, Host: r.Host, Path: "/" + attestapi.Version + "/"}).String()
 	}
-	base := (&url.URL{Scheme: scheme, Host: host, Path: "/" + attestapi.Version + "/"}).String()
 	writeJSON(w, http.StatusOK, attestapi.Versions{Versions: []attestapi.VersionInfo{{
 		ID: attestapi.Version, Status: attestapi.StatusCurrent, Updated: apiUpdated,
 		Links: []attestapi.Link{{Rel: "self", Href: base}},

@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -76,6 +78,37 @@ func TestVersionDiscovery(t *testing.T) {
 	}
 }
 
+// TestVersionLinksFromPublicEndpoint: with [api] public_endpoint set, the
+// version document links to it whatever Host header the client sent (a
+// client's Host header must not put another site into links other clients
+// follow); unset, the links follow the Host header as before.
+func TestVersionLinksFromPublicEndpoint(t *testing.T) {
+	tests := []struct {
+		name, endpoint, host, want string
+	}{
+		{"configured, forged host", "https://cloud.example.org/attestation", "evil.example", "https://cloud.example.org/attestation/v1/"},
+		{"configured with a trailing slash", "https://cloud.example.org/attestation/", "evil.example", "https://cloud.example.org/attestation/v1/"},
+		{"configured, no path", "http://192.0.2.1:9780", "192.0.2.1:9780", "http://192.0.2.1:9780/v1/"},
+		{"unset: the Host header", "", "api.example:9780", "http://api.example:9780/v1/"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := api.New(api.Config{PublicEndpoint: tc.endpoint})
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Host = tc.host
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			var vs attestapi.Versions
+			if err := json.Unmarshal(rec.Body.Bytes(), &vs); err != nil || rec.Code != http.StatusOK {
+				t.Fatalf("GET / = %d %s (%v)", rec.Code, rec.Body, err)
+			}
+			if len(vs.Versions) != 1 || len(vs.Versions[0].Links) != 1 || vs.Versions[0].Links[0].Href != tc.want {
+				t.Errorf("links %+v, want one self link to %s", vs.Versions, tc.want)
+			}
+		})
+	}
+}
+
 // TestResponsesMatchDocument sends every operation through a validating
 // proxy to the real handler, answers that succeed and answers that fail
 // (401, 403, 404, 405, 409, 400): each answer must match the document's
@@ -107,6 +140,7 @@ func TestResponsesMatchDocument(t *testing.T) {
 	_, created, _ := f.do(t, "POST", "/v1/launches", f.member, f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), ""))
 	launchID := created["launch"].(map[string]any)["id"].(string)
 	sealed := f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), "")
+	delivered := f.deliveredLaunch(t)
 
 	type call struct {
 		method, path, token, ctype, body string
@@ -185,7 +219,9 @@ func TestResponsesMatchDocument(t *testing.T) {
 		{"GET", "/v1/launches?all_projects=true&limit=5", f.admin, "", "", 200, false},
 		{"GET", "/v1/launches/" + launchID, f.member, "", "", 200, false},
 		{"GET", "/v1/launches/" + launchID, f.otherMember(t), "", "", 404, false},
-		{"POST", "/v1/launches/" + launchID + "/redeliver", f.member, "", "", 409, false}, // pending: never delivered
+		{"POST", "/v1/launches/" + launchID + "/redeliver", f.member, "", "", 409, false},  // pending: never delivered
+		{"POST", "/v1/launches/" + delivered + "/redeliver", f.member, "", "", 200, false}, // refused: compute-1 has no agent
+		{"POST", "/v1/launches/" + delivered + "/redeliver", f.member, "", "", 429, false}, // again, within the interval
 		{"POST", "/v1/launches/" + launchID + "/redeliver", f.reader, "", "", 403, false},
 		{"POST", "/v1/launches/" + launchID + "/redeliver", f.otherMember(t), "", "", 404, false},
 		{"DELETE", "/v1/launches/" + launchID, f.reader, "", "", 403, false},

@@ -364,7 +364,7 @@ func (s *server) listProfiles(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		at := sp.UpdatedAt
-		out.Profiles = append(out.Profiles, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at})
+		out.Profiles = append(out.Profiles, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at, Version: sp.Version})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -386,7 +386,7 @@ func (s *server) getProfile(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	at := sp.UpdatedAt
-	writeJSON(w, http.StatusOK, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at})
+	writeJSON(w, http.StatusOK, attestapi.ProfileBody{Profile: attestapi.ProfileFrom(p), UpdatedAt: &at, Version: sp.Version})
 	return nil
 }
 

@@ -277,8 +277,15 @@ func boolParam(q url.Values, name string) (bool, error) {
 // launchError maps the launcher's errors to statuses and reasons (nil:
 // not one).
 func launchError(err error) (*HTTPError, bool) {
-	var re *launcher.RequestError
+	var (
+		re   *launcher.RequestError
+		soon *launcher.TooSoonError
+	)
 	switch {
+	case errors.As(err, &soon):
+		return &HTTPError{Code: http.StatusTooManyRequests, Reason: attestapi.ReasonRedeliveryTooSoon, RetryAfter: soon.RetryAfter,
+			Msg: fmt.Sprintf("%s: a re-delivery of this launch was started less than %v ago; ask again in %ds", attestapi.ReasonRedeliveryTooSoon,
+				soon.Interval, retryAfterSeconds(soon.RetryAfter))}, true
 	case errors.As(err, &re):
 		return &HTTPError{Code: http.StatusBadRequest, Msg: re.Error(), Reason: re.Reason}, true
 	case errors.Is(err, launcher.ErrReplayed):

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +189,66 @@ func TestLaunchAPI(t *testing.T) {
 	}
 	if code, _, _ := f.do(t, "GET", "/v1/launches/"+id, f.member, ""); code != 404 {
 		t.Errorf("after delete = %d, want 404", code)
+	}
+}
+
+// deliveredLaunch creates a launch of the member's project and records it
+// delivered on compute-1 (which has no agent: a re-delivery is refused
+// host_not_enrolled, after the checks that come before asking the host).
+func (f *fixture) deliveredLaunch(t *testing.T) string {
+	t.Helper()
+	code, body, _ := f.do(t, "POST", "/v1/launches", f.member, f.sealedBody(t, "demo-id", time.Now().Add(time.Hour), ""))
+	if code != http.StatusCreated {
+		t.Fatalf("create = %d %v", code, body)
+	}
+	rec, err := f.st.GetLaunch(t.Context(), body["launch"].(map[string]any)["id"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.State, rec.Host, rec.InstanceID = launch.StateDelivered, "compute-1", "178b0921-8f85-4257-88b6-2e743b5a975c"
+	if err := f.st.TransitionLaunch(t.Context(), rec, launch.StatePending); err != nil {
+		t.Fatal(err)
+	}
+	return rec.ID
+}
+
+// TestRedeliverRateLimit: a member's second re-delivery of a launch within
+// [launch] redelivery_user_interval answers 429 redelivery_too_soon with
+// Retry-After in the usual error envelope, and runs nothing (no history
+// entry); another launch is not held back by it. (launcher's
+// TestRedeliverUserLimit lets the next one through after the interval.)
+func TestRedeliverRateLimit(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	history := func(id string) int {
+		t.Helper()
+		h, err := f.st.LaunchHistory(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(h)
+	}
+	a, b := f.deliveredLaunch(t), f.deliveredLaunch(t)
+	// The host is not enrolled: refused, but the host was asked about
+	// (a re-delivery ran).
+	if code, body, _ := f.do(t, "POST", attestapi.LaunchRedeliverPath(a), f.member, ""); code != http.StatusOK {
+		t.Fatalf("first redeliver = %d %v", code, body)
+	}
+	before := history(a)
+	code, body, hdr := f.do(t, "POST", attestapi.LaunchRedeliverPath(a), f.member, "")
+	e, _ := body["error"].(map[string]any)
+	if code != http.StatusTooManyRequests || e["reason"] != attestapi.ReasonRedeliveryTooSoon || e["code"] != 429.0 ||
+		!strings.Contains(fmt.Sprint(e["message"]), "ask again in") || e["request_id"] != hdr.Get("X-Openstack-Request-Id") {
+		t.Errorf("second redeliver = %d %v, want 429 %s", code, body, attestapi.ReasonRedeliveryTooSoon)
+	}
+	if n, err := strconv.Atoi(hdr.Get("Retry-After")); err != nil || n < 1 || n > 10 {
+		t.Errorf("Retry-After %q, want whole seconds, 1-10 (default interval 10s)", hdr.Get("Retry-After"))
+	}
+	if got := history(a); got != before {
+		t.Errorf("a rate-limited request wrote %d history entries", got-before)
+	}
+	// Another launch is limited on its own.
+	if code, body, hdr := f.do(t, "POST", attestapi.LaunchRedeliverPath(b), f.member, ""); code != http.StatusOK || hdr.Get("Retry-After") != "" {
+		t.Errorf("redeliver of another launch = %d %v (Retry-After %q), want 200", code, body, hdr.Get("Retry-After"))
 	}
 }

@@ -315,3 +315,42 @@ func TestFlatUpdateNewVersion(t *testing.T) {
 		t.Errorf("audit of flat writes (-want +got):\n%s", d)
 	}
 }
+
+// TestFlatViewsNameVersion: GET /v1/profiles/{name} and the list name the
+// latest approved version, whose document they show: 1 after a create, 2
+// after an update; a candidate does not count until it is approved, and
+// retiring the latest approved one names the one before again.
+func TestFlatViewsNameVersion(t *testing.T) {
+	f := newFixture(t)
+	doc := func(pcr0 string) string {
+		return `{"name": "golden", "pcrs": {"0": ["` + strings.Repeat(pcr0, 64) + `"]}}`
+	}
+	step := func(name, method, path, body string, wantCode int) {
+		t.Helper()
+		if code, got, _ := f.do(t, method, path, f.admin, body); code != wantCode {
+			t.Fatalf("%s: %s %s = %d %v, want %d", name, method, path, code, got, wantCode)
+		}
+	}
+	check := func(name string, wantVersion float64, wantPCR0 string) {
+		t.Helper()
+		code, got, _ := f.do(t, "GET", "/v1/profiles/golden", f.admin, "")
+		if code != http.StatusOK || got["version"] != wantVersion || !strings.Contains(mustJSON(t, got), strings.Repeat(wantPCR0, 64)) {
+			t.Errorf("%s: GET /v1/profiles/golden = %d %v, want version %v with PCR 0 of %s", name, code, got, wantVersion, wantPCR0)
+		}
+		code, got, _ = f.do(t, "GET", "/v1/profiles", f.admin, "")
+		ps, _ := got["profiles"].([]any)
+		if code != http.StatusOK || len(ps) != 1 || ps[0].(map[string]any)["version"] != wantVersion {
+			t.Errorf("%s: GET /v1/profiles = %d %v, want golden at version %v", name, code, got, wantVersion)
+		}
+	}
+	step("create", "POST", "/v1/profiles", doc("1"), http.StatusCreated)
+	check("after create", 1, "1")
+	step("update", "PUT", "/v1/profiles/golden", doc("2"), http.StatusOK)
+	check("after update", 2, "2")
+	step("candidate", "POST", "/v1/profiles/golden/versions", doc("3"), http.StatusCreated)
+	check("with a candidate", 2, "2")
+	step("approve 3", "POST", "/v1/profiles/golden/versions/3/state", `{"state": "approved"}`, http.StatusOK)
+	check("after approving 3", 3, "3")
+	step("retire 3", "POST", "/v1/profiles/golden/versions/3/state", `{"state": "retired"}`, http.StatusOK)
+	check("after retiring 3", 2, "2")
+}

@@ -217,8 +217,12 @@ type Config struct {
 	// launch that agents ask for (redelivery_wanted; wanted.go; default
 	// DefaultWantedInterval). Users' requests are not limited by it.
 	WantedInterval time.Duration
-	Logger         *slog.Logger
-	Metrics        *metrics.Registry
+	// RedeliverInterval is the least time between two re-deliveries of
+	// one launch that users ask for (Redeliver; limiter.go; default
+	// DefaultRedeliverInterval), independent of WantedInterval.
+	RedeliverInterval time.Duration
+	Logger            *slog.Logger
+	Metrics           *metrics.Registry
 	// Observer, when set, receives the timing of every launch that ends.
 	Observer func(Timing)
 	Now      func() time.Time
@@ -237,11 +241,13 @@ type Launcher struct {
 
 	redeliverMu  sync.Mutex
 	redelivering map[string]bool
-	// wantedAt is when an agent's ask for a launch last ran (wanted.go);
-	// wantedSem bounds those re-deliveries running at once.
-	wantedAt  map[string]time.Time
-	wantedSem chan struct{}
-	wanted    *metrics.Counter
+	// wantedLimit and redeliverLimit hold when an agent's ask and a
+	// user's request for a launch last ran (limiter.go; under
+	// redeliverMu); wantedSem bounds agents' re-deliveries running at
+	// once.
+	wantedLimit, redeliverLimit *intervalLimiter
+	wantedSem                   chan struct{}
+	wanted                      *metrics.Counter
 	// stopping: Run is waiting for its goroutines (under redeliverMu).
 	stopping bool
 }
@@ -273,6 +279,9 @@ func New(cfg Config) *Launcher {
 	if cfg.WantedInterval <= 0 {
 		cfg.WantedInterval = DefaultWantedInterval
 	}
+	if cfg.RedeliverInterval <= 0 {
+		cfg.RedeliverInterval = DefaultRedeliverInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -288,7 +297,8 @@ func New(cfg Config) *Launcher {
 	l := &Launcher{cfg: cfg, log: cfg.Logger, jobs: make(chan job, 1024),
 		outcomes: cfg.Metrics.NewCounter("trustpool_launches_total", "Trusted launches that ended, by state and reason code.", "state", "reason"),
 		phases:   map[string]*metrics.Histogram{}, redelivering: map[string]bool{},
-		wantedAt: map[string]time.Time{}, wantedSem: make(chan struct{}, cfg.Concurrency),
+		wantedLimit: newIntervalLimiter(cfg.WantedInterval), redeliverLimit: newIntervalLimiter(cfg.RedeliverInterval),
+		wantedSem: make(chan struct{}, cfg.Concurrency),
 		wanted: cfg.Metrics.NewCounter("trustpool_launch_redelivery_wanted_total",
 			"Re-deliveries agents asked for (redelivery_wanted), by outcome: accepted, or why the ask was dropped.", "outcome")}
 	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}

@@ -37,6 +37,9 @@ const (
 	ReasonAgentTooOld = "agent_too_old"
 	// ReasonNotKept: the agent keeps no blob of the launch.
 	ReasonNotKept = attestrpc.ReasonNotKept
+	// ReasonTooSoon: a user's re-delivery within
+	// Config.RedeliverInterval of the last (TooSoonError).
+	ReasonTooSoon = "redelivery_too_soon"
 )
 
 // Errors of Redeliver.
@@ -60,9 +63,10 @@ type Redelivery struct {
 }
 
 // Redeliver runs a re-delivery of a delivered launch that a user asked
-// for through the API. ErrNotDelivered, ErrRedeliverOff and ErrBusy (a
-// re-delivery of it is in progress) are returned before anything is asked
-// of the host.
+// for through the API. ErrNotDelivered, ErrRedeliverOff, ErrBusy (a
+// re-delivery of it is in progress) and *TooSoonError (one was started
+// less than Config.RedeliverInterval ago) are returned before anything is
+// asked of the host.
 func (l *Launcher) Redeliver(ctx context.Context, id string) (*Redelivery, error) {
 	return l.redeliver(ctx, id, launch.InitiatorUser)
 }
@@ -84,6 +88,16 @@ func (l *Launcher) redeliver(ctx context.Context, id, initiator string) (*Redeli
 	}
 	if l.cfg.PolicyKey == nil {
 		return nil, ErrRedeliverOff
+	}
+	if initiator == launch.InitiatorUser {
+		// Agents' asks are limited before they get here (wanted.go).
+		l.redeliverMu.Lock()
+		ok, wait := l.redeliverLimit.allow(id, l.cfg.Now())
+		l.redeliverMu.Unlock()
+		if !ok {
+			l.outcomes.Inc("redelivery_rate_limited", ReasonTooSoon)
+			return nil, &TooSoonError{LaunchID: id, Interval: l.cfg.RedeliverInterval, RetryAfter: wait}
+		}
 	}
 	ctx = context.WithoutCancel(ctx)
 	from := rec.State

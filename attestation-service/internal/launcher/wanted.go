@@ -17,7 +17,8 @@ import (
 // history entry and notification, naming the agent as initiator) only
 // for a launch that exists, is delivered or redelivered and is recorded
 // on that host and instance, and at most once per launch per
-// Config.WantedInterval. Anything else is dropped, counted in
+// Config.WantedInterval (a limit of its own, independent of users'
+// requests: limiter.go). Anything else is dropped, counted in
 // trustpool_launch_redelivery_wanted_total by outcome and logged without
 // secrets. Re-deliveries run in the background, at most Config.Concurrency
 // at once; an ask beyond that is dropped as busy (the agent asks again).
@@ -47,11 +48,6 @@ const (
 	// WantedStopping: the service is stopping.
 	WantedStopping = "stopping"
 )
-
-// maxWantedTracked bounds the per-launch times of accepted asks kept for
-// the rate limit (only launches that passed the checks are tracked; older
-// entries than the interval are pruned first).
-const maxWantedTracked = 4096
 
 // RedeliveryWanted handles a validated redelivery_wanted cast. It returns
 // the outcome and, when a re-delivery was started, a channel closed once
@@ -121,28 +117,13 @@ func (l *Launcher) redeliveryWanted(ctx context.Context, a *attestrpc.Redelivery
 }
 
 // wantedAllow reports whether an agent's ask for launch id may run now,
-// and if so records it.
+// and if so records it (limiter.go).
 func (l *Launcher) wantedAllow(id string) bool {
 	now := l.cfg.Now()
 	l.redeliverMu.Lock()
 	defer l.redeliverMu.Unlock()
-	if last, ok := l.wantedAt[id]; ok && now.Sub(last) < l.cfg.WantedInterval {
-		return false
-	}
-	if len(l.wantedAt) >= maxWantedTracked {
-		for k, t := range l.wantedAt {
-			if now.Sub(t) >= l.cfg.WantedInterval {
-				delete(l.wantedAt, k)
-			}
-		}
-		if len(l.wantedAt) >= maxWantedTracked {
-			// Every tracked launch was asked for within the interval:
-			// refuse rather than grow or forget a limit.
-			return false
-		}
-	}
-	l.wantedAt[id] = now
-	return true
+	ok, _ := l.wantedLimit.allow(id, now)
+	return ok
 }
 
 // DefaultWantedInterval is Config.WantedInterval's default.

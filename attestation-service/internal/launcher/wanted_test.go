@@ -53,14 +53,7 @@ func TestRedeliveryWanted(t *testing.T) {
 	if err := st.TransitionLaunch(ctx, rec, launch.StatePending); err != nil {
 		t.Fatal(err)
 	}
-	histLen := func() int {
-		t.Helper()
-		h, err := st.LaunchHistory(ctx, rec.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(h)
-	}
+	histLen := func() int { t.Helper(); return historyLen(t, st, rec.ID) }
 	before := histLen()
 	for _, tc := range []struct {
 		name, host, launch, instance, want string
@@ -161,7 +154,7 @@ func TestRedeliveryWantedBounded(t *testing.T) {
 	l, _, _, _ := newTestLauncher(t, &now)
 	// Filling the tracker: each id is allowed once, then the tracker is
 	// full of asks within the interval and refuses new ones.
-	for i := range maxWantedTracked {
+	for i := range maxTracked {
 		if !l.wantedAllow(string(rune(i))) {
 			t.Fatalf("ask %d refused before the tracker was full", i)
 		}
@@ -170,7 +163,7 @@ func TestRedeliveryWantedBounded(t *testing.T) {
 		t.Error("an ask beyond the tracker's bound within the interval was allowed")
 	}
 	now = now.Add(DefaultWantedInterval)
-	if !l.wantedAllow("one more") || len(l.wantedAt) > maxWantedTracked {
-		t.Errorf("after the interval: tracked %d, want old entries pruned", len(l.wantedAt))
+	if !l.wantedAllow("one more") || len(l.wantedLimit.at) > maxTracked {
+		t.Errorf("after the interval: tracked %d, want old entries pruned", len(l.wantedLimit.at))
 	}
 }

@@ -155,7 +155,15 @@ type Profile struct {
 	Name      string
 	Body      string
 	UpdatedAt time.Time
+	// Version is the number of the latest approved version, whose document
+	// Body is (read in the same statement); GetProfile and ListProfiles
+	// set it, writes ignore it.
+	Version int
 }
+
+// approvedVersion selects, beside a row of profiles, the number of its
+// latest approved version (the one syncFlatBody copies the body from).
+const approvedVersion = "(SELECT MAX(v.version) FROM profile_versions v WHERE v.profile = profiles.name AND v.state = '" + VersionApproved + "')"
 
 // HistoryEntry is one verdict change of a host.
 type HistoryEntry struct {
@@ -557,7 +565,7 @@ func (s *Store) History(ctx context.Context, name string, limit int) ([]HistoryE
 
 // ListProfiles returns every profile, sorted by name.
 func (s *Store) ListProfiles(ctx context.Context) ([]Profile, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT name, body, updated_at FROM profiles ORDER BY name")
+	rows, err := s.db.QueryContext(ctx, "SELECT name, body, updated_at, "+approvedVersion+" FROM profiles ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list profiles: %w", err)
 	}
@@ -567,11 +575,12 @@ func (s *Store) ListProfiles(ctx context.Context) ([]Profile, error) {
 		var (
 			p  Profile
 			at int64
+			v  sql.NullInt64
 		)
-		if err := rows.Scan(&p.Name, &p.Body, &at); err != nil {
+		if err := rows.Scan(&p.Name, &p.Body, &at, &v); err != nil {
 			return nil, fmt.Errorf("list profiles: %w", err)
 		}
-		p.UpdatedAt = fromMicros(at)
+		p.UpdatedAt, p.Version = fromMicros(at), int(v.Int64)
 		out = append(out, p)
 	}
 	return out, rows.Err()
@@ -580,15 +589,18 @@ func (s *Store) ListProfiles(ctx context.Context) ([]Profile, error) {
 // GetProfile returns a profile or an error wrapping ErrNotFound.
 func (s *Store) GetProfile(ctx context.Context, name string) (Profile, error) {
 	p := Profile{Name: name}
-	var at int64
-	err := s.db.QueryRowContext(ctx, "SELECT body, updated_at FROM profiles WHERE name = ?", name).Scan(&p.Body, &at)
+	var (
+		at int64
+		v  sql.NullInt64
+	)
+	err := s.db.QueryRowContext(ctx, "SELECT body, updated_at, "+approvedVersion+" FROM profiles WHERE name = ?", name).Scan(&p.Body, &at, &v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("profile %q: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return p, fmt.Errorf("get profile %q: %w", name, err)
 	}
-	p.UpdatedAt = fromMicros(at)
+	p.UpdatedAt, p.Version = fromMicros(at), int(v.Int64)
 	return p, nil
 }
 

@@ -47,7 +47,8 @@ type Nodes interface {
 // service).
 type Owner interface {
 	// Owns reports whether this instance writes name's traits: name is a
-	// host, or the UUID of a provider of no known host (an orphan).
+	// host, or the UUID of a provider of no known host (an orphan). The
+	// mirror calls it holding its lock: it must not call the Mirror.
 	Owns(name string) bool
 }
 
@@ -249,10 +250,10 @@ func (m *Mirror) Run(ctx context.Context) error {
 	next := time.Now() // the first reconcile at once
 	for {
 		m.mu.Lock()
-		now := m.reconcileNow
+		asked := m.reconcileNow
 		m.reconcileNow = false
 		m.mu.Unlock()
-		if now || !time.Now().Before(next) {
+		if asked || !time.Now().Before(next) {
 			if err := m.Reconcile(ctx); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()

@@ -9,6 +9,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 
 	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
+	"github.com/trustpool/trustpool/attestation-service/internal/cluster"
 	"github.com/trustpool/trustpool/attestation-service/internal/engine"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/revocation"
@@ -35,7 +36,8 @@ type actions struct {
 	compute   *lateCompute
 }
 
-func newActions(cfg Config, log *slog.Logger, st *store.Store, eng func() *engine.Engine, reg *metrics.Registry, notifier *oslo.Notifier) *actions {
+func newActions(cfg Config, log *slog.Logger, st *store.Store, eng func() *engine.Engine, reg *metrics.Registry, notifier *oslo.Notifier,
+	owner traits.Owner) *actions {
 	a := &actions{cfg: cfg, log: log, ready: make(chan struct{}), placement: &latePlacement{}, compute: &lateCompute{}}
 	if cfg.Placement.MirrorTraits {
 		var nodes traits.Nodes = traits.NovaNodes{Compute: a.compute}
@@ -53,6 +55,7 @@ func newActions(cfg Config, log *slog.Logger, st *store.Store, eng func() *engin
 				}
 				return names, err
 			},
+			Owner:             owner,
 			ReconcileInterval: cfg.Placement.ReconcileInterval,
 			Logger:            log.With("c", "placement"), Metrics: reg,
 		})
@@ -73,6 +76,27 @@ func newActions(cfg Config, log *slog.Logger, st *store.Store, eng func() *engin
 		})
 	}
 	return a
+}
+
+// ownersChanged tells the mirror that the cluster view changed (called
+// from the membership's goroutine; a is set before its first refresh).
+func (a *actions) ownersChanged() {
+	if a != nil && a.mirror != nil {
+		a.mirror.OwnersChanged()
+	}
+}
+
+// mirrorOwner is the trait mirror's traits.Owner: the cluster's ownership
+// that also decides who attests a host. A name no live member owns (this
+// instance's lease lapsed and it knows no other live instance, e.g. a
+// single instance whose database is unreachable) is this instance's: no
+// one else writes it, and expired traits keep being removed as they were
+// before the mirror knew of ownership.
+type mirrorOwner struct{ ms *cluster.Membership }
+
+func (o mirrorOwner) Owns(name string) bool {
+	v := o.ms.View()
+	return v.Owns(name) || v.Owner(name) == ""
 }
 
 // enabled reports whether any action needs the OpenStack clients.

@@ -117,3 +117,68 @@ func TestPlacement(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorOwner: the trait mirror writes the hosts the cluster gives this
+// instance (the ones it attests), nothing once its lease lapsed while
+// another instance is live, and every host when it lapsed alone (a single
+// instance whose database is unreachable, as before ownership).
+func TestMirrorOwner(t *testing.T) {
+	names := []string{"h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9"}
+	ctx := t.Context()
+	clock := time.Now()
+	member := func(st *store.Store, name string) *cluster.Membership {
+		ms := cluster.New(cluster.Config{Name: name, Lease: 10 * time.Second, Store: st, Now: func() time.Time { return clock }})
+		ms.Refresh(ctx)
+		return ms
+	}
+	owned := func(o mirrorOwner) (n int) {
+		for _, h := range names {
+			if o.Owns(h) {
+				n++
+			}
+		}
+		return n
+	}
+
+	st := openStore(t)
+	ms := member(st, "a")
+	o := mirrorOwner{ms}
+	if n := owned(o); n != len(names) {
+		t.Errorf("alone: owns %d of %d hosts", n, len(names))
+	}
+	if err := st.Heartbeat(ctx, store.Member{Name: "b", Incarnation: "1", HeartbeatAt: clock}); err != nil {
+		t.Fatal(err)
+	}
+	ms.Refresh(ctx)
+	v := ms.View()
+	for _, h := range names {
+		if o.Owns(h) != v.Owns(h) || o.Owns(h) == (v.Owner(h) == "b") {
+			t.Errorf("%s: mirror owns %v, cluster owner %q", h, o.Owns(h), v.Owner(h))
+		}
+	}
+	if n := owned(o); n == 0 || n == len(names) {
+		t.Errorf("with b: owns %d of %d hosts", n, len(names))
+	}
+	// The database goes away and a's lease runs out; b was live last.
+	_ = st.Close()
+	clock = clock.Add(11 * time.Second)
+	ms.Refresh(ctx)
+	if ms.View().Valid {
+		t.Fatal("the lease is still valid: the test did not make it lapse")
+	}
+	if n := owned(o); n != 0 {
+		t.Errorf("lapsed, b live: owns %d hosts, want none", n)
+	}
+
+	solo := openStore(t)
+	alone := member(solo, "c")
+	_ = solo.Close()
+	clock = clock.Add(11 * time.Second)
+	alone.Refresh(ctx)
+	if alone.View().Valid {
+		t.Fatal("the lone lease is still valid")
+	}
+	if n := owned(mirrorOwner{alone}); n != len(names) {
+		t.Errorf("lapsed alone: owns %d of %d hosts, want all", n, len(names))
+	}
+}

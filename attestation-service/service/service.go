@@ -126,8 +126,11 @@ func (s *Service) Run(ctx context.Context) error {
 
 	reg := metrics.New()
 	var sc *sched.Scheduler
+	var acts *actions
 	ms := cluster.New(cluster.Config{Name: cfg.Default.Host, KID: signer.KID(), PublicKeyPEM: string(pubPEM),
-		Lease: cfg.Cluster.Lease, Store: st, Logger: s.log})
+		Lease: cfg.Cluster.Lease, Store: st, Logger: s.log,
+		// Hosts handed over here get their Placement traits at once.
+		OnChange: func(cluster.View) { acts.ownersChanged() }})
 	if gap := cfg.HandOverGap(); a.Interval+gap >= a.VerdictValidity {
 		s.log.Warn("with several instances, a crashed instance's hosts may be handed over after their verdicts expired at the shims: keep cluster.lease + lease/4 + jitter + quote_timeout + interval below verdict_validity",
 			"hand_over", gap.String(), "interval", a.Interval.String(), "verdict_validity", a.VerdictValidity.String())
@@ -147,7 +150,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// pubr publishes verdicts and notifications; launches notify through it
 	// whatever [revocation] notifications says of the trust ones.
 	pubr := &publisher{fanout: tr.Client(oslo.Target{Topic: attestrpc.VerdictsTopic, Fanout: true}), notifier: notifier}
-	acts := newActions(cfg, s.log, st, func() *engine.Engine { return eng }, reg, notifier)
+	acts = newActions(cfg, s.log, st, func() *engine.Engine { return eng }, reg, notifier, mirrorOwner{ms})
 	var observer engine.VerdictObserver
 	if acts.enabled() {
 		observer = acts

@@ -42,6 +42,16 @@ type Nodes interface {
 	AllNodes(ctx context.Context) (map[string][]string, error)
 }
 
+// Owner says which hosts this instance writes the traits of, when several
+// service instances share one database (*cluster.Membership, through the
+// service).
+type Owner interface {
+	// Owns reports whether this instance writes name's traits: name is a
+	// host, or the UUID of a provider of no known host (an orphan). The
+	// mirror calls it holding its lock: it must not call the Mirror.
+	Owns(name string) bool
+}
+
 // Config configures a Mirror.
 type Config struct {
 	Placement Placement
@@ -50,6 +60,9 @@ type Config struct {
 	Verdicts func(ctx context.Context) ([]verdict.Verdict, error)
 	// Profiles returns the names of the defined profiles.
 	Profiles func(ctx context.Context) ([]string, error)
+	// Owner decides which hosts and orphan providers this mirror writes;
+	// nil: all of them (a single instance).
+	Owner Owner
 	// ReconcileInterval between full reconciliations (default 5 min).
 	ReconcileInterval time.Duration
 	// Workers apply host changes in parallel (default 4).
@@ -87,6 +100,8 @@ type Mirror struct {
 	ambiguous map[string]bool // profile traits of more than one profile
 	expiries  expiryHeap
 	ready     bool // the first full reconcile succeeded
+	// reconcileNow: ownership changed; Run reconciles at once.
+	reconcileNow bool
 
 	m mirrorMetrics
 }
@@ -157,16 +172,38 @@ func New(cfg Config) *Mirror {
 	return m
 }
 
-// VerdictStored records a verdict the engine stored and queues its host.
-// It does not block.
+// VerdictStored records a verdict the engine stored and queues its host if
+// this instance owns it. It does not block.
 func (m *Mirror) VerdictStored(_ *verdict.Verdict, v verdict.Verdict) {
 	m.mu.Lock()
 	if old, ok := m.latest[v.Host]; !ok || v.Seq >= old.Seq {
 		m.latest[v.Host] = v
 	}
-	m.queueLocked(v.Host, false)
+	owned := m.owns(v.Host)
+	if owned {
+		m.queueLocked(v.Host, false)
+	}
+	m.mu.Unlock()
+	if owned {
+		m.poke()
+	}
+}
+
+// OwnersChanged tells the mirror that the hosts this instance owns may have
+// changed (a cluster membership change): Run reconciles at once, so that
+// hosts handed over here converge without waiting for the next periodic
+// reconcile. It does not block.
+func (m *Mirror) OwnersChanged() {
+	m.mu.Lock()
+	m.reconcileNow = true
 	m.mu.Unlock()
 	m.poke()
+}
+
+// owns reports whether this instance writes name's traits (a host, or an
+// orphan provider's UUID).
+func (m *Mirror) owns(name string) bool {
+	return m.cfg.Owner == nil || m.cfg.Owner.Owns(name)
 }
 
 func (m *Mirror) poke() {
@@ -212,7 +249,11 @@ func (m *Mirror) Run(ctx context.Context) error {
 	delay := m.cfg.RetryDelay
 	next := time.Now() // the first reconcile at once
 	for {
-		if !time.Now().Before(next) {
+		m.mu.Lock()
+		asked := m.reconcileNow
+		m.reconcileNow = false
+		m.mu.Unlock()
+		if asked || !time.Now().Before(next) {
 			if err := m.Reconcile(ctx); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -316,9 +357,17 @@ func (m *Mirror) finish(host string, err error) {
 	}
 }
 
-// applyHost writes the traits of host's newest verdict to its providers.
+// applyHost writes the traits of host's newest verdict to its providers,
+// if this instance owns host.
 func (m *Mirror) applyHost(ctx context.Context, host string) error {
 	m.mu.Lock()
+	if !m.owns(host) {
+		// Its owner writes it. Forget what was written here: should the
+		// host come back, the reconcile of the hand-over compares afresh.
+		delete(m.applied, host)
+		m.mu.Unlock()
+		return nil
+	}
 	p := m.queued[host]
 	since, force := p.since, p.force
 	v, known := m.latest[host]
@@ -392,10 +441,18 @@ func (m *Mirror) noteExpiry(host string, v verdict.Verdict, want []string) {
 // setOwned makes rp's owned traits those of host's newest verdict (none
 // for host ""), read-modify-write with the generation. The wanted traits
 // are computed again on every attempt, from the newest verdict. It reports
-// whether it wrote.
+// whether it wrote. It stops without writing once this instance no longer
+// owns host (rp for host ""): ownership may move while it retries.
 func (m *Mirror) setOwned(ctx context.Context, rp, host string) (bool, error) {
+	name := host
+	if name == "" {
+		name = rp
+	}
 	created := map[string]bool{}
 	for attempt := 1; ; attempt++ {
+		if !m.owns(name) {
+			return false, nil
+		}
 		gen, cur, err := m.cfg.Placement.ProviderTraits(ctx, rp)
 		if errors.Is(err, cloud.ErrNotFound) {
 			return false, nil // gone: nothing to mirror on
@@ -465,7 +522,8 @@ func (m *Mirror) refreshNodes(ctx context.Context) error {
 // Reconcile compares every owned trait in Placement with the stored
 // verdicts and repairs the differences: hosts whose providers differ are
 // queued (and applied by the workers), providers that carry owned traits
-// but belong to no host with a verdict lose them here.
+// but belong to no known host lose them here. With an Owner, only the
+// hosts and orphan providers it owns are compared and repaired.
 func (m *Mirror) Reconcile(ctx context.Context) error {
 	err := m.reconcile(ctx)
 	if err != nil {
@@ -534,6 +592,15 @@ func (m *Mirror) reconcile(ctx context.Context) error {
 	owner := map[string]string{} // provider → host
 	repairs := 0
 	for host, rps := range m.nodes {
+		if !m.owns(host) {
+			// Another instance's: its providers are no orphans, and this
+			// instance neither reads nor writes them.
+			for _, rp := range rps {
+				owner[rp] = host
+			}
+			delete(m.applied, host)
+			continue
+		}
 		v, known := m.latest[host]
 		want := m.wantLocked(v, known)
 		drift := false
@@ -555,7 +622,9 @@ func (m *Mirror) reconcile(ctx context.Context) error {
 	}
 	var orphans []string
 	for rp := range have {
-		if _, ok := owner[rp]; !ok {
+		// An orphan is cleaned by the one instance that owns its UUID as
+		// if it were a host's name: deterministic, and spread like hosts.
+		if _, ok := owner[rp]; !ok && m.owns(rp) {
 			orphans = append(orphans, rp)
 		}
 	}

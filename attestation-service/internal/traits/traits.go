@@ -48,6 +48,20 @@
 //     by one worker at a time), always from the newest verdict held. A host whose
 //     trusted verdict expires without a successor is queued at its
 //     expires_at, which removes its traits.
+//   - Several service instances sharing one database split the hosts
+//     (Config.Owner, the cluster's ownership that also decides who attests
+//     a host): each host's traits are written only by the instance that
+//     owns it, so a verdict another instance holds (older, from a round
+//     it ran on a trigger) never overwrites the owner's. The reconcile
+//     compares only owned hosts; a provider with owned traits but of no
+//     known host (an orphan) is cleaned by the one instance that owns its
+//     UUID taken as a host name. A non-owner neither reads nor writes a
+//     host's providers. On a membership change (OwnersChanged) the mirror
+//     reconciles at once, so hosts handed over converge without waiting
+//     for ReconcileInterval. While the instances' views of the members
+//     disagree (at most a lease), two of them may both write a host; the
+//     next write or reconcile of the owner settles it. Without an Owner
+//     (one instance) the mirror writes every host.
 //   - Profiles whose names have the same NameKey (refused at creation, but
 //     possible in a database from before that rule) get no profile trait:
 //     it would not say which profile was satisfied.

@@ -402,6 +402,15 @@ class PlacementTraitsTest(harness.PatientWaits,
         control('POST', '/hosts/host2/restore')
         self.wait_service('host2', 'enabled')
         self.wait_host('host2', OURS)
+        # Enabling the service makes nova-compute drop its
+        # COMPUTE_STATUS_DISABLED trait; when that write meets ours on the
+        # provider it gets a 409 and leaves the trait to its periodic
+        # update_available_resource (every minute in a deployment): run it.
+        self.computes_by_host['host2'].manager.update_available_resource(
+            nova_context.get_admin_context())
+        traits = set(self._get_provider_traits(self.rp['host2']))
+        self.assertNotIn('COMPUTE_STATUS_DISABLED', traits)
+        self.assertTrue(OURS <= traits, traits)
         self.assertEqual('host2', self.boot(self._create_flavor(),
                                             host='host2')
                          ['OS-EXT-SRV-ATTR:host'])

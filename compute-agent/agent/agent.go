@@ -274,6 +274,7 @@ func (a *Agent) watcher(service *oslo.Client) *watch.Watcher {
 // watcher runs after).
 func (a *Agent) keptWatcher(service *oslo.Client, inj inject.Injector, dlv func() *deliver.Deliverer) *keptwatch.Watcher {
 	ask := service.WithTarget(func(t *oslo.Target) { t.Version = attestrpc.RedeliveryWantedVersion })
+	rebooted, settled := a.rebooted()
 	return keptwatch.New(keptwatch.Config{
 		Interval: a.cfg.Launch.RedeliveryCheckInterval,
 		Kept: func() ([]keptwatch.Kept, error) {
@@ -295,7 +296,8 @@ func (a *Agent) keptWatcher(service *oslo.Client, inj inject.Injector, dlv func(
 			return ask.Cast(ctx, nil, attestrpc.MethodRedeliveryWanted,
 				&attestrpc.RedeliveryWantedArgs{Host: a.cfg.Default.Host, LaunchID: k.LaunchID, InstanceID: k.InstanceID})
 		},
-		Rebooted: a.rebooted(),
+		Rebooted: rebooted,
+		Settled:  settled,
 		Logger:   a.log,
 	})
 }
@@ -304,11 +306,14 @@ func (a *Agent) keptWatcher(service *oslo.Client, inj inject.Injector, dlv func(
 // agent's last start.
 const bootIDFile = "boot_id"
 
-// rebooted reports whether the host booted since the agent last started
-// (and records the current boot id). Unknown counts as rebooted: one
-// needless re-delivery is better than a restarted instance left without
-// its secret.
-func (a *Agent) rebooted() bool {
+// rebooted reports whether the host booted since the boot id was last
+// recorded, and returns record, which records the current one. The watcher
+// calls record only once its first check had an answer for every kept
+// blob: an agent restarted before that (a crash, the service still down
+// after a power cut) must still see the reboot. Unknown counts as
+// rebooted: one needless re-delivery is better than a restarted instance
+// left without its secret.
+func (a *Agent) rebooted() (rebooted bool, record func()) {
 	read := a.cfg.BootID
 	if read == nil {
 		read = func() (string, error) {
@@ -319,14 +324,16 @@ func (a *Agent) rebooted() bool {
 	cur, err := read()
 	if err != nil || cur == "" {
 		a.log.Warn("host boot id unknown: instances of kept launch blobs present now count as started", "error", err)
-		return true
+		return true, func() {}
 	}
 	path := filepath.Join(a.cfg.Agent.StateDir, bootIDFile)
 	prev, err := os.ReadFile(path)
-	if err := os.WriteFile(path, []byte(cur+"\n"), 0o600); err != nil {
-		a.log.Warn("cannot record the host boot id", "path", path, "error", err)
+	record = func() {
+		if err := os.WriteFile(path, []byte(cur+"\n"), 0o600); err != nil {
+			a.log.Warn("cannot record the host boot id", "path", path, "error", err)
+		}
 	}
-	return err != nil || strings.TrimSpace(string(prev)) != cur
+	return err != nil || strings.TrimSpace(string(prev)) != cur, record
 }
 
 func statusLine(state, reason string) string {

@@ -7,28 +7,35 @@ import (
 )
 
 // TestRebooted: instances of kept blobs present at start count as started
-// only when the host booted since the agent's last start (or that is
-// unknown).
+// only when the host booted since the boot id was last recorded (or that
+// is unknown), and the boot id is recorded only when the watcher settled:
+// an agent restarted after a reboot but before its first full check still
+// sees the reboot.
 func TestRebooted(t *testing.T) {
 	id, idErr := "boot-1", error(nil)
 	a := &Agent{log: slog.New(slog.DiscardHandler)}
 	a.cfg.Agent.StateDir = t.TempDir()
 	a.cfg.BootID = func() (string, error) { return id, idErr }
 	for _, step := range []struct {
-		name string
-		edit func()
-		want bool
+		name    string
+		edit    func()
+		want    bool
+		settled bool
 	}{
-		{"first start (no boot id recorded)", func() {}, true},
-		{"agent restarted, same boot", func() {}, false},
-		{"again", func() {}, false},
-		{"host rebooted", func() { id = "boot-2" }, true},
-		{"agent restarted after the reboot", func() {}, false},
-		{"boot id unreadable", func() { idErr = errors.New("no /proc") }, true},
+		{"first start (no boot id recorded)", func() {}, true, true},
+		{"agent restarted, same boot", func() {}, false, true},
+		{"host rebooted; the agent stops before its first full check", func() { id = "boot-2" }, true, false},
+		{"agent restarted, the reboot not settled yet", func() {}, true, true},
+		{"agent restarted after settling", func() {}, false, true},
+		{"boot id unreadable", func() { idErr = errors.New("no /proc") }, true, true},
 	} {
 		step.edit()
-		if got := a.rebooted(); got != step.want {
+		got, record := a.rebooted()
+		if got != step.want {
 			t.Errorf("%s: rebooted = %v, want %v", step.name, got, step.want)
+		}
+		if step.settled {
+			record()
 		}
 	}
 }

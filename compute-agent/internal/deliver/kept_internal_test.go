@@ -30,6 +30,11 @@ func TestKeptBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Before pruning (files an older agent or a hand left there), the
+	// list still stops at MaxKept.
+	if ks, err := d.Kept(); err != nil || len(ks) != MaxKept {
+		t.Errorf("Kept() listed %d, %v; want %d", len(ks), err, MaxKept)
+	}
 	if err := d.pruneKept(dir); err != nil {
 		t.Fatal(err)
 	}

@@ -189,6 +189,9 @@ func (d *Deliverer) Kept() ([]KeptBlob, error) {
 			continue
 		}
 		out = append(out, KeptBlob{LaunchID: id, InstanceID: k.InstanceID})
+		if len(out) == MaxKept {
+			break // files put there by hand or an older agent: the bound holds anyway
+		}
 	}
 	return out, nil
 }

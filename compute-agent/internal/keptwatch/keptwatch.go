@@ -44,6 +44,10 @@ type Config struct {
 	// baseline: they were running, with their secret, before the agent
 	// restarted).
 	Rebooted bool
+	// Settled, when set, is called once, after the first check that had
+	// a presence answer for every kept blob: from then on the instances'
+	// states are known here, and the caller may record the boot as seen.
+	Settled func()
 	// Backoff is the wait after an ask before the next (default
 	// DefaultBackoff; longer than the service's redelivery_wanted_interval
 	// and a re-delivery take); it doubles up to BackoffMax (default
@@ -71,6 +75,7 @@ type Watcher struct {
 
 	mu       sync.Mutex
 	primed   bool
+	settled  bool // Settled was called
 	launches map[string]*state
 	// booted holds the blobs kept before a reboot whose instance's
 	// presence is not known yet (libvirt may answer only later): their
@@ -149,6 +154,7 @@ func (w *Watcher) Check(ctx context.Context) {
 	w.primed = true
 	w.mu.Unlock()
 	seen := make(map[string]bool, len(kept))
+	answered := true
 	for _, k := range kept {
 		seen[k.LaunchID] = true
 		// The presence check may take a while (libvirt): not under mu.
@@ -157,6 +163,7 @@ func (w *Watcher) Check(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			answered = false
 			w.log.Debug("instance presence unknown", "launch_id", k.LaunchID, "instance_id", k.InstanceID, "error", err)
 			continue // no transition on an unknown answer
 		}
@@ -175,7 +182,14 @@ func (w *Watcher) Check(ctx context.Context) {
 			delete(w.booted, id)
 		}
 	}
+	settle := answered && !w.settled && w.cfg.Settled != nil
+	if answered {
+		w.settled = true
+	}
 	w.mu.Unlock()
+	if settle {
+		w.cfg.Settled()
+	}
 }
 
 // due updates a launch's state with a presence answer and reports whether

@@ -108,15 +108,29 @@ func TestRebooted(t *testing.T) {
 	h := &fakeHost{kept: []Kept{{launchA, instA}, {launchB, instB}}, running: map[string]bool{instA: true, instB: true},
 		presenceErr: map[string]bool{instB: true}}
 	w := newWatcher(t, h, true)
+	settled := 0
+	w.cfg.Settled = func() { settled++ }
 	// Present at the first check after a reboot: started. B's presence
-	// is not known yet.
+	// is not known yet, so the reboot is not settled (an agent restarted
+	// now must still see it).
 	if diff := cmp.Diff([]string{launchA}, h.check(t, w, 0)); diff != "" {
 		t.Fatalf("first check after a reboot (-want +got):\n%s", diff)
 	}
-	// B's instance answers later: still a start after the reboot.
+	if settled != 0 {
+		t.Errorf("settled %d times with an instance's presence unknown, want 0", settled)
+	}
+	// B's instance answers later: still a start after the reboot, and
+	// every kept blob has an answer now.
 	h.presenceErr = nil
 	if diff := cmp.Diff([]string{launchB}, h.check(t, w, time.Second)); diff != "" {
 		t.Fatalf("once libvirt answers (-want +got):\n%s", diff)
+	}
+	if settled != 1 {
+		t.Errorf("settled %d times once every presence was known, want 1", settled)
+	}
+	h.check(t, w, time.Second)
+	if settled != 1 {
+		t.Errorf("settled %d times after a further check, want once", settled)
 	}
 	// A blob kept after the first check is for an instance that has its
 	// secret.

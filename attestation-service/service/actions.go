@@ -87,16 +87,17 @@ func (a *actions) ownersChanged() {
 }
 
 // mirrorOwner is the trait mirror's traits.Owner: the cluster's ownership
-// that also decides who attests a host. A name no live member owns (this
-// instance's lease lapsed and it knows no other live instance, e.g. a
-// single instance whose database is unreachable) is this instance's: no
-// one else writes it, and expired traits keep being removed as they were
-// before the mirror knew of ownership.
+// that also decides who attests a host. Once this instance's own lease has
+// lapsed (its database unreachable) every host is its to write: the
+// members it knew are as stale as itself, and if every instance lost the
+// database none would remove the traits of expiring verdicts otherwise.
+// Writers may overlap then; each writes only what its verdicts say, and
+// removing traits of expired verdicts is what matters.
 type mirrorOwner struct{ ms *cluster.Membership }
 
 func (o mirrorOwner) Owns(name string) bool {
 	v := o.ms.View()
-	return v.Owns(name) || v.Owner(name) == ""
+	return !v.Valid || v.Owns(name) || v.Owner(name) == ""
 }
 
 // enabled reports whether any action needs the OpenStack clients.

@@ -695,3 +695,42 @@ func TestConcurrentCanaryDemoteAndWiden(t *testing.T) {
 		t.Logf("%d rounds both succeeded (widen, then demote), %d rounds one was refused", bothSucceeded, oneRefused)
 	})
 }
+
+// TestConcurrentApprovalsKeepFlatBody: two admins approving two
+// candidates at once leave the flat body (the profile API's view) equal
+// to the latest approved version's document, not to whichever approval
+// computed it last.
+func TestConcurrentApprovalsKeepFlatBody(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s1, s2 := open(t, url), open(t, url)
+		for round := range raceRounds {
+			name := fmt.Sprintf("gold-%d", round)
+			if err := s1.PutProfile(ctx, store.Profile{Name: name, Body: "v1"}, store.Create); err != nil {
+				t.Fatal(err)
+			}
+			for _, body := range []string{"v2", "v3"} {
+				if _, err := s1.AddProfileVersion(ctx, name, body, "test"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err2, err3 error
+			race(func() {
+				err2 = s1.SetProfileVersionState(ctx, name, 2, store.VersionCandidate, store.VersionApproved, nil, 0)
+			}, func() {
+				err3 = s2.SetProfileVersionState(ctx, name, 3, store.VersionCandidate, store.VersionApproved, nil, 0)
+			})
+			if err2 != nil || err3 != nil {
+				t.Fatalf("round %d: approve v2: %v, approve v3: %v", round, err2, err3)
+			}
+			p, err := s1.GetProfile(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Body != "v3" || p.Version != 3 {
+				t.Fatalf("round %d: flat profile holds %q (version %d), want the latest approved version 3's \"v3\"", round, p.Body, p.Version)
+			}
+		}
+	})
+}

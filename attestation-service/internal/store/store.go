@@ -635,10 +635,8 @@ func (s *Store) PutFlatProfile(ctx context.Context, p Profile, mode PutMode) (Fl
 func (s *Store) putFlatProfile(ctx context.Context, p Profile, mode PutMode) (FlatWrite, error) {
 	var w FlatWrite
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, "SELECT 1 FROM profiles WHERE name = ?", p.Name).Scan(&one)
-		exists := err == nil
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		exists, err := s.lockProfile(ctx, tx, p.Name)
+		if err != nil {
 			return fmt.Errorf("put profile %q: %w", p.Name, err)
 		}
 		switch {

@@ -21,7 +21,9 @@ import (
 //
 // State changes are compare-and-set in one transaction with the
 // recomputation of the flat body and the profiles generation, so the engine
-// never sees a half-made change.
+// never sees a half-made change. Every write to a profile's versions first
+// locks the profile's row (lockProfile), so writers of one profile
+// serialise and each checks the versions as the previous one left them.
 
 // Version states.
 const (
@@ -64,7 +66,8 @@ const (
 // VersionStateError says why a state change of a version was refused.
 // Reason is one of the Reason* constants; BadRequest says whether the
 // request itself was malformed (rather than conflicting with the stored
-// state).
+// state). For ReasonStateChanged, From is the stored state ("" when not
+// known) and To the state the request expected.
 type VersionStateError struct {
 	Profile    string
 	Version    int
@@ -79,6 +82,9 @@ func (e *VersionStateError) Error() string {
 		return fmt.Sprintf("profile %q version %d is its only approved version: retiring it would leave the profile accepting nothing; "+
 			"approve another version first, or delete the profile", e.Profile, e.Version)
 	case ReasonStateChanged:
+		if e.From == "" {
+			return fmt.Sprintf("profile %q version %d is no longer %s: it changed meanwhile", e.Profile, e.Version, e.To)
+		}
 		return fmt.Sprintf("profile %q version %d is %s, not %s: it changed meanwhile", e.Profile, e.Version, e.From, e.To)
 	case ReasonCanaryHosts:
 		return fmt.Sprintf("profile %q version %d: a canary version needs the hosts it is accepted on, a fraction of hosts, or both", e.Profile, e.Version)
@@ -263,8 +269,9 @@ func (s *Store) AddProfileVersion(ctx context.Context, profile, body, source str
 		n   int
 		err error
 	)
-	// Two writers adding at once pick the same number; the primary key
-	// refuses the second, which takes the next number.
+	// Writers of one profile serialise on its row (lockProfile); should
+	// two still pick the same number, the primary key refuses the second,
+	// which takes the next number.
 	for range 5 {
 		if n, err = s.addProfileVersion(ctx, profile, body, source); err == nil || !isUniqueViolation(err) {
 			break
@@ -276,13 +283,12 @@ func (s *Store) AddProfileVersion(ctx context.Context, profile, body, source str
 func (s *Store) addProfileVersion(ctx context.Context, profile, body, source string) (int, error) {
 	var n int
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, "SELECT 1 FROM profiles WHERE name = ?", profile).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("profile %q: %w", profile, ErrNotFound)
-		}
+		exists, err := s.lockProfile(ctx, tx, profile)
 		if err != nil {
 			return fmt.Errorf("add version of profile %q: %w", profile, err)
+		}
+		if !exists {
+			return fmt.Errorf("profile %q: %w", profile, ErrNotFound)
 		}
 		if n, err = insertVersion(ctx, tx, profile, VersionCandidate, body, source); err != nil {
 			return fmt.Errorf("add version of profile %q: %w", profile, err)
@@ -290,6 +296,29 @@ func (s *Store) addProfileVersion(ctx context.Context, profile, body, source str
 		return nil
 	})
 	return n, err
+}
+
+// lockProfile locks profile's row in the profiles table for the rest of
+// tx and reports whether the profile exists. Writers of a profile's
+// versions take it before reading them: on MariaDB (repeatable read) and
+// PostgreSQL (read committed) plain reads do not block, so two writers
+// could otherwise both pass a check (the version's state, "not the last
+// approved version") on what the other is changing. The lock is the
+// transaction's first read, so the reads after it see every change
+// committed before it was granted (InnoDB takes its snapshot at the
+// first plain read; PostgreSQL at each statement). SQLite needs no lock:
+// its write transactions are serial (_txlock=immediate).
+func (s *Store) lockProfile(ctx context.Context, tx *sql.Tx, profile string) (bool, error) {
+	q := "SELECT 1 FROM profiles WHERE name = ?"
+	if s.dialect != dialectSQLite {
+		q += " FOR UPDATE"
+	}
+	var one int
+	err := tx.QueryRowContext(ctx, q, profile).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // insertVersion adds the next version of profile. Two writers adding at
@@ -330,8 +359,15 @@ func (s *Store) SetProfileVersionState(ctx context.Context, profile string, vers
 		return refuse(ReasonFractionNotCanary, true)
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		exists, err := s.lockProfile(ctx, tx, profile)
+		if err != nil {
+			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+		}
+		if !exists {
+			return fmt.Errorf("profile %q version %d: %w", profile, version, ErrNotFound)
+		}
 		var cur string
-		err := tx.QueryRowContext(ctx, "SELECT state FROM profile_versions WHERE profile = ? AND version = ?", profile, version).Scan(&cur)
+		err = tx.QueryRowContext(ctx, "SELECT state FROM profile_versions WHERE profile = ? AND version = ?", profile, version).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("profile %q version %d: %w", profile, version, ErrNotFound)
 		}
@@ -363,9 +399,18 @@ func (s *Store) SetProfileVersionState(ctx context.Context, profile string, vers
 			}
 			fl = encFraction(fraction)
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE profile_versions SET state = ?, hosts = ?, fraction = ?, updated_at = ? WHERE profile = ? AND version = ?",
-			to, hl, fl, micros(time.Now()), profile, version); err != nil {
+		// Conditional on the state checked: under the profile lock it
+		// cannot have changed, but a writer that skipped the lock is
+		// refused rather than overwritten.
+		res, err := tx.ExecContext(ctx, "UPDATE profile_versions SET state = ?, hosts = ?, fraction = ?, updated_at = ? WHERE profile = ? AND version = ? AND state = ?",
+			to, hl, fl, micros(time.Now()), profile, version, from)
+		if err != nil {
 			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
+		} else if n == 0 {
+			return &VersionStateError{Profile: profile, Version: version, To: from, Reason: ReasonStateChanged}
 		}
 		if err := syncFlatBody(ctx, tx, profile); err != nil {
 			return fmt.Errorf("set state of profile %q version %d: %w", profile, version, err)
@@ -415,8 +460,9 @@ const flatSource = "profile API"
 // and that version is retired in the same transaction: an approved
 // reference is never edited in place, and the profile is never without
 // an approved version. Other approved versions (a rollout in progress)
-// stay as they are. The retirement is guarded like a state change: when
-// the version is no longer approved (a concurrent write replaced it) the
+// stay as they are. The caller holds the profile's lock (lockProfile), so
+// no other writer changes its versions meanwhile; the retirement is still
+// guarded like a state change: when the version is no longer approved the
 // write is refused with ReasonStateChanged.
 func putFlatVersion(ctx context.Context, tx *sql.Tx, profile, body string, created bool) (FlatWrite, error) {
 	w := FlatWrite{Created: created, Changed: true, Source: flatSource}

@@ -544,3 +544,193 @@ func TestMigrationCanaryFraction(t *testing.T) {
 		}
 	})
 }
+
+// raceRounds is how often the concurrent state-change tests race two
+// admins: enough that, without the profile lock, both pass the checks in
+// some round on MariaDB and PostgreSQL.
+const raceRounds = 30
+
+// race runs a and b at once, each from its own store handle (two service
+// instances), started together.
+func race(a, b func()) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	wg.Go(func() { <-start; a() })
+	wg.Go(func() { <-start; b() })
+	close(start)
+	wg.Wait()
+}
+
+// refusal returns the reason of a *store.VersionStateError ("" for nil,
+// the error text for any other error).
+func refusal(err error) string {
+	var ve *store.VersionStateError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ve):
+		return ve.Reason
+	}
+	return err.Error()
+}
+
+// TestConcurrentRetireKeepsAnApprovedVersion: two admins retiring at once
+// the only two approved versions of a profile never leave it without an
+// approved version: one retire succeeds, the other is refused
+// (last_approved_version, or state_changed), and the flat body is the
+// remaining approved version's.
+func TestConcurrentRetireKeepsAnApprovedVersion(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s1, s2 := open(t, url), open(t, url)
+		for round := range raceRounds {
+			name := fmt.Sprintf("gold-%d", round)
+			if err := s1.PutProfile(ctx, store.Profile{Name: name, Body: "v1"}, store.Create); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s1.AddProfileVersion(ctx, name, "v2", "test"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s1.SetProfileVersionState(ctx, name, 2, store.VersionCandidate, store.VersionApproved, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			var err1, err2 error
+			race(func() {
+				err1 = s1.SetProfileVersionState(ctx, name, 1, store.VersionApproved, store.VersionRetired, nil, 0)
+			},
+				func() {
+					err2 = s2.SetProfileVersionState(ctx, name, 2, store.VersionApproved, store.VersionRetired, nil, 0)
+				})
+			vs, err := s1.ProfileVersions(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var approved []store.ProfileVersion
+			for _, v := range vs {
+				if v.State == store.VersionApproved {
+					approved = append(approved, v)
+				}
+			}
+			if len(approved) != 1 {
+				t.Fatalf("round %d: retire v1: %v, retire v2: %v; %d approved versions left, want 1", round, err1, err2, len(approved))
+			}
+			loser := err1
+			if err1 == nil {
+				loser = err2
+			}
+			if (err1 == nil) == (err2 == nil) {
+				t.Fatalf("round %d: retire v1: %v, retire v2: %v; want exactly one to succeed", round, err1, err2)
+			}
+			if r := refusal(loser); r != store.ReasonLastApproved && r != store.ReasonStateChanged {
+				t.Errorf("round %d: losing retire refused with %q, want %s or %s", round, r, store.ReasonLastApproved, store.ReasonStateChanged)
+			}
+			if p, err := s1.GetProfile(ctx, name); err != nil || p.Body != approved[0].Body {
+				t.Errorf("round %d: flat body %q (%v), want the approved version's %q", round, p.Body, err, approved[0].Body)
+			}
+		}
+	})
+}
+
+// TestConcurrentCanaryDemoteAndWiden: one admin demotes canary version 2
+// to candidate while another widens its canary (canary to canary). The
+// outcome is that of one serial order: either one call succeeds, the
+// other is refused with state_changed and the version is in the winner's
+// state; or both succeed, which only widen-then-demote allows, and the
+// version is a candidate with neither hosts nor fraction. Never a canary
+// after a successful demotion.
+func TestConcurrentCanaryDemoteAndWiden(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s1, s2 := open(t, url), open(t, url)
+		var bothSucceeded, oneRefused int
+		for round := range raceRounds {
+			name := fmt.Sprintf("gold-%d", round)
+			if err := s1.PutProfile(ctx, store.Profile{Name: name, Body: "v1"}, store.Create); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s1.AddProfileVersion(ctx, name, "v2", "test"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s1.SetProfileVersionState(ctx, name, 2, store.VersionCandidate, store.VersionCanary, []string{"c1"}, 0); err != nil {
+				t.Fatal(err)
+			}
+			var demote, widen error
+			race(func() {
+				demote = s1.SetProfileVersionState(ctx, name, 2, store.VersionCanary, store.VersionCandidate, nil, 0)
+			},
+				func() {
+					widen = s2.SetProfileVersionState(ctx, name, 2, store.VersionCanary, store.VersionCanary, []string{"c1", "c2"}, 0.5)
+				})
+			got, err := s1.GetProfileVersion(ctx, name, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type state struct {
+				State    string
+				Hosts    []string
+				Fraction float64
+			}
+			demoted := state{State: store.VersionCandidate}
+			widened := state{State: store.VersionCanary, Hosts: []string{"c1", "c2"}, Fraction: 0.5}
+			var want state
+			switch {
+			case demote == nil && widen == nil:
+				bothSucceeded++
+				want = demoted
+			case demote == nil && refusal(widen) == store.ReasonStateChanged:
+				oneRefused++
+				want = demoted
+			case widen == nil && refusal(demote) == store.ReasonStateChanged:
+				oneRefused++
+				want = widened
+			default:
+				t.Fatalf("round %d: demote: %v, widen: %v; want both to succeed or one refused with %s", round, demote, widen, store.ReasonStateChanged)
+			}
+			if diff := cmp.Diff(want, state{got.State, got.Hosts, got.Fraction}); diff != "" {
+				t.Fatalf("round %d: demote: %v, widen: %v; version 2 (-want +got):\n%s", round, demote, widen, diff)
+			}
+		}
+		t.Logf("%d rounds both succeeded (widen, then demote), %d rounds one was refused", bothSucceeded, oneRefused)
+	})
+}
+
+// TestConcurrentApprovalsKeepFlatBody: two admins approving two
+// candidates at once leave the flat body (the profile API's view) equal
+// to the latest approved version's document, not to whichever approval
+// computed it last.
+func TestConcurrentApprovalsKeepFlatBody(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s1, s2 := open(t, url), open(t, url)
+		for round := range raceRounds {
+			name := fmt.Sprintf("gold-%d", round)
+			if err := s1.PutProfile(ctx, store.Profile{Name: name, Body: "v1"}, store.Create); err != nil {
+				t.Fatal(err)
+			}
+			for _, body := range []string{"v2", "v3"} {
+				if _, err := s1.AddProfileVersion(ctx, name, body, "test"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err2, err3 error
+			race(func() {
+				err2 = s1.SetProfileVersionState(ctx, name, 2, store.VersionCandidate, store.VersionApproved, nil, 0)
+			}, func() {
+				err3 = s2.SetProfileVersionState(ctx, name, 3, store.VersionCandidate, store.VersionApproved, nil, 0)
+			})
+			if err2 != nil || err3 != nil {
+				t.Fatalf("round %d: approve v2: %v, approve v3: %v", round, err2, err3)
+			}
+			p, err := s1.GetProfile(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Body != "v3" || p.Version != 3 {
+				t.Fatalf("round %d: flat profile holds %q (version %d), want the latest approved version 3's \"v3\"", round, p.Body, p.Version)
+			}
+		}
+	})
+}

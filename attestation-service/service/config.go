@@ -83,7 +83,8 @@ type DatabaseSection struct {
 	// mysql+pymysql://user:pw@host/db or postgresql://user:pw@host/db).
 	Connection string `toml:"connection"`
 	// HistoryRetention is how long verdict history (and the revocation
-	// brake's records) is kept; 0 keeps it forever. A Trustpool option.
+	// brake's records) is kept; 0 keeps it forever, else at least 1h and
+	// at least [revocation] brake_window. A Trustpool option.
 	HistoryRetention time.Duration `toml:"history_retention"`
 	// AuditRetention is how long the audit log is kept; 0 keeps it
 	// forever. A Trustpool option.
@@ -417,6 +418,11 @@ func (c *Config) Validate() error {
 	}
 	if r.BrakeWindow <= 0 {
 		bad("revocation.brake_window", "must be positive")
+	} else if h := c.Database.HistoryRetention; h > 0 && h < r.BrakeWindow {
+		// The brake's records go with the history: a shorter retention
+		// would prune transitions still in the window (under-counting it).
+		bad("database.history_retention", "%v is shorter than revocation.brake_window (%v): must be 0 (keep forever) or at least the brake window",
+			h, r.BrakeWindow)
 	}
 	if r.BrakeMinHosts < 1 {
 		bad("revocation.brake_min_hosts", "must be at least 1")

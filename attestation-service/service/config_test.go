@@ -91,6 +91,9 @@ func TestValidateNamesKeys(t *testing.T) {
 		{"validity shorter than a round gap", func(c *service.Config) { c.Attestation.VerdictValidity = 17 * time.Second }, "attestation.verdict_validity"},
 		{"negative retention", func(c *service.Config) { c.Database.HistoryRetention = -time.Hour }, "database.history_retention"},
 		{"tiny retention", func(c *service.Config) { c.Database.AuditRetention = time.Minute }, "database.audit_retention"},
+		{"history retention shorter than brake window", func(c *service.Config) {
+			c.Database.HistoryRetention, c.Revocation.BrakeWindow = time.Hour, 2*time.Hour
+		}, "database.history_retention: 1h0m0s is shorter than revocation.brake_window (2h0m0s)"},
 		{"launch kem", func(c *service.Config) { c.Keys.LaunchKeyKEM = "rsa" }, "keys.launch_key_kem"},
 		{"no launch key", func(c *service.Config) { c.Keys.LaunchKey = "" }, "keys.launch_key"},
 		{"nova's own queue", func(c *service.Config) { c.Launch.NotificationQueue = "versioned_notifications.info" }, "launch.notification_queue"},
@@ -132,6 +135,20 @@ func TestPublicEndpointAccepted(t *testing.T) {
 		cfg.API.PublicEndpoint = e
 		if err := cfg.Validate(); err != nil {
 			t.Errorf("public_endpoint %q: Validate() = %v", e, err)
+		}
+	}
+}
+
+// TestHistoryRetentionCoversBrakeWindow: a history retention of 0 (keep
+// forever) or at least the brake window passes (TestValidateNamesKeys holds
+// the refusal).
+func TestHistoryRetentionCoversBrakeWindow(t *testing.T) {
+	for _, retention := range []time.Duration{0, 2 * time.Hour, 3 * time.Hour} {
+		cfg := service.DefaultConfig()
+		cfg.Default.TransportURL = "rabbit://guest:guest@127.0.0.1:5672/"
+		cfg.Database.HistoryRetention, cfg.Revocation.BrakeWindow = retention, 2*time.Hour
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("history_retention %v, brake_window 2h: Validate() = %v", retention, err)
 		}
 	}
 }

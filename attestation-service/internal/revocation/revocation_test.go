@@ -536,6 +536,35 @@ func TestBrakeStoreDown(t *testing.T) {
 	}
 }
 
+// TestBrakeReleaseNamesRetriedHost: a transition seen before the one that
+// engaged the brake, but taken after it (its instance could not reach the
+// database meanwhile), is held, and the release notice names it.
+func TestBrakeReleaseNamesRetriedHost(t *testing.T) {
+	hosts := []string{"c0", "c1", "c2", "c3"}
+	n, notes, db := newNova(hosts...), &notifier{}, brakeDB(t)
+	cfgB := brakeCfg(t, n, notes, db)
+	fb := &failingBrake{Store: cfgB.BrakeStore.(*store.Store)}
+	cfgB.BrakeStore = fb
+	fb.setDown(true)
+	a, b := start(t, brakeCfg(t, n, notes, db)), start(t, cfgB)
+	old := vd("c0", verdict.Trusted)
+	transition(b, &old, verdict.Untrusted, "profile baseline: pcr 7")
+	waitFor(t, "b failing", func() bool { return fb.failed() >= 1 })
+	for _, h := range hosts[1:] {
+		old := vd(h, verdict.Trusted)
+		transition(a, &old, verdict.Untrusted, "profile baseline: pcr 7")
+	}
+	waitFor(t, "brake alert", func() bool { return len(notes.events(attestrpc.EventBrakeEngaged)) == 1 })
+	fb.setDown(false)
+	waitFor(t, "brake released", func() bool { return len(notes.events(attestrpc.EventBrakeReleased)) == 1 })
+	if diff := cmp.Diff([]string{"c1", "c2"}, disabledHosts(n, hosts)); diff != "" {
+		t.Errorf("disabled hosts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"c0", "c3"}, notes.events(attestrpc.EventBrakeReleased)[0].payload["skipped_hosts"]); diff != "" {
+		t.Errorf("skipped hosts (-want +got):\n%s", diff)
+	}
+}
+
 func TestReason(t *testing.T) {
 	for _, tc := range []struct {
 		v    verdict.Verdict

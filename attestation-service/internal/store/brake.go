@@ -13,9 +13,14 @@ import (
 // service instances of one deployment: every transition of a host to
 // untrusted is a row of revocation_brake (when, host, and what was done:
 // "disable" or "braked"), and the counters row "revocation_brake" holds
-// since when the brake is engaged (0: released). Every decision locks
-// that row first (SELECT … FOR UPDATE; SQLite takes its write lock at
-// BEGIN), so two instances never both take the last slot.
+// the id of the row that engaged the brake (0: released). Every decision
+// locks that row first (SELECT … FOR UPDATE; SQLite takes its write lock
+// at BEGIN), so two instances never both take the last slot, and ids,
+// assigned under the lock, follow the order slots were taken in. A row's
+// at is when the transition was seen, which need not: an instance waiting
+// for the lock, or re-queueing after a database error, records an earlier
+// at after a later one. So the rows an engaged brake held are those from
+// the engaging row's id on, not those from its at on.
 
 // brakeLock names the counters row that serialises brake decisions.
 const brakeLock = "revocation_brake"
@@ -54,31 +59,35 @@ func (s *Store) TakeBrakeSlot(ctx context.Context, host string, at, since time.T
 	var st BrakeState
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		st = BrakeState{}
-		engagedSince, latest, err := s.lockBrake(ctx, tx, since)
+		engagedID, latest, err := s.lockBrake(ctx, tx, since)
 		if err != nil {
 			return err
 		}
 		latest[host] = max(latest[host], micros(at))
-		if engagedSince != 0 && len(latest) <= limit {
-			if st.Skipped, err = s.releaseBrake(ctx, tx, engagedSince); err != nil {
+		if engagedID != 0 && len(latest) <= limit {
+			if st.Skipped, err = s.releaseBrake(ctx, tx, engagedID); err != nil {
 				return err
 			}
-			st.Released, engagedSince = true, 0
+			st.Released, engagedID = true, 0
 		}
-		if engagedSince == 0 && len(latest) > limit {
-			engagedSince = micros(at)
-			if _, err := tx.ExecContext(ctx, "UPDATE counters SET value = ? WHERE name = ?", engagedSince, brakeLock); err != nil {
-				return err
-			}
-			st.Engaged = true
-		}
-		st.Held = engagedSince != 0
+		st.Engaged = engagedID == 0 && len(latest) > limit
+		st.Held = engagedID != 0 || st.Engaged
 		action := BrakeDisable
 		if st.Held {
 			action = BrakeHeld
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO revocation_brake (at, host, action) VALUES (?, ?, ?)", micros(at), host, action); err != nil {
 			return err
+		}
+		if st.Engaged {
+			// Every insert holds the lock, so the largest id is this
+			// row's (LastInsertId is not portable: pgx lacks it).
+			if err := tx.QueryRowContext(ctx, "SELECT MAX(id) FROM revocation_brake").Scan(&engagedID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE counters SET value = ? WHERE name = ?", engagedID, brakeLock); err != nil {
+				return err
+			}
 		}
 		st.Hosts, st.Next = windowHosts(latest, window)
 		return nil
@@ -96,17 +105,17 @@ func (s *Store) CheckBrake(ctx context.Context, since time.Time, limit int, wind
 	var st BrakeState
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		st = BrakeState{}
-		engagedSince, latest, err := s.lockBrake(ctx, tx, since)
+		engagedID, latest, err := s.lockBrake(ctx, tx, since)
 		if err != nil {
 			return err
 		}
 		st.Hosts, st.Next = windowHosts(latest, window)
 		switch {
-		case engagedSince == 0:
+		case engagedID == 0:
 		case len(latest) > limit:
 			st.Held = true
 		default:
-			st.Skipped, err = s.releaseBrake(ctx, tx, engagedSince)
+			st.Skipped, err = s.releaseBrake(ctx, tx, engagedID)
 			st.Released = true
 		}
 		return err
@@ -117,8 +126,9 @@ func (s *Store) CheckBrake(ctx context.Context, since time.Time, limit int, wind
 	return st, nil
 }
 
-// lockBrake locks the brake's counters row and returns since when the brake
-// is engaged (0: released) and the window after since (brakeWindow). The
+// lockBrake locks the brake's counters row and returns the id of the row
+// that engaged the brake (0: released) and the window after since
+// (brakeWindow). The
 // window is read after the lock is held, so it includes every decision
 // committed before.
 func (s *Store) lockBrake(ctx context.Context, tx *sql.Tx, since time.Time) (int64, map[string]int64, error) {
@@ -138,14 +148,14 @@ func (s *Store) lockBrake(ctx context.Context, tx *sql.Tx, since time.Time) (int
 	return v, latest, err
 }
 
-// releaseBrake marks the brake released and returns the hosts held since
-// engagedSince, sorted.
-func (s *Store) releaseBrake(ctx context.Context, tx *sql.Tx, engagedSince int64) ([]string, error) {
+// releaseBrake marks the brake released and returns the hosts held from
+// the engaging row (id engagedID) on, sorted.
+func (s *Store) releaseBrake(ctx context.Context, tx *sql.Tx, engagedID int64) ([]string, error) {
 	if _, err := tx.ExecContext(ctx, "UPDATE counters SET value = 0 WHERE name = ?", brakeLock); err != nil {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT DISTINCT host FROM revocation_brake WHERE action = ? AND at >= ? ORDER BY host",
-		BrakeHeld, engagedSince)
+	rows, err := tx.QueryContext(ctx, "SELECT DISTINCT host FROM revocation_brake WHERE action = ? AND id >= ? ORDER BY host",
+		BrakeHeld, engagedID)
 	if err != nil {
 		return nil, err
 	}
@@ -201,15 +211,22 @@ func windowHosts(latest map[string]int64, window time.Duration) ([]string, time.
 }
 
 // pruneBrake deletes brake rows from before before, keeping those an
-// engaged brake still needs (the hosts it held).
+// engaged brake still needs (the hosts it held: the rows from the engaging
+// one's id on, whatever their at).
 func (s *Store) pruneBrake(ctx context.Context, before time.Time) (int64, error) {
-	var engagedSince int64
-	err := s.db.QueryRowContext(ctx, "SELECT value FROM counters WHERE name = ?", brakeLock).Scan(&engagedSince)
+	var engagedID int64
+	err := s.db.QueryRowContext(ctx, "SELECT value FROM counters WHERE name = ?", brakeLock).Scan(&engagedID)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("prune revocation_brake: %w", err)
 	}
-	if engagedSince != 0 && engagedSince < micros(before) {
-		before = fromMicros(engagedSince)
+	if engagedID != 0 {
+		var oldest sql.NullInt64
+		if err := s.db.QueryRowContext(ctx, "SELECT MIN(at) FROM revocation_brake WHERE id >= ?", engagedID).Scan(&oldest); err != nil {
+			return 0, fmt.Errorf("prune revocation_brake: %w", err)
+		}
+		if oldest.Valid && oldest.Int64 < micros(before) {
+			before = fromMicros(oldest.Int64)
+		}
 	}
 	return s.pruneTable(ctx, "revocation_brake", before)
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +63,21 @@ func TestBrakeSlotsRace(t *testing.T) {
 			Next: now.Add(window).Truncate(time.Microsecond)}
 		if diff := cmp.Diff(want, st); diff != "" {
 			t.Errorf("CheckBrake (-want +got):\n%s", diff)
+		}
+		// All share one at: the release names the 5 held hosts by slot
+		// order, not by time.
+		st, err = instances[1].CheckBrake(ctx, now.Add(time.Hour), 3, window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var held []string
+		for _, h := range want.Hosts {
+			if !slices.Contains(granted, h) {
+				held = append(held, h)
+			}
+		}
+		if diff := cmp.Diff(store.BrakeState{Released: true, Skipped: held, Hosts: []string{}}, st); diff != "" {
+			t.Errorf("release (-want +got):\n%s", diff)
 		}
 	})
 }
@@ -127,6 +143,45 @@ func TestBrakeWindowSlides(t *testing.T) {
 	})
 }
 
+// TestBrakeReleaseListsEarlierHeld: a transition taken after the one that
+// engaged the brake but seen earlier (an instance that waited for the lock,
+// or retried after a database error) is held, and the release names it.
+func TestBrakeReleaseListsEarlierHeld(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		t.Helper()
+		ctx := t.Context()
+		s := open(t, url)
+		t0 := time.Now().Truncate(time.Microsecond)
+		const window, limit = time.Minute, 1
+		for _, tr := range []struct {
+			host    string
+			at      time.Duration
+			held    bool
+			engaged bool
+		}{
+			{"c1", 10 * time.Second, false, false},
+			{"c2", 20 * time.Second, true, true},
+			{"c3", 15 * time.Second, true, false}, // before c2's at
+			{"c4", 5 * time.Second, true, false},  // before c1's too
+		} {
+			st, err := s.TakeBrakeSlot(ctx, tr.host, t0.Add(tr.at), t0.Add(tr.at-window), limit, window)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Held != tr.held || st.Engaged != tr.engaged {
+				t.Fatalf("TakeBrakeSlot(%s) = %+v; want held %v, engaged %v", tr.host, st, tr.held, tr.engaged)
+			}
+		}
+		st, err := s.CheckBrake(ctx, t0.Add(time.Hour), limit, window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(store.BrakeState{Released: true, Skipped: []string{"c2", "c3", "c4"}, Hosts: []string{}}, st); diff != "" {
+			t.Errorf("CheckBrake (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // TestBrakePrune: Prune removes the brake's records with the history
 // retention, except those of the hosts an engaged brake still holds.
 func TestBrakePrune(t *testing.T) {
@@ -156,6 +211,11 @@ func TestBrakePrune(t *testing.T) {
 		if st, err := s.TakeBrakeSlot(ctx, "held", at, at.Add(-window), 0, window); err != nil || !st.Engaged {
 			t.Fatalf("TakeBrakeSlot(limit 0) = %+v, %v; want engaged", st, err)
 		}
+		// Held after the engaging transition but seen a day before it.
+		at = now.Add(-41 * day)
+		if st, err := s.TakeBrakeSlot(ctx, "early", at, at.Add(-window), 0, window); err != nil || !st.Held {
+			t.Fatalf("TakeBrakeSlot(early) = %+v, %v; want held", st, err)
+		}
 		if p, err := s.Prune(ctx, cut, time.Time{}); err != nil || p.Brake != 0 {
 			t.Fatalf("Prune(engaged) = %+v, %v; want nothing pruned", p, err)
 		}
@@ -163,11 +223,11 @@ func TestBrakePrune(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(store.BrakeState{Released: true, Skipped: []string{"held"}, Hosts: []string{}}, st); diff != "" {
+		if diff := cmp.Diff(store.BrakeState{Released: true, Skipped: []string{"early", "held"}, Hosts: []string{}}, st); diff != "" {
 			t.Errorf("CheckBrake (-want +got):\n%s", diff)
 		}
-		if p, err := s.Prune(ctx, cut, time.Time{}); err != nil || p.Brake != 1 {
-			t.Fatalf("Prune(released) = %+v, %v; want 1 brake record pruned", p, err)
+		if p, err := s.Prune(ctx, cut, time.Time{}); err != nil || p.Brake != 2 {
+			t.Fatalf("Prune(released) = %+v, %v; want 2 brake records pruned", p, err)
 		}
 	})
 }

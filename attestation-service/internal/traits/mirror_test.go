@@ -85,14 +85,27 @@ func (tr transport) RoundTrip(req *http.Request) (*http.Response, error) {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{pl: servicetest.Placement(t), reg: metrics.New(), vs: map[string]verdict.Verdict{}, nodes: map[string][]string{}}
-	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Transport: transport{f}}}
+	f.client = f.placementVia(t, transport{f})
+	return f
+}
+
+// placementVia is a Placement client on the fixture's Placement whose
+// requests go through rt (counting them, or failing some on purpose).
+func (f *fixture) placementVia(t *testing.T, rt http.RoundTripper) *cloud.Placement {
+	t.Helper()
+	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Transport: rt}}
 	pc.SetToken(f.pl.Token)
 	c, err := cloud.NewPlacement(pc, cloud.Endpoint{EndpointOverride: f.pl.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.client = c
-	return f
+	return c
+}
+
+// answer is an empty response with status code, as Placement gives when
+// it refuses.
+func answer(req *http.Request, code int) *http.Response {
+	return &http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: req}
 }
 
 func (f *fixture) AllNodes(context.Context) (map[string][]string, error) {
@@ -366,17 +379,12 @@ func TestMirrorPlacementDown(t *testing.T) {
 	rp := f.node(t, "host1")[0]
 	var fail atomic.Bool
 	fail.Store(true)
-	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	c := f.placementVia(t, roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if fail.Load() {
-			return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: req}, nil
+			return answer(req, http.StatusServiceUnavailable), nil
 		}
 		return http.DefaultTransport.RoundTrip(req)
-	})}}
-	pc.SetToken(f.pl.Token)
-	c, err := cloud.NewPlacement(pc, cloud.Endpoint{EndpointOverride: f.pl.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}))
 	f.store(vd("host1", verdict.Trusted, time.Hour))
 	run(t, f.mirror(t, func(cfg *traits.Config) { cfg.Placement = c }))
 	time.Sleep(300 * time.Millisecond)
@@ -394,17 +402,12 @@ func TestMirrorRetriesFailedWrite(t *testing.T) {
 	f := newFixture(t)
 	rp := f.node(t, "host1")[0]
 	var failed atomic.Bool
-	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	c := f.placementVia(t, roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/traits") && failed.CompareAndSwap(false, true) {
-			return &http.Response{StatusCode: http.StatusInternalServerError, Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: req}, nil
+			return answer(req, http.StatusInternalServerError), nil
 		}
 		return http.DefaultTransport.RoundTrip(req)
-	})}}
-	pc.SetToken(f.pl.Token)
-	c, err := cloud.NewPlacement(pc, cloud.Endpoint{EndpointOverride: f.pl.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}))
 	f.store(vd("host1", verdict.Trusted, time.Hour))
 	run(t, f.mirror(t, func(cfg *traits.Config) { cfg.Placement = c }))
 	f.waitTraits(t, rp, "CUSTOM_TRUSTPOOL_TRUSTED")

@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/gophercloud/gophercloud/v2"
 
-	"github.com/trustpool/trustpool/attestation-service/internal/cloud"
 	"github.com/trustpool/trustpool/attestation-service/internal/cluster"
 	"github.com/trustpool/trustpool/attestation-service/internal/metrics"
 	"github.com/trustpool/trustpool/attestation-service/internal/traits"
@@ -82,12 +80,7 @@ func (in *instance) touched(rp string) (reads, writes int) {
 func (f *fixture) instance(t *testing.T, owner *viewOwner, mod func(*traits.Config)) *instance {
 	t.Helper()
 	in := &instance{owner: owner, reg: metrics.New(), reads: map[string]int{}, writes: map[string]int{}}
-	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Transport: in}}
-	pc.SetToken(f.pl.Token)
-	c, err := cloud.NewPlacement(pc, cloud.Endpoint{EndpointOverride: f.pl.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := f.placementVia(t, in)
 	in.m = f.mirror(t, func(cfg *traits.Config) {
 		cfg.Placement, cfg.Owner, cfg.Metrics = c, owner, in.reg
 		if mod != nil {

@@ -256,15 +256,7 @@ func TestServerDropsDuplicatesAndBadMessages(t *testing.T) {
 	s := oslo.NewServer(newTransport(t, rabbit.URL, nil), oslo.Target{Topic: "dups", Server: "h"}, testEndpoint(rec))
 	startServer(t, s.Run, s.Ready())
 
-	conn, err := amqp.Dial(strings.Replace(rabbit.URL, "rabbit://", "amqp://", 1))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("channel: %v", err)
-	}
+	ch := rawChannel(t, rabbit)
 	publish := func(contentType string, req *oslo.Request) {
 		t.Helper()
 		body, err := oslo.EncodeRequest(req)
@@ -527,15 +519,7 @@ func TestUndecodableCallGetsValueError(t *testing.T) {
 	s := oslo.NewServer(newTransport(t, rabbit.URL, nil), oslo.Target{Topic: "nan", Server: "h"}, testEndpoint(newRecorder()))
 	startServer(t, s.Run, s.Ready())
 
-	conn, err := amqp.Dial(strings.Replace(rabbit.URL, "rabbit://", "amqp://", 1))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("channel: %v", err)
-	}
+	ch := rawChannel(t, rabbit)
 	q, err := ch.QueueDeclare("reply_nan_test", false, true, false, false, nil)
 	if err != nil {
 		t.Fatalf("declare: %v", err)
@@ -588,15 +572,7 @@ func TestStopDropsRepliesToMissingQueues(t *testing.T) {
 		t.Fatalf("server stopped before ready: %v", err)
 	}
 
-	conn, err := amqp.Dial(strings.Replace(rabbit.URL, "rabbit://", "amqp://", 1))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("channel: %v", err)
-	}
+	ch := rawChannel(t, rabbit)
 	timeout := 60.0
 	body, err := oslo.EncodeRequest(&oslo.Request{Method: "record", Args: map[string]json.RawMessage{"value": json.RawMessage(`"v"`)},
 		MsgID: "m1", ReplyQ: "reply_of_a_killed_caller", UniqueID: "u1", Timeout: &timeout, IsCall: true})

@@ -591,6 +591,16 @@ func (l *Launcher) receiptBy(rec *store.Launch, initiator string) ([]byte, error
 	return json.Marshal(sr)
 }
 
+// untrustedDetail is a host_untrusted refusal's detail: the fresh
+// verdict's status and its reasons (for a launch and a re-delivery alike).
+func untrustedDetail(v verdict.Verdict) string {
+	detail := "fresh attestation: " + string(v.Status)
+	if len(v.Reasons) > 0 {
+		detail += ": " + strings.Join(v.Reasons, "; ")
+	}
+	return detail
+}
+
 // policyKeyOf is the key id of the policy-signing key whose authorize
 // policy digest (hex) is, or "": a receipt names the key only when its
 // digest is provably that key's, so a tenant can check it offline.
@@ -705,11 +715,7 @@ func (r *run) bindAndDeliver(ctx context.Context, j job) {
 	v := fresh.Verdict
 	rec.VerdictSeq, rec.EvidenceDigest, rec.VerifiedAt = v.Seq, v.EvidenceDigest, v.VerifiedAt
 	if !fresh.Verified || v.Status != verdict.Trusted {
-		detail := "fresh attestation: " + string(v.Status)
-		if len(v.Reasons) > 0 {
-			detail += ": " + strings.Join(v.Reasons, "; ")
-		}
-		r.end(ctx, launch.StateRefused, ReasonHostUntrusted, detail)
+		r.end(ctx, launch.StateRefused, ReasonHostUntrusted, untrustedDetail(v))
 		return
 	}
 	if !fresh.Satisfies(rec.Profile) {

@@ -158,11 +158,7 @@ func (l *Launcher) redeliver(ctx context.Context, id, initiator string) (*Redeli
 	v := fresh.Verdict
 	rec.VerdictSeq, rec.EvidenceDigest, rec.VerifiedAt = v.Seq, v.EvidenceDigest, v.VerifiedAt
 	if !fresh.Verified || v.Status != verdict.Trusted {
-		detail := "fresh attestation: " + string(v.Status)
-		if len(v.Reasons) > 0 {
-			detail += ": " + strings.Join(v.Reasons, "; ")
-		}
-		return refuse(ReasonHostUntrusted, detail)
+		return refuse(ReasonHostUntrusted, untrustedDetail(v))
 	}
 	if !fresh.Satisfies(rec.Profile) {
 		detail := "profile " + rec.Profile

@@ -132,12 +132,8 @@ func (s *Store) CheckBrake(ctx context.Context, since time.Time, limit int, wind
 // window is read after the lock is held, so it includes every decision
 // committed before.
 func (s *Store) lockBrake(ctx context.Context, tx *sql.Tx, since time.Time) (int64, map[string]int64, error) {
-	q := "SELECT value FROM counters WHERE name = ?"
-	if s.dialect != dialectSQLite {
-		q += " FOR UPDATE"
-	}
 	var v int64
-	err := tx.QueryRowContext(ctx, q, brakeLock).Scan(&v)
+	err := tx.QueryRowContext(ctx, s.forUpdate("SELECT value FROM counters WHERE name = ?"), brakeLock).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil, fmt.Errorf("counters row %q missing (schema not migrated?): %w", brakeLock, ErrNotFound)
 	}

@@ -298,6 +298,16 @@ func (s *Store) addProfileVersion(ctx context.Context, profile, body, source str
 	return n, err
 }
 
+// forUpdate makes a one-row SELECT lock the rows it reads until the
+// transaction ends, where the engine has row locks (MariaDB, PostgreSQL);
+// SQLite's write transactions hold the whole database already.
+func (s *Store) forUpdate(q string) string {
+	if s.dialect == dialectSQLite {
+		return q
+	}
+	return q + " FOR UPDATE"
+}
+
 // lockProfile locks profile's row in the profiles table for the rest of
 // tx and reports whether the profile exists. Writers of a profile's
 // versions take it before reading them: on MariaDB (repeatable read) and
@@ -309,12 +319,8 @@ func (s *Store) addProfileVersion(ctx context.Context, profile, body, source str
 // first plain read; PostgreSQL at each statement). SQLite needs no lock:
 // its write transactions are serial (_txlock=immediate).
 func (s *Store) lockProfile(ctx context.Context, tx *sql.Tx, profile string) (bool, error) {
-	q := "SELECT 1 FROM profiles WHERE name = ?"
-	if s.dialect != dialectSQLite {
-		q += " FOR UPDATE"
-	}
 	var one int
-	err := tx.QueryRowContext(ctx, q, profile).Scan(&one)
+	err := tx.QueryRowContext(ctx, s.forUpdate("SELECT 1 FROM profiles WHERE name = ?"), profile).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
